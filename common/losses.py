@@ -1,0 +1,152 @@
+"""The losses of BERT and GPT, from a hand-written log-softmax.
+
+log-softmax, stabilised with logsumexp (subtracting the row maximum m changes nothing
+mathematically but keeps exp() from overflowing):
+    log p_v = z_v - logsumexp(z),   logsumexp(z) = m + log sum_u exp(z_u - m),  m = max_u z_u
+
+Cross-entropy of a target y:  CE(z, y) = -log p_y.  Positions whose label is -100 are ignored.
+
+BERT (Devlin et al. 2019), I = the set of masked positions:
+    L_MLM = -sum_{i in I} log p(x_i | x_{-i}; theta)        (reduction="sum"; "mean" divides by |I|)
+    L_NSP = -log p(IsNext or NotNext | [CLS])               (label 0 = IsNext, 1 = NotNext)
+    L     = alpha * L_MLM + beta * L_NSP
+GPT (Radford et al. 2018):
+    L_LM  = -sum_t log p(x_{t+1} | x_{<=t}; theta)
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+IGNORE_INDEX = -100
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """Losses are computed in float32 at least (bf16/fp16 logits lose too much in exp/log)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+# BEGIN EXERCISE log_softmax
+def log_softmax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """log p = z - logsumexp(z), with logsumexp(z) = m + log(sum(exp(z - m))), m = max(z)."""
+    m = logits.amax(dim=dim, keepdim=True).detach()  # the shift does not change the value
+    logsumexp = m + torch.log(torch.exp(logits - m).sum(dim=dim, keepdim=True))
+    return logits - logsumexp
+# END EXERCISE log_softmax
+
+
+# BEGIN EXERCISE cross_entropy
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+                  reduction: str = "mean") -> torch.Tensor:
+    """CE = -log p_y per row; rows with target == ignore_index contribute nothing.
+
+    logits: (N, V); targets: (N,) long. reduction "sum": sum over kept rows; "mean": that sum
+    divided by the number of kept rows (0 when no row is kept, never NaN); "none": (N,) values.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    keep = targets != ignore_index  # (N,)
+    safe_targets = torch.where(keep, targets, torch.zeros_like(targets))
+    logp = log_softmax(_upcast(logits), dim=-1)  # (N, V), in float32 even under bf16 autocast
+    nll = -logp.gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)  # (N,)
+    nll = torch.where(keep, nll, torch.zeros_like(nll))
+    if reduction == "none":
+        return nll
+    total = nll.sum()
+    if reduction == "sum":
+        return total
+    return total / keep.sum().clamp_min(1)
+# END EXERCISE cross_entropy
+
+
+# BEGIN EXERCISE mlm_loss
+def mlm_loss(prediction_logits: torch.Tensor, labels: torch.Tensor,
+             reduction: str = "mean") -> torch.Tensor:
+    """L_MLM = -sum_{i in I} log p(x_i | x_{-i}; theta), I = {i : labels_i != -100}.
+
+    prediction_logits: (B, T, V) or (N, V); labels: (B, T) or (N,), -100 outside I.
+    "sum" is the formula; "mean" divides by |I| (what BERT reports). Empty I gives 0.
+    """
+    V = prediction_logits.size(-1)
+    return cross_entropy(prediction_logits.reshape(-1, V), labels.reshape(-1), reduction=reduction)
+# END EXERCISE mlm_loss
+
+
+# BEGIN EXERCISE nsp_loss
+def nsp_loss(seq_relationship_logits: torch.Tensor, next_sentence_label: torch.Tensor,
+             reduction: str = "mean") -> torch.Tensor:
+    """L_NSP = -log p(y | [CLS]) with y = 0 if B follows A (IsNext), 1 if B is random (NotNext).
+    seq_relationship_logits: (B, 2); next_sentence_label: (B,)."""
+    return cross_entropy(seq_relationship_logits.reshape(-1, 2), next_sentence_label.reshape(-1),
+                         reduction=reduction)
+# END EXERCISE nsp_loss
+
+
+def pretraining_loss(prediction_logits: torch.Tensor, labels: torch.Tensor,
+                     seq_relationship_logits: torch.Tensor, next_sentence_label: torch.Tensor,
+                     alpha: float = 1.0, beta: float = 1.0) -> torch.Tensor:
+    """L = alpha * L_MLM + beta * L_NSP (both means, as BERT's pre-training reports them)."""
+    return (alpha * mlm_loss(prediction_logits, labels)
+            + beta * nsp_loss(seq_relationship_logits, next_sentence_label))
+
+
+# BEGIN EXERCISE causal_lm_loss
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """L_LM = -sum_t log p(x_{t+1} | x_{<=t}): the logits at position t predict the label at t+1.
+
+    logits: (B, T, V); labels: (B, T), usually the input ids, -100 at padding. The shift is done
+    here: logits[:, :-1] are scored against labels[:, 1:]. "mean" divides by the scored tokens.
+    """
+    V = logits.size(-1)
+    shifted_logits = logits[:, :-1, :].reshape(-1, V)  # (B * (T-1), V)
+    shifted_labels = labels[:, 1:].reshape(-1)  # (B * (T-1),)
+    return cross_entropy(shifted_logits, shifted_labels, reduction=reduction)
+# END EXERCISE causal_lm_loss
+
+
+def binary_cross_entropy_with_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """mean of -[y log sigma(z) + (1 - y) log(1 - sigma(z))], computed stably as
+    max(z, 0) - z y + log(1 + exp(-|z|))."""
+    z = _upcast(logits)
+    y = targets.to(z.dtype)
+    return (z.clamp_min(0) - z * y + torch.log1p(torch.exp(-z.abs()))).mean()
+
+
+def mse_loss(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """mean of (prediction - target)^2."""
+    p = _upcast(predictions)
+    return (p - targets.to(p.dtype)).pow(2).mean()
+
+
+def infer_problem_type(num_labels: int, labels: torch.Tensor) -> str:
+    """transformers' rule: 1 label -> regression; integer labels -> single-label
+    classification; float labels with num_labels > 1 -> multi-label classification."""
+    if num_labels == 1:
+        return "regression"
+    if labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+        return "single_label_classification"
+    return "multi_label_classification"
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int,
+                        problem_type: Optional[str] = None) -> torch.Tensor:
+    """The loss of a sequence classifier, chosen as transformers' `problem_type` does:
+        regression                  MSE(logits, y)                 logits (B, 1), y (B,)
+        single_label_classification CE(logits, y)                  logits (B, K), y (B,) long
+        multi_label_classification  BCE(sigma(logits), y)          logits (B, K), y (B, K) float
+    """
+    problem_type = problem_type or infer_problem_type(num_labels, labels)
+    if problem_type == "regression":
+        if num_labels == 1:
+            return mse_loss(logits.squeeze(-1), labels.squeeze(-1) if labels.dim() > 1 else labels)
+        return mse_loss(logits, labels)
+    if problem_type == "single_label_classification":
+        return cross_entropy(logits.reshape(-1, num_labels), labels.reshape(-1))
+    if problem_type == "multi_label_classification":
+        return binary_cross_entropy_with_logits(logits, labels)
+    raise ValueError(
+        f"unknown problem_type {problem_type!r}; use 'regression', "
+        "'single_label_classification' or 'multi_label_classification'"
+    )

@@ -1,0 +1,1 @@
+"""minibert: BERT and its heads, built from common/."""

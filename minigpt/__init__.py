@@ -1,0 +1,1 @@
+"""minigpt: GPT, a causal language model built from common/."""

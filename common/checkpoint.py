@@ -1,0 +1,239 @@
+"""save_pretrained / from_pretrained: a model folder is config.json + model.safetensors
+(+ the tokenizer's files). Hugging Face folders load too (model.safetensors, a sharded
+model.safetensors.index.json, or pytorch_model.bin read with weights_only=True).
+
+Safety and durability:
+- weights are written to a temporary file and renamed (os.replace is atomic), so a crash during a
+  save never leaves a half-written file under the real name;
+- nothing pickled is ever executed: safetensors, or torch.load(weights_only=True), which refuses
+  pickles that carry code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from common.config import CONFIG_NAME
+from common.errors import CheckpointError
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+PT_WEIGHTS_NAME = "pytorch_model.bin"
+
+
+def atomic_save_file(tensors: dict[str, torch.Tensor], path) -> None:
+    """Write a safetensors file under a temporary name, then rename it into place."""
+    from safetensors.torch import save_file
+
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip wrapper prefixes (`module.` from DDP, `_orig_mod.` from torch.compile) and give
+    tensors that share memory (tied weights) their own contiguous copy, as safetensors requires."""
+    out, seen = {}, set()
+    for key, tensor in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        key = key.replace("._orig_mod.", ".").replace(".module.", ".")
+        t = tensor.detach()
+        ptr = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        t = t.clone() if ptr in seen else t
+        seen.add(ptr)
+        out[key] = t.contiguous().cpu()
+    return out
+
+
+def resolve_model_folder(name_or_path) -> Path:
+    """A local folder, or a hub name (`bert-base-uncased`, `org/name`) found in the local
+    Hugging Face cache. Nothing is downloaded."""
+    path = Path(os.fspath(name_or_path)).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{path} is a file; pass the model FOLDER that contains it")
+    name = os.fspath(name_or_path)
+    hub = Path(os.environ.get("HF_HUB_CACHE") or
+               Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    snapshots = hub / ("models--" + name.replace("/", "--")) / "snapshots"
+    if snapshots.is_dir():
+        candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+        for c in candidates:
+            if (c / CONFIG_NAME).exists():
+                return c
+    raise CheckpointError(
+        f"model folder not found: {name!r}. Nothing is downloaded at run time: pass a local folder "
+        f"(config.json + model.safetensors), or put the model in the Hugging Face cache ({hub}) "
+        "on a machine with a network first."
+    )
+
+
+def load_state_dict_file(path) -> dict[str, torch.Tensor]:
+    """Read one weights file (.safetensors or a torch pickle loaded with weights_only=True)."""
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except Exception as e:  # safetensors raises its own error types for bad headers
+            raise CheckpointError(
+                f"{path}: truncated or corrupted safetensors file ({e}); save the model again "
+                "or restore the file from a good copy"
+            ) from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused to load: the pickle contains code or objects that are not plain "
+            f"tensors ({str(e).splitlines()[0]}). Loads never execute pickled code; convert the "
+            "file to safetensors with a trusted tool."
+        ) from None
+    except (RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{path}: truncated or corrupted weights file ({e})") from None
+
+
+def load_state_dict(folder) -> dict[str, torch.Tensor]:
+    """All weights of a model folder: model.safetensors, its sharded index, or pytorch_model.bin."""
+    folder = Path(folder)
+    if (folder / WEIGHTS_NAME).exists():
+        return load_state_dict_file(folder / WEIGHTS_NAME)
+    if (folder / WEIGHTS_INDEX_NAME).exists():
+        index = json.loads((folder / WEIGHTS_INDEX_NAME).read_text())
+        state = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            state.update(load_state_dict_file(folder / shard))
+        return state
+    if (folder / PT_WEIGHTS_NAME).exists():
+        return load_state_dict_file(folder / PT_WEIGHTS_NAME)
+    present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    raise CheckpointError(
+        f"no weights in {folder}: expected {WEIGHTS_NAME} (or {PT_WEIGHTS_NAME}); "
+        f"the folder holds {present or 'nothing'}. Was the model saved with save_pretrained?"
+    )
+
+
+def rename_legacy_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Old TensorFlow-converted BERT checkpoints call LayerNorm parameters gamma/beta."""
+    out = {}
+    for k, v in state_dict.items():
+        if k.endswith(".gamma"):
+            k = k[: -len(".gamma")] + ".weight"
+        elif k.endswith(".beta"):
+            k = k[: -len(".beta")] + ".bias"
+        out[k] = v
+    return out
+
+
+class PreTrainedModel(nn.Module):
+    """Base of every model: save_pretrained / from_pretrained and weight tying.
+
+    Subclasses set `config_class`, `base_model_prefix` (e.g. "bert": a head model keeps its
+    encoder under `bert.`, a bare BertModel has no prefix), `_tied_weights_keys` (keys that are
+    copies of another parameter and may be absent from a checkpoint), and may override
+    `convert_state_dict` to import foreign layouts (e.g. GPT-2's Conv1D weights).
+    """
+
+    config_class = None
+    base_model_prefix = ""
+    _tied_weights_keys: tuple[str, ...] = ()
+
+    def tie_weights(self) -> None:
+        """Make tied parameters share memory again (after loading); models override."""
+
+    def init_weights(self) -> None:
+        """Initialise every parameter; models override."""
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
+        return sum(p.numel() for p in params.values())
+
+    def save_pretrained(self, folder) -> None:
+        os.makedirs(folder, exist_ok=True)
+        self.config.save_pretrained(folder)
+        atomic_save_file(clean_state_dict(self.state_dict()), Path(folder) / WEIGHTS_NAME)
+
+    @classmethod
+    def convert_state_dict(cls, state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+        """Hook for importing a foreign checkpoint layout; identity by default."""
+        return state_dict
+
+    def _align_prefix(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Add or strip `base_model_prefix.` so a bare encoder loads into a head model and back."""
+        p = self.base_model_prefix + "."
+        if not self.base_model_prefix:
+            return state_dict
+        model_keys = self.state_dict().keys()
+        model_has_prefix = any(k.startswith(p) for k in model_keys)
+        ckpt_has_prefix = any(k.startswith(p) for k in state_dict)
+        if model_has_prefix and not ckpt_has_prefix:
+            base_keys = {k[len(p):] for k in model_keys if k.startswith(p)}
+            return {(p + k if k in base_keys else k): v for k, v in state_dict.items()}
+        if not model_has_prefix and ckpt_has_prefix:
+            return {(k[len(p):] if k.startswith(p) else k): v for k, v in state_dict.items()}
+        return state_dict
+
+    def load_pretrained_state_dict(self, state_dict: dict[str, torch.Tensor], source: str = "checkpoint",
+                                   ignore_mismatched_sizes: bool = False) -> tuple[list[str], list[str]]:
+        """Load weights by name. Shape mismatches are errors (or re-initialised with
+        ignore_mismatched_sizes); missing weights stay initialised and are listed in one warning;
+        unexpected ones are listed. Returns (missing, unexpected)."""
+        state_dict = self._align_prefix(rename_legacy_keys(state_dict))
+        own = self.state_dict()
+        mismatched = [k for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        if mismatched and not ignore_mismatched_sizes:
+            k = mismatched[0]
+            raise CheckpointError(
+                f"{source}: weight {k} has shape {tuple(state_dict[k].shape)} but this model expects "
+                f"{tuple(own[k].shape)} ({len(mismatched)} mismatched in all). The checkpoint belongs "
+                "to a different configuration; check vocab_size / hidden_size / num_labels, or pass "
+                "ignore_mismatched_sizes=True to re-initialise those weights."
+            )
+        for k in mismatched:
+            del state_dict[k]
+        result = self.load_state_dict(state_dict, strict=False)
+        tied = set(self._tied_weights_keys)
+        missing = [k for k in result.missing_keys if k not in tied]
+        unexpected = list(result.unexpected_keys)
+        self.tie_weights()
+        if missing or mismatched:
+            warnings.warn(
+                f"{source}: {len(missing) + len(mismatched)} weights were not in the checkpoint and are "
+                f"newly initialised (train them before use): {', '.join((missing + mismatched)[:8])}"
+                + (" ..." if len(missing) + len(mismatched) > 8 else ""), stacklevel=3)
+        if unexpected:
+            warnings.warn(
+                f"{source}: {len(unexpected)} weights in the checkpoint are not used by "
+                f"{type(self).__name__}: {', '.join(unexpected[:8])}" + (" ..." if len(unexpected) > 8 else ""),
+                stacklevel=3)
+        return missing, unexpected
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, config=None, ignore_mismatched_sizes: bool = False,
+                        **config_overrides):
+        """Build the model from folder/config.json and load folder's weights (see module doc)."""
+        folder = resolve_model_folder(name_or_path)
+        if config is None:
+            config = cls.config_class.from_pretrained(folder, **config_overrides)
+        model = cls(config)
+        state_dict = cls.convert_state_dict(load_state_dict(folder), config)
+        model.load_pretrained_state_dict(state_dict, source=str(folder),
+                                         ignore_mismatched_sizes=ignore_mismatched_sizes)
+        model.eval()
+        return model

@@ -1,0 +1,77 @@
+"""Configs as dataclasses that round-trip through config.json.
+
+A model config subclasses `PretrainedConfig` (a plain @dataclass) and validates its fields in
+`__post_init__`, raising `ConfigError` with the field name. Keys of a config.json that the
+dataclass does not know (a transformers config carries many) are kept in `extra` and written
+back on save, so nothing is lost and nothing crashes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, ClassVar
+
+from common.errors import CheckpointError, ConfigError
+
+CONFIG_NAME = "config.json"
+
+
+@dataclasses.dataclass
+class PretrainedConfig:
+    model_type: ClassVar[str] = ""
+
+    def __post_init__(self):
+        if not hasattr(self, "extra") or self.extra is None:
+            self.extra = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        d = {**getattr(self, "extra", {}), **d}
+        d["model_type"] = self.model_type
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides):
+        known = {f.name for f in dataclasses.fields(cls)}
+        merged = {**d, **overrides}
+        kwargs = {k: v for k, v in merged.items() if k in known and k != "extra"}
+        extra = {k: v for k, v in merged.items() if k not in known and k != "model_type"}
+        config = cls(**kwargs)
+        config.extra = extra
+        return config
+
+    def save_pretrained(self, folder) -> str:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, CONFIG_NAME)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_json_file(cls, path, **overrides):
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except FileNotFoundError:
+            raise CheckpointError(f"no {CONFIG_NAME} at {path}; a model folder needs one "
+                                  "(written by save_pretrained)") from None
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: not valid JSON (line {e.lineno}): {e.msg}") from None
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{path}: expected a JSON object of config fields")
+        return cls.from_dict(d, **overrides)
+
+    @classmethod
+    def from_pretrained(cls, folder, **overrides):
+        path = folder if str(folder).endswith(".json") else os.path.join(folder, CONFIG_NAME)
+        return cls.from_json_file(path, **overrides)
+
+
+def require(condition: bool, field: str, message: str) -> None:
+    """Raise ConfigError('<field>: <message>') unless condition holds."""
+    if not condition:
+        raise ConfigError(f"{field}: {message}")

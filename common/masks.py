@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 
+# BEGIN EXERCISE masks
 def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T_k) of 1 = keep / 0 = pad  ->  bool (B, 1, 1, T_k), True = may be attended to."""
     if attention_mask.dim() != 2:
@@ -42,6 +43,7 @@ def causal_mask(q_len: int, k_len: Optional[int] = None, device=None) -> torch.T
     q_pos = torch.arange(q_len, device=device)[:, None] + (k_len - q_len)  # (T_q, 1)
     k_pos = torch.arange(k_len, device=device)[None, :]  # (1, T_k)
     return (k_pos <= q_pos)[None, None]  # (1, 1, T_q, T_k)
+# END EXERCISE masks
 
 
 def combine_masks(*masks: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -1,0 +1,477 @@
+"""Labeled data for fine-tuning: sentence classification, token classification (NER), extractive QA.
+
+    classification  TSV / CSV / JSONL with a header (text, optional text pair, label)
+                    -> load_classification_file -> ClassificationDataset        item labels: ()
+    NER             CoNLL: `TOKEN ... TAG` per line, blank line between sentences
+                    -> load_conll_file -> TokenClassificationDataset             item labels: (T,)
+    QA              SQuAD JSON (data / paragraphs / qas / answers)
+                    -> load_squad_file -> QADataset (windows over long contexts) item start/end_positions: ()
+
+The label list comes from the training file (sorted; labels that look like integers become ints)
+and is passed when loading the validation file, so that a label never seen in training is an
+error naming the file and the line, not a silent new class.
+
+Metrics written out: entity_f1 (entity-level, conlleval / seqeval style) and squad_metrics
+(exact match and token F1 after SQuAD's answer normalisation).
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import json
+import re
+import string
+from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
+
+import torch
+from torch.utils.data import Dataset
+
+from common.data import num_special_tokens, read_nonempty_text, token_ids
+from common.errors import ConfigError, DataError
+from common.losses import IGNORE_INDEX
+
+Label = Union[int, str]
+PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_label(value: Any) -> Label:
+    """'1' -> 1 and 1 -> 1 (so TSV and JSONL files agree); any other label is a stripped string."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    return int(text) if re.fullmatch(r"[+-]?\d+", text) else text
+
+
+def build_label_list(labels: Sequence[Label]) -> list[Label]:
+    """Sorted distinct labels: integers in numeric order first, then strings."""
+    return sorted(set(labels), key=lambda label: (isinstance(label, str), label))
+
+
+def check_known_label(label: Label, known: Optional[set], where: str, what: str = "label") -> None:
+    if known is not None and label not in known:
+        raise DataError(f"{where}: {what} {label!r} does not occur in the training data "
+                        f"(known: {', '.join(map(repr, sorted(known, key=str)))}); fix it or add it to the training file")
+
+
+# ---------------------------------------------------------------- sentence classification
+
+
+class ClassificationExample(NamedTuple):
+    text: str
+    text_pair: Optional[str]
+    label: Optional[Label]
+
+
+FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+def _table_rows(path, text: str, delimiter: str) -> Iterator[tuple[int, dict]]:
+    """(line number, {column: value}) for each row after the header of a TSV / CSV file."""
+    # TSV: no quoting, as GLUE (a '"' is part of the text); CSV: standard quoting.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    header = next(reader)
+    for row in reader:
+        if not any(field.strip() for field in row):
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path} line {reader.line_num}: {len(row)} fields, but the header has {len(header)} "
+                            f"({', '.join(header)}); is there a stray delimiter in the text?")
+        yield reader.line_num, dict(zip(header, row))
+
+
+def _jsonl_rows(path, text: str) -> Iterator[tuple[int, dict]]:
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path} line {line_number}: not valid JSON ({e.msg}); "
+                            "a JSONL file holds one JSON object per line") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path} line {line_number}: expected a JSON object {{...}}, got {type(row).__name__}")
+        yield line_number, row
+
+
+def load_classification_file(path, format: Optional[str] = None, text_column_name: str = "sentence",
+                             text_pair_column_name: Optional[str] = None,
+                             label_column_name: Optional[str] = "label",
+                             label_list: Optional[Sequence[Label]] = None,
+                             encoding: str = "utf-8") -> list[ClassificationExample]:
+    """Read (text, text_pair, label) examples from a .tsv, .csv or .jsonl file with named columns.
+
+    format: "tsv", "csv" or "jsonl"; default from the file's extension.
+    label_column_name=None reads an unlabeled file (label None).
+    label_list: the training labels; a label outside it raises a DataError naming the line.
+    The defaults read GLUE SST-2 (`sentence<TAB>label`) as is.
+    """
+    suffix = str(path)[str(path).rfind("."):].lower() if "." in str(path) else ""
+    format = format or FORMATS.get(suffix)
+    if format not in ("tsv", "csv", "jsonl"):
+        raise DataError(f"{path}: cannot tell the format from the extension {suffix!r}; "
+                        "pass format='tsv', 'csv' or 'jsonl'")
+    text = read_nonempty_text(path, encoding, "classification file")
+    rows = _jsonl_rows(path, text) if format == "jsonl" else _table_rows(path, text, "\t" if format == "tsv" else ",")
+    wanted = [c for c in (text_column_name, text_pair_column_name, label_column_name) if c is not None]
+    known = set(label_list) if label_list is not None else None
+
+    examples = []
+    for line_number, row in rows:
+        missing = [c for c in wanted if c not in row]
+        if missing:
+            where = f"{path} line {line_number}" if format == "jsonl" else str(path)
+            raise DataError(f"{where}: no column {missing[0]!r} (columns: {', '.join(map(str, row))}); "
+                            "pass text_column_name / text_pair_column_name / label_column_name")
+        label = None
+        if label_column_name is not None:
+            label = normalize_label(row[label_column_name])
+            if label == "":
+                raise DataError(f"{path} line {line_number}: empty label in column {label_column_name!r}")
+            check_known_label(label, known, f"{path} line {line_number}")
+        pair = str(row[text_pair_column_name]) if text_pair_column_name else None
+        examples.append(ClassificationExample(str(row[text_column_name]), pair, label))
+    if not examples:
+        raise DataError(f"{path} has a header but no examples")
+    return examples
+
+
+class ClassificationDataset(Dataset):
+    """Tokenized examples: [CLS] text [SEP] (text_pair [SEP]), truncated to max_seq_length.
+
+    Item: {"input_ids": (T,), "token_type_ids": (T,), "attention_mask": (T,), "labels": ()} LongTensors
+    ("labels" only for labeled examples); batch them with DataCollatorWithPadding.
+    """
+
+    def __init__(self, tokenizer, examples: Sequence[ClassificationExample], label2id: dict,
+                 max_seq_length: int = 128):
+        self.features = []
+        for i, example in enumerate(examples):
+            encoding = tokenizer(example.text, example.text_pair, truncation=True, max_length=max_seq_length)
+            feature = {k: list(encoding[k]) for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoding}
+            if example.label is not None:
+                check_known_label(example.label, set(label2id), f"example {i}")
+                feature["labels"] = label2id[example.label]
+            self.features.append(feature)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in self.features[i].items()}
+
+
+# ---------------------------------------------------------------- token classification (NER)
+
+
+class TokenClassificationExample(NamedTuple):
+    words: list[str]
+    tags: list[str]
+
+
+def load_conll_file(path, tag_list: Optional[Sequence[str]] = None,
+                    encoding: str = "utf-8") -> list[TokenClassificationExample]:
+    """Sentences from a CoNLL file: `WORD ... TAG` per line (the tag is the last column), a blank line
+    between sentences, `-DOCSTART-` lines skipped. Every token line must have as many fields as the first.
+    tag_list: the training tags; a tag outside it raises a DataError naming the line.
+    """
+    text = read_nonempty_text(path, encoding, "CoNLL file")
+    known = set(tag_list) if tag_list is not None else None
+    sentences, words, tags, n_fields = [], [], [], None
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if words:
+                sentences.append(TokenClassificationExample(words, tags))
+            words, tags = [], []
+            continue
+        n_fields = n_fields or len(fields)
+        if len(fields) < 2 or len(fields) != n_fields:
+            raise DataError(f"{path} line {line_number}: {len(fields)} fields, expected {max(n_fields, 2)} "
+                            f"(`TOKEN ... TAG` as on the first token line): {line.strip()!r}")
+        check_known_label(fields[-1], known, f"{path} line {line_number}", "tag")
+        words.append(fields[0])
+        tags.append(fields[-1])
+    if words:
+        sentences.append(TokenClassificationExample(words, tags))
+    if not sentences:
+        raise DataError(f"{path} holds no sentences (only -DOCSTART- lines)")
+    return sentences
+
+
+class TokenClassificationDataset(Dataset):
+    """Words -> sub-tokens, with one label per sub-token:
+
+        labels_j = label2id[tag of word w]  if sub-token j is the FIRST piece of word w,
+                   -100                     for later pieces and special tokens (ignored by the loss).
+
+    Item: {"input_ids": (T,), "token_type_ids": (T,), "attention_mask": (T,), "labels": (T,)} LongTensors;
+    batch them with DataCollatorForTokenClassification.
+    """
+
+    def __init__(self, tokenizer, examples: Sequence[TokenClassificationExample], label2id: dict,
+                 max_seq_length: int = 128):
+        self.features = []
+        for i, example in enumerate(examples):
+            encoding = tokenizer(example.words, is_split_into_words=True, truncation=True, max_length=max_seq_length)
+            labels, previous = [], None
+            for word in encoding.word_ids(0):
+                if word is None or word == previous:
+                    labels.append(IGNORE_INDEX)
+                else:
+                    check_known_label(example.tags[word], set(label2id), f"sentence {i}", "tag")
+                    labels.append(label2id[example.tags[word]])
+                previous = word
+            feature = {k: list(encoding[k]) for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoding}
+            feature["labels"] = labels
+            self.features.append(feature)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in self.features[i].items()}
+
+
+def align_token_predictions(predictions: torch.Tensor, labels: torch.Tensor,
+                            id2label: dict) -> tuple[list[list[str]], list[list[str]]]:
+    """(B, T) predicted ids and (B, T) labels with -100 -> (true tag sequences, predicted tag sequences),
+    one tag per word (the positions whose label is not -100)."""
+    true_seqs, pred_seqs = [], []
+    for pred_row, label_row in zip(predictions.tolist(), labels.tolist()):
+        keep = [j for j, label in enumerate(label_row) if label != IGNORE_INDEX]
+        true_seqs.append([id2label[label_row[j]] for j in keep])
+        pred_seqs.append([id2label[pred_row[j]] for j in keep])
+    return true_seqs, pred_seqs
+
+
+def _split_tag(tag: str) -> tuple[str, str]:
+    if tag == "O":
+        return "O", ""
+    prefix, sep, entity_type = tag.partition("-")
+    if not sep or prefix not in ("B", "I") or not entity_type:
+        raise ValueError(f"tag {tag!r} is not IOB (expected O, B-TYPE or I-TYPE)")
+    return prefix, entity_type
+
+
+def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+    """IOB tags -> entities {(type, first, last)}.
+
+    An entity starts at B-X, or at I-X when the previous tag is O or another type (IOB1 and
+    ill-formed IOB2 are read leniently, as conlleval does); it continues over I-X of the same type.
+    """
+    spans, start, current = set(), None, None
+    for j, tag in enumerate(list(tags) + ["O"]):  # the sentinel O closes an entity at the end
+        prefix, entity_type = _split_tag(tag)
+        continues = prefix == "I" and entity_type == current
+        if current is not None and not continues:
+            spans.add((current, start, j - 1))
+            current = None
+        if prefix == "B" or (prefix == "I" and not continues):
+            start, current = j, entity_type
+    return spans
+
+
+def entity_f1(true_tag_seqs: Sequence[Sequence[str]], pred_tag_seqs: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Entity-level micro scores over all sentences; an entity counts only if type AND span match.
+
+        precision = |true ∩ pred| / |pred|,  recall = |true ∩ pred| / |true|,  F1 = 2PR / (P + R)
+    (each 0 when its denominator is 0).
+    """
+    if len(true_tag_seqs) != len(pred_tag_seqs):
+        raise ValueError(f"{len(true_tag_seqs)} true sequences but {len(pred_tag_seqs)} predicted ones")
+    n_true = n_pred = n_correct = 0
+    for i, (true_tags, pred_tags) in enumerate(zip(true_tag_seqs, pred_tag_seqs)):
+        if len(true_tags) != len(pred_tags):
+            raise ValueError(f"sentence {i}: {len(true_tags)} true tags but {len(pred_tags)} predicted")
+        true, pred = entity_spans(true_tags), entity_spans(pred_tags)
+        n_true, n_pred, n_correct = n_true + len(true), n_pred + len(pred), n_correct + len(true & pred)
+    precision = n_correct / n_pred if n_pred else 0.0
+    recall = n_correct / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+# ---------------------------------------------------------------- extractive question answering
+
+
+class QAExample(NamedTuple):
+    id: str
+    question: str
+    context: str
+    answers: list[dict]  # [{"text": str, "answer_start": int}], empty when unanswerable
+
+
+def load_squad_file(path, encoding: str = "utf-8") -> list[QAExample]:
+    """Questions from a SQuAD-style JSON file: {"data": [{"paragraphs": [{"context", "qas": [
+    {"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}. Every answer must be found
+    at its answer_start in the context."""
+    text = read_nonempty_text(path, encoding, "SQuAD file")
+    try:
+        data = json.loads(text)["data"]
+        examples = []
+        for article in data:
+            for paragraph in article["paragraphs"]:
+                context = paragraph["context"]
+                for qa in paragraph["qas"]:
+                    answers = [{"text": a["text"], "answer_start": int(a["answer_start"])} for a in qa["answers"]]
+                    for a in answers:
+                        found = context[a["answer_start"]: a["answer_start"] + len(a["text"])]
+                        if found != a["text"]:
+                            raise DataError(f"{path}: question {qa['id']}: answer {a['text']!r} is not at "
+                                            f"answer_start {a['answer_start']} (the context has {found!r} there)")
+                    examples.append(QAExample(str(qa["id"]), qa["question"], context, answers))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} line {e.lineno}: not valid JSON ({e.msg})") from None
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{path}: not SQuAD-shaped ({type(e).__name__}: {e}); expected "
+                        "data -> paragraphs -> context, qas -> id, question, answers -> text, answer_start") from None
+    if not examples:
+        raise DataError(f"{path} holds no questions")
+    return examples
+
+
+class QADataset(Dataset):
+    """SQuAD examples -> features [CLS] question [SEP] context window [SEP] with answer token positions.
+
+    A context longer than fits is covered by several windows; consecutive windows share
+    `doc_stride` tokens (the meaning of doc_stride in transformers' run_qa; Google's BERT used it
+    for the step between window starts). The question is cut to max_query_length tokens.
+    start_positions / end_positions: the token indices of the first answer's first and last
+    token; 0 ([CLS]) when the answer is not wholly inside the window, or there is no answer.
+
+    Item: {"input_ids", "token_type_ids", "attention_mask": (T,), "start_positions", "end_positions": ()}.
+    Kept beside the features for postprocessing: feature_example_index[f] (which example) and
+    feature_offsets[f][j] = (first char, end char) of context token j in the context, None elsewhere.
+    """
+
+    def __init__(self, tokenizer, examples: Sequence[QAExample], max_seq_length: int = 384,
+                 doc_stride: int = 128, max_query_length: int = 64):
+        self.features, self.feature_example_index, self.feature_offsets = [], [], []
+        n_special = num_special_tokens(tokenizer, pair=True)
+        for example_index, example in enumerate(examples):
+            question = token_ids(tokenizer, example.question)[:max_query_length]
+            window = max_seq_length - len(question) - n_special
+            if window <= doc_stride:
+                raise ConfigError(f"max_seq_length {max_seq_length} leaves {window} context tokens per window after "
+                                  f"the question, not more than doc_stride {doc_stride}; raise max_seq_length "
+                                  "or lower doc_stride / max_query_length")
+            context = tokenizer(example.context, add_special_tokens=False, return_offsets_mapping=True)
+            context_ids, offsets = list(context["input_ids"]), [tuple(o) for o in context["offset_mapping"]]
+            answer_tokens = self._answer_token_span(example, offsets)
+            start = 0
+            while True:
+                self._add_feature(tokenizer, example_index, question, context_ids, offsets, start, window,
+                                  answer_tokens)
+                if start + window >= len(context_ids):
+                    break
+                start += window - doc_stride
+
+    @staticmethod
+    def _answer_token_span(example: QAExample, offsets: list) -> Optional[tuple[int, int]]:
+        """(first, last) context-token index of the first answer: the last token starting at or before
+        the answer's first char, and the first token ending at or after its end."""
+        if not example.answers or not offsets:
+            return None
+        first_char = example.answers[0]["answer_start"]
+        end_char = first_char + len(example.answers[0]["text"])
+        first = max([j for j, (s, _) in enumerate(offsets) if s <= first_char], default=0)
+        last = min([j for j, (_, e) in enumerate(offsets) if e >= end_char], default=len(offsets) - 1)
+        return first, max(first, last)
+
+    def _add_feature(self, tokenizer, example_index, question, context_ids, offsets, start, window, answer_tokens):
+        piece = context_ids[start: start + window]
+        input_ids = tokenizer.build_inputs_with_special_tokens(question, piece)
+        # Where the context tokens land among the special tokens: build the same layout from markers.
+        layout = tokenizer.build_inputs_with_special_tokens([-1] * len(question), [-2] * len(piece))
+        positions = [j for j, marker in enumerate(layout) if marker == -2]
+        feature_offsets = [None] * len(input_ids)
+        for k, j in enumerate(positions):
+            feature_offsets[j] = offsets[start + k]
+        start_position = end_position = 0
+        if answer_tokens is not None:
+            first, last = answer_tokens
+            if start <= first and last < start + len(piece):
+                start_position, end_position = positions[first - start], positions[last - start]
+        self.features.append({
+            "input_ids": input_ids,
+            "token_type_ids": tokenizer.create_token_type_ids_from_sequences(question, piece),
+            "attention_mask": [1] * len(input_ids),
+            "start_positions": start_position,
+            "end_positions": end_position,
+        })
+        self.feature_example_index.append(example_index)
+        self.feature_offsets.append(feature_offsets)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in self.features[i].items()}
+
+
+def postprocess_qa_predictions(examples: Sequence[QAExample], dataset: QADataset, start_logits, end_logits,
+                               n_best_size: int = 20, max_answer_length: int = 30) -> dict[str, str]:
+    """Start/end logits (F, T) of every feature -> {example id: answer text}.
+
+    Over all windows of an example, the answer is the context span (s, e) with e >= s,
+    e - s + 1 <= max_answer_length and both ends context tokens, maximising
+    start_logit[s] + end_logit[e]; only the n_best_size best starts and ends are tried.
+    No valid span -> "".
+    """
+    start_logits, end_logits = torch.as_tensor(start_logits), torch.as_tensor(end_logits)
+    if len(start_logits) != len(dataset) or len(end_logits) != len(dataset):
+        raise ValueError(f"{len(start_logits)} start / {len(end_logits)} end logit rows for {len(dataset)} features")
+    best = {}  # example index -> (score, text)
+    for f, offsets in enumerate(dataset.feature_offsets):
+        example = examples[dataset.feature_example_index[f]]
+        starts, ends = start_logits[f, : len(offsets)], end_logits[f, : len(offsets)]
+        k = min(n_best_size, len(offsets))
+        for s in torch.topk(starts, k).indices.tolist():
+            for e in torch.topk(ends, k).indices.tolist():
+                if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > max_answer_length:
+                    continue
+                score = (starts[s] + ends[e]).item()
+                index = dataset.feature_example_index[f]
+                if index not in best or score > best[index][0]:
+                    best[index] = (score, example.context[offsets[s][0]: offsets[e][1]])
+    return {example.id: best[i][1] if i in best else "" for i, example in enumerate(examples)}
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lower case, drop punctuation, drop the articles a/an/the, squeeze whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in PUNCTUATION)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _token_f1(prediction: str, truth: str) -> float:
+    pred, true = normalize_answer(prediction).split(), normalize_answer(truth).split()
+    if not pred or not true:
+        return float(pred == true)  # an empty answer scores 1 only against an empty answer
+    common = sum((collections.Counter(pred) & collections.Counter(true)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(true)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_metrics(predictions: dict[str, str], references: dict[str, Sequence[str]]) -> dict[str, float]:
+    """SQuAD v1.1 scores in percent, each the best over an example's reference answers, averaged:
+
+        exact_match = 100 * mean_i max_r [normalize(pred_i) == normalize(r)]
+        f1          = 100 * mean_i max_r F1(bag of normalized tokens of pred_i, of r)
+    A question with no prediction scores 0. An empty reference list means "no answer" (SQuAD 2.0).
+    """
+    if not references:
+        raise ValueError("squad_metrics: no references")
+    exact = f1 = 0.0
+    for qid, truths in references.items():
+        truths = list(truths) or [""]
+        if qid not in predictions:
+            continue
+        prediction = predictions[qid]
+        exact += max(float(normalize_answer(prediction) == normalize_answer(t)) for t in truths)
+        f1 += max(_token_f1(prediction, t) for t in truths)
+    return {"exact_match": 100.0 * exact / len(references), "f1": 100.0 * f1 / len(references)}

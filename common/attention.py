@@ -70,11 +70,14 @@ def sdpa_attention(
 ) -> torch.Tensor:
     """The same computation through PyTorch's fused kernel (opt-in fast path, and test oracle).
 
-    A fully blocked row would give NaN in the fused kernel; we unblock such rows (their output
-    is meaningless either way, and the hand-written path returns a uniform average there).
+    A fully blocked row gives NaN (older torch) or 0 in the fused kernel, while the hand-written
+    path gives it equal scores, i.e. a uniform average of the values. To match it exactly we
+    unblock such a row AND zero its query, so its scores are all equal here too.
     """
     if mask is not None:
-        mask = mask | ~mask.any(dim=-1, keepdim=True)
+        has_key = mask.any(dim=-1, keepdim=True)  # (B, H, T_q, 1)
+        mask = mask | ~has_key
+        query = query.masked_fill(~has_key, 0.0)
     return F.scaled_dot_product_attention(
         query, key, value, attn_mask=mask, dropout_p=dropout_p if training else 0.0
     )

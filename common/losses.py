@@ -32,8 +32,10 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
 def log_softmax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """log p = z - logsumexp(z), with logsumexp(z) = m + log(sum(exp(z - m))), m = max(z)."""
     m = logits.amax(dim=dim, keepdim=True).detach()  # the shift does not change the value
-    logsumexp = m + torch.log(torch.exp(logits - m).sum(dim=dim, keepdim=True))
-    return logits - logsumexp
+    shifted = logits - m  # (z - m) <= 0: exp() cannot overflow
+    # z - logsumexp(z) = (z - m) - log sum exp(z - m). Subtracting m first keeps log p exact
+    # for huge z: m + log(...) would be rounded to the spacing of m (1e-3 at 1e4 in float32).
+    return shifted - torch.log(torch.exp(shifted).sum(dim=dim, keepdim=True))
 # END EXERCISE log_softmax
 
 

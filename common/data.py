@@ -327,16 +327,21 @@ class DataCollatorForLanguageModeling:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.seed = seed
         self.generator = generator
+        self._generator_worker = None  # the DataLoader worker that self.generator was seeded for
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
         vocab = torch.arange(len(tokenizer))
         self.random_token_ids = vocab[~torch.isin(vocab, self.special_ids)]  # the random branch never adds [CLS]
 
     def _generator(self) -> Optional[torch.Generator]:
-        if self.seed is not None and self.generator is None:
-            # Created lazily so that each DataLoader worker seeds its own: copies of one generator
-            # would give every worker the same masks.
-            info = torch.utils.data.get_worker_info()
-            self.generator = torch.Generator().manual_seed(self.seed + (info.id if info else 0))
+        if self.seed is None:
+            return self.generator
+        # Each DataLoader worker holds a copy of this collator; seeding by worker id keeps the
+        # workers from all drawing the same masks.
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else -1
+        if self.generator is None or self._generator_worker != worker:
+            self.generator = torch.Generator().manual_seed(self.seed + worker + 1)
+            self._generator_worker = worker
         return self.generator
 
     def __call__(self, features: Sequence[Any]) -> dict[str, torch.Tensor]:

@@ -335,6 +335,15 @@ def test_mlm_is_reproducible_from_seed(big_tok):
     assert not torch.equal(one["labels"], three["labels"]), "seeds 5 and 6 gave the same masks"
 
 
+def test_mlm_seeded_dataloader_workers_draw_different_masks(big_tok):
+    examples = random_examples(big_tok, 4, 64, seed=4) * 2  # the same 4 examples twice
+    collator = DataCollatorForLanguageModeling(big_tok, mlm_probability=0.5, seed=0)
+    collator(examples[:4])  # a generator made in the main process must not be shared by the workers
+    loader = torch.utils.data.DataLoader(examples, batch_size=4, num_workers=2, collate_fn=collator)
+    first, second = [batch["labels"] for batch in loader]  # worker 0 and worker 1, same inputs
+    assert not torch.equal(first, second), "both DataLoader workers drew identical masks"
+
+
 def test_mlm_without_mask_token_is_a_config_error():
     with pytest.raises(ConfigError, match="mask token"):
         DataCollatorForLanguageModeling(CharTokenizer.from_text("abc"))

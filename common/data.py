@@ -125,8 +125,9 @@ class TextDatasetForNextSentencePrediction(Dataset):
 
     File format: one sentence per line, a blank line between documents.
 
-    For each document, as in BERT's create_pretraining_data:
-      target length  t = block_size - 3, or (probability short_seq_probability) uniform in [2, t];
+    Walking through each document, one pair at a time, as in BERT's create_pretraining_data:
+      target length  t = block_size - 3, or (probability short_seq_probability) uniform in [2, t]
+                     (drawn per pair; BERT drew it once per document);
       accumulate whole sentences into a chunk until it holds >= t tokens (or the document ends);
       A = the chunk's first k sentences, k uniform in [1, sentences - 1];
       with probability 1 - nsp_probability:  B = the rest of the chunk, label 0 (IsNext);

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from common.errors import CheckpointError, ConfigError, DataError
-from common.tokenizer_base import BaseTokenizer, special_kwargs, write_text_atomic
+from common.tokenizer_base import BaseTokenizer, special_kwargs, write_file_atomic
 
 CHAR_VOCAB_NAME = "char_vocab.json"
 
@@ -87,7 +87,7 @@ class CharTokenizer(BaseTokenizer):
         return "".join(tokens)
 
     def _save_vocabulary(self, folder: Path) -> list[str]:
-        write_text_atomic(folder / CHAR_VOCAB_NAME, json.dumps({"chars": self.chars}, ensure_ascii=False) + "\n")
+        write_file_atomic(folder / CHAR_VOCAB_NAME, json.dumps({"chars": self.chars}, ensure_ascii=False) + "\n")
         return [CHAR_VOCAB_NAME]
 
     @classmethod

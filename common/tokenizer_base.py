@@ -406,7 +406,7 @@ class BaseTokenizer:
                   **{role: tok for role, tok in self._special_tokens.items() if tok is not None},
                   "model_max_length": self.model_max_length, "padding_side": self.padding_side,
                   **self._init_kwargs()}
-        write_text_atomic(folder / TOKENIZER_CONFIG_NAME, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        write_file_atomic(folder / TOKENIZER_CONFIG_NAME, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         return tuple(str(folder / name) for name in [*files, TOKENIZER_CONFIG_NAME])
 
     @classmethod
@@ -468,11 +468,12 @@ def check_folder(folder) -> Path:
     return folder
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write under a temporary name, then rename: a crash never leaves a half-written file."""
+def write_file_atomic(path: Path, content) -> None:
+    """Write text (as UTF-8) or bytes under a temporary name, then rename it into place: a crash
+    never leaves a half-written file."""
     tmp = Path(f"{path}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -8,6 +8,7 @@
 Where each piece lives:
     common/tokenizer_base.py   BaseTokenizer (encode, truncate, pad, save) and BatchEncoding
     common/wordpiece.py        BertTokenizer: BERT's WordPiece on a vocab.txt
+    common/sentencepiece_tokenizer.py   SentencePieceTokenizer: train your own (unigram or BPE)
     common/char_tokenizer.py   CharTokenizer: one token per character (GPT on tiny shakespeare)
 
 `load_tokenizer(folder)` (also `AutoTokenizer.from_pretrained(folder)`) picks the class named by
@@ -20,17 +21,18 @@ from pathlib import Path
 
 from common.char_tokenizer import CHAR_VOCAB_NAME, CharTokenizer
 from common.errors import CheckpointError
+from common.sentencepiece_tokenizer import SentencePieceTokenizer
 from common.tokenizer_base import BaseTokenizer, BatchEncoding, check_folder, read_tokenizer_config
 from common.wordpiece import VOCAB_NAME, BertTokenizer
 
 __all__ = ["AutoTokenizer", "BaseTokenizer", "BatchEncoding", "BertTokenizer", "CharTokenizer",
-           "load_tokenizer"]
+           "SentencePieceTokenizer", "load_tokenizer"]
 
 # tokenizer_class values we can read; transformers' names for WordPiece tokenizers map to ours.
 TOKENIZER_CLASSES = {
     "BertTokenizer": BertTokenizer, "BertTokenizerFast": BertTokenizer,
     "DistilBertTokenizer": BertTokenizer, "DistilBertTokenizerFast": BertTokenizer,
-    "CharTokenizer": CharTokenizer,
+    "SentencePieceTokenizer": SentencePieceTokenizer, "CharTokenizer": CharTokenizer,
 }
 
 
@@ -55,6 +57,8 @@ def load_tokenizer(folder, **overrides) -> BaseTokenizer:
 def _class_from_files(folder: Path):
     if (folder / VOCAB_NAME).is_file():
         return BertTokenizer
+    if any(folder.glob("*.model")):
+        return SentencePieceTokenizer
     if (folder / CHAR_VOCAB_NAME).is_file():
         return CharTokenizer
     return None

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from common.errors import CheckpointError
-from common.tokenizer_base import BaseTokenizer, special_kwargs, write_text_atomic
+from common.tokenizer_base import BaseTokenizer, special_kwargs, write_file_atomic
 
 VOCAB_NAME = "vocab.txt"
 
@@ -210,7 +210,7 @@ class BertTokenizer(BaseTokenizer):
 
     def _save_vocabulary(self, folder: Path) -> list[str]:
         tokens = [self.ids_to_tokens.get(i, f"[unused_{i}]") for i in range(max(self.ids_to_tokens) + 1)]
-        write_text_atomic(folder / VOCAB_NAME, "\n".join(tokens) + "\n")
+        write_file_atomic(folder / VOCAB_NAME, "\n".join(tokens) + "\n")
         return [VOCAB_NAME]
 
     @classmethod

@@ -403,3 +403,94 @@ def test_char_tokenizer_pads_only_with_a_pad_token_and_round_trips_through_a_fol
     (tmp_path / "char_vocab.json").write_text('{"letters": []}')
     with pytest.raises(CheckpointError, match="char_vocab.json: expected"):
         load_tokenizer(tmp_path)
+
+
+# ---------------------------------------------------------------- SentencePiece
+
+WORDS = ("the king and queen walked through castle gardens while singing old songs about brave knights "
+         "who fought dragons near mountains rivers forests under bright stars every night").split()
+
+
+def corpus(n_lines=300, seed=0):
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + "."
+            for _ in range(n_lines)]
+
+
+@pytest.fixture(scope="module")
+def sp_bert():
+    from common.tokenizers import SentencePieceTokenizer
+    return SentencePieceTokenizer.train(corpus(), vocab_size=80)
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_sentencepiece_bert_style_puts_pad_unk_cls_sep_mask_at_ids_0_to_4(model_type):
+    from common.tokenizers import SentencePieceTokenizer
+    tok = SentencePieceTokenizer.train(corpus(), vocab_size=80, model_type=model_type)
+    got = [tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id]
+    assert got == [0, 1, 2, 3, 4], f"[PAD] [UNK] [CLS] [SEP] [MASK] ids are {got}"
+    assert tok.vocab_size == 80, f"vocab_size {tok.vocab_size}, asked for 80"
+    enc = tok("the king [MASK] songs", "brave knights")
+    assert enc["input_ids"][0] == 2 and enc["input_ids"][-1] == 3 and 4 in enc["input_ids"], \
+        f"expected [CLS] ... [MASK] ... [SEP]: {tok.convert_ids_to_tokens(enc['input_ids'])}"
+    n_second = len(tok.tokenize("brave knights"))
+    assert enc["token_type_ids"].count(1) == n_second + 1, f"B and its [SEP] ({n_second} + 1 tokens) are segment 1"
+
+
+def test_sentencepiece_gpt_style_adds_nothing_and_has_an_eos_token():
+    from common.tokenizers import SentencePieceTokenizer
+    tok = SentencePieceTokenizer.train(corpus(), vocab_size=70, special_tokens_style="gpt")
+    assert (tok.pad_token_id, tok.unk_token_id, tok.eos_token_id) == (0, 1, 2)
+    assert tok.cls_token is None and tok.sep_token is None and tok.mask_token is None
+    ids = tok.encode("the king")
+    assert tok.build_inputs_with_special_tokens(ids) == ids and 2 not in ids
+    assert "token_type_ids" not in tok("the king"), "GPT inputs have no segments"
+
+
+def test_sentencepiece_decode_inverts_encode_and_offsets_point_at_the_text(sp_bert):
+    text = "The brave queen walked near rivers."
+    enc = sp_bert(text, return_offsets_mapping=True)
+    assert sp_bert.decode(enc["input_ids"], skip_special_tokens=True) == text
+    tokens = sp_bert.convert_ids_to_tokens(enc["input_ids"])
+    for token, (start, end) in zip(tokens[1:-1], enc["offset_mapping"][1:-1]):
+        assert text[start:end] == token.replace("▁", ""), f"{token!r} has offsets ({start}, {end}) -> {text[start:end]!r}"
+    words = enc.word_ids()
+    assert words[1] == 0 and words[-2] == len(text.split()) - 1, f"word_ids {words} for {len(text.split())} words"
+
+
+def test_sentencepiece_lower_case_option_folds_case_inside_the_model():
+    from common.tokenizers import SentencePieceTokenizer
+    tok = SentencePieceTokenizer.train(corpus(), vocab_size=50, do_lower_case=True)
+    assert tok.encode("THE KING") == tok.encode("the king")
+
+
+def test_sentencepiece_round_trips_through_a_folder(sp_bert, tmp_path):
+    files = sp_bert.save_pretrained(tmp_path)
+    assert sorted(Path(f).name for f in files) == ["tokenizer.model", "tokenizer_config.json"]
+    loaded = load_tokenizer(tmp_path)
+    assert type(loaded) is type(sp_bert) and loaded.get_vocab() == sp_bert.get_vocab()
+    text = "Old songs about dragons."
+    assert loaded.encode(text) == sp_bert.encode(text)
+    (tmp_path / "tokenizer.model").write_bytes(b"not a model")
+    with pytest.raises(CheckpointError, match="tokenizer.model is not a SentencePiece model"):
+        load_tokenizer(tmp_path)
+
+
+def test_sentencepiece_on_too_little_text_warns_or_says_which_vocab_size_works():
+    from common.tokenizers import SentencePieceTokenizer
+    small = corpus(5)
+    with pytest.raises(DataError, match=r"too small for vocab_size=2000.*--vocab_size \d+ or less"):
+        SentencePieceTokenizer.train(small, vocab_size=2000, hard_vocab_limit=True)
+    with pytest.warns(UserWarning, match="fewer than vocab_size=2000"):
+        tok = SentencePieceTokenizer.train(small, vocab_size=2000)
+    assert 5 < tok.vocab_size < 2000, f"soft limit kept {tok.vocab_size} pieces"
+
+
+def test_sentencepiece_trains_from_files_and_names_a_missing_one(tmp_path):
+    from common.tokenizers import SentencePieceTokenizer
+    path = tmp_path / "train.txt"
+    path.write_text("\n".join(corpus()) + "\n", encoding="utf-8")
+    tok = SentencePieceTokenizer.train(path, vocab_size=80, output_dir=tmp_path / "tok")
+    assert (tmp_path / "tok" / "tokenizer.model").is_file() and tok.vocab_size == 80
+    with pytest.raises(DataError, match="training text not found: .*missing.txt"):
+        SentencePieceTokenizer.train(tmp_path / "missing.txt", vocab_size=80)

@@ -38,20 +38,24 @@ DECODE_CLEANUP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'
                   (" 'm", "'m"), (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def is_control(ch: str) -> bool:
     return ch not in "\t\n\r" and unicodedata.category(ch).startswith("C")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def is_whitespace(ch: str) -> bool:
     return ch in " \t\n\r" or ch.isspace()
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def is_punctuation(ch: str) -> bool:
     cp = ord(ch)
     ascii_symbol = 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126
     return ascii_symbol or unicodedata.category(ch).startswith("P")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def is_cjk(ch: str) -> bool:
     cp = ord(ch)
     return any(lo <= cp <= hi for lo, hi in CJK_RANGES)
@@ -99,7 +103,19 @@ class BertTokenizer(BaseTokenizer):
         self.max_input_chars_per_word = max_input_chars_per_word
         specials = sorted(self.all_special_tokens, key=len, reverse=True)
         self._special_pattern = re.compile("(" + "|".join(map(re.escape, specials)) + ")") if specials else None
+        self._add_caches()
+
+    def _add_caches(self) -> None:
+        # memoised per tokenizer: a corpus repeats the same characters and words over and over
+        self._normalize = functools.lru_cache(maxsize=1 << 16)(self._normalize_uncached)
         self._wordpiece = functools.lru_cache(maxsize=1 << 16)(self._wordpiece_uncached)
+
+    def __getstate__(self):  # caches are rebuilt, not pickled (DataLoader workers, DDP)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_normalize", "_wordpiece")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._add_caches()
 
     @property
     def vocab_size(self) -> int:
@@ -166,7 +182,7 @@ class BertTokenizer(BaseTokenizer):
         end_word()
         return words
 
-    def _normalize(self, ch: str) -> str:
+    def _normalize_uncached(self, ch: str) -> str:
         """Step 3 for one character; may return several characters, or none."""
         if self.strip_accents:
             ch = "".join(c for c in unicodedata.normalize("NFD", ch) if unicodedata.category(c) != "Mn")

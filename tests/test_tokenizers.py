@@ -160,6 +160,11 @@ def test_padding_longest_max_length_and_multiple(tok):
     assert enc["input_ids"].dtype == torch.long and enc.input_ids is enc["input_ids"]
 
 
+def test_numpy_arrays_on_request(tok):
+    enc = tok(["the cat", "sat"], padding=True, return_tensors="np")
+    assert enc["input_ids"].shape == (2, 4) and enc["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+
+
 def test_a_ragged_batch_cannot_become_a_tensor_without_padding(tok):
     with pytest.raises(DataError, match="pass padding=True"):
         tok(["the cat sat", "the"], return_tensors="pt")
@@ -494,3 +499,11 @@ def test_sentencepiece_trains_from_files_and_names_a_missing_one(tmp_path):
     assert (tmp_path / "tok" / "tokenizer.model").is_file() and tok.vocab_size == 80
     with pytest.raises(DataError, match="training text not found: .*missing.txt"):
         SentencePieceTokenizer.train(tmp_path / "missing.txt", vocab_size=80)
+
+
+def test_every_tokenizer_survives_pickling_for_dataloader_workers(tok, sp_bert):
+    import pickle
+    for tokenizer in (tok, sp_bert, CharTokenizer.from_text("the cat sat")):
+        copy = pickle.loads(pickle.dumps(tokenizer))
+        text = "the cat sat"
+        assert copy.encode(text) == tokenizer.encode(text), f"{type(tokenizer).__name__} changed when pickled"

@@ -183,6 +183,7 @@ class TextDatasetForNextSentencePrediction(Dataset):
             documents.append(current)
         return documents
 
+    # BEGIN EXERCISE nsp_pairs
     def _random_other_document(self, doc_index: int) -> list[list[int]]:
         other = self.rng.randrange(len(self.documents) - 1)
         return self.documents[other + (other >= doc_index)]  # skip doc_index: never the same document
@@ -236,6 +237,7 @@ class TextDatasetForNextSentencePrediction(Dataset):
                 del longer[0]
             else:
                 longer.pop()
+    # END EXERCISE nsp_pairs
 
     def __len__(self) -> int:
         return len(self.examples)

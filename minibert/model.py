@@ -56,6 +56,7 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
+    # BEGIN EXERCISE embeddings
     def forward(self, input_ids: torch.Tensor, token_type_ids: Optional[torch.Tensor] = None,
                 position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         T = input_ids.size(1)
@@ -67,6 +68,7 @@ class BertEmbeddings(nn.Module):
                       + self.position_embeddings(position_ids)  # (1 or B, T, C)
                       + self.token_type_embeddings(token_type_ids))  # (B, T, C)
         return self.dropout(self.LayerNorm(embeddings))
+    # END EXERCISE embeddings
 
 
 class BertEncoder(nn.Module):

@@ -1,0 +1,188 @@
+"""Autoregressive generation: x_{t+1} ~ P(. | x_{<=t}), one token at a time.
+
+Each step turns the logits z of the last position into a token:
+    greedy     x_{t+1} = argmax_i z_i
+    sampling   x_{t+1} ~ softmax(filter(z / tau)), filters: temperature tau, top-k, top-p (nucleus)
+
+Batched prompts are LEFT padded (attention_mask 0 on the left) so every row's next token sits in
+the last column; position ids skip the padding, so a padded row gives the same tokens as its
+prompt alone. A row stops at eos_token_id and is padded afterwards.
+
+KV cache: the keys and values of past tokens never change, so each step feeds only the newest
+token and appends its K, V to a preallocated cache (common.attention.KVCache), O(T) work per step
+instead of O(T^2). Once the sequence outgrows block_size the context is cropped to its last
+block_size tokens; their positions then shift, the cached keys are stale, and the step is
+recomputed on the cropped window without the cache. Both paths produce the same tokens.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from common.errors import UserError
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """z / tau: softmax(z / tau) is sharper than softmax(z) for tau < 1 and flatter for tau > 1."""
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits:  z'_i = z_i if z_i >= z_(k) else -inf,  z_(k) = the k-th largest.
+
+    Logits tied with z_(k) are kept too. -inf gets probability exactly 0 after the softmax.
+    logits (..., V) -> (..., V).
+    """
+    k = min(k, logits.size(-1))
+    kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1)
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter (Holtzman et al. 2020): keep the smallest set of most likely tokens whose
+    probability mass reaches p.
+
+    Sort the probabilities p_(1) >= p_(2) >= ...; token (j) is kept iff sum_{i<j} p_(i) < p,
+    i.e. the tokens before it have not reached p yet (so the most likely token is always kept).
+    logits (..., V) -> (..., V) with the dropped tokens at -inf.
+    """
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (..., V)
+    sorted_probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # sum_{i<j} p_(i)
+    drop_sorted = mass_before >= p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def next_token(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: Optional[int],
+               top_p: Optional[float], generator: Optional[torch.Generator]) -> torch.Tensor:
+    """(B, V) logits of the last position -> (B,) chosen token ids."""
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    logits = apply_temperature(logits.float(), temperature)
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None and top_p < 1.0:
+        logits = top_p_filter(logits, top_p)
+    probs = torch.softmax(logits, dim=-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+
+
+@contextlib.contextmanager
+def weights_stored_for_decoding(model: nn.Module):
+    """Store every nn.Linear weight transposed in memory while generating on the CPU.
+
+    A decode step multiplies ONE vector by each weight matrix, so its speed is how fast W streams
+    from memory. PyTorch's CPU kernel for x W^T reads W about 1.7x faster when W^T is the
+    contiguous one, i.e. when W (out, in) is stored column by column, as GPT-2's Conv1D stores it.
+    Same values, shapes and names; only the strides change, and they are restored on exit.
+    Costs one copy of the Linear weights (tied weights are copied once) for the duration.
+    """
+    if next(model.parameters()).device.type != "cpu":
+        yield
+        return
+    originals = {}
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear) and id(module.weight) not in originals:
+                weight = module.weight
+                originals[id(weight)] = (weight, weight.data)
+                weight.data = weight.data.t().contiguous().t()  # (out, in), column-major storage
+    try:
+        yield
+    finally:
+        for weight, data in originals.values():
+            weight.data = data
+
+
+def check_arguments(input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
+                    generator, seed) -> None:
+    if input_ids.dim() != 2 or input_ids.size(1) == 0:
+        raise UserError(f"input_ids must have shape (batch, prompt_length >= 1), got {tuple(input_ids.shape)}; "
+                        "for one prompt pass input_ids[None], for an empty one start from a BOS/EOS token")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise UserError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
+                        f"{tuple(input_ids.shape)}; they must match (1 = token, 0 = left padding)")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise UserError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if do_sample and not temperature > 0:
+        raise UserError(f"temperature must be > 0 when sampling, got {temperature}; "
+                        "for the most likely token use do_sample=False (greedy)")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise UserError(f"top_k must be a positive integer or None, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise UserError(f"top_p must be in (0, 1] or None, got {top_p}")
+    if generator is not None and seed is not None:
+        raise UserError("pass either seed or generator, not both")
+
+
+def generate(model, input_ids: torch.Tensor, max_new_tokens: int, do_sample: bool = False,
+             temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
+             eos_token_id: Optional[int] = None, pad_token_id: Optional[int] = None,
+             attention_mask: Optional[torch.Tensor] = None, use_cache: bool = True,
+             generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> torch.Tensor:
+    """Continue each prompt by up to max_new_tokens tokens.
+
+    input_ids (B, T_0), LEFT padded when the prompts differ in length, with attention_mask (B, T_0).
+    Returns (B, T_0 + n) with n <= max_new_tokens: fewer when every row has emitted eos_token_id;
+    rows that stopped earlier are filled with pad_token_id (default: eos_token_id).
+    seed (or your own torch.Generator) makes sampling reproducible.
+    """
+    check_arguments(input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
+                    generator, seed)
+    if seed is not None:
+        generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+    was_training = model.training
+    model.eval()  # no dropout while generating
+    try:
+        # no_grad rather than inference_mode: the ids we return may be fed to training later
+        with weights_stored_for_decoding(model), torch.no_grad():
+            return _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
+                           eos_token_id, pad_token_id, attention_mask, use_cache, generator)
+    finally:
+        model.train(was_training)
+
+
+def _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id,
+            pad_token_id, attention_mask, use_cache, generator) -> torch.Tensor:
+    B, T0 = input_ids.shape
+    block_size = model.config.block_size
+    total = T0 + max_new_tokens
+    tokens = input_ids.new_empty((B, total))  # written in place: no torch.cat per step
+    tokens[:, :T0] = input_ids
+    mask = None  # None = no padding anywhere, the fastest path
+    if attention_mask is not None and not bool(attention_mask.all()):
+        mask = attention_mask.new_ones((B, total))
+        mask[:, :T0] = attention_mask
+    fill_id = pad_token_id if pad_token_id is not None else eos_token_id
+    unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)
+
+    caches = None
+    if use_cache and T0 <= block_size:
+        caches = model.new_kv_caches(B, min(total, block_size))
+
+    length = T0  # tokens known so far
+    for _ in range(max_new_tokens):
+        if caches is not None and length <= block_size:
+            if caches[0].length == 0:  # prefill: the whole prompt in one pass
+                step_ids = tokens[:, :length]
+            else:  # decode: only the newest token, the rest is in the cache
+                step_ids = tokens[:, length - 1:length]
+            window_mask = mask[:, :length] if mask is not None else None
+            out = model(step_ids, attention_mask=window_mask, kv_caches=caches, last_token_only=True)
+        else:
+            start = max(0, length - block_size)  # crop to the last block_size tokens
+            window_mask = mask[:, start:length] if mask is not None else None
+            out = model(tokens[:, start:length], attention_mask=window_mask, last_token_only=True)
+        chosen = next_token(out.logits[:, -1, :], do_sample, temperature, top_k, top_p, generator)  # (B,)
+        if eos_token_id is not None:
+            chosen = torch.where(unfinished, chosen, torch.full_like(chosen, fill_id))
+            unfinished &= chosen != eos_token_id
+        tokens[:, length] = chosen
+        length += 1
+        if eos_token_id is not None and not bool(unfinished.any()):
+            break
+    return tokens[:, :length]

@@ -1,0 +1,260 @@
+"""GPT-2 (Radford et al. 2019): a stack of pre-LN decoder blocks over token + position embeddings.
+
+    h_0 = Dropout(W_te[x_t] + W_pe[p_t])                     token and learned position embeddings
+    h_l = DecoderBlock_l(h_{l-1}),  l = 1..L                  causal self-attention + feed-forward
+    P(x_{t+1} | x_{<=t}) = softmax(LN_f(h_L) W_te^T)          the LM head shares W_te (weight tying)
+
+Module and parameter names are transformers' GPT-2 names (`transformer.wte`, `transformer.h.N.ln_1`,
+`lm_head`), except that GPT-2's fused Conv1D `c_attn` is split into `query`/`key`/`value` Linears;
+`GPT.convert_state_dict` translates a Hugging Face checkpoint on load.
+
+Shapes: B batch, T time (new tokens), T_k all key positions (cached + new), C = n_embd, V vocab.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from common.attention import KVCache
+from common.blocks import DecoderBlock
+from common.checkpoint import PreTrainedModel
+from common.errors import UserError
+from common.losses import IGNORE_INDEX, causal_lm_loss, classification_loss
+from common.masks import causal_mask, combine_masks, padding_mask
+from minigpt.config import GPTConfig
+from minigpt.generate import generate
+
+
+@dataclasses.dataclass
+class CausalLMOutput:
+    loss: Optional[torch.Tensor]  # scalar, when labels are given
+    logits: torch.Tensor  # (B, T, V), or (B, 1, V) with last_token_only
+    attentions: Optional[tuple[torch.Tensor, ...]] = None  # per layer (B, H, T, T_k)
+
+
+@dataclasses.dataclass
+class SequenceClassifierOutput:
+    loss: Optional[torch.Tensor]
+    logits: torch.Tensor  # (B, num_labels)
+    attentions: Optional[tuple[torch.Tensor, ...]] = None
+
+
+def position_ids_from_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """p_t = (sum_{s <= t} m_s) - 1, clamped at 0: the index of token t among the real tokens.
+
+    With left padding the first real token gets position 0, exactly as if the prompt had no
+    padding; padded slots get 0 (their output is never used). (B, T_k) -> (B, T_k) long.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+class GPTModel(nn.Module):
+    """The decoder stack without a head: input ids -> final hidden states (B, T, C)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(
+            DecoderBlock(config.n_embd, config.n_head, config.n_inner, config.activation_function,
+                         dropout=config.dropout, attention_dropout=config.dropout,
+                         layer_norm_eps=config.layer_norm_epsilon, bias=config.bias,
+                         attn_impl=config.attn_impl)
+            for _ in range(config.n_layer)
+        )
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                position_ids: Optional[torch.Tensor] = None,
+                kv_caches: Optional[list[KVCache]] = None, output_attentions: bool = False):
+        """input_ids (B, T); attention_mask (B, T_k) 1 = token, 0 = padding, covering the cached
+        positions too; position_ids (B, T); kv_caches: one KVCache per layer, extended in place.
+        Returns (hidden states (B, T, C) after ln_f, attention weights per layer or None)."""
+        B, T = input_ids.shape
+        past = kv_caches[0].length if kv_caches is not None else 0
+        T_k = past + T
+        if T_k > self.config.block_size:
+            raise UserError(
+                f"sequence of {T_k} tokens is longer than block_size={self.config.block_size}; "
+                "crop the input to its last block_size tokens (generate does this for you) "
+                "or train a model with a larger block_size"
+            )
+        if attention_mask is not None and attention_mask.shape != (B, T_k):
+            raise UserError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
+                            f"{(B, T_k)} (batch, cached + new tokens)")
+        if position_ids is None:
+            if attention_mask is not None:
+                position_ids = position_ids_from_attention_mask(attention_mask)[:, past:]  # (B, T)
+            else:
+                position_ids = torch.arange(past, T_k, device=input_ids.device)[None]  # (1, T)
+
+        # One new query sees every cached key, so its causal mask is all True: skip building it.
+        mask = combine_masks(
+            padding_mask(attention_mask) if attention_mask is not None else None,  # (B, 1, 1, T_k)
+            causal_mask(T, T_k, device=input_ids.device) if T > 1 else None,  # (1, 1, T, T_k)
+        )
+        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
+        attentions = [] if output_attentions else None
+        for i, block in enumerate(self.h):
+            cache = kv_caches[i] if kv_caches is not None else None
+            x, weights = block(x, mask=mask, kv_cache=cache, output_attentions=output_attentions)
+            if output_attentions:
+                attentions.append(weights)
+        return self.ln_f(x), (tuple(attentions) if output_attentions else None)
+
+
+class GPTPreTrainedModel(PreTrainedModel):
+    """GPT-2 initialisation and the import of Hugging Face GPT-2 checkpoints."""
+
+    config_class = GPTConfig
+    base_model_prefix = "transformer"
+
+    def init_weights(self) -> None:
+        """W ~ N(0, sigma^2) with sigma = initializer_range (0.02) for every Linear and Embedding,
+        biases 0, LayerNorm gamma = 1 and beta = 0. The projections that write into the residual
+        stream (attn.out_proj, mlp.c_proj) get sigma / sqrt(2 L): the stream is a sum of 2L such
+        outputs, so its variance then stays about constant with depth (GPT-2 paper, section 2.3)."""
+        std = self.config.initializer_range
+        residual_std = std / math.sqrt(2 * self.config.n_layer)
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                is_residual = name.endswith(("attn.out_proj", "mlp.c_proj"))
+                nn.init.normal_(module.weight, mean=0.0, std=residual_std if is_residual else std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    @classmethod
+    def convert_state_dict(cls, state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+        """Translate a Hugging Face GPT-2 state dict (recognised by its `attn.c_attn` keys).
+
+        GPT-2 stores its projections as Conv1D, y = x W + b with W of shape (C_in, C_out), the
+        transpose of nn.Linear's (C_out, C_in). `c_attn` holds W^Q, W^K, W^V side by side:
+            c_attn.weight (C, 3C) -> transpose (3C, C) -> split into query, key, value (C, C) each.
+        `attn.bias` / `attn.masked_bias` are buffers (a causal mask and a constant), not weights.
+        """
+        if not any(k.endswith("attn.c_attn.weight") for k in state_dict):
+            return state_dict
+        out = {}
+        for key, tensor in state_dict.items():
+            if key.endswith((".attn.bias", ".attn.masked_bias")):
+                continue
+            match = re.match(r"^(.*\bh\.\d+\.)(attn|mlp)\.(c_attn|c_proj|c_fc)\.(weight|bias)$", key)
+            if match is None:
+                out[key] = tensor
+                continue
+            block, sub, name, kind = match.groups()
+            value = tensor.t().contiguous() if kind == "weight" else tensor
+            if name == "c_attn":
+                for part, chunk in zip(("query", "key", "value"), value.chunk(3, dim=0)):
+                    out[f"{block}attn.{part}.{kind}"] = chunk.contiguous()
+            elif sub == "attn":
+                out[f"{block}attn.out_proj.{kind}"] = value
+            else:
+                out[key] = value
+        return out
+
+    def new_kv_caches(self, batch_size: int, max_length: int) -> list[KVCache]:
+        """One empty, preallocated KVCache per layer, for up to max_length positions."""
+        c = self.config
+        param = self.transformer.wte.weight
+        return [KVCache(batch_size, c.n_head, max_length, c.head_dim, dtype=param.dtype, device=param.device)
+                for _ in range(c.n_layer)]
+
+
+class GPT(GPTPreTrainedModel):
+    """GPT-2 language model: `transformer` (the decoder stack) + `lm_head` (tied to wte)."""
+
+    _tied_weights_keys = ("lm_head.weight",)
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = GPTModel(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.init_weights()
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                labels: Optional[torch.Tensor] = None, position_ids: Optional[torch.Tensor] = None,
+                kv_caches: Optional[list[KVCache]] = None, output_attentions: bool = False,
+                last_token_only: bool = False) -> CausalLMOutput:
+        """Logits for the next token at every position, and L_LM when labels are given.
+
+        labels (B, T): usually input_ids; -100 (and, with an attention_mask, padded positions)
+        are not scored. last_token_only=True computes the (C x V) head for the last position
+        only, which is all generation needs and saves most of the head's work (nanoGPT's trick).
+        """
+        hidden, attentions = self.transformer(input_ids, attention_mask, position_ids, kv_caches,
+                                              output_attentions)  # (B, T, C)
+        if last_token_only:
+            hidden = hidden[:, -1:, :]  # (B, 1, C)
+        logits = self.lm_head(hidden)  # (B, T, V)
+        loss = None
+        if labels is not None:
+            if last_token_only:
+                raise UserError("labels need the logits of every position; drop last_token_only=True")
+            if attention_mask is not None:
+                labels = labels.masked_fill(attention_mask[:, -labels.size(1):] == 0, IGNORE_INDEX)
+            loss = causal_lm_loss(logits, labels)
+        return CausalLMOutput(loss=loss, logits=logits, attentions=attentions)
+
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+        """See minigpt.generate.generate."""
+        return generate(self, input_ids, max_new_tokens, **kwargs)
+
+
+class GPTForSequenceClassification(GPTPreTrainedModel):
+    """GPT-2 with a linear `score` head on the hidden state of the LAST real token: in a causal
+    model it is the only position that has seen the whole sequence.
+
+        logits = h_L[b, t_b] W_score,  t_b = the last t with attention_mask[b, t] = 1
+    Without an attention_mask, t_b is the last token that is not config.pad_token_id (or T - 1).
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.num_labels = config.num_labels
+        self.transformer = GPTModel(config)
+        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
+        self.init_weights()
+
+    def last_token_index(self, input_ids: torch.Tensor,
+                         attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """(B,) index of the rightmost real token; works for left and right padding alike."""
+        if attention_mask is not None:
+            real = attention_mask.bool()
+        elif self.config.pad_token_id is not None:
+            real = input_ids != self.config.pad_token_id
+        else:
+            return torch.full((input_ids.size(0),), input_ids.size(1) - 1, device=input_ids.device)
+        positions = torch.arange(input_ids.size(1), device=input_ids.device)  # (T,)
+        return (positions * real).argmax(-1)  # the largest position that is real
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                labels: Optional[torch.Tensor] = None, position_ids: Optional[torch.Tensor] = None,
+                output_attentions: bool = False) -> SequenceClassifierOutput:
+        hidden, attentions = self.transformer(input_ids, attention_mask, position_ids,
+                                              output_attentions=output_attentions)  # (B, T, C)
+        last = self.last_token_index(input_ids, attention_mask)  # (B,)
+        pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]  # (B, C)
+        logits = self.score(pooled)  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            loss = classification_loss(logits, labels, self.num_labels, self.config.problem_type)
+        return SequenceClassifierOutput(loss=loss, logits=logits, attentions=attentions)

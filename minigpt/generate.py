@@ -25,6 +25,7 @@ import torch.nn as nn
 from common.errors import UserError
 
 
+# BEGIN EXERCISE sampling
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """z / tau: softmax(z / tau) is sharper than softmax(z) for tau < 1 and flatter for tau > 1."""
     return logits if temperature == 1.0 else logits / temperature
@@ -69,6 +70,7 @@ def next_token(logits: torch.Tensor, do_sample: bool, temperature: float, top_k:
         logits = top_p_filter(logits, top_p)
     probs = torch.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+# END EXERCISE sampling
 
 
 @contextlib.contextmanager

@@ -44,7 +44,7 @@ from common.optim import create_optimizer, get_scheduler
 from common.trainer_checkpoint import (TrainerState, list_checkpoints, load_model_weights, load_training_state,
                                        remove_stale_temp_folders, resolve_resume_path, restore_rng_state,
                                        rotate_checkpoints, save_checkpoint, save_model_files)
-from common.trainer_utils import (EvalPrediction, PredictionOutput, TrainOutput, count_tokens,
+from common.trainer_utils import (EvalPrediction, LogWindow, PredictionOutput, TrainOutput, count_tokens,
                                   default_data_collator, label_units, pad_and_concatenate, to_numpy)
 from common.training_args import TrainingArguments
 
@@ -81,7 +81,11 @@ class Trainer:
         """Train from scratch, or continue from a checkpoint (a folder, or True / 'latest')."""
         args, ctx = self.args, self.ctx
         if self.train_dataset is None:
-            raise ConfigError("train_dataset: Trainer.train() needs a training dataset (Trainer(..., train_dataset=...))")
+            raise ConfigError("train_dataset: Trainer.train() needs a training dataset "
+                              "(Trainer(..., train_dataset=...))")
+        if args.eval_strategy != "no" and self.eval_dataset is None:
+            raise ConfigError(f"eval_strategy: {args.eval_strategy!r} needs an eval_dataset (Trainer(..., "
+                              "eval_dataset=...)); or pass --eval_strategy no")
         if resume_from_checkpoint is None:
             resume_from_checkpoint = args.resume_from_checkpoint
         resume = resolve_resume_path(resume_from_checkpoint, args.output_dir)
@@ -110,7 +114,7 @@ class Trainer:
             callback.on_train_begin(self)
 
         start, first_step, stop_reason = time.monotonic(), self.state.global_step, None
-        loss_sum, log_loss, log_tokens, log_seconds, log_steps = 0.0, 0.0, 0.0, 0.0, 0
+        loss_sum, window_log = 0.0, LogWindow()
         bar = tqdm(total=max_steps, initial=self.state.global_step, desc="train", dynamic_ncols=True,
                    disable=args.disable_tqdm or not ctx.is_main_process)
         with self._catch_sigint():
@@ -119,29 +123,19 @@ class Trainer:
                 step_start = time.monotonic()
                 window = next(windows)
                 step_loss, grad_norm, tokens, learning_rate = self._optimizer_step(model, window)
-                self.state.global_step += 1
-                self.state.micro_batches_in_epoch += len(window)
-                epoch_ended = self.state.micro_batches_in_epoch >= batches_per_epoch
-                if epoch_ended:
-                    self.state.epoch_index, self.state.micro_batches_in_epoch = self.state.epoch_index + 1, 0
-                self.state.epoch = self.state.epoch_index + self.state.micro_batches_in_epoch / batches_per_epoch
-                self.state.num_input_tokens_seen += int(tokens)
+                epoch_ended = self._advance(len(window), batches_per_epoch, tokens)
                 loss_sum += step_loss
-                log_loss, log_tokens, log_steps = log_loss + step_loss, log_tokens + tokens, log_steps + 1
-                log_seconds += time.monotonic() - step_start
+                window_log.add(step_loss, tokens, time.monotonic() - step_start)
                 bar.update(1)
                 for callback in self.callbacks:
                     callback.on_step_end(self)
                 stop_reason = self._stop_reason(start)
                 finished = self.state.global_step >= max_steps
-
                 if self.state.global_step % args.logging_steps == 0 or finished or stop_reason:
-                    logs = {"loss": log_loss / log_steps, "learning_rate": learning_rate, "grad_norm": grad_norm,
-                            "tokens_per_second": log_tokens / max(log_seconds, 1e-9)}
+                    logs = {**window_log.flush(), "learning_rate": learning_rate, "grad_norm": grad_norm}
                     self.log(logs)
                     bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{learning_rate:.2e}",
                                     tok_s=f"{logs['tokens_per_second']:.0f}")
-                    log_loss, log_tokens, log_seconds, log_steps = 0.0, 0.0, 0.0, 0
                 self._maybe_evaluate_and_save(epoch_ended, finished, stop_reason)
         bar.close()
         return self._finish_training(stop_reason, loss_sum, first_step, start)
@@ -177,12 +171,24 @@ class Trainer:
                 f"the loss became {step_loss} (grad norm {grad_norm.item()}) at step {self.state.global_step + 1} "
                 f"(epoch {self.state.epoch:.2f}); this update was not applied and nothing was saved. "
                 + (f"Last good checkpoint: {previous[-1]}. " if previous else "")
-                + "Try a lower --learning_rate, more --warmup_steps, or --max_grad_norm 1.0")
+                + "Try a lower --learning_rate or more --warmup_steps, and keep --max_grad_norm > 0")
         learning_rate = self.lr_scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return step_loss, grad_norm.item(), global_tokens, learning_rate
+
+    def _advance(self, micro_batches: int, batches_per_epoch: int, tokens: float) -> bool:
+        """Move the step counter and the data position past one window; True if it ended an epoch."""
+        state = self.state
+        state.global_step += 1
+        state.num_input_tokens_seen += int(tokens)
+        state.micro_batches_in_epoch += micro_batches
+        epoch_ended = state.micro_batches_in_epoch >= batches_per_epoch
+        if epoch_ended:
+            state.epoch_index, state.micro_batches_in_epoch = state.epoch_index + 1, 0
+        state.epoch = state.epoch_index + state.micro_batches_in_epoch / batches_per_epoch
+        return epoch_ended
 
     @staticmethod
     def _loss(model: nn.Module, batch: dict) -> torch.Tensor:
@@ -214,7 +220,7 @@ class Trainer:
 
         improved = False
         # Ctrl-C or a callback asked to stop now: skip the evaluation, but always save.
-        if due(args.eval_strategy, args.eval_steps, finished or stop_reason == "max_time") and self.eval_dataset is not None:
+        if due(args.eval_strategy, args.eval_steps, finished or stop_reason == "max_time"):
             improved = self._track_best(self.evaluate())
         if (due(args.save_strategy, args.save_steps, finished) or stop_reason is not None) \
                 and step != self._last_saved_step:
@@ -324,7 +330,8 @@ class Trainer:
         """
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
-            raise ConfigError("eval_dataset: evaluate() needs a dataset (Trainer(..., eval_dataset=...) or evaluate(ds))")
+            raise ConfigError("eval_dataset: evaluate() needs a dataset "
+                              "(Trainer(..., eval_dataset=...) or evaluate(dataset))")
         output = self._prediction_loop(dataset, metric_key_prefix, keep_outputs=self.compute_metrics is not None)
         self.log(output.metrics)
         for callback in self.callbacks:

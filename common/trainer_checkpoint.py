@@ -102,8 +102,9 @@ def resolve_resume_path(value, output_dir) -> Optional[Path]:
     path = Path(value)
     if not (path / TRAINER_STATE_NAME).is_file():
         what = "does not exist" if not path.exists() else f"has no {TRAINER_STATE_NAME}"
+        found = [p.name for p in list_checkpoints(output_dir)]
         raise CheckpointError(f"--resume_from_checkpoint {path}: the folder {what}; pass a checkpoint-<step> "
-                              f"folder written by the Trainer (found: {[p.name for p in list_checkpoints(output_dir)]})")
+                              f"folder written by the Trainer (in {output_dir}: {found or 'none'})")
     return path
 
 

@@ -52,6 +52,23 @@ class TrainerCallback:
     def on_train_end(self, trainer) -> None: ...
 
 
+class LogWindow:
+    """Sums over the steps since the last log line: loss, tokens, and seconds spent training."""
+
+    def __init__(self):
+        self.loss, self.tokens, self.seconds, self.steps = 0.0, 0.0, 0.0, 0
+
+    def add(self, loss: float, tokens: float, seconds: float) -> None:
+        self.loss, self.tokens = self.loss + loss, self.tokens + tokens
+        self.seconds, self.steps = self.seconds + seconds, self.steps + 1
+
+    def flush(self) -> dict:
+        """{'loss': mean over the steps, 'tokens_per_second'}, then start a new window."""
+        logs = {"loss": self.loss / max(self.steps, 1), "tokens_per_second": self.tokens / max(self.seconds, 1e-9)}
+        self.__init__()
+        return logs
+
+
 def label_units(batch: dict) -> int:
     """n_i of the module docstring: how many label units a micro-batch's loss averages over.
 
@@ -118,8 +135,8 @@ def default_data_collator(features: list[dict], pad_token_id: Optional[int] = No
             batch[key] = _as_tensor(values)
             continue
         if key == "input_ids" and pad_token_id is None:
-            raise DataError(f"examples have different lengths ({min(lengths)} to {max(lengths)} input_ids) and "
-                            "no tokenizer was given to pad them: pass tokenizer= (with pad_token_id) or a data_collator")
+            raise DataError(f"examples have different lengths ({min(lengths)} to {max(lengths)} input_ids) and no "
+                            "tokenizer was given to pad them: pass tokenizer= (with pad_token_id) or a data_collator")
         pad = pad_token_id if key == "input_ids" else PAD_VALUES.get(key, 0)
         rows = [torch.as_tensor(v) for v in values]
         out = torch.full((len(rows), max(lengths)) + tuple(rows[0].shape[1:]), pad, dtype=rows[0].dtype)

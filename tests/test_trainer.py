@@ -189,7 +189,8 @@ def test_bf16_runs_the_forward_in_bfloat16_and_keeps_float32_weights(tmp_path):
 # -------------------------------------------------------------- checkpoints
 def test_checkpoint_folder_holds_everything_and_loads_with_weights_only(tmp_path):
     torch.manual_seed(0)
-    trainer = make_trainer(tmp_path, model=ToyPretrained(dropout=0.1), max_steps=2, save_strategy="steps", save_steps=2)
+    trainer = Trainer(ToyPretrained(dropout=0.1), make_args(tmp_path, max_steps=2, save_strategy="steps", save_steps=2),
+                      train_dataset=RaggedTokenDataset(), processing_class=ToyTokenizer())
     trainer.train()
     folder = tmp_path / "out" / "checkpoint-2"
     expected = {"config.json", "model.safetensors", "vocab.txt", "optimizer.pt", "scheduler.pt", "rng_state.pth",
@@ -234,6 +235,25 @@ def test_a_stopped_run_resumed_ends_with_the_same_weights_bit_for_bit(tmp_path):
     assert not differ, f"after resume these weights differ from the uninterrupted run: {differ}"
     steps = [r["step"] for r in map(json.loads, open(tmp_path / "resumed" / "out" / "log.jsonl")) if "loss" in r]
     assert steps == list(range(1, 11)), f"log.jsonl training steps after resume: {steps}"
+
+
+def test_epoch_strategies_evaluate_and_save_at_each_epoch_end(tmp_path):
+    # 20 examples / batch 4 = 5 micro-batches per epoch; accumulation 2 -> windows of 2, 2, 1 = 3 steps
+    trainer = make_trainer(tmp_path, dataset=RaggedTokenDataset(n=20), num_train_epochs=2,
+                           gradient_accumulation_steps=2, eval_strategy="epoch", save_strategy="epoch")
+    output = trainer.train()
+    assert output.global_step == 6, f"2 epochs of 3 steps, trained {output.global_step}"
+    evals = [r["step"] for r in trainer.state.log_history if "eval_loss" in r]
+    kept = sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*"))
+    assert evals == [3, 6] and kept == ["checkpoint-3", "checkpoint-6"], f"evaluated at {evals}, saved {kept}"
+    state = json.loads((tmp_path / "out" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert (state["epoch"], state["epoch_index"], state["micro_batches_in_epoch"]) == (1.0, 1, 0)
+
+
+def test_evaluation_without_an_eval_dataset_is_a_config_error(tmp_path):
+    trainer = Trainer(ToyTokenLM(), make_args(tmp_path, eval_strategy="epoch"), train_dataset=RaggedTokenDataset())
+    with pytest.raises(ConfigError, match="^eval_strategy:.*eval_dataset"):
+        trainer.train()
 
 
 def test_resume_true_picks_the_newest_checkpoint_and_a_path_picks_that_one(tmp_path):
@@ -335,3 +355,17 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint_and_removes_the_
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint-2"], \
         f"folders left: {sorted(p.name for p in out.iterdir())}"
     assert (out / "checkpoint-2" / "optimizer.pt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("shutil").which("g++") is None, reason="torch.compile on the CPU needs a C++ compiler")
+def test_torch_compile_trains_like_eager_and_saves_keys_without_orig_mod(tmp_path):
+    eager = make_trainer(tmp_path / "eager", max_steps=2)
+    eager.train()
+    compiled = make_trainer(tmp_path / "compiled", max_steps=2, torch_compile=True, save_strategy="steps", save_steps=2)
+    compiled.train()
+    assert type(compiled._wrap_model()).__name__ == "OptimizedModule", "torch_compile=True did not compile"
+    keys = sorted(load_state_dict(tmp_path / "compiled" / "out" / "checkpoint-2"))
+    assert keys == sorted(ToyTokenLM().state_dict()), f"saved keys: {keys}"
+    err = max_weight_difference(eager.model, compiled.model)
+    assert err <= 1e-5, f"compiled training differs from eager by {err:.2e} (tolerance 1e-5)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -21,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from common.config import CONFIG_NAME
-from common.errors import CheckpointError
+from common.errors import CheckpointError, write_then_rename
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -29,18 +30,20 @@ PT_WEIGHTS_NAME = "pytorch_model.bin"
 
 
 def atomic_save_file(tensors: dict[str, torch.Tensor], path) -> None:
-    """Write a safetensors file under a temporary name, then rename it into place."""
-    from safetensors.torch import save_file
+    """Write a safetensors file under a temporary name, then rename it into place.
 
+    A failed write (a full disk, a file size limit) removes the temporary file, leaves any
+    previous file under `path` untouched, and raises CheckpointError naming the file.
+    """
     path = os.fspath(path)
     tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_then_rename([(tmp, path)], lambda: _save_safetensors(tensors, tmp))
+
+
+def _save_safetensors(tensors: dict[str, torch.Tensor], path: str) -> None:
+    from safetensors.torch import save_file
+
+    save_file(tensors, path, metadata={"format": "pt"})
 
 
 def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -84,9 +87,32 @@ def resolve_model_folder(name_or_path) -> Path:
     )
 
 
-def load_state_dict_file(path) -> dict[str, torch.Tensor]:
-    """Read one weights file (.safetensors or a torch pickle loaded with weights_only=True)."""
+def torch_load_safely(path, map_location="cpu"):
+    """torch.load(weights_only=True): tensors, numbers, strings, lists and dicts only. A pickle that
+    would call a function or build another object while loading is refused before anything runs
+    (CheckpointError naming the file and what it would have called)."""
     path = os.fspath(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        called = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = (f"unpickling it would call {called.group(1)}" if called else
+                "it is not a plain pickle of tensors (or it is corrupted)")
+        raise CheckpointError(
+            f"{path}: refused to load: {what}. Loads never execute pickled code; if you trust the "
+            "file, convert it to safetensors with a trusted tool, else delete it") from None
+    except (RuntimeError, EOFError, ValueError) as e:
+        reason = str(e).split(".")[0].strip()
+        raise CheckpointError(f"{path}: truncated or corrupted weights file ({reason}); save it again "
+                              "or restore it from a good copy") from None
+
+
+def load_state_dict_file(path) -> dict[str, torch.Tensor]:
+    """Read one weights file (.safetensors, or a torch pickle via torch_load_safely)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        what = "is a folder" if os.path.isdir(path) else "does not exist"
+        raise CheckpointError(f"weights file {path} {what}; save the model again with save_pretrained")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
@@ -97,16 +123,11 @@ def load_state_dict_file(path) -> dict[str, torch.Tensor]:
                 f"{path}: truncated or corrupted safetensors file ({e}); save the model again "
                 "or restore the file from a good copy"
             ) from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: refused to load: the pickle contains code or objects that are not plain "
-            f"tensors ({str(e).splitlines()[0]}). Loads never execute pickled code; convert the "
-            "file to safetensors with a trusted tool."
-        ) from None
-    except (RuntimeError, EOFError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupted weights file ({e})") from None
+    state = torch_load_safely(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict), found "
+                              f"{type(state).__name__}; save model.state_dict(), not the model")
+    return state
 
 
 def load_state_dict(folder) -> dict[str, torch.Tensor]:
@@ -115,9 +136,18 @@ def load_state_dict(folder) -> dict[str, torch.Tensor]:
     if (folder / WEIGHTS_NAME).exists():
         return load_state_dict_file(folder / WEIGHTS_NAME)
     if (folder / WEIGHTS_INDEX_NAME).exists():
-        index = json.loads((folder / WEIGHTS_INDEX_NAME).read_text())
+        index_path = folder / WEIGHTS_INDEX_NAME
+        try:
+            weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index_path}: not a safetensors index ({type(e).__name__}: {e}); "
+                                  'expected {"weight_map": {weight name: shard file}}') from None
         state = {}
-        for shard in sorted(set(index["weight_map"].values())):
+        for shard in shards:
+            if not (folder / shard).is_file():
+                raise CheckpointError(f"{index_path} lists the shard {shard}, which is not in {folder}; "
+                                      "copy every shard of the model")
             state.update(load_state_dict_file(folder / shard))
         return state
     if (folder / PT_WEIGHTS_NAME).exists():
@@ -127,6 +157,16 @@ def load_state_dict(folder) -> dict[str, torch.Tensor]:
         f"no weights in {folder}: expected {WEIGHTS_NAME} (or {PT_WEIGHTS_NAME}); "
         f"the folder holds {present or 'nothing'}. Was the model saved with save_pretrained?"
     )
+
+
+def check_tokenizer_fits_model(tokenizer, vocab_size: int, where: str = "the model") -> None:
+    """A tokenizer whose ids reach past the embedding table would fail deep inside the model
+    (an index error); say so up front. len(tokenizer) < vocab_size is fine (padded tables)."""
+    if len(tokenizer) > vocab_size:
+        raise CheckpointError(
+            f"the tokenizer has {len(tokenizer)} tokens but {where} has vocab_size {vocab_size} embeddings; "
+            "use the tokenizer saved with the model (same folder), or build the model with "
+            f"vocab_size >= {len(tokenizer)}")
 
 
 def rename_legacy_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -165,9 +205,17 @@ class PreTrainedModel(nn.Module):
         return sum(p.numel() for p in params.values())
 
     def save_pretrained(self, folder) -> None:
+        """config.json + model.safetensors, both written to temporary files first and renamed only
+        when both are complete: a full disk keeps the previous pair, never a mix of old and new."""
         os.makedirs(folder, exist_ok=True)
-        self.config.save_pretrained(folder)
-        atomic_save_file(clean_state_dict(self.state_dict()), Path(folder) / WEIGHTS_NAME)
+        weights = os.path.join(folder, WEIGHTS_NAME)
+        config = os.path.join(folder, CONFIG_NAME)
+        tmp_weights, tmp_config = f"{weights}.tmp-{os.getpid()}", f"{config}.tmp-{os.getpid()}"
+
+        def write():
+            _save_safetensors(clean_state_dict(self.state_dict()), tmp_weights)
+            self.config.write_json(tmp_config)
+        write_then_rename([(tmp_weights, weights), (tmp_config, config)], write)
 
     @classmethod
     def convert_state_dict(cls, state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:

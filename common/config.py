@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any, ClassVar
 
-from common.errors import CheckpointError, ConfigError
+from common.errors import CheckpointError, ConfigError, write_then_rename
 
 CONFIG_NAME = "config.json"
 
@@ -41,29 +41,46 @@ class PretrainedConfig:
         config.extra = extra
         return config
 
+    def write_json(self, path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+
     def save_pretrained(self, folder) -> str:
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, CONFIG_NAME)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        write_then_rename([(tmp, path)], lambda: self.write_json(tmp))
         return path
 
     @classmethod
     def from_json_file(cls, path, **overrides):
+        """Read config.json; every problem is one error naming the file (and the line or field)."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            raise CheckpointError(f"{path} is a folder; expected the {CONFIG_NAME} file")
         try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f)
+            with open(path, "rb") as f:
+                raw = f.read()
         except FileNotFoundError:
             raise CheckpointError(f"no {CONFIG_NAME} at {path}; a model folder needs one "
                                   "(written by save_pretrained)") from None
+        try:
+            d = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise CheckpointError(f"{path}: byte {e.start} is not valid UTF-8; a config.json is UTF-8 "
+                                  "JSON (save it again with save_pretrained)") from None
         except json.JSONDecodeError as e:
             raise CheckpointError(f"{path}: not valid JSON (line {e.lineno}): {e.msg}") from None
         if not isinstance(d, dict):
             raise CheckpointError(f"{path}: expected a JSON object of config fields")
-        return cls.from_dict(d, **overrides)
+        try:
+            return cls.from_dict(d, **overrides)
+        except ConfigError as e:
+            field = str(e).split(":")[0]
+            if field in overrides:
+                raise  # the bad value came from the caller (a flag), not from the file
+            raise ConfigError(f"{e} (field of {path}: fix it there)") from None
 
     @classmethod
     def from_pretrained(cls, folder, **overrides):

@@ -7,6 +7,8 @@ which prints `error: <message>` on one line and exits with status 2, no tracebac
 """
 from __future__ import annotations
 
+import codecs
+import errno
 import os
 import sys
 import traceback
@@ -43,34 +45,96 @@ def check_file(path, what: str = "file") -> str:
     return path
 
 
+def check_encoding(encoding: str) -> str:
+    """The codec name, or a DataError for a name Python does not know (a typo in --encoding)."""
+    try:
+        return codecs.lookup(encoding).name
+    except (LookupError, TypeError):
+        raise DataError(f"--encoding {encoding!r} is not a known text encoding; "
+                        "use e.g. utf-8, latin-1, cp1252 or utf-16") from None
+
+
 def read_text(path, encoding: str = "utf-8", what: str = "text file") -> str:
-    """Read a whole text file; non-UTF-8 bytes give an error naming the byte offset."""
+    """Read a whole text file; non-UTF-8 bytes give an error naming the byte offset.
+
+    A UTF-8 byte-order mark (what some editors put first) is dropped, so it never ends up
+    glued to the first word or column name; a UTF-16 one is named in the error, with the fix.
+    """
     check_file(path, what)
+    codec = check_encoding(encoding)
     with open(path, "rb") as f:
         raw = f.read()
     try:
-        return raw.decode(encoding)
+        text = raw.decode(encoding)
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: byte {e.start} (line {line}) is not valid {encoding}; "
-            f"convert the file to UTF-8 or pass --encoding (e.g. --encoding latin-1)"
-        ) from None
+        utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and codec != "utf-16"
+        hint = ("the file starts with a UTF-16 byte-order mark: pass --encoding utf-16" if utf16 else
+                "convert the file to UTF-8 or pass --encoding (e.g. --encoding latin-1)")
+        raise DataError(f"{path}: byte {e.start} (line {line}) is not valid {encoding}; {hint}") from None
+    return text[1:] if codec == "utf-8" and text.startswith("\ufeff") else text
+
+
+# OS errors a user fixes outside the program: space, quota, a read-only disk, a file size limit.
+STORAGE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS") if hasattr(errno, name)}
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for an OSError: the file, the system's reason, and for storage errors the fix."""
+    where = f"{e.filename}: " if e.filename else ""
+    reason = e.strerror or str(e)
+    if e.errno in STORAGE_ERRNOS:
+        return f"{where}{reason}; free some disk space (or pick another --output_dir) and run again"
+    return f"{where}{reason}"
+
+
+def write_then_rename(pairs: Sequence[tuple[str, str]], write: Callable[[], None]) -> None:
+    """Call write(), which fills every temporary path of `pairs` [(temporary, final)], then rename
+    each temporary to its final name (os.replace is atomic). No final file is touched before every
+    write succeeded: a failure or a Ctrl-C removes the temporaries and keeps the previous files; an
+    OSError (a full disk, ...) becomes one CheckpointError line naming the file and the fix."""
+    try:
+        write()
+        for tmp, final in pairs:
+            os.replace(tmp, final)
+    except BaseException as e:
+        for tmp, _ in pairs:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        if not isinstance(e, OSError) or isinstance(e, UserError):
+            raise
+        final = next((f for t, f in pairs if e.filename and os.fspath(e.filename) == t), pairs[0][1])
+        hint = "free some disk space and save again" if e.errno in STORAGE_ERRNOS else "check the folder"
+        raise CheckpointError(f"could not write {final}: {e.strerror or e}; {hint} "
+                              "(the previous files there, if any, are unchanged)") from None
+
+
+def is_user_fixable(e: BaseException) -> bool:
+    """UserError, a missing / misplaced / unreadable path, or a storage error (full disk, ...)."""
+    if isinstance(e, UserError):
+        return True
+    if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return True
+    return isinstance(e, OSError) and e.errno in STORAGE_ERRNOS
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]],
             argv: Optional[Sequence[str]] = None) -> None:
-    """Run a command-line `main(argv)`; turn UserError (and a few OS errors) into one line + exit 2."""
+    """Run a command-line `main(argv)`; turn UserError (and the OS errors of is_user_fixable) into
+    one line + exit 2; Ctrl-C that reaches here (a second one, or outside training) exits 130."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if debug:
         argv.remove("--debug")
     try:
         code = main(argv)
-    except (UserError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    except (UserError, OSError) as e:
+        if not is_user_fixable(e):
+            raise  # a fault of the program, not of the input: keep the traceback
         if debug:
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
+        message = str(e) if isinstance(e, UserError) else describe_os_error(e)
+        print("error: " + " ".join(message.split("\n")), file=sys.stderr)  # always one line
         if not debug:
             print("(run again with --debug to see the traceback)", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -19,6 +19,8 @@ from typing import Optional
 
 import torch
 
+from common.errors import ConfigError, DataError
+
 IGNORE_INDEX = -100
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -39,6 +41,17 @@ def log_softmax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
 # END EXERCISE log_softmax
 
 
+def check_targets(targets: torch.Tensor, keep: torch.Tensor, num_classes: int) -> None:
+    """Every kept target is a class id in [0, num_classes): a label outside would otherwise index
+    past the logits (a cryptic gather error on the CPU, a device-side assert on a GPU)."""
+    bad = keep & ((targets < 0) | (targets >= num_classes))
+    if bool(bad.any()):
+        value = targets[bad][0].item()
+        raise DataError(f"label {value} is outside the {num_classes} classes 0..{num_classes - 1} of the "
+                        f"logits ({int(bad.sum())} such labels in the batch); check num_labels (or vocab_size) "
+                        f"against the labels of the data; -{-IGNORE_INDEX} marks a position to ignore")
+
+
 # BEGIN EXERCISE cross_entropy
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX,
                   reduction: str = "mean") -> torch.Tensor:
@@ -48,8 +61,9 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
     divided by the number of kept rows (0 when no row is kept, never NaN); "none": (N,) values.
     """
     if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise ConfigError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     keep = targets != ignore_index  # (N,)
+    check_targets(targets, keep, logits.size(-1))
     safe_targets = torch.where(keep, targets, torch.zeros_like(targets))
     logp = log_softmax(_upcast(logits), dim=-1)  # (N, V), in float32 even under bf16 autocast
     nll = -logp.gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)  # (N,)
@@ -148,7 +162,7 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: 
         return cross_entropy(logits.reshape(-1, num_labels), labels.reshape(-1))
     if problem_type == "multi_label_classification":
         return binary_cross_entropy_with_logits(logits, labels)
-    raise ValueError(
+    raise ConfigError(
         f"unknown problem_type {problem_type!r}; use 'regression', "
         "'single_label_classification' or 'multi_label_classification'"
     )

@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from common.checkpoint import WEIGHTS_NAME, atomic_save_file, clean_state_dict, load_state_dict
+from common.checkpoint import WEIGHTS_NAME, atomic_save_file, clean_state_dict, load_state_dict, torch_load_safely
 from common.device import DistributedContext, all_reduce, barrier, get_rng_state, set_rng_state
 from common.errors import CheckpointError
 
@@ -235,13 +235,16 @@ def load_model_weights(model: nn.Module, folder) -> None:
 def load_training_state(folder, optimizer, scheduler, ctx: DistributedContext) -> TrainerState:
     """Restore optimizer and scheduler (weights_only loads) and return the TrainerState."""
     folder = Path(folder)
+    for name in (OPTIMIZER_NAME, SCHEDULER_NAME):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder}: {name} is missing; this folder is a saved model, "
+                                  "not a training checkpoint (resume needs optimizer.pt and scheduler.pt)")
+    optimizer_state = torch_load_safely(folder / OPTIMIZER_NAME, map_location=ctx.device)
+    scheduler_state = torch_load_safely(folder / SCHEDULER_NAME)
     try:
-        optimizer.load_state_dict(torch.load(folder / OPTIMIZER_NAME, map_location=ctx.device, weights_only=True))
-        scheduler.load_state_dict(torch.load(folder / SCHEDULER_NAME, weights_only=True))
-    except FileNotFoundError as e:
-        raise CheckpointError(f"{folder}: {Path(e.filename).name} is missing; this folder is a saved model, "
-                              "not a training checkpoint (resume needs optimizer.pt and scheduler.pt)") from None
-    except (ValueError, KeyError, RuntimeError) as e:
+        optimizer.load_state_dict(optimizer_state)
+        scheduler.load_state_dict(scheduler_state)
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{folder}/{OPTIMIZER_NAME} does not match this model's parameters ({e}); "
                               "resume with the same model and --weight_decay grouping") from None
     return TrainerState.load(folder / TRAINER_STATE_NAME)
@@ -254,5 +257,10 @@ def restore_rng_state(folder, ctx: DistributedContext) -> bool:
         warnings.warn(f"{path} not found (was the checkpoint written with another number of processes?); "
                       "random numbers (dropout, masking) will not continue exactly", stacklevel=2)
         return False
-    set_rng_state(torch.load(path, weights_only=True))
+    state = torch_load_safely(path)
+    try:
+        set_rng_state(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a random-number state written by the Trainer ({type(e).__name__}: {e}); "
+                              "delete the file to resume without exact randomness, or pick another checkpoint") from None
     return True

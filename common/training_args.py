@@ -107,6 +107,7 @@ class TrainingArguments:
         "Hide the progress bar (logs are then printed as JSON lines)."))
 
     def __post_init__(self):
+        self._check_types()
         require(bool(self.output_dir), "output_dir", "must be a folder path")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
                      "gradient_accumulation_steps", "logging_steps"):
@@ -136,6 +137,21 @@ class TrainingArguments:
         require(self.max_time is None or self.max_time > 0, "max_time",
                 f"must be a positive number of seconds, got {self.max_time}")
         self._check_best_model()
+
+    def _check_types(self) -> None:
+        """Each field holds a value of its declared type (the CLI converts flags; Python callers
+        and a hand-edited JSON can pass a string), so the range checks below compare numbers."""
+        kinds = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}
+        wanted = {"float": "a finite number", "int": "an integer", "bool": "true or false", "str": "a string"}
+        for f in dataclasses.fields(self):
+            declared = str(f.type).replace("Optional[", "").rstrip("]")
+            value = getattr(self, f.name)
+            if declared not in kinds or (value is None and "Optional" in str(f.type)):
+                continue
+            ok = isinstance(value, kinds[declared]) and (declared == "bool" or not isinstance(value, bool))
+            if declared == "float" and ok:
+                ok = math.isfinite(value)
+            require(ok, f.name, f"must be {wanted[declared]}, got {value!r}")
 
     def _check_interval(self, strategy_field: str, steps_field: str) -> None:
         strategy, steps = getattr(self, strategy_field), getattr(self, steps_field)

@@ -9,6 +9,7 @@ value for `embd_pdrop` and `attn_pdrop`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar, Optional
 
 from common.attention import ATTN_IMPLS
@@ -28,6 +29,11 @@ def _is_int(value) -> bool:
 
 def _is_positive_int(value) -> bool:
     return _is_int(value) and value > 0
+
+
+def _is_number(value) -> bool:
+    """A finite int or float (a string "0.1" from a hand-edited config.json is not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclasses.dataclass
@@ -61,11 +67,15 @@ class GPTConfig(PretrainedConfig):
         require(self.n_embd % self.n_head == 0, "n_embd",
                 f"must be divisible by n_head ({self.n_embd} % {self.n_head} = {self.n_embd % self.n_head}); "
                 "each head gets n_embd / n_head dimensions")
-        require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
-        require(self.layer_norm_epsilon > 0, "layer_norm_epsilon",
-                f"must be positive, got {self.layer_norm_epsilon}")
-        require(self.initializer_range >= 0, "initializer_range",
-                f"must be >= 0, got {self.initializer_range}")
+        require(_is_number(self.dropout) and 0.0 <= self.dropout < 1.0, "dropout",
+                f"a dropout probability must be a number in [0, 1), got {self.dropout!r}")
+        require(_is_number(self.layer_norm_epsilon) and self.layer_norm_epsilon > 0, "layer_norm_epsilon",
+                f"must be a positive number, got {self.layer_norm_epsilon!r}")
+        require(_is_number(self.initializer_range) and self.initializer_range >= 0, "initializer_range",
+                f"must be a number >= 0, got {self.initializer_range!r}")
+        for name in ("bias", "tie_word_embeddings"):
+            require(isinstance(getattr(self, name), bool), name,
+                    f"must be true or false, got {getattr(self, name)!r}")
         require(self.activation_function in ACTIVATIONS, "activation_function",
                 f"unknown {self.activation_function!r}; choose one of {sorted(ACTIVATIONS)}")
         require(self.attn_impl in ATTN_IMPLS, "attn_impl",

@@ -1,0 +1,87 @@
+"""Every numbered tutorial runs, start to end, and is a valid jupytext "percent" notebook.
+
+Each `tutorials/NN_topic.py` is executed as a learner would run it (`python tutorials/NN_topic.py`
+from the repository root) in a fresh interpreter, in quick mode (TUTORIAL_QUICK=1: fewer steps,
+same code), with its plots sent to a temporary folder (TUTORIAL_OUT). A tutorial that raises, or
+that asserts a number it printed, fails here with the tail of its output.
+
+The format check is what `make notebooks` (jupytext) needs: the file opens with a `# %% [markdown]`
+cell, has prose and code cells, and every line of a prose cell is a comment.
+"""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
+TIMEOUT_S = 600  # quick mode aims at seconds; this only stops a hung run on a slow, shared machine
+CELL = re.compile(r"^# %%(.*)$")
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+def tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def cells(source: str) -> list[tuple[str, list[str]]]:
+    """[(kind, lines)] with kind "markdown" or "code", split at the `# %%` markers."""
+    found: list[tuple[str, list[str]]] = []
+    for line in source.splitlines():
+        marker = CELL.match(line)
+        if marker:
+            kind = "markdown" if "[markdown]" in marker.group(1) else "code"
+            found.append((kind, []))
+        elif found:
+            found[-1][1].append(line)
+    return found
+
+
+def test_the_course_has_numbered_tutorials():
+    assert TUTORIALS, "no tutorials/NN_topic.py found: the glob tutorials/[0-9][0-9]_*.py matched nothing"
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
+def test_tutorial_is_jupytext_percent_with_prose_and_code_cells(path):
+    source = path.read_text(encoding="utf-8")
+    first = source.splitlines()[0] if source else ""
+    assert first == "# %% [markdown]", (
+        f"{path.name} must open with a '# %% [markdown]' cell (its title and formulas), "
+        f"but line 1 is {first!r}")
+    found = cells(source)
+    kinds = {kind for kind, _ in found}
+    assert kinds == {"markdown", "code"}, (
+        f"{path.name} needs both '# %% [markdown]' prose cells and '# %%' code cells; found {sorted(kinds)}")
+    for index, (kind, lines) in enumerate(found):
+        if kind != "markdown":
+            continue
+        code = [line for line in lines if line.strip() and not line.startswith("#")]
+        assert not code, (f"{path.name}: markdown cell {index} holds non-comment lines, which jupytext "
+                          f"would not show as prose: {code[:3]}")
+    assert re.search(r"^import _setup$", source, re.M), (
+        f"{path.name} must `import _setup` (repository root on sys.path, QUICK mode, plot folder)")
+    compile(source, str(path), "exec")
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
+def test_tutorial_runs_in_quick_mode(path, tmp_path):
+    env = {**os.environ, "TUTORIAL_QUICK": "1", "TUTORIAL_OUT": str(tmp_path), "MPLBACKEND": "Agg"}
+    try:
+        run = subprocess.run([sys.executable, str(path.relative_to(ROOT))], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired as stopped:
+        out = stopped.stdout or ""
+        out = out.decode(errors="replace") if isinstance(out, bytes) else out  # bytes on some Pythons
+        pytest.fail(f"{path.name} did not finish within {TIMEOUT_S} s in quick mode; last output:\n{tail(out)}")
+    assert run.returncode == 0, (
+        f"`TUTORIAL_QUICK=1 python {path.relative_to(ROOT)}` exited with {run.returncode}.\n"
+        f"--- stderr (tail) ---\n{tail(run.stderr)}\n--- stdout (tail) ---\n{tail(run.stdout, 15)}")
+    assert run.stdout.strip(), f"{path.name} printed nothing: a tutorial shows its shapes and numbers"
+    if HAS_MATPLOTLIB and "save_plot(" in path.read_text(encoding="utf-8"):
+        plots = sorted(p.name for p in tmp_path.rglob("*.png"))
+        assert plots, (f"{path.name} calls save_plot and matplotlib is installed, but no .png appeared "
+                       f"in TUTORIAL_OUT={tmp_path}; plots must go to _setup.OUT")

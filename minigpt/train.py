@@ -1,0 +1,289 @@
+"""python -m minigpt.train: train a GPT on a text file, report the validation loss, print a sample.
+
+    python -m minigpt.train --train_file ../shared/data/tinyshakespeare.txt --output_dir out/shakespeare --max_time 60
+    python -m minigpt.sample --model_name_or_path out/shakespeare --prompt "ROMEO:"
+
+The model learns L_LM = -(1/n) sum_t log p(x_{t+1} | x_{<=t}) over windows of block_size tokens
+(minigpt/text_data.py); the validation loss is the same mean over the whole validation split, and
+perplexity = exp(eval_loss). Flags are those of transformers' run_clm.py where the concept exists
+(--train_file, --validation_file, --validation_split_percentage, --config_overrides, --block_size,
+--max_eval_samples, --model_name_or_path) plus every TrainingArguments field (--learning_rate,
+--max_time, --bf16, ...).
+
+The defaults are a laptop recipe for a character-level file (see RECIPE and MODEL_DEFAULTS below,
+and docs/results/minigpt.md for what they reach on tiny shakespeare in 60 s on 2 CPU cores). With
+--max_time the learning rate decays over the time budget (minigpt/time_budget.py), so the decay
+ends when the time does, however fast the machine is.
+
+Writes to --output_dir: config.json, model.safetensors, the tokenizer files, eval_results.json
+(eval_loss, perplexity), train_results.json, log.jsonl (plot it with common/plot_logs.py) and
+checkpoint-<step>/ folders (resume with --resume_from_checkpoint latest).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import typing
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch.utils.data import Subset
+
+from common.checkpoint import check_tokenizer_fits_model
+from common.cli_args import add_dataclass_arguments, parse_bool
+from common.data import read_nonempty_text
+from common.device import pick_device
+from common.errors import ConfigError, run_cli
+from common.tokenizers import CharTokenizer, SentencePieceTokenizer, load_tokenizer
+from common.trainer import Trainer
+from common.training_args import TrainingArguments
+from minigpt.config import GPTConfig
+from minigpt.model import GPT
+from minigpt.sample import sample_texts
+from minigpt.text_data import TokenBlocks, encode_stream, split_train_validation
+from minigpt.time_budget import TimeBudgetSchedule
+
+# The model of nanoGPT's CPU recipe for tiny shakespeare (4 layers, 4 heads, 128 wide, context 64,
+# no dropout): small enough to take thousands of steps in a minute on 2 cores.
+MODEL_DEFAULTS = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0)
+
+# TrainingArguments defaults of this tool (the dataclass's own defaults suit fine-tuning).
+# Measured on tiny shakespeare, 2 CPU cores: docs/results/minigpt.md.
+RECIPE = dict(
+    learning_rate=2e-3,  # a 0.8M-parameter model takes a far larger step than a 100M one
+    per_device_train_batch_size=64,
+    per_device_eval_batch_size=64,
+    warmup_steps=50,
+    lr_scheduler_type="cosine",
+    adam_beta2=0.99,  # nanoGPT's choice for small batches: the second moment follows the gradients faster
+    weight_decay=0.1,
+    num_train_epochs=10.0,
+    logging_steps=100,
+    save_steps=1000,
+)
+# The default of --bf16: on where the hardware computes bfloat16 natively (native_bf16). Not a
+# string, because argparse would pass a string default through the flag's converter.
+AUTO = object()
+SENTENCEPIECE_VOCAB_SIZE = 2000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m minigpt.train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        epilog="Example (tiny shakespeare, about a minute on a laptop):\n"
+               "  python -m minigpt.train --train_file tinyshakespeare.txt --output_dir out/shakespeare --max_time 60\n"
+               "Every flag also accepts dashes (--train-file). --debug shows the traceback of an error.")
+    data = parser.add_argument_group("data and model")
+    add = data.add_argument
+    add("--train_file", "--train-file", required=True, help="A UTF-8 text file to train on.")
+    add("--validation_file", "--validation-file", default=None,
+        help="A separate text file for the validation loss (then --validation_split_percentage is ignored).")
+    add("--validation_split_percentage", "--validation-split-percentage", type=float, default=10.0,
+        help="Without --validation_file: keep the LAST this percent of --train_file (contiguous) for "
+             "validation; 0 keeps none (default: %(default)s).")
+    add("--tokenizer", choices=("char", "sentencepiece"), default="char",
+        help="char: one token per character (vocabulary = the characters of the text); sentencepiece: "
+             "subword pieces learned from the training split (line breaks become spaces) (default: %(default)s).")
+    add("--vocab_size", "--vocab-size", type=int, default=None,
+        help=f"Pieces to learn with --tokenizer sentencepiece (default: {SENTENCEPIECE_VOCAB_SIZE}).")
+    add("--config_overrides", "--config-overrides", default="",
+        help="GPTConfig fields as 'key=value,...', e.g. \"n_layer=6,n_head=6,n_embd=192,dropout=0.1\" "
+             f"(defaults: {','.join(f'{k}={v}' for k, v in MODEL_DEFAULTS.items())}).")
+    add("--block_size", "--block-size", type=int, default=None,
+        help="Tokens per training window = the model's context (default: the block_size of the config).")
+    add("--model_name_or_path", "--model-name-or-path", default=None,
+        help="Continue training a saved model folder (its tokenizer too) instead of starting from scratch.")
+    add("--max_eval_samples", "--max-eval-samples", type=int, default=None,
+        help="Evaluations DURING training (--eval_strategy) use only this many windows, evenly spread; "
+             "the final evaluation always uses the whole validation split.")
+    add("--encoding", default="utf-8", help="Encoding of the text files (default: %(default)s).")
+    add("--schedule_by_time", "--schedule-by-time", type=parse_bool, nargs="?", const=True, default=True,
+        metavar="{true,false}", help="With --max_time, decay the learning rate over the time budget "
+                                     "(minigpt/time_budget.py) rather than over max_steps (default: %(default)s).")
+    add("--sample_tokens", "--sample-tokens", type=int, default=300,
+        help="Characters/tokens of text to sample at the end, 0 for none (default: %(default)s).")
+    add_dataclass_arguments(parser, TrainingArguments, defaults_override=RECIPE)
+    for action in parser._actions:
+        if action.dest == "bf16":
+            action.default = AUTO
+            action.help = ("Run forward and loss under torch.autocast(bfloat16); weights stay float32 "
+                           "(default: on where bfloat16 is native: a CPU with AVX512-BF16 or AMX, a bf16 GPU).")
+    return parser
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True where bfloat16 matrix products run in hardware (else autocast would slow training down)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(check() for check in checks if check is not None)
+    return False
+
+
+def parse_config_overrides(text: str) -> dict:
+    """'n_layer=4,dropout=0.1' -> {'n_layer': 4, 'dropout': 0.1}, each value converted to its field's type."""
+    hints = typing.get_type_hints(GPTConfig)
+    names = {f.name for f in dataclasses.fields(GPTConfig) if f.name != "extra"}
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = (s.strip() for s in item.partition("="))
+        if not sep:
+            raise ConfigError(f"--config_overrides: {item!r} is not key=value; write e.g. \"n_layer=4,n_embd=128\"")
+        if key not in names:
+            raise ConfigError(f"--config_overrides: unknown field {key!r}; GPTConfig fields: {', '.join(sorted(names))}")
+        kind = hints[key]
+        optional = type(None) in typing.get_args(kind)
+        if optional:
+            kind = next(t for t in typing.get_args(kind) if t is not type(None))
+        try:
+            if optional and value.lower() in ("none", "null"):
+                out[key] = None
+            elif kind is bool:
+                out[key] = parse_bool(value)
+            else:
+                out[key] = kind(value)
+        except (ValueError, argparse.ArgumentTypeError):
+            raise ConfigError(f"--config_overrides: {key}={value!r} is not a valid {kind.__name__}") from None
+    return out
+
+
+def build_tokenizer(kind: str, train_text: str, validation_text: str, vocab_size: Optional[int]):
+    """char: the characters of train + validation text (a character seen only in validation still
+    gets an id; its embedding just stays untrained). sentencepiece: learned from the train split only."""
+    if kind == "char":
+        if vocab_size is not None:
+            raise ConfigError("--vocab_size applies to --tokenizer sentencepiece; a char tokenizer's vocabulary "
+                              "is the set of characters of the text")
+        return CharTokenizer.from_text(train_text + validation_text)
+    return SentencePieceTokenizer.train([train_text], vocab_size or SENTENCEPIECE_VOCAB_SIZE,
+                                        special_tokens_style="gpt")
+
+
+def build_model(opts, tokenizer) -> GPT:
+    """A fresh GPT with MODEL_DEFAULTS + --config_overrides + --block_size, sized to the tokenizer."""
+    overrides = parse_config_overrides(opts.config_overrides)
+    if opts.block_size is not None:
+        if overrides.get("block_size", opts.block_size) != opts.block_size:
+            raise ConfigError(f"--block_size {opts.block_size} and --config_overrides block_size="
+                              f"{overrides['block_size']} disagree; give one of them")
+        overrides["block_size"] = opts.block_size
+    fields = {**MODEL_DEFAULTS, "vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id,
+              "pad_token_id": tokenizer.pad_token_id, **overrides}
+    config = GPTConfig(**fields)
+    check_tokenizer_fits_model(tokenizer, config.vocab_size, "--config_overrides")
+    return GPT(config)
+
+
+def load_texts(opts) -> tuple[str, str]:
+    text = read_nonempty_text(opts.train_file, opts.encoding, "--train_file")
+    if opts.validation_file is not None:
+        return text, read_nonempty_text(opts.validation_file, opts.encoding, "--validation_file")
+    return split_train_validation(text, opts.validation_split_percentage)
+
+
+def evenly_spread(dataset, n: Optional[int]):
+    """n windows at evenly spaced positions of the dataset (all of it when n is None or large)."""
+    if n is None or n >= len(dataset):
+        return dataset
+    if n < 1:
+        raise ConfigError(f"--max_eval_samples must be >= 1, got {n}")
+    return Subset(dataset, [i * len(dataset) // n for i in range(n)])
+
+
+def write_json(path: Path, values: dict) -> None:
+    path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def perplexity(loss: float) -> float:
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    opts = build_parser().parse_args(argv)
+    if opts.bf16 is AUTO:
+        opts.bf16 = native_bf16(pick_device(opts.use_cpu))
+    args = TrainingArguments(**{f.name: getattr(opts, f.name) for f in dataclasses.fields(TrainingArguments)
+                                if f.init})
+
+    train_text, validation_text = load_texts(opts)
+    if opts.model_name_or_path is not None:
+        if opts.config_overrides or opts.vocab_size is not None:
+            raise ConfigError("--config_overrides and --vocab_size shape a NEW model; with --model_name_or_path "
+                              "the saved config and tokenizer are used")
+        model, tokenizer = GPT.from_pretrained(opts.model_name_or_path), load_tokenizer(opts.model_name_or_path)
+        check_tokenizer_fits_model(tokenizer, model.config.vocab_size, f"the model in {opts.model_name_or_path}")
+        block_size = opts.block_size or model.config.block_size
+        if block_size > model.config.block_size:
+            raise ConfigError(f"--block_size {block_size} exceeds the context of the saved model "
+                              f"({model.config.block_size}); use --block_size {model.config.block_size} or less")
+    else:
+        tokenizer = build_tokenizer(opts.tokenizer, train_text, validation_text, opts.vocab_size)
+        model = build_model(opts, tokenizer)
+        block_size = model.config.block_size
+
+    train_set = TokenBlocks(encode_stream(tokenizer, train_text, "training text"), block_size,
+                            random_offset=True, what="training text")
+    eval_set = None
+    if validation_text:
+        eval_set = TokenBlocks(encode_stream(tokenizer, validation_text, "validation text"), block_size,
+                               random_offset=False, what="validation text")
+    c = model.config
+    print(f"minigpt.train: GPT of {model.num_parameters() / 1e6:.2f}M parameters ({c.n_layer} layers, {c.n_head} "
+          f"heads, {c.n_embd} wide, context {block_size}), {type(tokenizer).__name__} of {len(tokenizer)} tokens; "
+          f"train {len(train_set.ids):,} tokens ({len(train_set):,} windows per epoch), validation "
+          f"{len(eval_set.ids) if eval_set else 0:,} tokens; bf16 autocast {'on' if args.bf16 else 'off'}",
+          file=sys.stderr)
+
+    callbacks = [TimeBudgetSchedule()] if opts.schedule_by_time and args.max_time is not None else []
+    trainer = Trainer(model, args, train_dataset=train_set,
+                      eval_dataset=evenly_spread(eval_set, opts.max_eval_samples) if eval_set else None,
+                      tokenizer=tokenizer, callbacks=callbacks)
+    result = trainer.train()
+    trainer.save_model(args.output_dir)
+    if not trainer.ctx.is_main_process:
+        return 0
+
+    output_dir = Path(args.output_dir)
+    runtime = result.metrics["train_runtime"]
+    write_json(output_dir / "train_results.json", {
+        "train_loss": result.training_loss, "train_runtime": runtime, "train_steps": result.global_step,
+        "train_tokens": trainer.state.num_input_tokens_seen, "stop_reason": result.metrics["stop_reason"],
+        "train_tokens_per_second": trainer.state.num_input_tokens_seen / max(runtime, 1e-9),
+        "epoch": trainer.state.epoch})
+    if eval_set is not None:
+        metrics = trainer.evaluate(eval_set)
+        eval_results = {"eval_loss": metrics["eval_loss"], "perplexity": perplexity(metrics["eval_loss"]),
+                        "eval_tokens": len(eval_set) * block_size, "eval_runtime": metrics["eval_runtime"],
+                        "train_steps": result.global_step, "train_runtime": runtime}
+        write_json(output_dir / "eval_results.json", eval_results)
+        print(f"eval_loss {eval_results['eval_loss']:.4f}  perplexity {eval_results['perplexity']:.3f}  "
+              f"({result.global_step} steps, {runtime:.1f} s, "
+              f"{trainer.state.num_input_tokens_seen / max(runtime, 1e-9):,.0f} tokens/s)")
+    else:
+        print("no validation text (--validation_split_percentage 0 and no --validation_file): "
+              "eval_results.json not written", file=sys.stderr)
+    print(f"model and tokenizer saved to {output_dir}; sample with: python -m minigpt.sample "
+          f"--model_name_or_path {output_dir} --prompt \"...\"", file=sys.stderr)
+    if opts.sample_tokens > 0:
+        print(sample_texts(model, tokenizer, "", opts.sample_tokens, seed=args.seed)[0])
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -10,6 +10,7 @@ Safety and durability:
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -41,9 +42,27 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path) -> None:
 
 
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: str) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    save_file(tensors, path, metadata={"format": "pt"})
+    # Serialised in memory, then written by Python: a full disk is then an OSError with its errno
+    # (safetensors' own writer reports it as a SafetensorError without one).
+    write_bytes(path, save(tensors, metadata={"format": "pt"}))
+
+
+def save_torch_file(obj, path) -> None:
+    """torch.save for plain data (optimizer and RNG states). Serialised in memory first because
+    torch's file writer turns a full disk into a RuntimeError ("unexpected pos ..."); written by
+    Python, a failed write is an OSError naming the reason (No space left on device)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
+
+
+def write_bytes(path, data) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())  # a full disk can also show up only when the data reaches it
 
 
 def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

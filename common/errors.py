@@ -75,17 +75,21 @@ def read_text(path, encoding: str = "utf-8", what: str = "text file") -> str:
     return text[1:] if codec == "utf-8" and text.startswith("\ufeff") else text
 
 
-# OS errors a user fixes outside the program: space, quota, a read-only disk, a file size limit.
-STORAGE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS") if hasattr(errno, name)}
+# OS errors a user fixes outside the program, and the fix.
+STORAGE_FIXES = {
+    "ENOSPC": "free some disk space (or pick another --output_dir) and run again",
+    "EDQUOT": "free some of your disk quota (or pick another --output_dir) and run again",
+    "EFBIG": "a file size limit was reached (ulimit -f, or the file system's); raise it or save elsewhere",
+    "EROFS": "the disk is read-only; pick another --output_dir",
+}
+STORAGE_ERRNOS = {getattr(errno, name): fix for name, fix in STORAGE_FIXES.items() if hasattr(errno, name)}
 
 
 def describe_os_error(e: OSError) -> str:
     """One line for an OSError: the file, the system's reason, and for storage errors the fix."""
     where = f"{e.filename}: " if e.filename else ""
     reason = e.strerror or str(e)
-    if e.errno in STORAGE_ERRNOS:
-        return f"{where}{reason}; free some disk space (or pick another --output_dir) and run again"
-    return f"{where}{reason}"
+    return f"{where}{reason}; {STORAGE_ERRNOS[e.errno]}" if e.errno in STORAGE_ERRNOS else f"{where}{reason}"
 
 
 def write_then_rename(pairs: Sequence[tuple[str, str]], write: Callable[[], None]) -> None:
@@ -104,9 +108,9 @@ def write_then_rename(pairs: Sequence[tuple[str, str]], write: Callable[[], None
         if not isinstance(e, OSError) or isinstance(e, UserError):
             raise
         final = next((f for t, f in pairs if e.filename and os.fspath(e.filename) == t), pairs[0][1])
-        hint = "free some disk space and save again" if e.errno in STORAGE_ERRNOS else "check the folder"
-        raise CheckpointError(f"could not write {final}: {e.strerror or e}; {hint} "
-                              "(the previous files there, if any, are unchanged)") from None
+        hint = STORAGE_ERRNOS.get(e.errno, "check the folder and its permissions")
+        raise CheckpointError(f"could not write {final}: {e.strerror or e}; the previous files there, if any, "
+                              f"are unchanged; {hint}") from None
 
 
 def is_user_fixable(e: BaseException) -> bool:

@@ -30,9 +30,10 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from common.checkpoint import WEIGHTS_NAME, atomic_save_file, clean_state_dict, load_state_dict, torch_load_safely
+from common.checkpoint import (WEIGHTS_NAME, atomic_save_file, clean_state_dict, load_state_dict, save_torch_file,
+                               torch_load_safely)
 from common.device import DistributedContext, all_reduce, barrier, get_rng_state, set_rng_state
-from common.errors import CheckpointError
+from common.errors import STORAGE_ERRNOS, CheckpointError
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE_NAME = "trainer_state.json"
@@ -140,11 +141,11 @@ def save_checkpoint(output_dir, model: nn.Module, optimizer, scheduler, state: T
     barrier(ctx)
     try:
         if error is None:
-            torch.save(get_rng_state(), temp / rng_state_name(ctx))
+            save_torch_file(get_rng_state(), temp / rng_state_name(ctx))
             if ctx.is_main_process:
                 save_model_files(model, temp, tokenizer)
-                torch.save(optimizer.state_dict(), temp / OPTIMIZER_NAME)
-                torch.save(scheduler.state_dict(), temp / SCHEDULER_NAME)
+                save_torch_file(optimizer.state_dict(), temp / OPTIMIZER_NAME)
+                save_torch_file(scheduler.state_dict(), temp / SCHEDULER_NAME)
                 (temp / ARGS_NAME).write_text(args.to_json_string() + "\n", encoding="utf-8")
                 state.save(temp / TRAINER_STATE_NAME)  # last: its presence marks the folder complete
     except OSError as e:
@@ -156,10 +157,11 @@ def save_checkpoint(output_dir, model: nn.Module, optimizer, scheduler, state: T
             shutil.rmtree(temp, ignore_errors=True)
         previous = list_checkpoints(output_dir)
         reason = f"{error.strerror or error}" if error is not None else "another process failed to write"
+        fix = STORAGE_ERRNOS.get(getattr(error, "errno", None), "check the disk (is it full?)").split(" and run")[0]
         raise CheckpointError(
-            f"could not save {final}: {reason} (a full disk?). The temporary folder was removed; "
-            + (f"the previous checkpoint {previous[-1]} is kept: free some space, then resume with "
-               f"--resume_from_checkpoint {previous[-1]}" if previous else "no earlier checkpoint exists")
+            f"could not save {final}: {reason}. The temporary folder was removed; "
+            + (f"the previous checkpoint {previous[-1]} is kept: {fix}, then resume with "
+               f"--resume_from_checkpoint {previous[-1]}" if previous else f"no earlier checkpoint exists; {fix}")
         ) from None
     if ctx.is_main_process:
         _replace_folder(temp, final)

@@ -1,0 +1,262 @@
+"""The catalogue of bad inputs: every command-line tool fails with ONE line that names the file
+(and the line or field) and the fix, exit status 2, and no traceback (--debug shows it).
+
+Each entry of CATALOGUE is (id, tool, argv, files to create, regex the error line must match).
+`{tmp}` in argv is the test's folder; files are created there first (text, bytes, or built by a
+function: tiny model folders and checkpoints). The tools are the real ones:
+
+    fast part (every run)  run_cli(tool.main, argv) in this process, the way `python -m tool`
+                           calls it: exit status and stderr checked, nothing imported twice
+    slow part              `python -m tool argv` in a subprocess per entry (2-3 s of imports each)
+
+Every error must fire before any training starts; an entry that trains is a bug in the tool.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Union
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+HINT = "(run again with --debug to see the traceback)"
+FileSpec = Union[str, bytes, Callable[[Path], None]]
+
+
+@dataclass
+class Case:
+    id: str
+    tool: str  # module with main(argv), run as `python -m tool`
+    argv: list[str]
+    expect: str  # regex searched in the single `error:` line
+    files: dict[str, FileSpec] = field(default_factory=dict)
+    exit_code: int = 2
+
+
+# -------------------------------------------------------------- builders of model folders
+def tiny_gpt(vocab: str = "abcdefgh \n", n_embd: int = 8, vocab_size: int = 0) -> Callable[[Path], None]:
+    """A saved character GPT (config.json + model.safetensors + char tokenizer files)."""
+    def build(folder: Path) -> None:
+        from common.tokenizers import CharTokenizer
+        from minigpt import GPT, GPTConfig
+
+        tokenizer = CharTokenizer(sorted(set(vocab)))
+        torch.manual_seed(0)
+        GPT(GPTConfig(n_layer=1, n_head=2, n_embd=n_embd, block_size=16,
+                      vocab_size=vocab_size or len(tokenizer))).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return build
+
+
+def then(build: Callable[[Path], None], change: Callable[[Path], None]) -> Callable[[Path], None]:
+    def both(folder: Path) -> None:
+        build(folder)
+        change(folder)
+    return both
+
+
+def truncate_weights(folder: Path) -> None:
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+
+
+def remove_weights(folder: Path) -> None:
+    (folder / "model.safetensors").unlink()
+
+
+def edit_config(**changes) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        path = folder / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return edit
+
+
+class RunsCodeWhenUnpickled:
+    """Unpickling calls open(marker, "w"): the marker file existing means the payload ran."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def code_pickle_instead_of_weights(folder: Path) -> None:
+    state = {k: v for k, v in __import__("common.checkpoint", fromlist=["x"]).load_state_dict(folder).items()}
+    (folder / "model.safetensors").unlink()
+    torch.save({**state, "payload": RunsCodeWhenUnpickled(str(folder.parent / "PAYLOAD_RAN"))},
+               folder / "pytorch_model.bin")
+
+
+def previous_run(folder: Path) -> None:
+    """An output_dir holding a training run: one complete checkpoint folder."""
+    (folder / "checkpoint-1").mkdir(parents=True)
+    (folder / "checkpoint-1" / "trainer_state.json").write_text('{"global_step": 1}')
+
+
+def checkpoint_of_another_model(folder: Path) -> None:
+    """A Trainer checkpoint folder whose weights come from a GPT of another width."""
+    tiny_gpt(n_embd=12)(folder)
+    (folder / "trainer_state.json").write_text('{"global_step": 1}')
+
+
+TEXT = "abc defg\nhead bag\n" * 40  # 720 characters of the tiny GPT's alphabet
+NOT_UTF8 = "abc defg\n".encode() * 3 + b"caf\xe9\n" + "abc\n".encode()  # byte 30 is latin-1
+GPT_TRAIN = ["--output_dir", "{tmp}/out", "--max_steps", "1", "--disable_tqdm", "--use_cpu",
+             "--per_device_train_batch_size", "2", "--config_overrides", "n_layer=1,n_head=2,n_embd=8,block_size=16"]
+
+
+def gpt_train(*argv: str, train_file: str = "{tmp}/train.txt", overrides: str = "") -> list[str]:
+    flags = list(GPT_TRAIN)
+    if overrides:
+        flags[-1] += "," + overrides
+    return ["--train_file", train_file, *flags, *argv]
+
+
+CATALOGUE: list[Case] = [
+    # ---------------------------------------------------------- minigpt.train: the text file
+    Case("gpt-train-missing-file", "minigpt.train", gpt_train(train_file="{tmp}/nope.txt"),
+         r"not found: .*nope\.txt .*check the path"),
+    Case("gpt-train-folder-not-file", "minigpt.train", gpt_train(train_file="{tmp}/data"),
+         r"data is a folder; expected a file", {"data/readme.txt": "x"}),
+    Case("gpt-train-empty-file", "minigpt.train", gpt_train(), r"train\.txt.* empty", {"train.txt": ""}),
+    Case("gpt-train-whitespace-file", "minigpt.train", gpt_train(), r"train\.txt.* empty .*whitespace",
+         {"train.txt": " \n\t\n  \n"}),
+    Case("gpt-train-not-utf8", "minigpt.train", gpt_train(), r"train\.txt: byte 30 \(line 4\) is not valid utf-8.*--encoding",
+         {"train.txt": NOT_UTF8}),
+    Case("gpt-train-unknown-encoding", "minigpt.train", gpt_train("--encoding", "utf-9"),
+         r"--encoding 'utf-9' is not a known text encoding", {"train.txt": TEXT}),
+    Case("gpt-train-utf16-file", "minigpt.train", gpt_train(), r"byte 0 .*UTF-16 byte-order mark: pass --encoding utf-16",
+         {"train.txt": TEXT.encode("utf-16")}),
+    Case("gpt-train-text-shorter-than-a-window", "minigpt.train", gpt_train(),
+         r"fewer than one window of block_size=16", {"train.txt": "abc\n"}),
+    # ---------------------------------------------------------- minigpt.train: the model config
+    Case("gpt-config-heads-do-not-divide", "minigpt.train", gpt_train(overrides="n_embd=10,n_head=3"),
+         r"n_embd: must be divisible by n_head", {"train.txt": TEXT}),
+    Case("gpt-config-negative-size", "minigpt.train", gpt_train(overrides="n_layer=-1"),
+         r"n_layer: must be a positive integer, got -1", {"train.txt": TEXT}),
+    Case("gpt-config-negative-rate", "minigpt.train", gpt_train(overrides="dropout=-0.1"),
+         r"dropout: .*\[0, 1\), got -0\.1", {"train.txt": TEXT}),
+    Case("gpt-config-unknown-activation", "minigpt.train", gpt_train(overrides="activation_function=swishy"),
+         r"activation_function: unknown 'swishy'; choose one of", {"train.txt": TEXT}),
+    Case("gpt-config-unknown-field", "minigpt.train", gpt_train(overrides="n_layers=2"),
+         r"--config_overrides: unknown field 'n_layers'", {"train.txt": TEXT}),
+    # ---------------------------------------------------------- minigpt.train: training arguments
+    Case("gpt-batch-size-zero", "minigpt.train", gpt_train("--per_device_train_batch_size", "0"),
+         r"per_device_train_batch_size: must be an integer >= 1, got 0", {"train.txt": TEXT}),
+    Case("gpt-negative-learning-rate", "minigpt.train", gpt_train("--learning_rate", "-1"),
+         r"learning_rate: must be >= 0, got -1", {"train.txt": TEXT}),
+    Case("gpt-eval-steps-missing", "minigpt.train", gpt_train("--eval_strategy", "steps"),
+         r"eval_steps: .*pass --eval_steps N", {"train.txt": TEXT}),
+    Case("gpt-output-dir-holds-a-run", "minigpt.train", gpt_train(),
+         r"output_dir: .*out already holds a training run .*--overwrite_output_dir",
+         {"train.txt": TEXT, "out": previous_run}),
+    Case("gpt-resume-missing-checkpoint", "minigpt.train", gpt_train("--resume_from_checkpoint", "{tmp}/out/checkpoint-9"),
+         r"--resume_from_checkpoint .*checkpoint-9: the folder does not exist", {"train.txt": TEXT}),
+    Case("gpt-resume-another-model", "minigpt.train",
+         gpt_train("--resume_from_checkpoint", "{tmp}/other/checkpoint-1"),
+         r"checkpoint-1 is a checkpoint of a different model: .*shape .*same model configuration",
+         {"train.txt": TEXT, "other/checkpoint-1": checkpoint_of_another_model}),
+    # ---------------------------------------------------------- minigpt.train / sample: model folders
+    Case("gpt-model-folder-missing", "minigpt.train",
+         ["--train_file", "{tmp}/train.txt", "--model_name_or_path", "{tmp}/nomodel", "--output_dir", "{tmp}/out"],
+         r"model folder not found: .*nomodel.*Nothing is downloaded", {"train.txt": TEXT}),
+    Case("gpt-model-folder-without-weights", "minigpt.sample", ["--model_name_or_path", "{tmp}/m"],
+         r"no weights in .*m: expected model\.safetensors", {"m": then(tiny_gpt(), remove_weights)}),
+    Case("gpt-truncated-safetensors", "minigpt.sample", ["--model_name_or_path", "{tmp}/m"],
+         r"model\.safetensors: truncated or corrupted safetensors file", {"m": then(tiny_gpt(), truncate_weights)}),
+    Case("gpt-pickle-with-code", "minigpt.sample", ["--model_name_or_path", "{tmp}/m"],
+         r"pytorch_model\.bin: refused to load: unpickling it would call .*open.*never execute pickled code",
+         {"m": then(tiny_gpt(), code_pickle_instead_of_weights)}),
+    Case("gpt-config-json-not-json", "minigpt.sample", ["--model_name_or_path", "{tmp}/m"],
+         r"config\.json: not valid JSON \(line 1\)", {"m": then(tiny_gpt(), lambda f: (f / "config.json").write_text("{n_embd: 8"))}),
+    Case("gpt-config-json-bad-field", "minigpt.sample", ["--model_name_or_path", "{tmp}/m"],
+         r"n_embd: must be divisible by n_head .*field of .*config\.json", {"m": then(tiny_gpt(), edit_config(n_head=3))}),
+    Case("gpt-tokenizer-larger-than-embedding", "minigpt.train",
+         ["--train_file", "{tmp}/train.txt", "--model_name_or_path", "{tmp}/m", "--output_dir", "{tmp}/out"],
+         r"the tokenizer has 10 tokens but the model in .*m has vocab_size 6 embeddings",
+         {"train.txt": TEXT, "m": tiny_gpt(vocab_size=6)}),
+    Case("gpt-block-size-beyond-the-model", "minigpt.train",
+         ["--train_file", "{tmp}/train.txt", "--model_name_or_path", "{tmp}/m", "--output_dir", "{tmp}/out",
+          "--block_size", "64"],
+         r"--block_size 64 exceeds the context of the saved model \(16\)", {"train.txt": TEXT, "m": tiny_gpt()}),
+    Case("gpt-sample-negative-new-tokens", "minigpt.sample",
+         ["--model_name_or_path", "{tmp}/m", "--max_new_tokens", "-1"], r"--max_new_tokens must be >= 0",
+         {"m": tiny_gpt()}),
+    # ---------------------------------------------------------- common.plot_logs
+    Case("plot-logs-missing-log", "common.plot_logs", ["{tmp}/run"], r"log file not found: .*log\.jsonl",
+         {"run/readme.txt": "no log here"}),
+    Case("plot-logs-cut-off-line", "common.plot_logs", ["{tmp}/run"], r"log\.jsonl:2:",
+         {"run/log.jsonl": '{"step": 1, "loss": 2.0}\n{"step": 2, "lo'}),
+]
+
+
+# -------------------------------------------------------------- running a case
+def materialise(case: Case, tmp: Path) -> list[str]:
+    for relative, spec in case.files.items():
+        path = tmp / relative
+        if callable(spec):
+            path.mkdir(parents=True, exist_ok=True)
+            spec(path)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(spec if isinstance(spec, bytes) else spec.encode("utf-8"))
+    return [arg.replace("{tmp}", str(tmp)) for arg in case.argv]
+
+
+def check_result(case: Case, code: int, stderr: str, tmp: Path) -> None:
+    where = f"[{case.id}] python -m {case.tool}"
+    assert "Traceback" not in stderr, f"{where}: a traceback instead of one error line:\n{stderr}"
+    assert code == case.exit_code, f"{where}: exit status {code}, expected {case.exit_code}; stderr:\n{stderr}"
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, f"{where}: expected exactly one 'error:' line, stderr:\n{stderr}"
+    assert re.search(case.expect, errors[0]), f"{where}: the error line does not match {case.expect!r}:\n{errors[0]}"
+    assert not (tmp / "PAYLOAD_RAN").exists(), f"{where}: loading ran the code of a pickle"
+    trained = [p for p in tmp.rglob("log.jsonl") if "run" not in p.parts]
+    assert not trained, f"{where}: training started before the error ({trained})"
+
+
+@pytest.mark.parametrize("case", CATALOGUE, ids=lambda c: c.id)
+def test_bad_input_gives_one_error_line_and_exit_2_in_process(case, tmp_path, capsys, monkeypatch):
+    from common.errors import run_cli
+
+    argv = materialise(case, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module(case.tool).main
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, argv)
+    check_result(case, exit_info.value.code, capsys.readouterr().err, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CATALOGUE, ids=lambda c: c.id)
+def test_bad_input_gives_one_error_line_and_exit_2_from_the_command_line(case, tmp_path):
+    argv = materialise(case, tmp_path)
+    process = subprocess.run([sys.executable, "-m", case.tool, *argv], cwd=tmp_path, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, timeout=300)
+    check_result(case, process.returncode, process.stderr, tmp_path)
+
+
+def test_the_catalogue_has_at_least_30_distinct_entries_over_every_tool():
+    ids = [case.id for case in CATALOGUE]
+    assert len(set(ids)) == len(ids), f"duplicate ids: {sorted(i for i in ids if ids.count(i) > 1)}"
+    assert len(ids) >= 30, f"{len(ids)} entries; the catalogue promises at least 30"
+
+
+def test_debug_shows_the_traceback_and_still_exits_2(tmp_path, capsys):
+    from common.errors import run_cli
+    from minigpt.train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["--debug", *gpt_train(train_file=str(tmp_path / "nope.txt"))])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" in err and "error: " in err, err
+    assert HINT not in err, "with --debug the hint to use --debug is noise"

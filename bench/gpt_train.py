@@ -1,0 +1,123 @@
+"""Row 1: one GPT training step (forward, L_LM, backward, AdamW), ours against transformers'
+GPT2LMHeadModel with the same weights, the same batches and the same optimizer.
+
+Tokens per second = B T / step time. Model FLOPs utilisation (MFU, as in the PaLM paper and
+nanoGPT's estimate_mfu), with N = parameters without the position table (wte counted once):
+    FLOPs per step = (6 N + 12 L T C) B T      6N: forward 2N + backward 4N per token;
+                                                12 L T C: Q K^T and A V, forward + backward
+    MFU = FLOPs per step / step time / measured fp32 matmul peak (bench/machine.py)
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Callable
+
+import torch
+
+from bench.data import cycle, gpt_batches
+from bench.timing import interleaved, ratio
+from minigpt import GPT, GPTConfig
+
+FULL = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, batch_size=12)
+QUICK = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=65, batch_size=2)
+
+
+def hf_gpt2(size: dict, seed: int = 0, attn_implementation: str = "sdpa"):
+    """transformers' GPT2LMHeadModel, no dropout, randomly initialised with `seed`."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    config = transformers.GPT2Config(
+        n_layer=size["n_layer"], n_head=size["n_head"], n_embd=size["n_embd"],
+        n_positions=size["block_size"], vocab_size=size["vocab_size"], resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(seed)
+    model = transformers.GPT2LMHeadModel(config)
+    model.config._attn_implementation = attn_implementation
+    return model
+
+
+def ours_from_hf(hf, attn_impl: str = "eager") -> GPT:
+    """Our GPT with the transformers model's weights (GPT.convert_state_dict splits c_attn)."""
+    c = hf.config
+    config = GPTConfig(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.n_positions,
+                       vocab_size=c.vocab_size, dropout=0.0, attn_impl=attn_impl)
+    model = GPT(config)
+    model.load_state_dict(GPT.convert_state_dict(hf.state_dict(), config))
+    return model
+
+
+def train_step(model, batches, forward: Callable, lr: float = 3e-4) -> Callable[[], float]:
+    """A closure doing one AdamW step on the next batch; returns the loss (as a tensor)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    model.train()
+    stream = cycle(batches)
+
+    def step():
+        x = next(stream)
+        loss = forward(model, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step
+
+
+def hf_loss(model, x):
+    return model(input_ids=x, labels=x).loss
+
+
+def ours_loss(model, x):
+    return model(x, labels=x).loss
+
+
+def flops_per_step(model: GPT, batch_size: int) -> float:
+    """(6 N + 12 L T C) B T, N = parameters without the position table."""
+    c = model.config
+    n = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
+    T = c.block_size
+    return (6 * n + 12 * c.n_layer * T * c.n_embd) * batch_size * T
+
+
+def compiled(model):
+    """torch.compile of our model (opt-in row); None when this machine cannot compile."""
+    try:
+        return torch.compile(model)
+    except Exception as error:  # noqa: BLE001 - a missing compiler is reported, not fatal
+        warnings.warn(f"torch.compile unavailable: {error}")
+        return None
+
+
+def run(quick: bool = False, repeats: int = 7, steps: int = 3, peak_flops: float | None = None,
+        with_compile: bool = False) -> dict:
+    size = QUICK if quick else FULL
+    B, T = size["batch_size"], size["block_size"]
+    batches = gpt_batches(8, B, T, size["vocab_size"])
+    hf = hf_gpt2(size)
+    ours = ours_from_hf(hf)
+    ours_sdpa = ours_from_hf(hf, attn_impl="sdpa")
+    with torch.no_grad():  # same weights, same batch: the losses must agree before timing anything
+        x = batches[0]
+        loss_gap = abs(hf_loss(hf.eval(), x).item() - ours_loss(ours.eval(), x).item())
+    candidates = {
+        "transformers": train_step(hf, batches, hf_loss),
+        "ours": train_step(ours, batches, ours_loss),
+        "ours sdpa": train_step(ours_sdpa, batches, ours_loss),
+    }
+    if with_compile:
+        model = compiled(ours_from_hf(hf))
+        if model is not None:
+            candidates["ours torch.compile"] = train_step(model, batches, ours_loss)
+    timings = interleaved(candidates, repeats=1 if quick else repeats, steps=1 if quick else steps,
+                          warmup=1 if quick else 3)
+    flops = flops_per_step(ours, B)
+    base = timings["transformers"]
+    rows = {}
+    for name, t in timings.items():
+        rows[name] = dict(ms=t.median * 1e3, spread=t.spread, tokens_per_s=B * T / t.median,
+                          ratio=ratio(base, t),
+                          mfu=(flops / t.median / peak_flops) if peak_flops else None)
+    return dict(row="GPT training step", size=size, target=1.5, loss_gap=loss_gap,
+                flops_per_step=flops, candidates=rows, per_repeat_ms={
+                    k: [v * 1e3 for v in t.per_repeat] for k, t in timings.items()})

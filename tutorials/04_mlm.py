@@ -187,8 +187,8 @@ assert torch.allclose(out.loss, L_mean, rtol=1e-5)
 # ## A few training steps: L_MLM falls below log V
 #
 # Minimising `L_MLM` with gradient descent, on freshly corrupted batches each step, is all of
-# BERT's masked-LM pre-training (tutorial 06 does it properly, with the Trainer). Here is a bare
-# loop:
+# BERT's masked-LM pre-training (tutorial 06 pre-trains a tiny BERT for real, NSP included).
+# Here is a bare loop, with a new random corruption of 32 sentences at every step:
 
 # %%
 _setup.seed(0)

@@ -21,6 +21,7 @@ special_tokens_mask 1 (never masked); the collators pad labels with -100 (ignore
 from __future__ import annotations
 
 import random
+import warnings
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
@@ -42,6 +43,16 @@ def token_ids(tokenizer, text: str) -> list[int]:
 def num_special_tokens(tokenizer, pair: bool = False) -> int:
     """How many special tokens `build_inputs_with_special_tokens` adds ([CLS] x [SEP] -> 2, pair -> 3)."""
     return len(tokenizer.build_inputs_with_special_tokens([], [] if pair else None))
+
+
+def warn_truncated(lengths: Sequence[int], limit: int, what: str, flag: str) -> None:
+    """One warning for a whole data set: how many examples were cut to `limit` tokens, the longest
+    one, and the flag that keeps them whole. Silent when nothing was cut."""
+    cut = [n for n in lengths if n > limit]
+    if cut:
+        warnings.warn(f"{what}: {len(cut)} of {len(lengths)} examples are longer than {flag} {limit} tokens and were "
+                      f"truncated (the longest has {max(cut)}); raise {flag} (up to the model's "
+                      "max_position_embeddings) to keep them whole", stacklevel=3)
 
 
 def read_nonempty_text(file_path, encoding: str, what: str) -> str:
@@ -66,11 +77,9 @@ class LineByLineTextDataset(Dataset):
         if block_size <= n_special:
             raise ConfigError(f"block_size ({block_size}) must exceed the {n_special} special tokens per line")
         text = read_nonempty_text(file_path, encoding, "text file")
-        self.examples = [
-            tokenizer.build_inputs_with_special_tokens(token_ids(tokenizer, line)[: block_size - n_special])
-            for line in text.splitlines()
-            if line.strip()
-        ]
+        lines = [token_ids(tokenizer, line) for line in text.splitlines() if line.strip()]
+        warn_truncated([len(ids) + n_special for ids in lines], block_size, str(file_path), "block_size")
+        self.examples = [tokenizer.build_inputs_with_special_tokens(ids[: block_size - n_special]) for ids in lines]
 
     def __len__(self) -> int:
         return len(self.examples)

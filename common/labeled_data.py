@@ -22,12 +22,13 @@ import io
 import json
 import re
 import string
+import warnings
 from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import Dataset
 
-from common.data import num_special_tokens, read_nonempty_text, token_ids
+from common.data import num_special_tokens, read_nonempty_text, token_ids, warn_truncated
 from common.errors import ConfigError, DataError
 from common.losses import IGNORE_INDEX
 
@@ -146,14 +147,19 @@ class ClassificationDataset(Dataset):
 
     def __init__(self, tokenizer, examples: Sequence[ClassificationExample], label2id: dict,
                  max_seq_length: int = 128):
-        self.features = []
+        self.features, lengths = [], []
         for i, example in enumerate(examples):
             encoding = tokenizer(example.text, example.text_pair, truncation=True, max_length=max_seq_length)
             feature = {k: list(encoding[k]) for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoding}
+            length = len(feature["input_ids"])
+            if length == max_seq_length:  # exactly full, or cut: only then is the whole length needed
+                length = len(tokenizer(example.text, example.text_pair)["input_ids"])
+            lengths.append(length)
             if example.label is not None:
                 check_known_label(example.label, set(label2id), f"example {i}")
                 feature["labels"] = label2id[example.label]
             self.features.append(feature)
+        warn_truncated(lengths, max_seq_length, "classification examples", "--max_seq_length")
 
     def __len__(self) -> int:
         return len(self.features)
@@ -212,9 +218,12 @@ class TokenClassificationDataset(Dataset):
 
     def __init__(self, tokenizer, examples: Sequence[TokenClassificationExample], label2id: dict,
                  max_seq_length: int = 128):
-        self.features = []
+        self.features, cut_words = [], []
         for i, example in enumerate(examples):
             encoding = tokenizer(example.words, is_split_into_words=True, truncation=True, max_length=max_seq_length)
+            words_kept = 1 + max((w for w in encoding.word_ids(0) if w is not None), default=-1)
+            if words_kept < len(example.words):  # the tags of the cut words are never learned nor scored
+                cut_words.append(len(example.words) - words_kept)
             labels, previous = [], None
             for word in encoding.word_ids(0):
                 if word is None or word == previous:
@@ -226,6 +235,11 @@ class TokenClassificationDataset(Dataset):
             feature = {k: list(encoding[k]) for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoding}
             feature["labels"] = labels
             self.features.append(feature)
+        if cut_words:
+            warnings.warn(f"{len(cut_words)} of {len(examples)} sentences are longer than --max_seq_length "
+                          f"{max_seq_length} tokens and were truncated ({sum(cut_words)} word(s) and their tags dropped); "
+                          "raise --max_seq_length (up to the model's max_position_embeddings) to keep them whole",
+                          stacklevel=2)
 
     def __len__(self) -> int:
         return len(self.features)

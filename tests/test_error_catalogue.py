@@ -260,3 +260,87 @@ def test_debug_shows_the_traceback_and_still_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" in err and "error: " in err, err
     assert HINT not in err, "with --debug the hint to use --debug is noise"
+
+
+# -------------------------------------------------------------- the shared layer the tools call
+# The loaders and configs behind the tools, for cases a tool reaches only after work has been done
+# (a batch with a bad label) or that are warnings rather than errors (truncation).
+def test_a_label_outside_num_labels_is_a_data_error_naming_the_label_and_the_fix():
+    from common.errors import DataError
+    from common.losses import classification_loss, cross_entropy
+
+    with pytest.raises(DataError, match=r"label 5 is outside the 3 classes 0\.\.2 .*check num_labels"):
+        classification_loss(torch.zeros(2, 3), torch.tensor([0, 5]), num_labels=3)
+    with pytest.raises(DataError, match=r"label -2 is outside"):
+        cross_entropy(torch.zeros(2, 3), torch.tensor([-2, -100]))
+    assert cross_entropy(torch.zeros(2, 3), torch.tensor([-100, -100])).item() == 0.0, "-100 is never out of range"
+
+
+def test_an_unknown_problem_type_is_a_config_error():
+    from common.errors import ConfigError
+    from common.losses import classification_loss
+
+    with pytest.raises(ConfigError, match="unknown problem_type 'ranking'"):
+        classification_loss(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), 3, problem_type="ranking")
+
+
+@pytest.mark.parametrize("field_name, value", [("dropout", "0.1"), ("layer_norm_epsilon", None), ("bias", "no"),
+                                               ("initializer_range", float("nan"))])
+def test_a_config_value_of_the_wrong_type_is_a_config_error_not_a_type_error(field_name, value):
+    from common.errors import ConfigError
+    from minigpt import GPTConfig
+
+    with pytest.raises(ConfigError, match=f"^{field_name}: "):
+        GPTConfig(**{field_name: value})
+
+
+@pytest.mark.parametrize("field_name, value", [("learning_rate", "1e-3"), ("max_steps", 2.5), ("bf16", "yes")])
+def test_a_training_argument_of_the_wrong_type_is_a_config_error(field_name, value):
+    from common.errors import ConfigError
+    from common.training_args import TrainingArguments
+
+    with pytest.raises(ConfigError, match=f"^{field_name}: must be "):
+        TrainingArguments(**{field_name: value})
+
+
+def test_a_utf8_byte_order_mark_is_dropped_so_the_first_column_keeps_its_name(tmp_path):
+    from common.labeled_data import load_classification_file
+
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfsentence,label\nhello there,1\n")
+    assert load_classification_file(path)[0].text == "hello there"
+
+
+def bert_tokenizer():
+    from common.tokenizers import BertTokenizer
+
+    return BertTokenizer(vocab=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "##s"])
+
+
+def test_lines_longer_than_block_size_are_truncated_with_one_warning_naming_the_flag(tmp_path):
+    from common.data import LineByLineTextDataset
+
+    path = tmp_path / "lines.txt"
+    path.write_text("the cat\n" + "the cat sat " * 5 + "\n" + "cat " * 9 + "\n")
+    with pytest.warns(UserWarning) as caught:
+        dataset = LineByLineTextDataset(bert_tokenizer(), path, block_size=6)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, f"expected one warning for the file, got {messages}"
+    assert re.search(r"2 of 3 examples are longer than block_size 6 tokens .*longest has 17.*raise block_size",
+                     messages[0]), messages[0]
+    assert max(len(dataset[i]["input_ids"]) for i in range(3)) == 6
+
+
+def test_classification_and_ner_examples_longer_than_max_seq_length_warn_once():
+    from common.labeled_data import (ClassificationDataset, ClassificationExample, TokenClassificationDataset,
+                                     TokenClassificationExample)
+
+    tok = bert_tokenizer()
+    examples = [ClassificationExample("the cat", None, 0), ClassificationExample("the cat sat the cat sat", None, 1),
+                ClassificationExample("the cat sat", None, 1)]  # 5 tokens with [CLS] [SEP]: fits exactly
+    with pytest.warns(UserWarning, match=r"1 of 3 examples are longer than --max_seq_length 5 tokens .*longest has 8"):
+        ClassificationDataset(tok, examples, {0: 0, 1: 1}, max_seq_length=5)
+    sentences = [TokenClassificationExample(["the", "cats", "sat"], ["O", "B-X", "O"]),
+                 TokenClassificationExample(["cat"], ["B-X"])]
+    with pytest.warns(UserWarning, match=r"1 of 2 sentences .*--max_seq_length 4 .*\(1 word\(s\) and their tags dropped\)"):
+        TokenClassificationDataset(tok, sentences, {"O": 0, "B-X": 1}, max_seq_length=4)

@@ -61,7 +61,7 @@ print("max |gelu_tanh - F.gelu(approximate=tanh)|:",
 # %%
 plt = _setup.pyplot()
 if plt is not None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5), constrained_layout=True)
     left.plot(grid, grid.clamp_min(0), label="ReLU", color="grey", linestyle=":")
     left.plot(grid, gelu(grid), label="GELU (erf)")
     left.plot(grid, gelu_tanh(grid), label="GELU (tanh)", linestyle="--")

@@ -85,11 +85,32 @@ STORAGE_FIXES = {
 STORAGE_ERRNOS = {getattr(errno, name): fix for name, fix in STORAGE_FIXES.items() if hasattr(errno, name)}
 
 
+# Path errors: what the system's reason means for the user, and the fix.
+PATH_FIXES = {
+    "ENOENT": "check the path (relative paths start at {cwd})",
+    "EEXIST": "something already exists there (a file where a folder is needed?); pick another path or remove it",
+    "ENOTDIR": "a part of the path is a file, not a folder; pick another path",
+    "EISDIR": "it is a folder; give a file path",
+    "EACCES": "you may not write or read there; check its permissions or pick another path",
+}
+
+
 def describe_os_error(e: OSError) -> str:
-    """One line for an OSError: the file, the system's reason, and for storage errors the fix."""
+    """One line for an OSError: the file, the system's reason, and the fix when we know one."""
     where = f"{e.filename}: " if e.filename else ""
     reason = e.strerror or str(e)
-    return f"{where}{reason}; {STORAGE_ERRNOS[e.errno]}" if e.errno in STORAGE_ERRNOS else f"{where}{reason}"
+    name = errno.errorcode.get(e.errno, "")
+    fix = STORAGE_FIXES.get(name) or PATH_FIXES.get(name, "").replace("{cwd}", os.getcwd())
+    return f"{where}{reason}; {fix}" if fix else f"{where}{reason}"
+
+
+def is_user_fixable(e: BaseException) -> bool:
+    """UserError, a missing / misplaced / unreadable path, or a storage error (full disk, ...)."""
+    if isinstance(e, UserError):
+        return True
+    if isinstance(e, (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return True
+    return isinstance(e, OSError) and e.errno in STORAGE_ERRNOS
 
 
 def write_then_rename(pairs: Sequence[tuple[str, str]], write: Callable[[], None]) -> None:
@@ -111,15 +132,6 @@ def write_then_rename(pairs: Sequence[tuple[str, str]], write: Callable[[], None
         hint = STORAGE_ERRNOS.get(e.errno, "check the folder and its permissions")
         raise CheckpointError(f"could not write {final}: {e.strerror or e}; the previous files there, if any, "
                               f"are unchanged; {hint}") from None
-
-
-def is_user_fixable(e: BaseException) -> bool:
-    """UserError, a missing / misplaced / unreadable path, or a storage error (full disk, ...)."""
-    if isinstance(e, UserError):
-        return True
-    if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
-        return True
-    return isinstance(e, OSError) and e.errno in STORAGE_ERRNOS
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]],

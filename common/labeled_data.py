@@ -123,8 +123,9 @@ def load_classification_file(path, format: Optional[str] = None, text_column_nam
         missing = [c for c in wanted if c not in row]
         if missing:
             where = f"{path} line {line_number}" if format == "jsonl" else str(path)
-            raise DataError(f"{where}: no column {missing[0]!r} (columns: {', '.join(map(str, row))}); "
-                            "pass text_column_name / text_pair_column_name / label_column_name")
+            role = {text_column_name: "text", text_pair_column_name: "text_pair", label_column_name: "label"}[missing[0]]
+            raise DataError(f"{where}: no column {missing[0]!r} (columns: {', '.join(map(str, row))}); name the "
+                            f"{role} column with --{role}_column_name (or {role}_column_name=...)")
         label = None
         if label_column_name is not None:
             label = normalize_label(row[label_column_name])

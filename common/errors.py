@@ -7,7 +7,9 @@ which prints `error: <message>` on one line and exits with status 2, no tracebac
 """
 from __future__ import annotations
 
+import argparse
 import codecs
+import contextlib
 import errno
 import os
 import sys
@@ -31,6 +33,10 @@ class DataError(UserError, ValueError):
 
 class CheckpointError(UserError, OSError):
     """A checkpoint folder or weights file that cannot be used."""
+
+
+class UsageError(UserError):
+    """A command line that argparse cannot parse: an unknown flag, a bad value, a missing flag."""
 
 
 def check_file(path, what: str = "file") -> str:
@@ -134,6 +140,22 @@ def write_then_rename(pairs: Sequence[tuple[str, str]], write: Callable[[], None
                               f"are unchanged; {hint}") from None
 
 
+@contextlib.contextmanager
+def argparse_errors_as_one_line():
+    """argparse answers a bad command line with its whole usage block (dozens of lines for a tool
+    with every TrainingArguments flag) and the error last; inside run_cli it raises UsageError
+    instead, which prints as the same single `error:` line as every other mistake."""
+    original = argparse.ArgumentParser.error
+
+    def error(parser, message):
+        raise UsageError(f"{message} (see: {parser.prog} --help)")
+    argparse.ArgumentParser.error = error
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = original
+
+
 def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]],
             argv: Optional[Sequence[str]] = None) -> None:
     """Run a command-line `main(argv)`; turn UserError (and the OS errors of is_user_fixable) into
@@ -143,7 +165,8 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]],
     if debug:
         argv.remove("--debug")
     try:
-        code = main(argv)
+        with argparse_errors_as_one_line():
+            code = main(argv)
     except (UserError, OSError) as e:
         if not is_user_fixable(e):
             raise  # a fault of the program, not of the input: keep the traceback
@@ -151,7 +174,7 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]],
             traceback.print_exc()
         message = str(e) if isinstance(e, UserError) else describe_os_error(e)
         print("error: " + " ".join(message.split("\n")), file=sys.stderr)  # always one line
-        if not debug:
+        if not debug and not isinstance(e, UsageError):
             print("(run again with --debug to see the traceback)", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:

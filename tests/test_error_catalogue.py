@@ -138,6 +138,13 @@ CATALOGUE: list[Case] = [
          {"train.txt": TEXT.encode("utf-16")}),
     Case("gpt-train-text-shorter-than-a-window", "minigpt.train", gpt_train(),
          r"fewer than one window of block_size=16", {"train.txt": "abc\n"}),
+    # ---------------------------------------------------------- minigpt.train: the command line itself
+    Case("gpt-train-flag-value-not-a-number", "minigpt.train", gpt_train("--learning_rate", "abc"),
+         r"argument --learning_rate.*: invalid float value: 'abc' \(see: python -m minigpt\.train --help\)"),
+    Case("gpt-train-unknown-flag", "minigpt.train", gpt_train("--learnrate", "1e-3"),
+         r"unrecognized arguments: --learnrate 1e-3"),
+    Case("gpt-train-required-flag-missing", "minigpt.train", ["--output_dir", "{tmp}/out"],
+         r"the following arguments are required: --train_file"),
     # ---------------------------------------------------------- minigpt.train: the model config
     Case("gpt-config-heads-do-not-divide", "minigpt.train", gpt_train(overrides="n_embd=10,n_head=3"),
          r"n_embd: must be divisible by n_head", {"train.txt": TEXT}),
@@ -206,6 +213,7 @@ CATALOGUE: list[Case] = [
          r"num_documents must be an integer >= 1, got 0"),
     Case("exercises-make-into-a-folder-with-work", "tutorials.exercises", ["make", "--out", "{tmp}/mine"],
          r"mine already exists and is not empty .*--force", {"mine/my_work.py": "precious = True\n"}),
+    Case("exercises-unknown-command", "tutorials.exercises", ["mak"], r"invalid choice: 'mak' \(choose from"),
     Case("exercises-unknown-exercise", "tutorials.exercises", ["make", "--only", "nosuch", "--out", "{tmp}/e"],
          r"unknown exercise\(s\) nosuch; known: masks"),
     # ---------------------------------------------------------- common.plot_logs

@@ -3,7 +3,15 @@
 Library code raises `UserError` (or a subclass) for anything the user can fix: a missing file,
 a wrong column, a config that cannot work. Command-line tools wrap their `main` in `run_cli`,
 which prints `error: <message>` on one line and exits with status 2, no traceback, unless
-`--debug` is on the command line (then the full traceback is shown).
+`--debug` is on the command line (then the full traceback is shown). The same line is printed for
+
+    argparse's complaints (unknown flag, bad value)   raised as UsageError inside run_cli
+    a path that is missing, a file, a folder          FileNotFoundError, FileExistsError, ... + the fix
+    a full disk, a quota, a file size limit           ENOSPC, EDQUOT, EFBIG, EROFS + the fix
+
+Any other exception is a bug of the program, not of the input, and keeps its traceback.
+`write_then_rename` is how every save writes: temporary files first, renamed into place only when
+all are complete, so a failed or interrupted save never damages what was there before.
 """
 from __future__ import annotations
 
@@ -130,8 +138,10 @@ def write_then_rename(pairs: Sequence[tuple[str, str]], write: Callable[[], None
             os.replace(tmp, final)
     except BaseException as e:
         for tmp, _ in pairs:
-            if os.path.exists(tmp):
+            try:
                 os.remove(tmp)
+            except OSError:  # never written, or the disk refuses even this: the error below matters more
+                pass
         if not isinstance(e, OSError) or isinstance(e, UserError):
             raise
         final = next((f for t, f in pairs if e.filename and os.fspath(e.filename) == t), pairs[0][1])

@@ -252,6 +252,12 @@ def test_both_readmes_show_the_same_commands(readmes):
                       f"only in README.zh-CN.md: {sorted(zh - en)}")
 
 
+def row_key(row: list[str]) -> list[tuple[list[str], ...]]:
+    """Per cell: its code spans, links and planned markers, sorted (word order may change)."""
+    return [(sorted(CODE_SPAN.findall(c)), sorted(LINK.findall(c)), sorted(PLANNED.findall(c)))
+            for c in row]
+
+
 def test_both_readmes_cite_the_same_code_and_tables(readmes):
     en, zh = readmes
     assert sorted(code_refs(en)) == sorted(code_refs(zh)), (
@@ -262,7 +268,6 @@ def test_both_readmes_cite_the_same_code_and_tables(readmes):
     for i, (a, b) in enumerate(zip(t_en, t_zh)):
         assert len(a) == len(b), f"table {i + 1}: {len(a)} rows in README.md, {len(b)} in zh-CN"
         for row_a, row_b in zip(a[1:], b[1:]):
-            key_a = [(CODE_SPAN.findall(c), LINK.findall(c), PLANNED.findall(c)) for c in row_a]
-            key_b = [(CODE_SPAN.findall(c), LINK.findall(c), PLANNED.findall(c)) for c in row_b]
+            key_a, key_b = row_key(row_a), row_key(row_b)
             assert key_a == key_b, (f"table {i + 1}, row {row_a[0][:50]!r}: code spans/links differ"
                                     f"\n  en {key_a}\n  zh {key_b}")

@@ -94,9 +94,20 @@ def labeled_task(args: argparse.Namespace, sizes: DemoSizes):
     return train, dev, f"your task: {len(train)} labels from {args.train_file}, {len(dev)} from {args.validation_file}"
 
 
-def user_prompts(corpus: DemoCorpus, num_words: int = 4) -> list[str]:
-    """The first words of the first sentence of up to three held-out documents."""
-    return [" ".join(doc[0].split()[:num_words]) for doc in corpus.heldout_documents[:3]]
+def user_prompts(corpus: DemoCorpus, num_prompts: int = 3, num_words: int = 4) -> list[str]:
+    """The first words of held-out sentences: from different documents, distinct, and preferably
+    at least `num_words` long (a line like "KATHARINA:" says little)."""
+    sentences = [doc[i] for i in range(max(map(len, corpus.heldout_documents)))
+                 for doc in corpus.heldout_documents if i < len(doc)]  # every document's 1st line, then 2nd, ...
+    long_first = sorted(sentences, key=lambda s: len(s.split()) < num_words)  # stable: keeps that order
+    prompts = []
+    for sentence in long_first:
+        prompt = " ".join(sentence.split()[:num_words])
+        if prompt not in prompts:
+            prompts.append(prompt)
+        if len(prompts) == num_prompts:
+            break
+    return prompts
 
 
 def stage_header(number: int, title: str) -> None:

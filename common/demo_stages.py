@@ -190,6 +190,20 @@ def accuracy(prediction: EvalPrediction) -> dict:
     return {"accuracy": float(np.mean(np.argmax(logits, axis=-1) == labels))}
 
 
+def classifier_pair(pretrained_dir: Path, id2label: dict, seed: int) -> dict[str, BertForSequenceClassification]:
+    """{"pretrained": encoder from pretrained_dir + a new classifier, "scratch": all random}; both
+    draw the classifier from the same seed, so the only difference is the encoder's weights."""
+    torch.manual_seed(seed)
+    # The classifier is new and the MLM/NSP heads go unused: from_pretrained warns about both,
+    # which is the point here, so the warnings are replaced by the line finetune_compare prints.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pretrained = BertForSequenceClassification.from_pretrained(pretrained_dir, num_labels=len(id2label),
+                                                                   id2label=id2label)
+    torch.manual_seed(seed)
+    return {"pretrained": pretrained, "scratch": BertForSequenceClassification(pretrained.config)}
+
+
 def finetune_compare(pretrained_dir: Path, tokenizer, train: Sequence[ClassificationExample],
                      dev: Sequence[ClassificationExample], sizes: DemoSizes, out_dir: Path, seed: int) -> dict:
     """Fine-tune from the pretrained encoder and from scratch, on the same data and seed."""
@@ -199,22 +213,10 @@ def finetune_compare(pretrained_dir: Path, tokenizer, train: Sequence[Classifica
     dev_set = ClassificationDataset(tokenizer, dev, label2id, max_seq_length=sizes.block_size)
     id2label = {i: str(label) for i, label in enumerate(label_list)}
     results = {"n_train": len(train_set), "n_dev": len(dev_set), "labels": [str(x) for x in label_list]}
-    pretrained_config = None
-    for name in ("pretrained", "scratch"):
-        torch.manual_seed(seed)  # the new classifier head starts the same in both runs
-        if name == "pretrained":
-            # The classifier is new and the MLM/NSP heads are not used: from_pretrained warns about
-            # both, which is expected here, so the warnings are summed up in one printed line.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = BertForSequenceClassification.from_pretrained(pretrained_dir, num_labels=len(label_list),
-                                                                      id2label=id2label)
-            pretrained_config = model.config
-            print(f"  [pretrained] encoder loaded from {pretrained_dir}; the classifier ({len(label_list)} "
-                  "classes) starts from random weights")
-        else:
-            model = BertForSequenceClassification(pretrained_config)
-            print("  [scratch] the same model, every weight random")
+    models = classifier_pair(pretrained_dir, id2label, seed)
+    print(f"  [pretrained] encoder loaded from {pretrained_dir}; the classifier ({len(label_list)} classes) starts "
+          "from random weights\n  [scratch] the same model with every weight random (the same classifier start)")
+    for name, model in models.items():
         args = _training_arguments(out_dir / f"finetune_{name}", seed, num_train_epochs=sizes.finetune_epochs,
                                    per_device_train_batch_size=sizes.finetune_batch_size,
                                    per_device_eval_batch_size=256, learning_rate=sizes.finetune_learning_rate,

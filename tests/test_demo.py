@@ -11,9 +11,14 @@ from pathlib import Path
 
 import pytest
 
+import torch
+
 from common import demo, demo_data
-from common.demo_inputs import read_user_documents, split_heldout
+from common.data import DataCollatorForLanguageModeling, TextDatasetForNextSentencePrediction
+from common.demo_inputs import builtin_corpus, builtin_tokenizers, read_user_documents, split_heldout
+from common.demo_stages import QUICK, bert_config, classifier_pair, evaluate_pretraining
 from common.errors import run_cli
+from minibert import BertForPreTraining
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -115,6 +120,48 @@ def test_quick_demo_saves_the_curves(quick_run):
         assert head == b"\x89PNG\r\n\x1a\n", f"{name} is not a PNG (starts with {head!r})"
 
 
+# ---------------------------------------------------------------- the pieces the stages are made of
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """An untrained pretraining BERT (QUICK sizes), its tokenizer, held-out pairs and a saved copy."""
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    corpus = builtin_corpus(folder / "data", num_documents=10, heldout_documents=40, seed=3)
+    tokenizer, _ = builtin_tokenizers()
+    pairs = TextDatasetForNextSentencePrediction(tokenizer, corpus.heldout_file, QUICK.block_size, seed=1)
+    torch.manual_seed(0)
+    model = BertForPreTraining(bert_config(len(tokenizer), QUICK))
+    model.save_pretrained(folder / "bert")
+    return model, tokenizer, pairs, folder / "bert"
+
+
+def test_heldout_scores_of_an_untrained_bert_are_chance_and_repeat_exactly(tiny_bert):
+    model, tokenizer, pairs, _ = tiny_bert
+    model.train()
+    first = evaluate_pretraining(model, pairs, lambda: DataCollatorForLanguageModeling(tokenizer, seed=0))
+    again = evaluate_pretraining(model, pairs, lambda: DataCollatorForLanguageModeling(tokenizer, seed=0))
+    assert first == again, f"the same masks gave other scores: {first} vs {again}"
+    assert model.training, "evaluate_pretraining left the model in eval mode"
+    chance = math.log(len(tokenizer))
+    assert abs(first["heldout_mlm_loss"] - chance) < 0.1, (
+        f"untrained MLM loss {first['heldout_mlm_loss']:.3f}, expected about ln V = {chance:.3f}")
+    assert first["heldout_mlm_accuracy"] < 0.05, f"untrained MLM accuracy {first['heldout_mlm_accuracy']:.3f}"
+    assert 0.3 < first["heldout_nsp_accuracy"] < 0.7, f"untrained NSP accuracy {first['heldout_nsp_accuracy']:.3f}"
+
+
+def test_pretrained_and_scratch_classifiers_differ_only_in_the_encoder(tiny_bert):
+    model, _, _, folder = tiny_bert
+    models = classifier_pair(folder, {0: "0", 1: "1"}, seed=7)
+    pretrained, scratch = models["pretrained"].state_dict(), models["scratch"].state_dict()
+    assert sorted(pretrained) == sorted(scratch)
+    for key in ("classifier.weight", "classifier.bias"):
+        assert torch.equal(pretrained[key], scratch[key]), f"{key} starts differently in the two runs"
+    embeddings = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(pretrained[embeddings], model.state_dict()[embeddings]), "the pretrained encoder was not loaded"
+    assert not torch.equal(scratch[embeddings], pretrained[embeddings]), "the scratch model got the pretrained encoder"
+
+
 # ---------------------------------------------------------------- --data: the user's own text
 
 
@@ -123,17 +170,16 @@ def write_lines(path: Path, lines) -> Path:
     return path
 
 
-def test_user_text_with_labels_then_without_into_the_same_folder(tmp_path):
+def test_user_text_without_blank_lines_and_with_labels(tmp_path):
     stories = demo_data.generate_corpus(40, seed=5)
     flat = write_lines(tmp_path / "flat.txt", [s for doc in stories for s in doc])  # no blank lines
     task = demo_data.generate_labeled_task(40, 30, seed=5)
     for split, rows in task.items():
         write_lines(tmp_path / f"{split}.tsv", ["sentence\tlabel"] + [f"{s}\t{y}" for s, y in rows])
     out = tmp_path / "results"
-
-    first = run_demo("--quick", "--data", str(flat), "--train_file", str(tmp_path / "train.tsv"),
-                     "--validation_file", str(tmp_path / "dev.tsv"), "--out", str(out))
-    assert first.returncode == 0, first.stderr[-3000:]
+    result = run_demo("--quick", "--data", str(flat), "--train_file", str(tmp_path / "train.tsv"),
+                      "--validation_file", str(tmp_path / "dev.tsv"), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
     summary = load_summary(out)
     assert summary["data"] == str(flat)
     assert any("no blank lines" in note for note in summary["notes"]), summary["notes"]
@@ -142,15 +188,19 @@ def test_user_text_with_labels_then_without_into_the_same_folder(tmp_path):
     assert 0 <= f["pretrained_accuracy"] <= 1 and 0 <= f["scratch_accuracy"] <= 1
     assert (out / "bert_pretrained" / "tokenizer.model").is_file(), "no SentencePiece model saved with the BERT"
     prompts = [s["prompt"] for s in summary["stages"]["gpt"]["samples"]]
-    assert prompts and all(p for p in prompts), f"prompts from the held-out text: {prompts}"
+    assert len(prompts) == 3 and len(set(prompts)) == 3, f"prompts from the held-out text: {prompts}"
 
-    with_blank_lines = tmp_path / "stories.txt"
-    demo_data.write_corpus(with_blank_lines, num_documents=40, seed=6)
-    second = run_demo("--quick", "--data", str(with_blank_lines), "--out", str(out))
-    assert second.returncode == 0, f"a second run into the same --out failed:\n{second.stderr[-3000:]}"
+
+def test_user_text_without_labels_skips_fine_tuning_and_reruns_into_an_old_results_folder(tmp_path):
+    stories = demo_data.write_corpus(tmp_path / "stories.txt", num_documents=40, seed=6)
+    out = tmp_path / "results"
+    (out / "bert_pretraining" / "checkpoint-5").mkdir(parents=True)  # what an earlier run leaves behind
+    write_lines(out / "bert_pretraining" / "log.jsonl", ['{"step": 5, "loss": 1.0}'])
+    result = run_demo("--quick", "--data", str(stories), "--out", str(out))
+    assert result.returncode == 0, f"a run into an old results folder failed:\n{result.stderr[-3000:]}"
     summary = load_summary(out)
     assert "skipped" in summary["stages"]["finetuning"], summary["stages"]["finetuning"]
-    assert "fine-tuning skipped" in second.stdout, second.stdout[-2000:]
+    assert "fine-tuning skipped" in result.stdout, result.stdout[-2000:]
     assert not any("no blank lines" in note for note in summary["notes"]), summary["notes"]
 
 

@@ -140,10 +140,13 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, do_sample: boo
     was_training = model.training
     model.eval()  # no dropout while generating
     try:
-        # no_grad rather than inference_mode: the ids we return may be fed to training later
-        with weights_stored_for_decoding(model), torch.no_grad():
-            return _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
-                           eos_token_id, pad_token_id, attention_mask, use_cache, generator)
+        # inference_mode skips autograd's bookkeeping (version counters, view tracking) on every
+        # op of every step, cheaper than no_grad. Its tensors cannot enter autograd later, so the
+        # ids are cloned outside it: the caller may feed them to training.
+        with weights_stored_for_decoding(model), torch.inference_mode():
+            tokens = _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
+                             eos_token_id, pad_token_id, attention_mask, use_cache, generator)
+        return tokens.clone()
     finally:
         model.train(was_training)
 

@@ -1,0 +1,71 @@
+"""The benchmarks run and measure the same thing on both sides (no speed is asserted: timings
+on a shared machine are not a test). At tiny sizes:
+    row 1  ours and transformers start from the same loss on the same batch
+    row 2  the MLM+NSP loss is identical with logits at masked positions only, at all positions,
+           and in transformers
+    row 3  greedy generation gives the same tokens as transformers' generate
+and the layers' fused activation kernels compute the formulas of common/blocks.py.
+The whole `python -m bench.run_all --quick` (fresh processes for peak memory) is marked slow.
+"""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from common.blocks import ACTIVATIONS, FUSED_ACTIVATIONS
+
+pytest.importorskip("transformers", reason="transformers (the benchmark's reference) is not installed")
+
+from bench import bert_pretrain, generation, gpt_train, timing  # noqa: E402
+
+
+def test_fused_activation_kernels_equal_the_formulas():
+    x = torch.linspace(-8, 8, 1001, dtype=torch.float64)
+    for name, formula in ACTIVATIONS.items():
+        err = (FUSED_ACTIVATIONS[name](x) - formula(x)).abs().max().item()
+        assert err <= 1e-12, f"fused {name!r} differs from its formula by {err:.2e} (tolerance 1e-12)"
+
+
+def test_interleaved_timing_runs_every_candidate_once_per_step_and_repeat():
+    calls = {"a": 0, "b": 0}
+
+    def make(name):
+        def fn():
+            calls[name] += 1
+        return fn
+
+    result = timing.interleaved({"a": make("a"), "b": make("b")}, repeats=3, steps=2, warmup=1)
+    assert calls == {"a": 7, "b": 7}, f"expected 1 warm-up + 3 repeats x 2 steps = 7 calls each, got {calls}"
+    assert all(len(t.per_repeat) == 3 for t in result.values()), result
+
+
+def test_gpt_row_compares_models_with_the_same_starting_loss():
+    result = gpt_train.run(quick=True, peak_flops=1e9)
+    assert result["loss_gap"] <= 1e-5, f"ours and transformers start {result['loss_gap']:.2e} apart"
+    assert set(result["candidates"]) >= {"transformers", "ours", "ours sdpa"}, result["candidates"]
+    assert all(c["ms"] > 0 and c["mfu"] > 0 for c in result["candidates"].values()), result["candidates"]
+
+
+def test_bert_row_loss_is_identical_with_masked_only_logits():
+    result = bert_pretrain.run(quick=True)
+    losses = result["losses"]
+    assert result["loss_gap"] <= 1e-5, f"MLM+NSP losses differ: {losses}"
+
+
+def test_generation_row_produces_the_same_tokens_as_transformers():
+    result = generation.run(quick=True)
+    assert result["same_tokens"], "greedy tokens differ from transformers' generate on the same weights"
+
+
+@pytest.mark.slow
+def test_run_all_quick_writes_the_table_and_json(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench.run_all", "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"bench.run_all --quick failed:\n{done.stderr[-2000:]}"
+    table = (tmp_path / "bench.md").read_text()
+    for row in ("GPT training step", "BERT pre-training step", "Generation", "Peak memory", "bf16", "MFU"):
+        assert row in table, f"{row!r} missing from bench.md:\n{table[:1500]}"
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert results["generation"]["same_tokens"], "generation row: tokens differ from transformers"

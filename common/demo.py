@@ -15,7 +15,7 @@
    The gap between the two dev accuracies is what pretraining bought.
 3. A GPT learns the same text left to right, predicting each next word; its validation
    perplexity exp(loss) is "how many words it hesitates between", and it writes continuations of
-   a few prompts, greedy (always the likeliest word) and sampled (seeded, so reproducible).
+   a few prompts, greedy (always the likeliest word) and sampled (temperature 0.8, seeded).
 
 Everything lands in the results folder (default results/demo): summary.md and summary.json (the
 table printed at the end), curves.png and one picture per stage (with matplotlib), the models

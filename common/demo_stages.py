@@ -15,6 +15,13 @@
 Sizes live in `DemoSizes` (FULL for `make demo`, QUICK for the tests). The full pretraining
 recipe is fragile on purpose of its size: the adjectives' polarity appears in the embeddings only
 after 2000-3000 steps, so it is a fixed number of steps (never a time budget), with no dropout.
+
+Measured (`python -m common.demo --threads 1`, twice, on a 2-core machine shared with other jobs):
+CPU time 91 s pretraining, 6 s fine-tuning (both models), 75 s GPT, 172 s in all; held-out MLM
+loss 6.31 -> 1.35, NSP accuracy 0.50 -> 0.72; dev accuracy pretrained 1.000 and 0.946, from
+scratch 0.602 both times; GPT perplexity 3.76. The two runs differ although the seed is the same:
+the CPU kernels round differently from one run to the next (the training losses differ in the
+8th digit from the first log line on), and 6000 steps amplify that.
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ Tokens per second = B T / step time. Model FLOPs utilisation (MFU, as in the PaL
 nanoGPT's estimate_mfu), with N = parameters without the position table (wte counted once):
     FLOPs per step = (6 N + 12 L T C) B T      6N: forward 2N + backward 4N per token;
                                                 12 L T C: Q K^T and A V, forward + backward
-    MFU = FLOPs per step / step time / measured fp32 matmul peak (bench/machine.py)
+    MFU = FLOPs per step / step time / measured fp32 matmul peak: the larger of the peak measured
+          at the start (bench/machine.py) and a 1024^3 product timed interleaved with the steps
 """
 from __future__ import annotations
 
@@ -109,8 +110,14 @@ def run(quick: bool = False, repeats: int = 7, steps: int = 3, peak_flops: float
         model = compiled(ours_from_hf(hf))
         if model is not None:
             candidates["ours torch.compile"] = train_step(model, batches, ours_loss)
+    # The peak is timed in the same interleaved loop, so MFU divides rates measured under the same load.
+    n = 256 if quick else 1024
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    candidates["fp32 matmul peak"] = lambda: a @ b
     timings = interleaved(candidates, repeats=1 if quick else repeats, steps=1 if quick else steps,
                           warmup=1 if quick else 3)
+    interleaved_peak = 2 * n**3 / timings.pop("fp32 matmul peak").median
+    peak_flops = interleaved_peak if peak_flops is None else max(peak_flops, interleaved_peak)
     flops = flops_per_step(ours, B)
     base = timings["transformers"]
     rows = {}
@@ -119,5 +126,5 @@ def run(quick: bool = False, repeats: int = 7, steps: int = 3, peak_flops: float
                           ratio=ratio(base, t),
                           mfu=(flops / t.median / peak_flops) if peak_flops else None)
     return dict(row="GPT training step", size=size, target=1.5, loss_gap=loss_gap,
-                flops_per_step=flops, candidates=rows, per_repeat_ms={
-                    k: [v * 1e3 for v in t.per_repeat] for k, t in timings.items()})
+                flops_per_step=flops, peak_flops=peak_flops, interleaved_peak_flops=interleaved_peak,
+                candidates=rows, per_repeat_ms={k: [v * 1e3 for v in t.per_repeat] for k, t in timings.items()})

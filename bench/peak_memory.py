@@ -1,6 +1,6 @@
 """Row 4: peak memory of a training step, each model in a fresh process.
 
-The peak resident set size (ru_maxrss, the most physical memory the process ever held) is a
+The peak resident set size (VmHWM, the most physical memory the process ever held) is a
 high-water mark, so each measurement needs its own process: `python -m bench.peak_memory
 {gpt,bert} {ours,transformers}` imports the same libraries (torch, transformers, ours) whichever
 model it runs, builds the model and the batches, records maxrss, runs a few training steps and
@@ -18,7 +18,18 @@ import torch
 
 
 def maxrss_mib() -> float:
-    """Peak RSS of this process in MiB (Linux reports KiB, macOS bytes)."""
+    """Peak RSS of this process in MiB: VmHWM of /proc/self/status on Linux, ru_maxrss elsewhere.
+
+    Linux keeps ru_maxrss across fork + exec, so a child started by a big parent would report the
+    parent's peak; VmHWM belongs to the new program's memory and starts afresh at exec.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return value / (1024 * 1024) if sys.platform == "darwin" else value / 1024
 

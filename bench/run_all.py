@@ -3,6 +3,8 @@
     python -m bench.run_all              # the full run (make bench), about 5-10 minutes on 2 cores
     python -m bench.run_all --quick      # tiny sizes, one repeat: a smoke run of a few seconds
     python -m bench.run_all --compile    # also time torch.compile of our GPT (opt-in row)
+    python -m bench.run_all --threads 1  # one thread: steadier ratios when other jobs share the CPU
+    python -m bench.run_all --render results/bench.json   # print the table of an earlier run
 
 Every row times ours and transformers interleaved in this one process (bench/timing.py) and
 reports medians over repeats and their ratio; the spread column is the noise of the repeats.
@@ -71,7 +73,9 @@ def markdown(results: dict, command: str) -> str:
         f"ours all positions {bert['losses']['ours_all_positions']:.6f} (largest gap {bert['loss_gap']:.1e}).",
         f"- Row 3 (generation): {_fmt_size(gen['size'])}; greedy, batch 1; transformers "
         "generate(use_cache=True); same tokens from both: "
-        f"{'yes' if gen['same_tokens'] else 'NO'}.",
+        f"{'yes' if gen['same_tokens'] else 'NO'}. Opt-in bf16 weights: the first "
+        f"{gen.get('bf16_leading_tokens_equal', '?')} of {gen['size']['new_tokens']} greedy tokens equal "
+        "the float32 ones.",
     ]
     mem = results["memory"]
     out += ["", "## Peak memory (row 4), each model in a fresh process", "",
@@ -80,7 +84,7 @@ def markdown(results: dict, command: str) -> str:
     for row in ("gpt", "bert"):
         t, o = mem[row]["transformers"], mem[row]["ours"]
         ok = "yes" if o["peak_mib"] <= t["peak_mib"] else "no"
-        out.append(f"| {row.upper()} (rows {1 if row == 'gpt' else 2}) | {t['peak_mib']:.0f} MiB "
+        out.append(f"| {row.upper()} (row {1 if row == 'gpt' else 2}) | {t['peak_mib']:.0f} MiB "
                    f"(+{t['growth_mib']:.0f}) | {o['peak_mib']:.0f} MiB (+{o['growth_mib']:.0f}) | {ok} |")
     out += ["", "Peak RSS = ru_maxrss after 3 training steps; growth = the rise of that peak during the "
             "steps (activations, gradients, AdamW state). Both processes import torch and transformers."]
@@ -107,7 +111,9 @@ def markdown(results: dict, command: str) -> str:
     out += ["", "## Model FLOPs utilisation (row 6)", "",
             "FLOPs per step = (6 N + 12 L T C) B T (N = parameters without the position table; 6N "
             "for the weights' forward + backward, 12 L T C for Q K^T and A V), MFU = FLOPs per step / "
-            f"step time / measured fp32 matmul peak ({m['peak_fp32_flops'] / 1e9:.0f} GFLOP/s). "
+            "step time / measured fp32 matmul peak (the larger of the peak at the start, "
+            f"{m['peak_fp32_flops'] / 1e9:.0f} GFLOP/s, and a 1024^3 product timed interleaved with the "
+            f"steps, {gpt.get('interleaved_peak_flops', 0) / 1e9:.0f} GFLOP/s). "
             f"Row 1: {gpt['flops_per_step'] / 1e9:.2f} GFLOP per step.", "",
             "| GPT row 1 | step | achieved | MFU | target |", "| --- | --- | --- | --- | --- |"]
     for name, c in gpt["candidates"].items():
@@ -124,7 +130,12 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--out", default="results", help="folder for bench.md, bench.json, the plot")
     parser.add_argument("--curve-steps", type=int, default=300, help="steps of the fp32/bf16 loss curves")
+    parser.add_argument("--render", metavar="JSON", help="only rewrite the table from a bench.json")
     args = parser.parse_args(argv)
+    if args.render:
+        results = json.loads(Path(args.render).read_text(encoding="utf-8"))
+        print(markdown(results, results.get("command", "python -m bench.run_all")))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -150,6 +161,7 @@ def main(argv=None) -> int:
     results["seconds"] = time.perf_counter() - start
     command = "python -m bench.run_all" + (" " + shlex.join(argv if argv is not None else sys.argv[1:])
                                            if (argv if argv is not None else sys.argv[1:]) else "")
+    results["command"] = command
     text = markdown(results, command)
     (out / "bench.md").write_text(text, encoding="utf-8")
     (out / "bench.json").write_text(json.dumps(results, indent=1), encoding="utf-8")

@@ -86,7 +86,7 @@ def markdown(results: dict, command: str) -> str:
         ok = "yes" if o["peak_mib"] <= t["peak_mib"] else "no"
         out.append(f"| {row.upper()} (row {1 if row == 'gpt' else 2}) | {t['peak_mib']:.0f} MiB "
                    f"(+{t['growth_mib']:.0f}) | {o['peak_mib']:.0f} MiB (+{o['growth_mib']:.0f}) | {ok} |")
-    out += ["", "Peak RSS = ru_maxrss after 3 training steps; growth = the rise of that peak during the "
+    out += ["", "Peak RSS = VmHWM after 3 training steps; growth = the rise of that peak during the "
             "steps (activations, gradients, AdamW state). Both processes import torch and transformers."]
     b = results["bf16"]
     out += ["", "## bf16 autocast on the CPU (row 5)", "",

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import torch
 
 from common import demo, demo_data
 from common.data import DataCollatorForLanguageModeling, TextDatasetForNextSentencePrediction
 from common.demo_inputs import builtin_corpus, builtin_tokenizers, read_user_documents, split_heldout
+from common.demo_report import print_summary, save_plots
 from common.demo_stages import QUICK, bert_config, classifier_pair, evaluate_pretraining
 from common.errors import run_cli
 from minibert import BertForPreTraining
@@ -118,6 +118,14 @@ def test_quick_demo_saves_the_curves(quick_run):
     for name in names:
         head = (out / name).read_bytes()[:8]
         assert head == b"\x89PNG\r\n\x1a\n", f"{name} is not a PNG (starts with {head!r})"
+
+
+def test_without_matplotlib_the_demo_skips_plots_and_says_so(quick_run, tmp_path, monkeypatch, capsys):
+    summary = load_summary(quick_run[0])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    assert save_plots(summary, tmp_path) == [], "plots were made without matplotlib"
+    print_summary({**summary, "plots": []})
+    assert "plots skipped: matplotlib is not installed" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- the pieces the stages are made of

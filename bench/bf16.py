@@ -15,7 +15,7 @@ import contextlib
 import torch
 
 from bench import bert_pretrain, gpt_train
-from bench.data import bert_batches, gpt_batches
+from bench.data import bert_batches, gpt_batches, gpt_data_source
 from bench.gpt_train import train_step
 from bench.timing import interleaved, ratio
 
@@ -79,7 +79,8 @@ def loss_curves(steps: int, window: int = 10, quick: bool = False) -> dict:
         fp32 = sum(losses["fp32"][start:start + window]) / len(losses["fp32"][start:start + window])
         bf16 = sum(losses["bf16"][start:start + window]) / len(losses["bf16"][start:start + window])
         points.append(dict(step=start + window, fp32=fp32, bf16=bf16))
-    return dict(size=size, steps=steps, window=window, points=points)
+    return dict(size=size, steps=steps, window=window, points=points,
+                data=gpt_data_source(size["vocab_size"]))
 
 
 def plot(curves: dict, path) -> bool:

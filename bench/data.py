@@ -1,8 +1,9 @@
 """The same batches for every candidate of a benchmark.
 
-GPT: characters of tinyshakespeare (vocabulary 65, as nanoGPT's shakespeare_char) when
-/work/shared/data/tinyshakespeare.txt or $BENCH_TEXT exists, else uniformly random ids (the
-speed of a step does not depend on which ids it sees; the loss curves of bench/bf16.py do).
+GPT: characters of tinyshakespeare (vocabulary 65, as nanoGPT's shakespeare_char) from $BENCH_TEXT,
+data/tinyshakespeare.txt or ../shared/data/tinyshakespeare.txt (next to the repository), else
+uniformly random ids (the speed of a step does not depend on which ids it sees; the loss curves of
+bench/bf16.py do, and the report says which was used).
 BERT: random sentence-pair ids with [CLS] A [SEP] B [SEP] layout, 15% of the non-special
 positions selected for MLM with the 80/10/10 rule (common.masks.mlm_mask_tokens), random NSP labels.
 """
@@ -16,19 +17,35 @@ import torch
 
 from common.masks import mlm_mask_tokens
 
-TEXT_CANDIDATES = (os.environ.get("BENCH_TEXT", ""), "/work/shared/data/tinyshakespeare.txt",
-                   "data/tinyshakespeare.txt")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def text_file() -> Optional[Path]:
+    """The first tinyshakespeare.txt found, or None."""
+    candidates = (os.environ.get("BENCH_TEXT", ""), ROOT / "data" / "tinyshakespeare.txt",
+                  ROOT.parent / "shared" / "data" / "tinyshakespeare.txt")
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
 
 
 def shakespeare_ids() -> Optional[torch.Tensor]:
     """The whole text as character ids (sorted character set), or None when the file is absent."""
-    for candidate in TEXT_CANDIDATES:
-        if candidate and Path(candidate).is_file():
-            text = Path(candidate).read_text(encoding="utf-8")
-            chars = sorted(set(text))
-            index = {c: i for i, c in enumerate(chars)}
-            return torch.tensor([index[c] for c in text], dtype=torch.long)
-    return None
+    path = text_file()
+    if path is None:
+        return None
+    text = path.read_text(encoding="utf-8")
+    index = {c: i for i, c in enumerate(sorted(set(text)))}
+    return torch.tensor([index[c] for c in text], dtype=torch.long)
+
+
+def gpt_data_source(vocab_size: int) -> str:
+    """What gpt_batches draws from, for the report."""
+    path, ids = text_file(), shakespeare_ids()
+    if ids is None or int(ids.max()) >= vocab_size:
+        return "uniformly random token ids"
+    return f"character windows of {path.name}"
 
 
 def gpt_batches(count: int, batch_size: int, block_size: int, vocab_size: int,

@@ -95,7 +95,8 @@ def markdown(results: dict, command: str) -> str:
         out.append(f"| {name}: {_fmt_size(s['size'])} | {s['fp32_ms']:.0f} ms (±{s['fp32_spread']:.0%}) | "
                    f"{s['bf16_ms']:.0f} ms (±{s['bf16_spread']:.0%}) | **{s['speedup']:.2f}x** |")
     c = b["curves"]
-    out += ["", f"Loss curve, row 1's GPT on {c['steps']} steps (lr 1e-3, same weights and batches; "
+    out += ["", f"Loss curve, row 1's GPT on {c['steps']} steps of {c.get('data', 'its data')} "
+            "(lr 1e-3, same weights and batches; "
             f"mean loss of each {c['window']} steps):", "", "| step | fp32 | bf16 | bf16 - fp32 |",
             "| --- | --- | --- | --- |"]
     points = c["points"]

@@ -124,8 +124,9 @@ def load_classification_file(path, format: Optional[str] = None, text_column_nam
         if missing:
             where = f"{path} line {line_number}" if format == "jsonl" else str(path)
             role = {text_column_name: "text", text_pair_column_name: "text_pair", label_column_name: "label"}[missing[0]]
-            raise DataError(f"{where}: no column {missing[0]!r} (columns: {', '.join(map(str, row))}); name the "
-                            f"{role} column with --{role}_column_name (or {role}_column_name=...)")
+            raise DataError(f"{where}: no column {missing[0]!r} (columns: {', '.join(map(str, row))}); rename that "
+                            f"column in the header to {missing[0]!r}, or pass its name as --{role}_column_name "
+                            f"({role}_column_name=... in Python)")
         label = None
         if label_column_name is not None:
             label = normalize_label(row[label_column_name])

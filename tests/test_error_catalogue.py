@@ -110,6 +110,9 @@ def checkpoint_of_another_model(folder: Path) -> None:
 
 TEXT = "abc defg\nhead bag\n" * 40  # 720 characters of the tiny GPT's alphabet
 NOT_UTF8 = "abc defg\n".encode() * 3 + b"caf\xe9\n" + "abc\n".encode()  # byte 30 is latin-1
+CORPUS = "\n\n".join("\n".join(f"the cat {d} sat on mat {i}." for i in range(5)) for d in range(6)) + "\n"
+DEMO_LABELED = ["--quick", "--data", "{tmp}/corpus.txt", "--train_file", "{tmp}/t.tsv", "--validation_file", "{tmp}/v.tsv",
+                "--out", "{tmp}/d"]
 GPT_TRAIN = ["--output_dir", "{tmp}/out", "--max_steps", "1", "--disable_tqdm", "--use_cpu",
              "--per_device_train_batch_size", "2", "--config_overrides", "n_layer=1,n_head=2,n_embd=8,block_size=16"]
 
@@ -206,6 +209,34 @@ CATALOGUE: list[Case] = [
          r"top_p must be in \(0, 1\]", {"m": tiny_gpt()}),
     Case("gpt-train-output-dir-is-a-file", "minigpt.train", gpt_train()[:2] + ["--output_dir", "{tmp}/afile"] + gpt_train()[4:],
          r"afile: File exists; .*a file where a folder is needed", {"train.txt": TEXT, "afile": "not a folder"}),
+    # ---------------------------------------------------------- common.demo: --data and the labeled files
+    Case("demo-data-missing", "common.demo", ["--quick", "--data", "nope.txt", "--out", "{tmp}/d"],
+         r"--data file not found: nope\.txt \(check the path; it is relative to"),
+    Case("demo-data-is-a-folder", "common.demo", ["--quick", "--data", "{tmp}/texts", "--out", "{tmp}/d"],
+         r"texts is a folder; expected a file", {"texts/a.txt": "x"}),
+    Case("demo-data-whitespace-only", "common.demo", ["--quick", "--data", "{tmp}/c.txt", "--out", "{tmp}/d"],
+         r"c\.txt is empty \(or only whitespace\)", {"c.txt": "\n  \n\t\n"}),
+    Case("demo-data-not-utf8", "common.demo", ["--quick", "--data", "{tmp}/c.txt", "--out", "{tmp}/d"],
+         r"c\.txt is not UTF-8 text", {"c.txt": NOT_UTF8}),
+    Case("demo-data-too-little-text", "common.demo", ["--quick", "--data", "{tmp}/c.txt", "--out", "{tmp}/d"],
+         r"c\.txt: 2 documents .*needs at least 4 documents", {"c.txt": "one line\n\nanother line\n"}),
+    Case("demo-labels-without-validation-file", "common.demo", ["--quick", "--train_file", "{tmp}/t.tsv", "--out", "{tmp}/d"],
+         r"--train_file and --validation_file go together", {"t.tsv": "sentence\tlabel\nhi\t1\n"}),
+    Case("demo-tsv-without-the-column", "common.demo", DEMO_LABELED,
+         r"t\.tsv: no column 'sentence' \(columns: text, label\); rename that column",
+         {"corpus.txt": CORPUS, "t.tsv": "text\tlabel\nhi\t1\n", "v.tsv": "sentence\tlabel\nho\t1\n"}),
+    Case("demo-label-unseen-in-training", "common.demo", DEMO_LABELED,
+         r"v\.tsv line 3: label 7 does not occur in the training data \(known: 0, 1\)",
+         {"corpus.txt": CORPUS, "t.tsv": "sentence\tlabel\nhi\t1\nho\t0\n", "v.tsv": "sentence\tlabel\nhi\t1\nho\t7\n"}),
+    Case("demo-jsonl-line-not-json", "common.demo",
+         ["--quick", "--data", "{tmp}/corpus.txt", "--train_file", "{tmp}/t.jsonl", "--validation_file", "{tmp}/v.jsonl",
+          "--out", "{tmp}/d"],
+         r"t\.jsonl line 2: not valid JSON",
+         {"corpus.txt": CORPUS, "t.jsonl": '{"sentence": "hi", "label": 1}\n{"sentence": "ho", label: 0}\n',
+          "v.jsonl": '{"sentence": "hi", "label": 1}\n'}),
+    Case("demo-tsv-stray-tab", "common.demo", DEMO_LABELED,
+         r"t\.tsv line 3: 3 fields, but the header has 2",
+         {"corpus.txt": CORPUS, "t.tsv": "sentence\tlabel\nhi\t1\nho\tthere\t0\n", "v.tsv": "sentence\tlabel\nhi\t1\n"}),
     # ---------------------------------------------------------- common.demo_data, tutorials.exercises
     Case("demo-data-out-is-a-file", "common.demo_data", ["--out", "{tmp}/afile"],
          r"afile: File exists; .*pick another path", {"afile": "x"}),

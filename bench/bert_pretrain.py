@@ -12,7 +12,7 @@ import torch
 
 from bench.data import bert_batches
 from bench.gpt_train import train_step
-from bench.timing import interleaved, ratio
+from bench.timing import interleaved, per_repeat_ms, ratio
 from minibert import BertConfig, BertForPreTraining
 
 FULL = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
@@ -80,4 +80,4 @@ def run(quick: bool = False, repeats: int = 5, steps: int = 2, peak_flops: float
                             ours_all_positions=all_positions),
                 loss_gap=max(abs(hf_value - ours_value), abs(all_positions - ours_value)),
                 candidates=rows,
-                per_repeat_ms={k: [v * 1e3 for v in t.per_repeat] for k, t in timings.items()})
+                per_repeat_ms=per_repeat_ms(timings))

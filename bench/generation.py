@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from bench.gpt_train import hf_gpt2, ours_from_hf
-from bench.timing import interleaved, ratio
+from bench.timing import interleaved, per_repeat_ms, ratio
 
 FULL = dict(n_layer=6, n_head=6, n_embd=384, block_size=512, vocab_size=8000, prompt=16, new_tokens=256)
 QUICK = dict(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=100, prompt=4, new_tokens=8)
@@ -30,7 +30,8 @@ def run(quick: bool = False, repeats: int = 5) -> dict:
     hf = hf_gpt2(size).eval()
     ours = ours_from_hf(hf).eval()
     new = size["new_tokens"]
-    prompt = torch.randint(1, size["vocab_size"], (1, size["prompt"]), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(1, size["vocab_size"], (1, size["prompt"]), generator=g)  # (1, T_0)
     # eos_token_id=0 never stops ours (not passed); min_new_tokens keeps transformers going too.
     same = torch.equal(hf_generate(hf, prompt, new), ours_generate(ours, prompt, new))
     # Opt-in: bf16 weights halve the bytes each decode step streams from memory. Greedy tokens may
@@ -50,4 +51,4 @@ def run(quick: bool = False, repeats: int = 5) -> dict:
             for name, t in timings.items()}
     return dict(row="Generation (greedy, KV cache)", size=size, target=2.0, same_tokens=same,
                 bf16_leading_tokens_equal=bf16_agree,
-                candidates=rows, per_repeat_ms={k: [v * 1e3 for v in t.per_repeat] for k, t in timings.items()})
+                candidates=rows, per_repeat_ms=per_repeat_ms(timings))

@@ -75,4 +75,5 @@ def machine_line(info: dict) -> str:
     return (f"{info['cpu']}, {info['cores']} cores, {info['threads']} torch threads ({bf16}); "
             f"torch {info['torch']}, transformers {info['transformers']}, Python {info['python']}; "
             f"measured matmul peak {info['peak_fp32_flops'] / 1e9:.0f} GFLOP/s fp32, "
-            f"{info['peak_bf16_flops'] / 1e9:.0f} GFLOP/s bf16; load average {info['load_average']:.1f} at start")
+            f"{info['peak_bf16_flops'] / 1e9:.0f} GFLOP/s bf16; "
+            f"load average {info['load_average']:.1f} at start")

@@ -64,7 +64,8 @@ def measure(row: str, impl: str, quick: bool, steps: int = 3) -> dict:
 
 def in_subprocess(row: str, impl: str, quick: bool) -> dict:
     """Run `measure` in a fresh interpreter (same threads) and return its JSON result."""
-    command = [sys.executable, "-m", "bench.peak_memory", row, impl, "--threads", str(torch.get_num_threads())]
+    command = [sys.executable, "-m", "bench.peak_memory", row, impl,
+               "--threads", str(torch.get_num_threads())]
     if quick:
         command.append("--quick")
     result = subprocess.run(command, capture_output=True, text=True, check=True)

@@ -70,7 +70,8 @@ def markdown(results: dict, command: str) -> str:
         f"- Row 2 (BERT): {_fmt_size(bert['size'])}; MLM (15% selected, 80/10/10) + NSP, dropout 0.1, "
         "ours with mlm_logits_at_masked_only. Loss on the same batch (eval): transformers "
         f"{bert['losses']['transformers']:.6f}, ours masked-only {bert['losses']['ours_masked_only']:.6f}, "
-        f"ours all positions {bert['losses']['ours_all_positions']:.6f} (largest gap {bert['loss_gap']:.1e}).",
+        f"ours all positions {bert['losses']['ours_all_positions']:.6f} "
+        f"(largest gap {bert['loss_gap']:.1e}).",
         f"- Row 3 (generation): {_fmt_size(gen['size'])}; greedy, batch 1; transformers "
         "generate(use_cache=True); same tokens from both: "
         f"{'yes' if gen['same_tokens'] else 'NO'}. Opt-in bf16 weights: the first "
@@ -90,7 +91,8 @@ def markdown(results: dict, command: str) -> str:
             "steps (activations, gradients, AdamW state). Both processes import torch and transformers."]
     b = results["bf16"]
     out += ["", "## bf16 autocast on the CPU (row 5)", "",
-            "| model (larger size) | fp32 step | bf16 autocast step | speed-up |", "| --- | --- | --- | --- |"]
+            "| model (larger size) | fp32 step | bf16 autocast step | speed-up |",
+            "| --- | --- | --- | --- |"]
     for name, s in b["speedups"].items():
         out.append(f"| {name}: {_fmt_size(s['size'])} | {s['fp32_ms']:.0f} ms (±{s['fp32_spread']:.0%}) | "
                    f"{s['bf16_ms']:.0f} ms (±{s['bf16_spread']:.0%}) | **{s['speedup']:.2f}x** |")
@@ -120,7 +122,8 @@ def markdown(results: dict, command: str) -> str:
     for name, c in gpt["candidates"].items():
         achieved = gpt["flops_per_step"] / (c["ms"] / 1e3)
         target = "50%" if name == "ours" else ""
-        out.append(f"| {name} | {c['ms']:.1f} ms | {achieved / 1e9:.0f} GFLOP/s | **{c['mfu']:.0%}** | {target} |")
+        out.append(f"| {name} | {c['ms']:.1f} ms | {achieved / 1e9:.0f} GFLOP/s | **{c['mfu']:.0%}** "
+                   f"| {target} |")
     return "\n".join(out) + "\n"
 
 

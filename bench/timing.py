@@ -59,6 +59,11 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 5, s
     return {name: Timing(name, times[name]) for name in names}
 
 
+def per_repeat_ms(timings: dict[str, Timing]) -> dict[str, list[float]]:
+    """{name: step time of each repeat in ms}, for the JSON record."""
+    return {name: [seconds * 1e3 for seconds in t.per_repeat] for name, t in timings.items()}
+
+
 def ratio(baseline: Timing, candidate: Timing) -> float:
     """How many times faster the candidate is: median(baseline time) / median(candidate time)."""
     return baseline.median / candidate.median

@@ -151,7 +151,8 @@ def loss_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return positions, valid
 
 
-def use_loss_positions(config: BertConfig, labels, output_attentions: bool, output_hidden_states: bool) -> bool:
+def use_loss_positions(config: BertConfig, labels: Optional[torch.Tensor], output_attentions: bool,
+                       output_hidden_states: bool) -> bool:
     """mlm_logits_at_masked_only also skips the last layer's work at the positions no loss reads:
     its feed-forward and W^O then run on ~15% of the tokens. Not when per-layer outputs are asked."""
     return (config.mlm_logits_at_masked_only and labels is not None

@@ -1,0 +1,261 @@
+# %% [markdown]
+# # 06 · Pre-training a tiny BERT
+#
+# Tutorials 04 and 05 built the two pre-training tasks and their loss. Here we put them together
+# and train: a small BERT reads thousands of unlabeled sentence pairs `[CLS] A [SEP] B [SEP]`,
+# some of their tokens masked, and minimises
+#
+#     L = L_MLM + L_NSP
+#     L_MLM = -1/|I| sum_{i in I} log p(x_i | x_{-i})     (I = the masked positions)
+#     L_NSP = -log p(IsNext / NotNext | [CLS])
+#
+# with AdamW, the learning rate warmed up linearly for the first steps and then decayed linearly
+# to 0 (Devlin et al. 2019, appendix A.2, used the same schedule):
+#
+#     lr(s) = lr_max * s / s_warm                       for s < s_warm
+#     lr(s) = lr_max * (S - s) / (S - s_warm)           afterwards (S = all steps)
+#
+# Two numbers tell us it learns, both measured on held-out stories it never trains on:
+#
+# - the MLM loss starts at about `ln V` (a uniform guess among the V words of the vocabulary) and
+#   falls as the model learns which words fit where;
+# - the NSP accuracy starts at 0.5 (a coin) and rises as it learns what makes B follow A.
+#
+# Code: `common/trainer.py:Trainer` (the one training loop), `common/training_args.py:TrainingArguments`,
+# `common/optim.py` (AdamW groups, schedules), `minibert/heads.py:BertForPreTraining`,
+# `common/demo_stages.py:evaluate_pretraining` (the held-out scores). `make demo` runs the same
+# recipe for longer (`common/demo_stages.py:pretrain_bert`). Tests: `tests/test_trainer.py`,
+# `tests/test_bert_model.py`, `tests/test_demo.py`.
+#
+# Run it: `python tutorials/06_pretraining.py` (a couple of minutes on a laptop CPU);
+# `TUTORIAL_QUICK=1` trains for a few seconds only, and its numbers mean little.
+
+# %%
+import _setup
+
+import math
+import warnings
+
+import torch
+
+from common import demo_data
+from common.data import DataCollatorForLanguageModeling, TextDatasetForNextSentencePrediction
+from common.demo_inputs import BERT_SPECIALS, builtin_corpus
+from common.demo_stages import HeldoutEvaluation, evaluate_pretraining
+from common.tokenizers import BertTokenizer
+from common.trainer import Trainer
+from common.training_args import TrainingArguments
+from minibert import BertConfig, BertForPreTraining
+
+_setup.seed(0)
+torch.set_printoptions(precision=4, sci_mode=False)
+QUICK = _setup.QUICK
+
+# %% [markdown]
+# ## Data: generated stories, one word per token
+#
+# `common.demo_data` writes short stories (tutorial 05 showed a few): 4000 for training and 200
+# held out. The tokenizer knows every word the generator can write, so there is no `[UNK]` and
+# one token is one word.
+
+# %%
+corpus = builtin_corpus(_setup.OUT / "06_data", num_documents=200 if QUICK else 4000,
+                        heldout_documents=20 if QUICK else 200, seed=0)
+print(corpus.notes[0])
+tokenizer = BertTokenizer(vocab=BERT_SPECIALS + demo_data.word_list())
+V = len(tokenizer)
+print(f"vocabulary V = {V} tokens, ln V = {math.log(V):.3f}")
+
+block_size = 32
+train_pairs = TextDatasetForNextSentencePrediction(tokenizer, corpus.train_file, block_size, seed=0)
+heldout_pairs = TextDatasetForNextSentencePrediction(tokenizer, corpus.heldout_file, block_size, seed=1)
+print(f"{len(train_pairs)} training pairs, {len(heldout_pairs)} held-out pairs, at most {block_size} tokens each")
+
+# %% [markdown]
+# ## The model: BERT with H = 64, L = 2, A = 2
+#
+# BERT-base has H = 768 hidden units, L = 12 layers, A = 12 heads and 110 M parameters. Ours is
+# about a thousand times smaller, and most of its parameters are the token embeddings `V x H`.
+# Two choices help a model this small on this little data:
+#
+# - no dropout (`hidden_dropout_prob = attention_probs_dropout_prob = 0`): with dropout 0.1 the
+#   same steps learn much less here;
+# - `mlm_logits_at_masked_only=True`: the `V`-way output layer runs only at the masked 15% of the
+#   positions, the only ones the loss reads. Same loss, same gradients, less work
+#   (`minibert/heads.py:masked_lm_logits`, tested in `tests/test_bert_model.py`).
+
+# %%
+config = BertConfig(vocab_size=V, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=256, max_position_embeddings=block_size, hidden_dropout_prob=0.0,
+                    attention_probs_dropout_prob=0.0, mlm_logits_at_masked_only=True)
+model = BertForPreTraining(config)
+embedding_share = V * config.hidden_size / model.num_parameters()
+print(f"{model.num_parameters():,} parameters, {embedding_share:.0%} of them in the token embeddings ({V} x 64)")
+
+# %% [markdown]
+# ## Training with the Trainer
+#
+# `TrainingArguments` names the recipe with transformers' argument names; `Trainer` runs the
+# loop: batches from the data set, the collator's fresh 80/10/10 masks for every batch (so the
+# model never sees the same blanks twice), `loss.backward()`, gradient clipping at norm 1, one
+# AdamW step, one schedule step, a log record every `logging_steps`. Weight decay (0.01) applies
+# to the weight matrices only, not to biases and LayerNorm (`common/optim.py`).
+#
+# A callback (`common/demo_stages.py:HeldoutEvaluation`) scores the held-out pairs before the
+# first step and every `eval_every` steps, with the same masks each time, and logs the MLM loss,
+# MLM accuracy and NSP accuracy separately: the training loss is only their sum.
+
+# %%
+steps = 150 if QUICK else 6000
+eval_every = 50 if QUICK else 500
+args = TrainingArguments(output_dir=str(_setup.OUT / "06_run"), overwrite_output_dir=True, save_strategy="no",
+                         max_steps=steps, per_device_train_batch_size=32, learning_rate=2e-3,
+                         warmup_steps=100, lr_scheduler_type="linear", weight_decay=0.01,
+                         logging_steps=max(1, steps // 100), seed=0)
+
+
+def heldout_scores(m):
+    """MLM loss / accuracy and NSP accuracy on the held-out pairs, fixed masks (seed 0)."""
+    return evaluate_pretraining(m, heldout_pairs, lambda: DataCollatorForLanguageModeling(tokenizer, seed=0))
+
+
+trainer = Trainer(model, args, train_dataset=train_pairs,
+                  data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=0),
+                  callbacks=[HeldoutEvaluation(heldout_scores, eval_every)])
+output = trainer.train()
+print(f"trained {output.global_step} steps; mean training loss {output.training_loss:.3f}")
+
+# %% [markdown]
+# ## The curves
+#
+# `trainer.state.log_history` holds every log record (the same lines are in `06_run/log.jsonl`).
+# The training loss is `L_MLM + L_NSP`; the held-out records split it into its parts.
+
+# %%
+history = trainer.state.log_history
+train_curve = [(r["step"], r["loss"]) for r in history if "loss" in r]
+lr_curve = [(r["step"], r["learning_rate"]) for r in history if "learning_rate" in r]
+heldout = [r for r in history if "heldout_mlm_loss" in r]
+print(" step  held-out L_MLM  MLM accuracy  NSP accuracy")
+for r in heldout:
+    print(f"{r['step']:>5}  {r['heldout_mlm_loss']:>14.3f}  {r['heldout_mlm_accuracy']:>12.3f}  "
+          f"{r['heldout_nsp_accuracy']:>12.3f}")
+first, last = heldout[0], heldout[-1]
+print(f"before training: L_MLM {first['heldout_mlm_loss']:.3f} (ln V = {math.log(V):.3f}), "
+      f"NSP accuracy {first['heldout_nsp_accuracy']:.3f} (a coin: 0.5)")
+assert abs(first["heldout_mlm_loss"] - math.log(V)) < 0.5, "an untrained model should guess about uniformly"
+assert last["heldout_mlm_loss"] < first["heldout_mlm_loss"] - 0.5, "the held-out MLM loss should fall"
+
+# %%
+plt = _setup.pyplot()
+if plt is not None:
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    axes[0].plot(*zip(*train_curve), label="training L = L_MLM + L_NSP")
+    axes[0].plot([r["step"] for r in heldout], [r["heldout_mlm_loss"] for r in heldout], "o-",
+                 label="held-out L_MLM")
+    axes[0].axhline(math.log(V), color="grey", linestyle=":", label="ln V (uniform guess)")
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("loss")
+    axes[0].legend()
+    axes[1].plot([r["step"] for r in heldout], [r["heldout_mlm_accuracy"] for r in heldout], "o-",
+                 label="MLM accuracy (masked words)")
+    axes[1].plot([r["step"] for r in heldout], [r["heldout_nsp_accuracy"] for r in heldout], "o-",
+                 label="NSP accuracy (pairs)")
+    axes[1].axhline(0.5, color="grey", linestyle=":", label="a coin")
+    axes[1].set_xlabel("step")
+    axes[1].set_ylim(0, 1)
+    axes[1].legend()
+    axes[2].plot(*zip(*lr_curve))
+    axes[2].set_xlabel("step")
+    axes[2].set_ylabel("learning rate (warm-up, linear decay)")
+    fig.suptitle("Pre-training a tiny BERT on held-out stories")
+    _setup.save_plot(fig, "06_pretraining_curves.png")
+
+# %% [markdown]
+# ## What did it learn? Fill in the blank
+#
+# The MLM head gives `p(v | x_{-i})` for every word `v` at a `[MASK]`. A trained model puts the
+# words that fit the slot on top: a thing of the bakery after "baked the", a feeling word after
+# "felt". (After the short quick-mode run the guesses are still mostly frequent words.)
+
+# %%
+model.eval()
+probes = ["One day, she went to the bakery and baked the [MASK].",
+          "Finally, Tom went home and felt [MASK].",
+          "The soup was superb and [MASK]."]
+with torch.no_grad():
+    for text in probes:
+        enc = tokenizer(text, return_tensors="pt")
+        logits = model(**enc).prediction_logits[0]  # (T, V): no labels, so every position
+        position = enc["input_ids"][0].tolist().index(tokenizer.mask_token_id)
+        probs = torch.softmax(logits[position], dim=-1)
+        top = probs.topk(5)
+        guesses = ", ".join(f"{tokenizer.convert_ids_to_tokens([i])[0]} {p:.2f}"
+                            for p, i in zip(top.values.tolist(), top.indices.tolist()))
+        print(f"{text:<52} -> {guesses}")
+
+# %% [markdown]
+# ## What did it learn? Words of one mood move together
+#
+# The generator uses 40 pleasant and 40 unpleasant adjectives in contexts that give their mood
+# away ("superb and neat", "..., so she frowned"). To predict them, the model must tell the two
+# groups apart, and that shows in the token embeddings `E_token`: the mean cosine similarity
+# between two adjectives of the same mood grows larger than between two of opposite moods.
+# Tutorial 07 relies on this: a classifier fine-tuned on *half* of the adjectives can then
+# handle the other half. `common/demo_data.py`'s docstring reports that the groups form rather
+# suddenly, after 2000-3000 steps of this recipe, which `make demo` runs for 6000.
+
+# %%
+E = model.bert.embeddings.word_embeddings.weight.detach()  # (V, H)
+E = E - E.mean(dim=0)  # remove the direction every word shares, so cosines compare what differs
+E = E / E.norm(dim=-1, keepdim=True)
+pos = torch.tensor(tokenizer.convert_tokens_to_ids(list(demo_data.POSITIVE_WORDS)))
+neg = torch.tensor(tokenizer.convert_tokens_to_ids(list(demo_data.NEGATIVE_WORDS)))
+
+
+def mean_cosine(a, b):
+    """Mean of cos(E_i, E_j) over pairs i in a, j in b, i != j."""
+    sims = E[a] @ E[b].T  # (|a|, |b|)
+    if a is b:
+        return float((sims.sum() - sims.diagonal().sum()) / (len(a) * (len(a) - 1)))
+    return float(sims.mean())
+
+
+same = (mean_cosine(pos, pos) + mean_cosine(neg, neg)) / 2
+opposite = mean_cosine(pos, neg)
+print(f"mean cosine: same mood {same:.3f}, opposite moods {opposite:.3f}, gap {same - opposite:+.3f}")
+word = "superb"
+sims = E @ E[tokenizer.convert_tokens_to_ids([word])[0]]  # (V,)
+nearest = [tokenizer.convert_ids_to_tokens([i])[0] for i in sims.topk(8).indices.tolist()][1:]
+print(f"nearest to {word!r}: {', '.join(nearest)}")
+
+# %% [markdown]
+# ## Saving the model
+#
+# `save_pretrained(folder)` writes `config.json` and `model.safetensors` (atomically: a crash
+# leaves the old pair or the new one, never a mix; `common/checkpoint.py`); the tokenizer
+# writes its `vocab.txt` next to them. Tutorial 07 loads this folder with
+# `BertForSequenceClassification.from_pretrained`.
+
+# %%
+folder = _setup.OUT / "06_bert_pretrained"
+model.save_pretrained(folder)
+tokenizer.save_pretrained(folder)
+print(f"saved to {folder}: {sorted(p.name for p in folder.iterdir())}")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    again = BertForPreTraining.from_pretrained(folder).eval()
+enc = tokenizer(probes[0], return_tensors="pt")
+with torch.no_grad():
+    same_logits = torch.equal(again(**enc).prediction_logits, model(**enc).prediction_logits)
+print("reloaded model gives the same logits:", same_logits)
+assert same_logits
+
+# %% [markdown]
+# ## Try it
+#
+# - Set `hidden_dropout_prob=0.1`: the held-out MLM loss ends higher after the same steps.
+# - Train for 6000 steps (what `make demo` does) and watch the mood gap above grow.
+# - The exercises behind this tutorial are those of 04 and 05 (`mlm_masking`, `mlm_loss`,
+#   `nsp_pairs`, `nsp_loss`): once they pass in your copy (`make exercises`, then
+#   `cd student && make grade`), run this tutorial there: it trains on your code.

@@ -258,3 +258,41 @@ def test_dashed_flags_are_accepted(tmp_path):
     argv = ["--train-file", str(write_text(tmp_path)), "--output-dir", str(out), *TINY, "--max-steps", "2"]
     assert train_main(argv) == 0
     assert json.loads((out / "train_results.json").read_text())["train_steps"] == 2
+
+
+# ---------------------------------------------------------------- Hugging Face GPT-2 folders and continued training
+
+
+@pytest.mark.slow
+def test_sample_from_a_hugging_face_gpt2_folder_matches_transformers_greedy(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers", reason="transformers (test-only oracle) is not installed")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=32, n_positions=32, vocab_size=99,
+                                     eos_token_id=98, bos_token_id=98)
+    config._attn_implementation = "eager"
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    hf.save_pretrained(tmp_path / "gpt2")
+    (tmp_path / "gpt2" / "merges.txt").write_text("#version: 0.2\n")  # what a GPT-2 tokenizer folder holds
+    prompt = [5, 17, 42, 8]
+    expected = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, 4, dtype=torch.long),
+                           max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)[0].tolist()
+
+    argv = ["--model_name_or_path", str(tmp_path / "gpt2"), "--greedy", "--max_new_tokens", "12", "--use_cpu"]
+    assert sample_main([*argv, "--prompt_ids", *map(str, prompt)]) == 0
+    printed = [int(t) for t in capsys.readouterr().out.split()]
+    assert printed == expected, f"minigpt.sample printed {printed}\ntransformers generated {expected}"
+    line = exit_with_error(sample_main, [*argv, "--prompt", "hello"], capsys)
+    assert "byte-level BPE" in line and "--prompt_ids" in line, line
+
+
+@pytest.mark.slow
+def test_training_continues_from_a_saved_model_folder(tmp_path):
+    first = train(tmp_path)
+    before = json.loads((first / "eval_results.json").read_text())["eval_loss"]
+    out = tmp_path / "continued"
+    argv = ["--train_file", str(write_text(tmp_path)), "--output_dir", str(out), "--model_name_or_path", str(first),
+            *TINY[2:], "--max_steps", "30", "--learning_rate", "3e-3"]
+    assert train_main(argv) == 0
+    after = json.loads((out / "eval_results.json").read_text())["eval_loss"]
+    assert after < before, f"30 more steps from the saved model did not lower the validation loss: {before} -> {after}"
+    assert GPT.from_pretrained(out).config == GPT.from_pretrained(first).config

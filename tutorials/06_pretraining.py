@@ -175,12 +175,12 @@ if plt is not None:
 # ## What did it learn? Fill in the blank
 #
 # The MLM head gives `p(v | x_{-i})` for every word `v` at a `[MASK]`. A trained model puts the
-# words that fit the slot on top: a thing of the bakery after "baked the", a feeling word after
+# words that fit the slot on top: a thing of the bakery after "to bake the", a feeling word after
 # "felt". (After the short quick-mode run the guesses are still mostly frequent words.)
 
 # %%
 model.eval()
-probes = ["One day, she went to the bakery and baked the [MASK].",
+probes = ["One day, she went to the bakery to bake the [MASK].",
           "Finally, Tom went home and felt [MASK].",
           "The soup was superb and [MASK]."]
 with torch.no_grad():

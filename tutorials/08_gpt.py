@@ -63,7 +63,8 @@ text = "\n\n".join("\n".join(doc) for doc in documents) + "\n"
 heldout_text = "\n\n".join("\n".join(doc) for doc in heldout_documents) + "\n"
 tokenizer = CharTokenizer.from_text(text + heldout_text)
 V = len(tokenizer)
-print(f"{len(text):,} training characters, {len(heldout_text):,} held out, vocabulary V = {V}: {''.join(tokenizer.chars)!r}")
+print(f"{len(text):,} training characters, {len(heldout_text):,} held out")
+print(f"vocabulary V = {V}: {''.join(tokenizer.chars)!r}")
 ids = tokenizer.encode("Once there was", add_special_tokens=False)
 print("'Once there was' ->", ids, "->", repr(tokenizer.decode(ids)))
 
@@ -217,8 +218,13 @@ print(f"saved to {_setup.OUT / '08_gpt'} (tutorial 09 can load it)")
 #   an encoder's output). Its tests check causality, the identity when the sub-layers output zero,
 #   and cross-attention.
 #
-#     make exercises                  # the student copy in ./student (or: python -m tutorials.exercises make --out student --only causal_lm_loss --only decoder_block)
-#     cd student && make grade        # or: python -m tutorials.exercises grade --only causal_lm_loss --only decoder_block
+#     make exercises                  # the student copy in ./student, every exercise stubbed
+#     cd student && make grade        # the table and the grade ladder
+#
+# or only these two:
+#
+#     python -m tutorials.exercises make --out student --only causal_lm_loss --only decoder_block
+#     cd student && python -m tutorials.exercises grade --only causal_lm_loss --only decoder_block
 
 # %%
 from tutorials.exercises import REGISTRY

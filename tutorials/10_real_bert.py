@@ -193,8 +193,8 @@ if plt is not None:
 # %% [markdown]
 # ## Try it
 #
-# - Use the `[CLS]` vector `H[:, 0]` instead of the mean: the similarities get worse, because
-#   this model was fine-tuned for mean pooling.
+# - Use the `[CLS]` vector `H[:, 0]` instead of the mean and compare the table: this model was
+#   fine-tuned with mean pooling, so its `[CLS]` vector was never trained to stand for the sentence.
 # - Compare with transformers: `tests/test_bert_minilm.py::test_last_hidden_state_matches_transformers`
 #   runs `transformers.BertModel` on the same folder and checks the difference is below 1e-4.
 # - The `embeddings` and `encoder_block` exercises (`make exercises`, then `cd student &&

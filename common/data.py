@@ -110,7 +110,7 @@ class GroupedTextDataset(Dataset):
         if len(self.ids) < self.content_len:
             raise DataError(
                 f"{file_path} has {len(self.ids)} tokens, fewer than one block of {block_size}; "
-                "use a smaller block_size or a longer file"
+                "use a smaller block size (--block_size / --max_seq_length) or a longer file"
             )
 
     def __len__(self) -> int:
@@ -171,7 +171,7 @@ class TextDatasetForNextSentencePrediction(Dataset):
         if len(self.documents) < 2 and nsp_probability > 0:
             raise DataError(
                 f"{file_path} holds {len(self.documents)} document; next-sentence prediction needs >= 2 "
-                "(separate documents with a blank line) for NotNext pairs, or pass nsp_probability=0"
+                "(separate documents with a blank line) for NotNext pairs, or pass --nsp_probability 0"
             )
         self.examples = []
         for doc_index in range(len(self.documents)):
@@ -330,7 +330,8 @@ class DataCollatorForLanguageModeling:
             raise ConfigError("mlm=True needs a tokenizer with a mask token ([MASK]); "
                               "use mlm=False for causal language modelling")
         if mlm and not 0.0 < mlm_probability <= 1.0:
-            raise ConfigError(f"mlm_probability must be in (0, 1], got {mlm_probability}")
+            raise ConfigError(f"mlm_probability must be in (0, 1], got {mlm_probability}; BERT selects 0.15 "
+                              "(--mlm_probability 0.15)")
         if seed is not None and generator is not None:
             raise ConfigError("pass either seed or generator to DataCollatorForLanguageModeling, not both")
         self.tokenizer = tokenizer

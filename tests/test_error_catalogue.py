@@ -56,6 +56,23 @@ def tiny_gpt(vocab: str = "abcdefgh \n", n_embd: int = 8, vocab_size: int = 0) -
     return build
 
 
+BERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat ran on mat good bad movie was".split()
+
+
+def tiny_bert(vocab_size: int = 0, **config) -> Callable[[Path], None]:
+    """A saved BERT pretraining checkpoint (config.json + model.safetensors + vocab.txt), 32 positions."""
+    def build(folder: Path) -> None:
+        from common.tokenizers import BertTokenizer
+        from minibert import BertConfig, BertForPreTraining
+
+        torch.manual_seed(0)
+        sizes = dict(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                     max_position_embeddings=32, **config)
+        BertForPreTraining(BertConfig(vocab_size=vocab_size or len(BERT_VOCAB), **sizes)).save_pretrained(folder)
+        BertTokenizer(vocab=BERT_VOCAB).save_pretrained(folder)
+    return build
+
+
 def then(build: Callable[[Path], None], change: Callable[[Path], None]) -> Callable[[Path], None]:
     def both(folder: Path) -> None:
         build(folder)
@@ -113,6 +130,29 @@ NOT_UTF8 = "abc defg\n".encode() * 3 + b"caf\xe9\n" + "abc\n".encode()  # byte 3
 CORPUS = "\n\n".join("\n".join(f"the cat {d} sat on mat {i}." for i in range(5)) for d in range(6)) + "\n"
 DEMO_LABELED = ["--quick", "--data", "{tmp}/corpus.txt", "--train_file", "{tmp}/t.tsv", "--validation_file", "{tmp}/v.tsv",
                 "--out", "{tmp}/d"]
+TSV_TRAIN = "sentence\tlabel\nthe cat sat\t1\nthe dog ran\t0\n"
+TSV_DEV = "sentence\tlabel\nthe movie was good\t1\n"
+CONLL_TRAIN = "the O\ncat B-X\n\nthe O\ndog B-X\n"
+SQUAD = json.dumps({"data": [{"paragraphs": [{"context": "the cat sat", "qas": [
+    {"id": "q1", "question": "who sat", "answers": [{"text": "cat", "answer_start": 4}]}]}]}]})
+BERT_SMALL = "hidden_size=8,num_attention_heads=2,num_hidden_layers=1,intermediate_size=16,max_position_embeddings=32"
+
+
+def finetune(task: str = "classification", train: str = "{tmp}/train.tsv", dev: str = "{tmp}/dev.tsv",
+             model: str = "{tmp}/bert", *argv: str) -> list[str]:
+    return ["--task", task, "--model_name_or_path", model, "--train_file", train, "--validation_file", dev,
+            "--output_dir", "{tmp}/out", "--max_steps", "1", "--disable_tqdm", "--use_cpu", *argv]
+
+
+def pretrain(*argv: str, train_file: str = "{tmp}/text.txt") -> list[str]:
+    return ["--train_file", train_file, "--output_dir", "{tmp}/out", "--max_steps", "1", "--disable_tqdm", "--use_cpu",
+            "--validation_split_percentage", "0", "--tokenizer_name", "{tmp}/bert", "--config_overrides", BERT_SMALL,
+            "--max_seq_length", "16", *argv]
+
+
+CLASSIFY = {"train.tsv": TSV_TRAIN, "dev.tsv": TSV_DEV}
+SENTENCES = "the cat sat on the mat\nthe dog ran\n\nthe movie was good\na cat was bad\n"
+
 GPT_TRAIN = ["--output_dir", "{tmp}/out", "--max_steps", "1", "--disable_tqdm", "--use_cpu",
              "--per_device_train_batch_size", "2", "--config_overrides", "n_layer=1,n_head=2,n_embd=8,block_size=16"]
 
@@ -209,6 +249,77 @@ CATALOGUE: list[Case] = [
          r"top_p must be in \(0, 1\]", {"m": tiny_gpt()}),
     Case("gpt-train-output-dir-is-a-file", "minigpt.train", gpt_train()[:2] + ["--output_dir", "{tmp}/afile"] + gpt_train()[4:],
          r"afile: File exists; .*a file where a folder is needed", {"train.txt": TEXT, "afile": "not a folder"}),
+    # ---------------------------------------------------------- minibert.finetune: labeled files
+    Case("ft-train-file-missing", "minibert.finetune", finetune(train="{tmp}/nope.tsv"),
+         r"classification file not found: .*nope\.tsv", {"dev.tsv": TSV_DEV, "bert": tiny_bert()}),
+    Case("ft-tsv-without-the-label-column", "minibert.finetune", finetune("classification", "{tmp}/train.tsv",
+         "{tmp}/dev.tsv", "{tmp}/bert", "--label_column_name", "y"),
+         r"train\.tsv: no column 'y' \(columns: sentence, label\).*--label_column_name", {**CLASSIFY, "bert": tiny_bert()}),
+    Case("ft-tsv-not-utf8", "minibert.finetune", finetune(),
+         r"train\.tsv: byte 22 \(line 2\) is not valid utf-8.*--encoding",
+         {"train.tsv": b"sentence\tlabel\nthe caf\xe9 sat\t1\n", "dev.tsv": TSV_DEV, "bert": tiny_bert()}),
+    Case("ft-label-unseen-in-training", "minibert.finetune", finetune(),
+         r"dev\.tsv line 2: label 3 does not occur in the training data \(known: 0, 1\)",
+         {"train.tsv": TSV_TRAIN, "dev.tsv": "sentence\tlabel\nthe cat\t3\n", "bert": tiny_bert()}),
+    Case("ft-csv-header-only", "minibert.finetune", finetune(train="{tmp}/train.csv"),
+         r"train\.csv has a header but no examples", {"train.csv": "sentence,label\n", "dev.tsv": TSV_DEV, "bert": tiny_bert()}),
+    Case("ft-conll-wrong-field-count", "minibert.finetune", finetune("ner", "{tmp}/train.txt", "{tmp}/train.txt"),
+         r"train\.txt line 2: 3 fields, expected 2 .*'cat I-X O'", {"train.txt": "the B-X\ncat I-X O\n", "bert": tiny_bert()}),
+    Case("ft-conll-tag-unseen-in-training", "minibert.finetune", finetune("ner", "{tmp}/train.txt", "{tmp}/dev.txt"),
+         r"dev\.txt line 2: tag 'B-Y' does not occur in the training data",
+         {"train.txt": CONLL_TRAIN, "dev.txt": "the O\ncat B-Y\n", "bert": tiny_bert()}),
+    Case("ft-squad-answer-not-at-its-offset", "minibert.finetune", finetune("qa", "{tmp}/train.json", "{tmp}/train.json"),
+         r"train\.json: question q1: answer 'cat' is not at answer_start 0",
+         {"train.json": SQUAD.replace('"answer_start": 4', '"answer_start": 0'), "bert": tiny_bert()}),
+    Case("ft-squad-not-json", "minibert.finetune", finetune("qa", "{tmp}/train.json", "{tmp}/train.json"),
+         r"train\.json line 1: not valid JSON", {"train.json": SQUAD[:40], "bert": tiny_bert()}),
+    # ---------------------------------------------------------- minibert.finetune: the model folder and flags
+    Case("ft-sequence-longer-than-positions", "minibert.finetune", finetune("classification", "{tmp}/train.tsv",
+         "{tmp}/dev.tsv", "{tmp}/bert", "--max_seq_length", "64"),
+         r"--max_seq_length 64 exceeds the model's max_position_embeddings \(32\); use --max_seq_length 32",
+         {**CLASSIFY, "bert": tiny_bert()}),
+    Case("ft-tokenizer-larger-than-embedding", "minibert.finetune", finetune(),
+         r"the tokenizer has 17 tokens but the model in .*bert has vocab_size 12 embeddings",
+         {**CLASSIFY, "bert": tiny_bert(vocab_size=12)}),
+    Case("ft-model-folder-without-weights", "minibert.finetune", finetune(),
+         r"no weights in .*bert: expected model\.safetensors .*save_pretrained", {**CLASSIFY, "bert": then(tiny_bert(), remove_weights)}),
+    Case("ft-truncated-safetensors", "minibert.finetune", finetune(),
+         r"bert/model\.safetensors: truncated or corrupted safetensors file", {**CLASSIFY, "bert": then(tiny_bert(), truncate_weights)}),
+    Case("ft-pickle-with-code", "minibert.finetune", finetune(),
+         r"pytorch_model\.bin: refused to load: unpickling it would call .*open",
+         {**CLASSIFY, "bert": then(tiny_bert(), code_pickle_instead_of_weights)}),
+    Case("ft-config-json-heads-do-not-divide", "minibert.finetune", finetune(),
+         r"hidden_size: 8 is not divisible by num_attention_heads \(3\).*field of .*config\.json",
+         {**CLASSIFY, "bert": then(tiny_bert(), edit_config(num_attention_heads=3))}),
+    Case("ft-config-json-negative-rate", "minibert.finetune", finetune(),
+         r"hidden_dropout_prob: .*\[0, 1\), got -0\.1 \(field of .*config\.json",
+         {**CLASSIFY, "bert": then(tiny_bert(), edit_config(hidden_dropout_prob=-0.1))}),
+    Case("ft-config-json-of-a-gpt", "minibert.finetune", finetune(),
+         r"model_type: this config\.json describes a 'minigpt' model, not 'bert'", {**CLASSIFY, "bert": tiny_gpt()}),
+    Case("ft-unknown-task", "minibert.finetune", finetune("tagging"), r"--task: invalid choice: 'tagging'"),
+    Case("ft-zero-train-samples", "minibert.finetune", finetune("classification", "{tmp}/train.tsv", "{tmp}/dev.tsv",
+         "{tmp}/bert", "--max_train_samples", "0"), r"--max_train_samples must be >= 1, got 0", {**CLASSIFY, "bert": tiny_bert()}),
+    # ---------------------------------------------------------- minibert.pretrain
+    Case("pt-train-file-empty", "minibert.pretrain", pretrain(), r"text\.txt is empty \(or only whitespace\)",
+         {"text.txt": "", "bert": tiny_bert()}),
+    Case("pt-nsp-needs-two-documents", "minibert.pretrain", pretrain("--nsp"),
+         r"text\.txt holds 1 document; next-sentence prediction needs >= 2 .*--nsp_probability 0",
+         {"text.txt": "the cat sat\nthe dog ran\n", "bert": tiny_bert()}),
+    Case("pt-config-heads-do-not-divide", "minibert.pretrain", pretrain("--config_overrides", "hidden_size=10,num_attention_heads=4"),
+         r"hidden_size: 10 is not divisible by num_attention_heads \(4\)", {"text.txt": SENTENCES, "bert": tiny_bert()}),
+    Case("pt-config-unknown-activation", "minibert.pretrain", pretrain("--config_overrides", "hidden_act=swishy"),
+         r"hidden_act: unknown activation 'swishy'", {"text.txt": SENTENCES, "bert": tiny_bert()}),
+    Case("pt-config-rate-above-one", "minibert.pretrain", pretrain("--config_overrides", "attention_probs_dropout_prob=1.5"),
+         r"attention_probs_dropout_prob: a dropout probability must be in \[0, 1\), got 1\.5",
+         {"text.txt": SENTENCES, "bert": tiny_bert()}),
+    Case("pt-sequence-longer-than-positions", "minibert.pretrain",
+         ["--train_file", "{tmp}/text.txt", "--output_dir", "{tmp}/out", "--validation_split_percentage", "0",
+          "--model_name_or_path", "{tmp}/bert", "--max_seq_length", "64"],
+         r"--max_seq_length 64 exceeds the model's max_position_embeddings \(32\)", {"text.txt": SENTENCES, "bert": tiny_bert()}),
+    Case("pt-mlm-probability-zero", "minibert.pretrain", pretrain("--line_by_line", "--mlm_probability", "0"),
+         r"mlm_probability must be in \(0, 1\], got 0\.0", {"text.txt": SENTENCES, "bert": tiny_bert()}),
+    Case("pt-tokenizer-folder-missing", "minibert.pretrain", pretrain("--tokenizer_name", "{tmp}/nowhere"),
+         r"tokenizer folder not found: .*nowhere", {"text.txt": SENTENCES}),
     # ---------------------------------------------------------- common.demo: --data and the labeled files
     Case("demo-data-missing", "common.demo", ["--quick", "--data", "nope.txt", "--out", "{tmp}/d"],
          r"--data file not found: nope\.txt \(check the path; it is relative to"),

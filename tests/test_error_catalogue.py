@@ -418,8 +418,12 @@ def test_bad_input_gives_one_error_line_and_exit_2_in_process(case, tmp_path, ca
     argv = materialise(case, tmp_path)
     monkeypatch.chdir(tmp_path)
     main = importlib.import_module(case.tool).main
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, argv)
+    threads = torch.get_num_threads()  # a tool may set it (common.demo --threads); later tests keep theirs
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main, argv)
+    finally:
+        torch.set_num_threads(threads)
     check_result(case, exit_info.value.code, capsys.readouterr().err, tmp_path)
 
 

@@ -210,9 +210,8 @@ def test_classification_cli_learns_and_reports_the_saved_models_accuracy(mlm_che
     assert done.returncode == 0, done.stderr[-2000:]
     reported = read_json(out / "eval_results.json")["eval_accuracy"]
     model, tokenizer = BertForSequenceClassification.from_pretrained(out), load_tokenizer(out)
-    dataset = ClassificationDataset(tokenizer, load_classification_file(data["dev"]), model.config.label2id
-                                    if all(isinstance(k, int) for k in model.config.label2id) else
-                                    {int(k): v for k, v in model.config.label2id.items()})
+    label2id = {int(name): i for name, i in model.config.label2id.items()}  # the saved names are "0", "1"
+    dataset = ClassificationDataset(tokenizer, load_classification_file(data["dev"]), label2id)
     batch = DataCollatorWithPadding(tokenizer)([dataset[i] for i in range(len(dataset))])
     with torch.no_grad():
         accuracy = (model(**batch).logits.argmax(-1) == batch["labels"]).float().mean().item()

@@ -285,7 +285,6 @@ def test_sample_from_a_hugging_face_gpt2_folder_matches_transformers_greedy(tmp_
     assert "byte-level BPE" in line and "--prompt_ids" in line, line
 
 
-@pytest.mark.slow
 def test_training_continues_from_a_saved_model_folder(tmp_path):
     first = train(tmp_path)
     before = json.loads((first / "eval_results.json").read_text())["eval_loss"]

@@ -25,6 +25,7 @@ train_results.json, log.jsonl and checkpoint-<step>/ folders (--resume_from_chec
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -164,6 +165,11 @@ def prepare_files(opts, folder: Path) -> tuple[Path, Optional[Path]]:
     if not validation_text.strip() or not train_text.strip():
         raise ConfigError(f"--validation_split_percentage {opts.validation_split_percentage} of {opts.train_file} "
                           "leaves an empty split; give --validation_file, a longer file, or 0")
+    documents = [chunk for chunk in re.split(r"\n\s*\n", validation_text) if chunk.strip()]
+    if opts.nsp and opts.nsp_probability > 0 and len(documents) < 2:
+        raise ConfigError(f"--validation_split_percentage {opts.validation_split_percentage} keeps {len(documents)} "
+                          f"document of {opts.train_file} for validation; --nsp needs >= 2 (NotNext pairs): raise "
+                          "the percentage or give --validation_file")
     (folder / "train.txt").write_text(train_text, encoding="utf-8")
     (folder / "validation.txt").write_text(validation_text, encoding="utf-8")
     return folder / "train.txt", folder / "validation.txt"

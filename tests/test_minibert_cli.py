@@ -169,6 +169,21 @@ def test_nsp_pretraining_with_a_saved_tokenizer(mlm_checkpoint, data, tmp_path):
     assert model.cls.seq_relationship.out_features == 2
 
 
+def test_nsp_checkpoint_gives_the_classifier_its_pooler(mlm_checkpoint, data, tmp_path, capsys):
+    """BertForPreTraining trains the pooler (NSP reads it), so only the classifier is new; an MLM-only
+    checkpoint has no pooler, so the pooler is new too."""
+    nsp = pretrain(data, tmp_path / "nsp", "--nsp", "--tokenizer_name", str(mlm_checkpoint),
+                   "--validation_split_percentage", "30")
+    said = {}
+    for name, folder in (("nsp", nsp), ("mlm", mlm_checkpoint)):
+        assert finetune_main(["--task", "classification", "--model_name_or_path", str(folder), "--train_file",
+                              str(data["train"]), "--validation_file", str(data["dev"]),
+                              "--output_dir", str(tmp_path / f"clf_{name}"), "--max_steps", "1", *FAST]) == 0
+        said[name] = next(line for line in capsys.readouterr().err.splitlines() if "encoder loaded" in line)
+    assert "new (random): classifier;" in said["nsp"], said["nsp"]
+    assert "bert.pooler.dense, classifier;" in said["mlm"], said["mlm"]
+
+
 # ---------------------------------------------------------------- fine-tuning
 
 
@@ -290,3 +305,6 @@ def test_bad_inputs_exit_2_with_one_line(mlm_checkpoint, data, tmp_path, capsys)
     line = exit_with_error(pretrain_main, ["--train_file", str(tmp_path / "missing.txt"),
                                            "--output_dir", str(tmp_path / "w")], capsys)
     assert "missing.txt" in line, line
+    line = exit_with_error(pretrain_main, ["--train_file", str(data["corpus"]), "--output_dir", str(tmp_path / "v"),
+                                           "--nsp", "--tokenizer_name", str(mlm_checkpoint)], capsys)
+    assert "--validation_split_percentage" in line and "--validation_file" in line, line

@@ -11,15 +11,16 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from common.errors import DataError, UserError, check_file, run_cli
+from common.errors import DataError, UserError, read_text, run_cli
 
 LOG_NAME = "log.jsonl"
 
 
-def read_log(path) -> list[dict]:
-    """The records of a log.jsonl; a broken line is an error naming its line number."""
+def read_log(path, encoding: str = "utf-8") -> list[dict]:
+    """The records of a log.jsonl; a broken line is an error naming its line number, bytes that
+    are not UTF-8 one naming the byte offset."""
     records = []
-    for number, line in enumerate(Path(check_file(path, "log file")).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path, encoding, what="log file").splitlines(), 1):
         if line.strip():
             try:
                 records.append(json.loads(line))
@@ -76,8 +77,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.plot_logs", description=__doc__.splitlines()[0])
     parser.add_argument("output_dir", help="the Trainer's output_dir (holds log.jsonl)")
     parser.add_argument("--out", default=None, help="PNG file to write (default: OUTPUT_DIR/curves.png)")
+    parser.add_argument("--encoding", default="utf-8",
+                        help="text encoding of log.jsonl (the Trainer writes utf-8; default: %(default)s)")
     args = parser.parse_args(argv)
-    records = read_log(Path(args.output_dir) / LOG_NAME)
+    records = read_log(Path(args.output_dir) / LOG_NAME, args.encoding)
     path = plot(records, args.out or Path(args.output_dir) / "curves.png")
     print(f"wrote {path}")
     return 0

@@ -365,6 +365,9 @@ CATALOGUE: list[Case] = [
          {"run/readme.txt": "no log here"}),
     Case("plot-logs-cut-off-line", "common.plot_logs", ["{tmp}/run"], r"log\.jsonl:2:",
          {"run/log.jsonl": '{"step": 1, "loss": 2.0}\n{"step": 2, "lo'}),
+    Case("plot-logs-not-utf8", "common.plot_logs", ["{tmp}/run"],
+         r"log\.jsonl: byte 49 \(line 2\) is not valid utf-8.*--encoding",
+         {"run/log.jsonl": b'{"step": 1, "loss": 2.0}\n{"step": 2, "note": "caf\xe9"}\n'}),
 ]
 
 

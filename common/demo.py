@@ -59,6 +59,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--train_file", default=None,
                         help="with --data: labeled training sentences (TSV/CSV/JSONL, columns sentence and label)")
     parser.add_argument("--validation_file", default=None, help="with --train_file: labeled sentences to measure on")
+    parser.add_argument("--encoding", default="utf-8",
+                        help="text encoding of --data, --train_file and --validation_file (default utf-8)")
     parser.add_argument("--lines_per_document", type=int, default=8,
                         help="with --data: lines per document when the file has no blank lines (default 8)")
     parser.add_argument("--out", default="results/demo", help="results folder (default results/demo)")
@@ -89,8 +91,9 @@ def labeled_task(args: argparse.Namespace, sizes: DemoSizes):
                             f"{len(dev)} dev sentences (the labels use half of the adjectives)")
     if args.train_file is None:
         return None
-    train = load_classification_file(args.train_file)
-    dev = load_classification_file(args.validation_file, label_list=build_label_list([e.label for e in train]))
+    train = load_classification_file(args.train_file, encoding=args.encoding)
+    dev = load_classification_file(args.validation_file, label_list=build_label_list([e.label for e in train]),
+                                   encoding=args.encoding)
     return train, dev, f"your task: {len(train)} labels from {args.train_file}, {len(dev)} from {args.validation_file}"
 
 
@@ -128,7 +131,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bert_tokenizer, gpt_tokenizer = builtin_tokenizers()
         prompts = list(BUILTIN_PROMPTS)
     else:
-        corpus = user_corpus(args.data, out / "data", args.lines_per_document)
+        corpus = user_corpus(args.data, out / "data", args.lines_per_document, args.encoding)
         bert_tokenizer, gpt_tokenizer, note = user_tokenizers(corpus, sizes.spm_vocab_size)
         corpus.notes += [note] if note else []
         heldout_tokens = count_tokens(gpt_tokenizer, corpus.heldout_documents)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from common import demo_data
-from common.errors import DataError, check_file
+from common.errors import DataError, read_text
 from common.tokenizers import BaseTokenizer, BertTokenizer, SentencePieceTokenizer
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -68,19 +68,17 @@ def builtin_corpus(folder: Path, num_documents: int, heldout_documents: int, see
                        f"(common/demo_data.py, seed {seed})"])
 
 
-def read_user_documents(path, lines_per_document: int) -> tuple[list[list[str]], list[str]]:
+def read_user_documents(path, lines_per_document: int,
+                        encoding: str = "utf-8") -> tuple[list[list[str]], list[str]]:
     """The documents of a user's text file, and notes on how they were formed.
 
-    Bad files fail with one line: missing, a folder, not UTF-8, binary (NUL bytes), or too little text.
+    Bad files fail with one line: missing, a folder, not valid in `encoding` (naming the byte
+    offset), binary (NUL bytes), or too little text.
     """
-    raw = Path(check_file(path, "--data file")).read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is None or "\x00" in text:  # NUL bytes: valid UTF-8, but not text
-        raise DataError(f"--data {path} is not UTF-8 text (a binary file?); give a plain text file, "
-                        "one sentence per line, saved as UTF-8")
+    text = read_text(path, encoding, what="--data file")
+    if "\x00" in text:  # NUL bytes: valid UTF-8, but not text
+        raise DataError(f"--data {path} holds NUL bytes, so it is not text (a binary file?); give a plain text "
+                        "file, one sentence per line, saved as UTF-8")
     lines = [line.strip() for line in text.splitlines()]
     if not any(lines):
         raise DataError(f"--data {path} is empty (or only whitespace); give a text file with one "
@@ -106,8 +104,8 @@ def read_user_documents(path, lines_per_document: int) -> tuple[list[list[str]],
     return documents, notes
 
 
-def user_corpus(path, folder: Path, lines_per_document: int) -> DemoCorpus:
-    documents, notes = read_user_documents(path, lines_per_document)
+def user_corpus(path, folder: Path, lines_per_document: int, encoding: str = "utf-8") -> DemoCorpus:
+    documents, notes = read_user_documents(path, lines_per_document, encoding)
     train, heldout = split_heldout(documents)
     notes.append(f"your corpus {path}: {len(train)} documents for training, the last {len(heldout)} held out")
     return DemoCorpus(str(path), write_documents(folder / "corpus.txt", train),

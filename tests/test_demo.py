@@ -17,7 +17,7 @@ from common.data import DataCollatorForLanguageModeling, TextDatasetForNextSente
 from common.demo_inputs import builtin_corpus, builtin_tokenizers, read_user_documents, split_heldout
 from common.demo_report import print_summary, save_plots
 from common.demo_stages import QUICK, bert_config, classifier_pair, evaluate_pretraining
-from common.errors import run_cli
+from common.errors import DataError, run_cli
 from minibert import BertForPreTraining
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,6 +219,15 @@ def test_documents_of_n_lines_when_the_file_has_no_blank_lines(tmp_path):
     assert len(notes) == 1 and "every 6 lines" in notes[0], notes
 
 
+def test_encoding_reads_a_latin1_file_that_utf8_refuses(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("\n".join(f"caf\u00e9 {i}" for i in range(8)).encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.txt: byte 3 \(line 1\) is not valid utf-8"):
+        read_user_documents(path, lines_per_document=2)
+    documents, _ = read_user_documents(path, lines_per_document=2, encoding="latin-1")
+    assert documents[0] == ["caf\u00e9 0", "caf\u00e9 1"], documents[0]
+
+
 def test_blank_lines_separate_documents_and_the_last_tenth_is_held_out(tmp_path):
     lines = []
     for d in range(30):
@@ -257,12 +266,12 @@ def test_bad_data_is_one_line_naming_the_file_and_exit_2(case, tmp_path, capsys)
     assert not (tmp_path / "out" / "summary.json").exists(), f"{case}: a summary was written anyway"
 
 
-def test_a_binary_file_says_it_is_not_text_in_a_subprocess(tmp_path):
+def test_a_binary_file_names_its_first_byte_that_is_not_utf8_in_a_subprocess(tmp_path):
     binary = tmp_path / "model.bin"
     binary.write_bytes(bytes(range(256)) * 4)
     result = run_demo("--quick", "--data", str(binary), "--out", str(tmp_path / "out"), timeout=60)
     assert result.returncode == 2, f"exit {result.returncode}: {result.stderr!r}"
-    assert result.stderr.startswith(f"error: --data {binary} is not UTF-8 text"), result.stderr
+    assert result.stderr.startswith(f"error: {binary}: byte 128 (line 2) is not valid utf-8"), result.stderr
 
 
 @pytest.mark.parametrize("argv, fragment", [

@@ -190,7 +190,9 @@ class BertModel(BertPreTrainedModel):
         return BaseModelOutputWithPooling(last_hidden_state, pooled, hidden_states, attentions)
 
     def _check_input(self, input_ids: torch.Tensor) -> None:
-        """Shape checks only (no device sync): catch the two mistakes learners make most."""
+        """Catch the mistakes learners make most: a wrong shape, too many tokens, and ids outside
+        the embedding table (a tokenizer of another model). The id check is one min/max per forward
+        (a device sync on a GPU); the embedding lookup would otherwise fail with a bare IndexError."""
         if input_ids.dim() != 2:
             raise UserError(
                 f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}; "
@@ -199,3 +201,11 @@ class BertModel(BertPreTrainedModel):
             raise UserError(
                 f"input_ids has {input_ids.size(1)} tokens but max_position_embeddings is "
                 f"{self.config.max_position_embeddings}; truncate the input (tokenizer max_length)")
+        if input_ids.numel() and not torch.compiler.is_compiling():  # no graph break under torch.compile
+            low, high = (int(v) for v in torch.aminmax(input_ids))
+            vocab_size = self.config.vocab_size
+            if low < 0 or high >= vocab_size:
+                raise UserError(
+                    f"input_ids holds token id {low if low < 0 else high}, outside the model's vocabulary "
+                    f"[0, vocab_size={vocab_size}); the tokenizer does not match the model: use the tokenizer "
+                    "saved with the model (same folder), or a model whose vocab_size covers the tokenizer")

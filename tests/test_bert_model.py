@@ -86,3 +86,9 @@ def test_malformed_input_is_a_clear_error():
         model(torch.randint(1, 99, (6,)))
     with pytest.raises(UserError, match="input_ids has 65 tokens but max_position_embeddings is 64"):
         model(torch.randint(1, 99, (1, 65)))
+    vocab_size = model.config.vocab_size
+    for bad_id in (vocab_size, vocab_size + 1000, -1):
+        with pytest.raises(UserError, match=rf"token id {bad_id}, outside .*\[0, vocab_size={vocab_size}\); "
+                                            "the tokenizer does not match the model"):
+            model(torch.tensor([[2, 5, bad_id, 3]]))
+    model(torch.tensor([[0, vocab_size - 1]]))  # both ends of the table are fine

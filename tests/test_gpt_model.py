@@ -140,6 +140,16 @@ def test_input_longer_than_block_size_is_a_clear_error():
         model(torch.zeros(1, 25, dtype=torch.long))
 
 
+@pytest.mark.parametrize("bad_id", [50, 7000, -1])
+def test_a_token_id_outside_the_vocabulary_is_a_clear_error_not_an_index_error(bad_id):
+    model = tiny_model()  # vocab_size 50
+    ids = torch.tensor([[1, 2, bad_id, 3]])
+    with pytest.raises(UserError, match=rf"token id {bad_id}, outside .*\[0, vocab_size=50\); the tokenizer does "
+                                        "not match the model"):
+        model(ids)
+    model(torch.tensor([[0, 49]]))  # both ends of the table are fine
+
+
 def test_output_attentions_are_causal_probabilities():
     model = tiny_model()
     with torch.no_grad():

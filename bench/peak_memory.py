@@ -85,7 +85,7 @@ def in_subprocess(row: str, impl: str, quick: bool) -> dict:
 def main() -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("row", choices=("gpt", "bert"))
     parser.add_argument("impl", choices=("ours", "transformers"))
     parser.add_argument("--quick", action="store_true")

@@ -51,7 +51,7 @@ def workload(row: str, impl: str):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("row", choices=("gpt", "bert", "generate"))
     parser.add_argument("--impl", choices=("ours", "transformers"), default="ours")
     parser.add_argument("--repeats", type=int, default=None, help="calls profiled (default 10, bert 3, generate 1)")

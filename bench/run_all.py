@@ -128,7 +128,7 @@ def markdown(results: dict, command: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Benchmarks: ours against transformers.")
+    parser = argparse.ArgumentParser(allow_abbrev=False, description="Benchmarks: ours against transformers.")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one repeat (smoke run)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of our GPT")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

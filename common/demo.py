@@ -52,7 +52,8 @@ BUILTIN_PROMPTS = ("Once there was a baker named", "One day, she went to the har
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m common.demo", formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(prog="python -m common.demo", allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description=__doc__.split("\n\n", 1)[0],
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data", default=None, help="your own text file (default: the built-in corpus)")

@@ -467,7 +467,7 @@ def word_list() -> list[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the demo corpus and labeled task to a folder.")
+    parser = argparse.ArgumentParser(allow_abbrev=False, description="Write the demo corpus and labeled task to a folder.")
     parser.add_argument("--out", default="data/demo", help="folder for corpus.txt, train.tsv, dev.tsv")
     parser.add_argument("--num_documents", type=int, default=4000)
     parser.add_argument("--n_train", type=int, default=400)

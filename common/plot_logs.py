@@ -74,7 +74,8 @@ def plot(records: list[dict], out_path) -> Path:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.plot_logs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m common.plot_logs", allow_abbrev=False,
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("output_dir", help="the Trainer's output_dir (holds log.jsonl)")
     parser.add_argument("--out", default=None, help="PNG file to write (default: OUTPUT_DIR/curves.png)")
     parser.add_argument("--encoding", default="utf-8",

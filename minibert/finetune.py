@@ -46,7 +46,7 @@ RECIPE = dict(per_device_eval_batch_size=64, logging_steps=50, save_strategy="no
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m minibert.finetune", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m minibert.finetune", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fine-tune a BERT (ours or a Hugging Face folder) for classification, NER or extractive QA.",
         epilog="Example (SST-2 from a pretrained checkpoint):\n"
                "  python -m minibert.finetune --task classification --model_name_or_path out/bert "

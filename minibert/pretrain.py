@@ -55,7 +55,7 @@ DEFAULT_VOCAB_SIZE = 8000
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m minibert.pretrain", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m minibert.pretrain", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Pretrain a BERT on unlabeled text: masked LM, and with --nsp next-sentence prediction too.",
         epilog="Example (10 minutes on a laptop CPU):\n"
                "  python -m minibert.pretrain --train_file sentences.txt --line_by_line --vocab_size 8000 "

@@ -30,7 +30,7 @@ from minigpt.model import GPT
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m minigpt.sample", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m minigpt.sample", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Continue a prompt with a GPT saved by minigpt.train (or a Hugging Face GPT-2 folder).",
         epilog="Flags accept dashes too (--max-new-tokens). --debug shows the traceback of an error.")
     add = parser.add_argument

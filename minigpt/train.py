@@ -75,7 +75,7 @@ SENTENCEPIECE_VOCAB_SIZE = 2000
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m minigpt.train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m minigpt.train", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a GPT on a text file, report the validation loss, print a sample. "
                     "The defaults are a laptop recipe for a character-level file.",
         epilog="Example (tiny shakespeare, about a minute on a laptop):\n"

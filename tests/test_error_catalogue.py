@@ -15,7 +15,9 @@ Every error must fire before any training starts; an entry that trains is a bug 
 """
 from __future__ import annotations
 
+import argparse
 import importlib
+import inspect
 import json
 import os
 import re
@@ -188,6 +190,8 @@ CATALOGUE: list[Case] = [
          r"argument --learning_rate.*: invalid float value: 'abc' \(see: python -m minigpt\.train --help\)"),
     Case("gpt-train-unknown-flag", "minigpt.train", gpt_train("--learnrate", "1e-3"),
          r"unrecognized arguments: --learnrate 1e-3"),
+    Case("gpt-train-abbreviated-flag", "minigpt.train", gpt_train("--learning_r", "1e-3"),
+         r"unrecognized arguments: --learning_r 1e-3", {"train.txt": TEXT}),  # never a silent --learning_rate
     Case("gpt-train-required-flag-missing", "minigpt.train", ["--output_dir", "{tmp}/out"],
          r"the following arguments are required: --train_file"),
     # ---------------------------------------------------------- minigpt.train: the model config
@@ -245,6 +249,8 @@ CATALOGUE: list[Case] = [
          {"m": tiny_gpt()}),
     Case("gpt-sample-prompt-unknown-character", "minigpt.sample", ["--model_name_or_path", "{tmp}/m", "--prompt", "xyz"],
          r"character 'x' \(U\+0078\) at position 0 is not among the 10 characters", {"m": tiny_gpt()}),
+    Case("gpt-sample-abbreviated-flag", "minigpt.sample", ["--model_name_or_path", "{tmp}/m", "--max_new", "5"],
+         r"unrecognized arguments: --max_new 5", {"m": tiny_gpt()}),
     Case("gpt-sample-temperature-zero", "minigpt.sample", ["--model_name_or_path", "{tmp}/m", "--temperature", "0"],
          r"temperature must be > 0 when sampling.*greedy", {"m": tiny_gpt()}),
     Case("gpt-sample-top-p-above-one", "minigpt.sample", ["--model_name_or_path", "{tmp}/m", "--top_p", "1.5"],
@@ -359,6 +365,8 @@ CATALOGUE: list[Case] = [
          r"num_documents must be an integer >= 1, got 0"),
     Case("exercises-make-into-a-folder-with-work", "tutorials.exercises", ["make", "--out", "{tmp}/mine"],
          r"mine already exists and is not empty .*--force", {"mine/my_work.py": "precious = True\n"}),
+    Case("exercises-abbreviated-flag", "tutorials.exercises", ["make", "--out", "{tmp}/e", "--forc"],
+         r"unrecognized arguments: --forc"),
     Case("exercises-unknown-command", "tutorials.exercises", ["mak"], r"invalid choice: 'mak' \(choose from"),
     Case("exercises-unknown-exercise", "tutorials.exercises", ["make", "--only", "nosuch", "--out", "{tmp}/e"],
          r"unknown exercise\(s\) nosuch; known: masks"),
@@ -546,3 +554,40 @@ def test_classification_and_ner_examples_longer_than_max_seq_length_warn_once():
                  TokenClassificationExample(["cat"], ["B-X"])]
     with pytest.warns(UserWarning, match=r"1 of 2 sentences .*--max_seq_length 4 .*\(1 word\(s\) and their tags dropped\)"):
         TokenClassificationDataset(tok, sentences, {"O": 0, "B-X": 1}, max_seq_length=4)
+
+
+ALL_TOOLS = ("common.demo", "common.demo_data", "common.plot_logs", "minibert.pretrain", "minibert.finetune",
+             "minigpt.train", "minigpt.sample", "tutorials.exercises", "bench.run_all", "bench.profile",
+             "bench.peak_memory")
+
+
+def test_no_tool_accepts_an_abbreviated_flag(monkeypatch):
+    """argparse's default allow_abbrev=True reads --learning_r as --learning_rate, silently: a typo that
+    still runs. Every parser (and subparser) of every tool must say allow_abbrev=False."""
+    parsers = []
+
+    class Built(Exception):
+        pass
+
+    def capture(parser, *args, **kwargs):
+        parsers.append(parser)
+        raise Built
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", capture)
+    monkeypatch.setattr(sys, "argv", ["tool"])
+    for tool in ALL_TOOLS:
+        main = importlib.import_module(tool).main
+        with pytest.raises(Built):
+            main([]) if "argv" in inspect.signature(main).parameters else main()
+        assert len(parsers) == ALL_TOOLS.index(tool) + 1, f"{tool}: main did not parse its command line"
+
+    def with_subparsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from with_subparsers(sub)
+    abbreviating = [f"{tool}: {p.prog}" for tool, top in zip(ALL_TOOLS, parsers) for p in with_subparsers(top)
+                    if p.allow_abbrev]
+    assert not abbreviating, f"parsers that still accept abbreviated flags (pass allow_abbrev=False): {abbreviating}"

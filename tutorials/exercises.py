@@ -743,15 +743,15 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tutorials.exercises",
+    parser = argparse.ArgumentParser(prog="python -m tutorials.exercises", allow_abbrev=False,
                                      description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="the exercises, their regions, tutorials and tests")
+    p = sub.add_parser("list", allow_abbrev=False, help="the exercises, their regions, tutorials and tests")
     p.add_argument("--root", default=str(ROOT), help="course folder (default: %(default)s)")
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("make", help="write a student copy with the exercises stubbed")
+    p = sub.add_parser("make", allow_abbrev=False, help="write a student copy with the exercises stubbed")
     p.add_argument("--out", required=True, help="folder to write (must be new or empty)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--only", action="append", metavar="NAME",
@@ -759,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=str(ROOT), help="course folder (default: %(default)s)")
     p.set_defaults(func=_cmd_make)
 
-    p = sub.add_parser("grade", help="run each exercise's tests and print the grade")
+    p = sub.add_parser("grade", allow_abbrev=False, help="run each exercise's tests and print the grade")
     p.add_argument("--root", default=str(ROOT), help="folder to grade (default: %(default)s)")
     p.add_argument("--only", action="append", metavar="NAME", choices=list(REGISTRY),
                    help="grade only this exercise (repeatable)")

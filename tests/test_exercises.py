@@ -290,6 +290,19 @@ def test_make_command_fails_in_one_line_with_exit_status_2(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("from_git", [True, False], ids=["git work tree", "plain folder"])
+def test_the_student_copy_holds_both_readmes(from_git, tmp_path):
+    root = ROOT
+    if not from_git:  # a course unpacked from an archive: no .git, the walk decides
+        root = tmp_path / "course"
+        root.mkdir()
+        for name in ("README.md", "README.zh-CN.md", "Makefile"):
+            shutil.copy(ROOT / name, root / name)
+    files = ex._course_files(root)
+    missing = [name for name in ("README.md", "README.zh-CN.md") if (ROOT / name).is_file() and name not in files]
+    assert not missing, f"a student copy would lack {missing} (COPY_FILES: {ex.COPY_FILES})"
+
+
 def test_copy_makefile_uses_the_course_python_and_never_installs(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")

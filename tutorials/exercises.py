@@ -12,7 +12,7 @@ The reference code marks each exercise with two comment lines around whole funct
         ...body...
     # END EXERCISE <name>
 
-`make` copies the course (packages, tests, tutorials, Makefile, pyproject.toml, README.md) and
+`make` copies the course (packages, tests, tutorials, Makefile, pyproject.toml, the READMEs) and
 replaces the BODY of every function in a region by `raise NotImplementedError("<what to do>")`;
 signature, docstring and markers stay, so the copy can be graded (and stubbed) again. `grade`
 runs each exercise's tests (REGISTRY below: test files + `-k` keywords) in ONE pytest run, reads
@@ -42,7 +42,7 @@ from common.errors import UserError, run_cli  # noqa: E402
 # The folders whose .py files may hold exercise regions, and what a student copy contains.
 SOURCE_DIRS = ("common", "minibert", "minigpt")
 COPY_DIRS = ("common", "minibert", "minigpt", "tests", "tutorials", "bench")
-COPY_FILES = ("Makefile", "pyproject.toml", "README.md", ".gitignore", "LICENSE")
+COPY_FILES = ("Makefile", "pyproject.toml", "README.md", "README.zh-CN.md", ".gitignore", "LICENSE")
 SKIP_PARTS = ("__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints")
 SKIP_SUFFIXES = (".pyc", ".ipynb", ".egg-info")
 

@@ -590,4 +590,4 @@ def test_no_tool_accepts_an_abbreviated_flag(monkeypatch):
                     yield from with_subparsers(sub)
     abbreviating = [f"{tool}: {p.prog}" for tool, top in zip(ALL_TOOLS, parsers) for p in with_subparsers(top)
                     if p.allow_abbrev]
-    assert not abbreviating, f"parsers that still accept abbreviated flags (pass allow_abbrev=False): {abbreviating}"
+    assert not abbreviating, f"parsers that accept abbreviated flags (pass allow_abbrev=False): {abbreviating}"

@@ -6,11 +6,15 @@ A = 12 attention heads (d_k = H / A = 64), feed-forward size 4H = 3072, vocabula
 Fields that are ours, not transformers':
     attn_impl                  "eager" (hand-written attention, the default) or "sdpa" (PyTorch's kernel)
     mlm_alpha, nsp_beta        the weights of the pre-training loss  L = alpha * L_MLM + beta * L_NSP
-    mlm_logits_at_masked_only  opt-in speed-up: with labels, compute MLM logits only where
-                               labels != -100 (same loss and gradients, ~1/7 of the vocabulary
-                               projection at 15% masking); the logits are then (N, V) for those
-                               N positions. Off by default: logits are (B, T, V) as in transformers
-                               (see minibert.heads.masked_lm_logits)
+    mlm_logits_at_masked_only  opt-in speed-up, same loss and gradients: with labels, the LAST
+                               encoder layer runs only at [CLS] and the masked positions (labels
+                               != -100; BertForMaskedLM: the masked ones alone), its queries there
+                               and its keys/values from all T (EncoderBlock.forward_at in
+                               common/blocks.py), and the MLM head only at the masked positions
+                               (~1/7 of the vocabulary projection at 15% masking); the logits are
+                               then (N, V) for those N positions. Not with output_attentions or
+                               output_hidden_states (the full last layer runs then). Off by default:
+                               logits are (B, T, V) as in transformers (minibert.heads)
 
 A config.json written by transformers loads as is: keys we do not use (`architectures`,
 `torch_dtype`, `_attn_implementation`, ...) are kept in `extra` and written back on save.

@@ -15,6 +15,11 @@ Fields that are ours, not transformers':
                                then (N, V) for those N positions. Not with output_attentions or
                                output_hidden_states (the full last layer runs then). Off by default:
                                logits are (B, T, V) as in transformers (minibert.heads)
+    classifier_pooling         "cls" (BERT's, the default) or "mean": the vector the sequence
+                               classifier reads, C = tanh(m W_p + b_p) with m = H_L[:, 0] or the
+                               mean of H_L over the kept positions (the name and values of
+                               transformers' ModernBertConfig). An MLM-only checkpoint never trained
+                               its [CLS] output, its mean is the better start
 
 A config.json written by transformers loads as is: keys we do not use (`architectures`,
 `torch_dtype`, `_attn_implementation`, ...) are kept in `extra` and written back on save.
@@ -30,6 +35,7 @@ from common.blocks import ACTIVATIONS
 from common.config import PretrainedConfig, require
 from common.errors import ConfigError
 
+CLASSIFIER_POOLINGS = ("cls", "mean")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 
@@ -73,6 +79,7 @@ class BertConfig(PretrainedConfig):
     mlm_alpha: float = 1.0
     nsp_beta: float = 1.0
     mlm_logits_at_masked_only: bool = False
+    classifier_pooling: str = "cls"
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -111,6 +118,8 @@ class BertConfig(PretrainedConfig):
                 f"must be null or one of {PROBLEM_TYPES}, got {self.problem_type!r}")
         require(isinstance(self.mlm_logits_at_masked_only, bool), "mlm_logits_at_masked_only",
                 f"must be true or false, got {self.mlm_logits_at_masked_only!r}")
+        require(self.classifier_pooling in CLASSIFIER_POOLINGS, "classifier_pooling",
+                f"must be one of {CLASSIFIER_POOLINGS}, got {self.classifier_pooling!r}")
         self._resolve_labels()
         self._check_supported_extras()
 

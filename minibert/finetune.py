@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Use only the config and tokenizer of --model_name_or_path; start every weight at random.")
     add("--ignore_mismatched_sizes", "--ignore-mismatched-sizes", action="store_true",
         help="Re-initialise checkpoint weights whose shape differs (e.g. a classifier with another number of labels).")
+    add("--classifier_pooling", "--classifier-pooling", choices=("cls", "mean"), default=None,
+        help="classification: the classifier reads the pooler on [CLS] (BERT's) or on the mean of the last "
+             "hidden states (better from an MLM-only checkpoint, whose [CLS] output was never trained). "
+             "Default: the checkpoint's config.json, else cls.")
     add("--tokenizer_name", "--tokenizer-name", default=None,
         help="A tokenizer folder, when it is not the one in --model_name_or_path.")
     add("--train_file", "--train-file", required=True, help="The labeled training file.")
@@ -107,6 +111,10 @@ def load_model(opts, task, seed: int):
         id2label = task.id2label
         labels = dict(num_labels=len(id2label), id2label=id2label,
                       label2id={label: i for i, label in id2label.items()})
+    if getattr(opts, "classifier_pooling", None) is not None:
+        if opts.task != "classification":
+            raise ConfigError(f"--classifier_pooling is for --task classification, not {opts.task}; drop the flag")
+        labels["classifier_pooling"] = opts.classifier_pooling
     config = BertConfig.from_pretrained(folder, **labels)
     torch.manual_seed(seed)  # the head's initial weights follow --seed
     model = task.model_class(config)

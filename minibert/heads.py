@@ -251,7 +251,8 @@ def _classifier_dropout(config: BertConfig) -> nn.Dropout:
 
 class BertForSequenceClassification(BertPreTrainedModel):
     """logits = Dropout(C) W + b, (B, num_labels). The loss follows config.problem_type
-    (regression: MSE; single-label: CE; multi-label: BCE), inferred from labels when unset."""
+    (regression: MSE; single-label: CE; multi-label: BCE), inferred from labels when unset.
+    C is the pooler on [CLS], or on the mean of H_L when config.classifier_pooling = "mean"."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -267,7 +268,10 @@ class BertForSequenceClassification(BertPreTrainedModel):
                 output_hidden_states: bool = False) -> HeadOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
                         output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        logits = self.classifier(self.dropout(out.pooler_output))  # (B, K)
+        pooled = out.pooler_output  # (B, C)
+        if self.config.classifier_pooling == "mean":
+            pooled = self.bert.pooler.mean_pooled(out.last_hidden_state, attention_mask)  # (B, C)
+        logits = self.classifier(self.dropout(pooled))  # (B, K)
         loss = None
         if labels is not None:
             loss = classification_loss(logits, labels, self.num_labels, self.config.problem_type)

@@ -110,7 +110,11 @@ class BertEncoder(nn.Module):
 
 
 class BertPooler(nn.Module):
-    """C = tanh(H_L[:, 0] W_p + b_p): the [CLS] vector, (B, T, C) -> (B, C)."""
+    """C = tanh(H_L[:, 0] W_p + b_p): the [CLS] vector, (B, T, C) -> (B, C).
+
+    mean_pooled: C = tanh(m W_p + b_p), m = sum_t a_t H_L[t] / sum_t a_t (a = attention_mask),
+    the same layer on the mean of the kept positions (BertConfig.classifier_pooling = "mean").
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -118,6 +122,15 @@ class BertPooler(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.dense(hidden_states[:, 0]))  # (B, C)
+
+    def mean_pooled(self, hidden_states: torch.Tensor,
+                    attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if attention_mask is None:
+            mean = hidden_states.mean(dim=1)  # (B, C)
+        else:
+            keep = attention_mask.to(hidden_states.dtype).unsqueeze(-1)  # (B, T, 1)
+            mean = (hidden_states * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)  # (B, C)
+        return torch.tanh(self.dense(mean))  # (B, C)
 
 
 class BertPreTrainedModel(PreTrainedModel):

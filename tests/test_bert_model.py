@@ -92,3 +92,41 @@ def test_malformed_input_is_a_clear_error():
                                             "the tokenizer does not match the model"):
             model(torch.tensor([[2, 5, bad_id, 3]]))
     model(torch.tensor([[0, vocab_size - 1]]))  # both ends of the table are fine
+
+
+@settings(deadline=None, max_examples=8)
+@given(lengths=st.lists(st.integers(1, 9), min_size=1, max_size=3), extra=st.integers(1, 4),
+       seed=st.integers(0, 1000))
+def test_mean_pooling_classifier_reads_the_mean_of_kept_positions(lengths, extra, seed):
+    """classifier_pooling="mean": C = tanh(m W_p + b_p), m = sum_t a_t H_L[t] / sum_t a_t; the
+    logits equal that formula and do not move when [PAD] positions are appended."""
+    torch.manual_seed(seed)
+    config = minibert.BertConfig(**TINY, classifier_pooling="mean", num_labels=3)
+    model = minibert.BertForSequenceClassification(config).eval()
+    T = max(lengths)
+    ids = torch.randint(1, 99, (len(lengths), T))
+    mask = torch.tensor([[1] * n + [0] * (T - n) for n in lengths])
+    ids = ids * mask
+    logits = model(ids, attention_mask=mask).logits  # (B, 3)
+    hidden = model.bert(ids, attention_mask=mask).last_hidden_state  # (B, T, C)
+    m = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+    expected = model.classifier(torch.tanh(model.bert.pooler.dense(m)))
+    gap = (logits - expected).abs().max().item()
+    assert gap < 1e-5, f"mean-pooled logits differ from tanh(mean W_p + b_p) W + b by {gap:.2e}"
+    padded = model(torch.cat([ids, torch.zeros(len(lengths), extra, dtype=ids.dtype)], 1),
+                   attention_mask=torch.cat([mask, torch.zeros(len(lengths), extra, dtype=mask.dtype)], 1)).logits
+    gap = (padded - logits).abs().max().item()
+    assert gap < 1e-5, f"{extra} appended [PAD] positions moved the mean-pooled logits by {gap:.2e}"
+    cls_model = minibert.BertForSequenceClassification(minibert.BertConfig(**TINY, num_labels=3)).eval()
+    cls_model.load_state_dict(model.state_dict())
+    if T > 1:
+        assert not torch.allclose(cls_model(ids, attention_mask=mask).logits, logits), \
+            "classifier_pooling 'cls' and 'mean' gave the same logits: the option has no effect"
+
+
+def test_classifier_pooling_is_checked_and_round_trips(tmp_path):
+    with pytest.raises(Exception, match="classifier_pooling"):
+        minibert.BertConfig(**TINY, classifier_pooling="max")
+    minibert.BertConfig(**TINY, classifier_pooling="mean").save_pretrained(tmp_path)
+    loaded = minibert.BertConfig.from_pretrained(tmp_path)
+    assert loaded.classifier_pooling == "mean", f"config.json round trip gave {loaded.classifier_pooling!r}"

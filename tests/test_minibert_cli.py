@@ -213,6 +213,30 @@ def test_from_scratch_uses_config_and_tokenizer_only(mlm_checkpoint, data, tmp_p
     assert load_tokenizer(out).get_vocab() == load_tokenizer(mlm_checkpoint).get_vocab()
 
 
+def test_classifier_pooling_mean_is_saved_and_used(mlm_checkpoint, data, tmp_path, capsys):
+    """--classifier_pooling mean reaches the saved config, and the saved classifier's logits are
+    those of the pooler on the mean of H_L; the flag is refused for a task without that head."""
+    out = tmp_path / "mean"
+    assert finetune_main(["--task", "classification", "--model_name_or_path", str(mlm_checkpoint),
+                          "--classifier_pooling", "mean", "--train_file", str(data["train"]),
+                          "--validation_file", str(data["dev"]), "--output_dir", str(out), "--max_steps", "2",
+                          *FAST]) == 0
+    model = BertForSequenceClassification.from_pretrained(out).eval()
+    assert model.config.classifier_pooling == "mean", f"saved config says {model.config.classifier_pooling!r}"
+    ids = torch.tensor([[2, 7, 9, 11, 3]])
+    with torch.no_grad():
+        hidden = model.bert(ids).last_hidden_state  # (1, 5, C)
+        expected = model.classifier(torch.tanh(model.bert.pooler.dense(hidden.mean(1))))
+        gap = (model(ids).logits - expected).abs().max().item()
+    assert gap < 1e-5, f"the saved classifier does not read the mean of H_L (gap {gap:.2e})"
+    line = exit_with_error(finetune_main, ["--task", "ner", "--classifier_pooling", "mean",
+                                           "--model_name_or_path", str(mlm_checkpoint),
+                                           "--train_file", str(data["conll"]),
+                                           "--validation_file", str(data["conll"]),
+                                           "--output_dir", str(tmp_path / "ner"), *FAST], capsys)
+    assert "--classifier_pooling" in line and "classification" in line, line
+
+
 @pytest.mark.slow
 def test_classification_cli_learns_and_reports_the_saved_models_accuracy(mlm_checkpoint, data, tmp_path):
     """A subprocess run (dashes in the flags) on an easy task: the accuracy it writes is that of the

@@ -10,19 +10,19 @@ prompt alone. A row stops at eos_token_id and is padded afterwards.
 
 KV cache: the keys and values of past tokens never change, so each step feeds only the newest
 token and appends its K, V to a preallocated cache (common.attention.KVCache), O(T) work per step
-instead of O(T^2). Once the sequence outgrows block_size the context is cropped to its last
+instead of O(T^2). The prompt goes through GPT.forward once (prefill); each later token through
+minigpt.decode_step, the same computation for one token with the weights packed once per call. Once the sequence outgrows block_size the context is cropped to its last
 block_size tokens; their positions then shift, the cached keys are stale, and the step is
 recomputed on the cropped window without the cache. Both paths produce the same tokens.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Optional
 
 import torch
-import torch.nn as nn
 
 from common.errors import UserError
+from minigpt.decode_step import DecodeWeights
 
 
 # BEGIN EXERCISE sampling
@@ -73,33 +73,6 @@ def next_token(logits: torch.Tensor, do_sample: bool, temperature: float, top_k:
 # END EXERCISE sampling
 
 
-@contextlib.contextmanager
-def weights_stored_for_decoding(model: nn.Module):
-    """Store every nn.Linear weight transposed in memory while generating on the CPU.
-
-    A decode step multiplies ONE vector by each weight matrix, so its speed is how fast W streams
-    from memory. PyTorch's CPU kernel for x W^T reads W about 1.7x faster when W^T is the
-    contiguous one, i.e. when W (out, in) is stored column by column, as GPT-2's Conv1D stores it.
-    Same values, shapes and names; only the strides change, and they are restored on exit.
-    Costs one copy of the Linear weights (tied weights are copied once) for the duration.
-    """
-    if next(model.parameters()).device.type != "cpu":
-        yield
-        return
-    originals = {}
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.Linear) and id(module.weight) not in originals:
-                weight = module.weight
-                originals[id(weight)] = (weight, weight.data)
-                weight.data = weight.data.t().contiguous().t()  # (out, in), column-major storage
-    try:
-        yield
-    finally:
-        for weight, data in originals.values():
-            weight.data = data
-
-
 def check_arguments(input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
                     generator, seed) -> None:
     if input_ids.dim() != 2 or input_ids.size(1) == 0:
@@ -143,7 +116,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, do_sample: boo
         # inference_mode skips autograd's bookkeeping (version counters, view tracking) on every
         # op of every step, cheaper than no_grad. Its tensors cannot enter autograd later, so the
         # ids are cloned outside it: the caller may feed them to training.
-        with weights_stored_for_decoding(model), torch.inference_mode():
+        with torch.inference_mode():
             tokens = _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
                              eos_token_id, pad_token_id, attention_mask, use_cache, generator)
         return tokens.clone()
@@ -165,24 +138,26 @@ def _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top
     fill_id = pad_token_id if pad_token_id is not None else eos_token_id
     unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)
 
-    caches = None
+    caches = decoder = None
     if use_cache and T0 <= block_size:
         caches = model.new_kv_caches(B, min(total, block_size))
+        decoder = DecodeWeights.from_model(model)  # packed once here, not in every step
 
     length = T0  # tokens known so far
     for _ in range(max_new_tokens):
         if caches is not None and length <= block_size:
-            if caches[0].length == 0:  # prefill: the whole prompt in one pass
-                step_ids = tokens[:, :length]
-            else:  # decode: only the newest token, the rest is in the cache
-                step_ids = tokens[:, length - 1:length]
             window_mask = mask[:, :length] if mask is not None else None
-            out = model(step_ids, attention_mask=window_mask, kv_caches=caches, last_token_only=True)
+            if caches[0].length == 0:  # prefill: the whole prompt in one pass
+                logits = model(tokens[:, :length], attention_mask=window_mask, kv_caches=caches,
+                               last_token_only=True).logits[:, -1, :]
+            else:  # decode: only the newest token, the rest is in the cache
+                logits = decoder.step(tokens[:, length - 1:length], caches, window_mask)
         else:
             start = max(0, length - block_size)  # crop to the last block_size tokens
             window_mask = mask[:, start:length] if mask is not None else None
-            out = model(tokens[:, start:length], attention_mask=window_mask, last_token_only=True)
-        chosen = next_token(out.logits[:, -1, :], do_sample, temperature, top_k, top_p, generator)  # (B,)
+            logits = model(tokens[:, start:length], attention_mask=window_mask,
+                           last_token_only=True).logits[:, -1, :]
+        chosen = next_token(logits, do_sample, temperature, top_k, top_p, generator)  # (B,)
         if eos_token_id is not None:
             chosen = torch.where(unfinished, chosen, torch.full_like(chosen, fill_id))
             unfinished &= chosen != eos_token_id

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.dropout import dropout
 from common.masks import mask_value
 
 ATTN_IMPLS = ("eager", "sdpa")
@@ -54,7 +55,7 @@ def scaled_dot_product_attention(
         scores = scores.masked_fill(~mask, mask_value(scores.dtype))
     weights = torch.softmax(scores, dim=-1)  # each row sums to 1
     if training and dropout_p > 0.0:
-        weights = F.dropout(weights, p=dropout_p, training=True)
+        weights = dropout(weights, dropout_p, training=True)  # common/dropout.py
     output = weights @ value  # (B, H, T_q, d_v)
     return output, (weights if need_weights else None)
 # END EXERCISE attention

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from common.blocks import EncoderBlock
 from common.checkpoint import PreTrainedModel
+from common.dropout import Dropout
 from common.errors import UserError
 from common.masks import padding_mask
 from minibert.config import BertConfig
@@ -54,7 +55,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)  # see common/dropout.py
 
     # BEGIN EXERCISE embeddings
     def forward(self, input_ids: torch.Tensor, token_type_ids: Optional[torch.Tensor] = None,
@@ -195,6 +196,8 @@ class BertModel(BertPreTrainedModel):
         each row when the pooler is used. The heads use it when a loss reads a few positions."""
         self._check_input(input_ids)
         mask = None if attention_mask is None else padding_mask(attention_mask)  # (B, 1, 1, T)
+        if mask is not None and not torch.compiler.is_compiling() and bool(mask.all()):
+            mask = None  # nothing padded: skip a masked_fill over (B, H, T, T) per layer, same numbers
         embeddings = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, C)
         last_hidden_state, hidden_states, attentions = self.encoder(
             embeddings, mask, output_attentions=output_attentions,

@@ -23,6 +23,7 @@ import json
 import re
 import string
 import warnings
+from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -108,11 +109,11 @@ def load_classification_file(path, format: Optional[str] = None, text_column_nam
     label_list: the training labels; a label outside it raises a DataError naming the line.
     The defaults read GLUE SST-2 (`sentence<TAB>label`) as is.
     """
-    suffix = str(path)[str(path).rfind("."):].lower() if "." in str(path) else ""
+    suffix = Path(path).suffix.lower()
     format = format or FORMATS.get(suffix)
     if format not in ("tsv", "csv", "jsonl"):
-        raise DataError(f"{path}: cannot tell the format from the extension {suffix!r}; "
-                        "pass format='tsv', 'csv' or 'jsonl'")
+        raise DataError(f"{path}: cannot tell the format from the extension {suffix!r}; name the file "
+                        "*.tsv, *.csv or *.jsonl (in Python: load_classification_file(..., format='tsv'))")
     text = read_nonempty_text(path, encoding, "classification file")
     rows = _jsonl_rows(path, text) if format == "jsonl" else _table_rows(path, text, "\t" if format == "tsv" else ",")
     wanted = [c for c in (text_column_name, text_pair_column_name, label_column_name) if c is not None]

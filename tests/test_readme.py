@@ -12,8 +12,8 @@ a test file and an exercise. Each of those is checked here against the tree:
 
 README.zh-CN.md is the same document in Chinese: both link to each other at the top and have the
 same headings, the same commands in their ``` blocks, and tables with the same code spans and
-links, row by row. (A student copy made by `make exercises` holds no README.zh-CN.md; there those
-checks are skipped.)
+links, row by row. (`make exercises` copies both READMEs into the student copy; should one be
+missing there, those checks are skipped.)
 """
 import ast
 import re

@@ -12,16 +12,22 @@ For the new token's hidden state x (B, C), in layer l:
     logits  = LN_f(x) W_te^T                 (B, V)
 
 Why a separate path? At batch 1 a step is 4 matrix-vector products per layer plus the head, each
-reading its whole weight matrix from memory, and the bookkeeping around them. GPT.forward serves
-any number of tokens, masks and outputs; for one token that generality costs ~60 more small
-operations per step (dropout, the mask and position checks, three projections, head reshapes).
-Here the hidden state stays (B, C), and everything that does not change between steps is done
-once per generate call by DecodeWeights.from_model:
+reading its whole weight matrix from memory (55 MB a token for 6 layers, 384 wide, vocab 8000:
+more than the 32 MB L3 cache, so every step streams them from RAM), and the bookkeeping around
+them. GPT.forward serves any number of tokens, masks and outputs; for one token that generality
+costs ~60 more small operations per step (dropout, the mask and position checks, three
+projections, head reshapes). Here the hidden state stays (B, C), and everything that does not
+change between steps is done once per generate call by DecodeWeights.from_model:
 
   * W^Q, W^K, W^V are concatenated into one matrix (one product per layer instead of three);
-  * every weight is stored as the (in, out) matrix W^T, contiguous (GPT-2's Conv1D layout):
-    PyTorch's CPU kernel multiplies a row vector by it faster than by nn.Linear's (out, in)
-    (measured on 2 EPYC cores: ~28 vs ~16 GB/s of weights streamed from memory).
+  * every weight W (out, in) is stored as W^T (in, out) cut into P blocks of output columns,
+    (P, in, out / P), P = torch.get_num_threads() (BlockedLinear). PyTorch's CPU kernel runs a
+    (1 x in) (in x out) product on ONE core, so one core streams all the weights; torch.bmm runs
+    the P block products on P cores at once, and their outputs are the columns of the whole one.
+    Each block is (in, n), the layout that kernel streams fastest for a row vector.
+    Measured on 2 EPYC cores (55 MB a step): one product per weight ~28 GB/s, (out, in) nn.Linear
+    layout ~16 GB/s, 2 blocks ~35 GB/s (the wide LM head alone ~55 GB/s); a plain sum over
+    memory reaches ~88 GB/s. docs/results/bench.md has the figures.
 
 This copies the Linear weights once per call (the model's own parameters are not touched).
 tests/test_decode_step.py checks the logits against GPT.forward, tests/test_generate.py the tokens
@@ -40,14 +46,45 @@ from common.attention import KVCache, scaled_dot_product_attention, sdpa_attenti
 from common.masks import padding_mask
 
 
-def transposed(linear: nn.Linear) -> torch.Tensor:
-    """nn.Linear's W (out, in) -> W^T (in, out), contiguous, so that y = x W^T is x @ it."""
-    return linear.weight.detach().t().contiguous()
+@dataclasses.dataclass
+class BlockedLinear:
+    """y = x W^T + b for a few rows x, with W^T cut into P blocks of output columns.
+
+        W^T = [W_1^T | W_2^T | ... | W_P^T]   (in, out) -> weight (P, in, n), n = ceil(out / P)
+        x W^T = [x W_1^T | ... | x W_P^T]        each block is an independent product
+
+    The last block is padded with zero columns when P does not divide out; they are cut off.
+    """
+
+    weight: torch.Tensor  # (P, in, n)
+    bias: Optional[torch.Tensor]  # (P, 1, n), or None
+    out_features: int
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, bias: Optional[torch.Tensor], blocks: int) -> "BlockedLinear":
+        """weight (out, in) as nn.Linear stores it, bias (out,) or None."""
+        out_features, in_features = weight.shape
+        n = -(-out_features // blocks)  # ceil(out / P)
+        pad = blocks * n - out_features
+        weight, bias = weight.detach(), None if bias is None else bias.detach()
+        if pad:  # zero rows of W = zero columns of W^T
+            weight = F.pad(weight, (0, 0, 0, pad))  # (P n, in)
+            bias = None if bias is None else F.pad(bias, (0, pad))  # (P n,)
+        blocked = weight.view(blocks, n, in_features).transpose(1, 2).contiguous()  # (P, in, n): one copy
+        return cls(blocked, None if bias is None else bias.view(blocks, 1, n), out_features)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in) -> (B, out)."""
+        rows = x.expand(self.weight.size(0), *x.shape)  # (P, B, in), no copy
+        if self.bias is None:
+            y = torch.bmm(rows, self.weight)  # (P, B, n): block p on one core
+        else:
+            y = torch.baddbmm(self.bias, rows, self.weight)  # (P, B, n), + b in the same kernel
+        return y.transpose(0, 1).reshape(x.size(0), -1)[:, :self.out_features]  # (B, P n) -> (B, out)
 
 
-def affine(x: torch.Tensor, weight_t: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """x W^T + b with W^T stored (in, out): (B, in) -> (B, out); one addmm kernel."""
-    return x @ weight_t if bias is None else torch.addmm(bias, x, weight_t)
+def blocked(linear: nn.Linear, blocks: int) -> BlockedLinear:
+    return BlockedLinear.from_weight(linear.weight, linear.bias, blocks)
 
 
 def layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
@@ -59,30 +96,24 @@ class LayerWeights:
     """One DecoderBlock's parameters, packed for a single-token step."""
 
     ln_1: nn.LayerNorm
-    qkv_weight: torch.Tensor  # (C, 3C) = [W^Q W^K W^V]^T
-    qkv_bias: Optional[torch.Tensor]  # (3C,)
-    out_weight: torch.Tensor  # (C, C), W^O^T
-    out_bias: Optional[torch.Tensor]
+    qkv: BlockedLinear  # C -> 3C, [W^Q W^K W^V]
+    out: BlockedLinear  # C -> C, W^O
     ln_2: nn.LayerNorm
-    fc_weight: torch.Tensor  # (C, 4C)
-    fc_bias: Optional[torch.Tensor]
-    proj_weight: torch.Tensor  # (4C, C)
-    proj_bias: Optional[torch.Tensor]
+    fc: BlockedLinear  # C -> 4C
+    proj: BlockedLinear  # 4C -> C
     act: Callable[[torch.Tensor], torch.Tensor]
     sdpa: bool  # the block's attn_impl is "sdpa" (opt-in fused kernel)
 
     @classmethod
-    def from_block(cls, block) -> "LayerWeights":
+    def from_block(cls, block, blocks: int) -> "LayerWeights":
         attn, mlp = block.attn, block.mlp
         biases = (attn.query.bias, attn.key.bias, attn.value.bias)
+        qkv_weight = torch.cat([attn.query.weight, attn.key.weight, attn.value.weight])  # (3C, C)
+        qkv_bias = None if biases[0] is None else torch.cat(biases)  # (3C,)
         return cls(
-            ln_1=block.ln_1,
-            qkv_weight=torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]).t().contiguous(),
-            qkv_bias=None if biases[0] is None else torch.cat(biases),
-            out_weight=transposed(attn.out_proj), out_bias=attn.out_proj.bias,
-            ln_2=block.ln_2,
-            fc_weight=transposed(mlp.c_fc), fc_bias=mlp.c_fc.bias,
-            proj_weight=transposed(mlp.c_proj), proj_bias=mlp.c_proj.bias,
+            ln_1=block.ln_1, qkv=BlockedLinear.from_weight(qkv_weight, qkv_bias, blocks),
+            out=blocked(attn.out_proj, blocks), ln_2=block.ln_2,
+            fc=blocked(mlp.c_fc, blocks), proj=blocked(mlp.c_proj, blocks),
             act=mlp.act, sdpa=attn.attn_impl == "sdpa",
         )
 
@@ -95,15 +126,18 @@ class DecodeWeights:
     wpe: nn.Embedding
     layers: list[LayerWeights]
     ln_f: nn.LayerNorm
-    head_weight: torch.Tensor  # (C, V), W_lm_head^T (= W_te^T when tied)
+    head: BlockedLinear  # C -> V, W_lm_head (= W_te when tied)
     num_heads: int
 
     @classmethod
-    def from_model(cls, model) -> "DecodeWeights":
-        """model: a GPT (decoder blocks without cross-attention); call under no_grad/inference_mode."""
+    def from_model(cls, model, blocks: Optional[int] = None) -> "DecodeWeights":
+        """model: a GPT (decoder blocks without cross-attention); call under no_grad/inference_mode.
+        blocks: column blocks per weight; default torch.get_num_threads() on the CPU (one per core)."""
         stack = model.transformer
-        return cls(wte=stack.wte, wpe=stack.wpe, layers=[LayerWeights.from_block(b) for b in stack.h],
-                   ln_f=stack.ln_f, head_weight=transposed(model.lm_head), num_heads=model.config.n_head)
+        if blocks is None:  # a GPU runs one product on all its cores already
+            blocks = torch.get_num_threads() if stack.wte.weight.device.type == "cpu" else 1
+        return cls(wte=stack.wte, wpe=stack.wpe, layers=[LayerWeights.from_block(b, blocks) for b in stack.h],
+                   ln_f=stack.ln_f, head=blocked(model.lm_head, blocks), num_heads=model.config.n_head)
 
     def step(self, input_ids: torch.Tensor, caches: list[KVCache],
              attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -119,14 +153,14 @@ class DecodeWeights:
         x = (self.wte(input_ids) + position).view(B, -1)  # (B, C); no dropout: eval
         H = self.num_heads
         for layer, cache in zip(self.layers, caches):
-            qkv = affine(layer_norm(x, layer.ln_1), layer.qkv_weight, layer.qkv_bias)  # (B, 3C)
+            qkv = layer.qkv(layer_norm(x, layer.ln_1))  # (B, 3C)
             q, k, v = qkv.view(B, 3, H, 1, -1).unbind(1)  # each (B, H, 1, d_k)
             keys, values = cache.append(k, v)  # (B, H, L, d_k)
             if layer.sdpa:
                 a = sdpa_attention(q, keys, values, mask)
             else:
                 a, _ = scaled_dot_product_attention(q, keys, values, mask)  # (B, H, 1, d_k)
-            x = x + affine(a.reshape(B, -1), layer.out_weight, layer.out_bias)  # heads concatenated: (B, C)
-            h = layer.act(affine(layer_norm(x, layer.ln_2), layer.fc_weight, layer.fc_bias))  # (B, 4C)
-            x = x + affine(h, layer.proj_weight, layer.proj_bias)  # (B, C)
-        return layer_norm(x, self.ln_f) @ self.head_weight  # (B, V)
+            x = x + layer.out(a.reshape(B, -1))  # heads concatenated: (B, C)
+            h = layer.act(layer.fc(layer_norm(x, layer.ln_2)))  # (B, 4C)
+            x = x + layer.proj(h)  # (B, C)
+        return self.head(layer_norm(x, self.ln_f))  # (B, V)

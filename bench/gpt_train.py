@@ -81,6 +81,44 @@ def flops_per_step(model: GPT, batch_size: int) -> float:
     return (6 * n + 12 * c.n_layer * T * c.n_embd) * batch_size * T
 
 
+def matrix_products(size: dict) -> Callable[[], None]:
+    """The matrix products of one training step of row 1's GPT, and nothing else, on random
+    tensors of the same shapes and layouts (N = B T rows, per Linear (in -> out)):
+        forward   addmm: (N, in) (in, out)                    y = x W^T + b
+        backward  mm: (N, out) (out, in)  and  (out, N) (N, in)   dL/dx = g W,  dL/dW = g^T x
+        attention bmm: Q K^T and A V forward, dA, dV, dQ, dK backward, (B H) heads of (T, d)
+    plus the tied LM head (C -> V). Any implementation of the step must do these products."""
+    B, T, C, V, H = (size[k] for k in ("batch_size", "block_size", "n_embd", "vocab_size", "n_head"))
+    N, d, L = B * T, C // H, size["n_layer"]
+    linears = [(C, C)] * 4 + [(C, 4 * C), (4 * C, C)]  # (in, out): Q, K, V, W^O, c_fc, c_proj
+    W = {(i, o): torch.randn(o, i) for i, o in linears + [(C, V)]}
+    b = {o: torch.randn(o) for o in (C, 4 * C)}
+    x = {i: torch.randn(N, i) for i in (C, 4 * C)}
+    g = {o: torch.randn(N, o) for o in (C, 4 * C, V)}
+    q, k, v, grad_out = (torch.randn(B * H, T, d) for _ in range(4))
+    a = torch.randn(B * H, T, T)
+
+    def products():
+        for _ in range(L):
+            for i, o in linears:
+                torch.addmm(b[o], x[i], W[(i, o)].t())
+                g[o].mm(W[(i, o)])
+                g[o].t().mm(x[i])
+            torch.bmm(q, k.transpose(1, 2)), torch.bmm(a, v)
+            torch.bmm(grad_out, v.transpose(1, 2)), torch.bmm(a.transpose(1, 2), grad_out)
+            torch.bmm(a, k), torch.bmm(a.transpose(1, 2), q)
+        x[C].mm(W[(C, V)].t()), g[V].mm(W[(C, V)]), g[V].t().mm(x[C])
+    return products
+
+
+def optimizer_only(model) -> Callable[[], None]:
+    """torch.optim.AdamW's step over a copy of model's parameters with fixed gradients."""
+    params = [torch.nn.Parameter(p.detach().clone()) for p in model.parameters()]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    return torch.optim.AdamW(params, lr=3e-4, weight_decay=0.1).step
+
+
 def compiled_step(hf, batches) -> Callable[[], float] | None:
     """A training step of torch.compile(our model) (opt-in row), compiled now by one call; None
     (with a warning) when this machine cannot compile, e.g. without a C++ compiler."""
@@ -117,9 +155,13 @@ def run(quick: bool = False, repeats: int = 7, steps: int = 3, peak_flops: float
     n = 256 if quick else 1024
     a, b = torch.randn(n, n), torch.randn(n, n)
     candidates["fp32 matmul peak"] = lambda: a @ b
+    # The ceiling: a step cannot be faster than its matrix products plus the optimizer's step.
+    candidates["products only"] = matrix_products(size)
+    candidates["AdamW only"] = optimizer_only(hf)
     timings = interleaved(candidates, repeats=1 if quick else repeats, steps=1 if quick else steps,
                           warmup=1 if quick else 3)
     interleaved_peak = 2 * n**3 / timings.pop("fp32 matmul peak").median
+    products_s, adamw_s = timings.pop("products only").median, timings.pop("AdamW only").median
     peak_flops = interleaved_peak if peak_flops is None else max(peak_flops, interleaved_peak)
     flops = flops_per_step(ours, B)
     base = timings["transformers"]
@@ -128,6 +170,8 @@ def run(quick: bool = False, repeats: int = 7, steps: int = 3, peak_flops: float
         rows[name] = dict(ms=t.median * 1e3, spread=t.spread, tokens_per_s=B * T / t.median,
                           ratio=ratio(base, t),
                           mfu=(flops / t.median / peak_flops) if peak_flops else None)
-    return dict(row="GPT training step", size=size, target=1.5, loss_gap=loss_gap,
+    ceiling = dict(products_ms=products_s * 1e3, adamw_ms=adamw_s * 1e3,
+                   ratio=base.median / (products_s + adamw_s))
+    return dict(row="GPT training step", size=size, target=1.5, loss_gap=loss_gap, ceiling=ceiling,
                 flops_per_step=flops, peak_flops=peak_flops, interleaved_peak_flops=interleaved_peak,
                 candidates=rows, per_repeat_ms=per_repeat_ms(timings))

@@ -47,6 +47,18 @@ def speed_rows(result: dict, unit: str = "tokens/s") -> list[str]:
     return lines
 
 
+def ceiling_line(gpt: dict) -> list[str]:
+    c = gpt.get("ceiling")
+    if c is None:  # a bench.json from before the ceiling was measured
+        return []
+    t = gpt["candidates"]["transformers"]["ms"]
+    return [f"- Row 1 ceiling: the step's matrix products alone (same shapes, forward and backward, on "
+            f"random tensors) take {c['products_ms']:.1f} ms and AdamW's step {c['adamw_ms']:.1f} ms, so no "
+            f"implementation doing these products with this optimizer beats transformers' {t:.1f} ms by more "
+            f"than {t:.1f} / {c['products_ms'] + c['adamw_ms']:.1f} = **{c['ratio']:.2f}x** here, even if "
+            "everything else (LayerNorm, GELU, softmax, loss, autograd) cost nothing."]
+
+
 def markdown(results: dict, command: str) -> str:
     m = results["machine"]
     gpt, bert, gen = results["gpt_train"], results["bert_pretrain"], results["generation"]
@@ -67,6 +79,7 @@ def markdown(results: dict, command: str) -> str:
         f"- Row 1 (GPT): {_fmt_size(gpt['size'])}; AdamW (lr 3e-4, weight decay 0.1), same weights "
         f"and batches; the losses before training agree to {gpt['loss_gap']:.1e}. transformers runs "
         "its default attention (sdpa); ours the hand-written softmax(QK^T/sqrt(d_k)+M)V.",
+        *ceiling_line(gpt),
         f"- Row 2 (BERT): {_fmt_size(bert['size'])}; MLM (15% selected, 80/10/10) + NSP, dropout 0.1, "
         "ours with mlm_logits_at_masked_only. Loss on the same batch (eval): transformers "
         f"{bert['losses']['transformers']:.6f}, ours masked-only {bert['losses']['ours_masked_only']:.6f}, "

@@ -75,12 +75,15 @@ class BlockedLinear:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in) -> (B, out)."""
-        rows = x.expand(self.weight.size(0), *x.shape)  # (P, B, in), no copy
+        B = x.size(0)
+        rows = x.expand(self.weight.size(0), B, -1)  # (P, B, in), no copy
         if self.bias is None:
             y = torch.bmm(rows, self.weight)  # (P, B, n): block p on one core
         else:
             y = torch.baddbmm(self.bias, rows, self.weight)  # (P, B, n), + b in the same kernel
-        return y.transpose(0, 1).reshape(x.size(0), -1)[:, :self.out_features]  # (B, P n) -> (B, out)
+        # For B = 1 the (P, 1, n) result already lies in memory as the row [x W_1^T | ... | x W_P^T].
+        y = y.view(1, -1) if B == 1 else y.transpose(0, 1).reshape(B, -1)  # (B, P n)
+        return y if y.size(1) == self.out_features else y[:, :self.out_features]  # (B, out)
 
 
 def blocked(linear: nn.Linear, blocks: int) -> BlockedLinear:

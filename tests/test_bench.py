@@ -70,6 +70,25 @@ def test_gpt_row_compares_models_with_the_same_starting_loss():
     assert result["loss_gap"] <= 1e-5, f"ours and transformers start {result['loss_gap']:.2e} apart"
     assert set(result["candidates"]) >= {"transformers", "ours", "ours sdpa"}, result["candidates"]
     assert all(c["ms"] > 0 and c["mfu"] > 0 for c in result["candidates"].values()), result["candidates"]
+    assert result["ceiling"]["ratio"] > 0, result["ceiling"]
+
+
+@pytest.mark.parametrize("size", ["QUICK", "FULL"])
+def test_ceiling_times_exactly_the_matrix_products_of_a_training_step(size):
+    """The row-1 ceiling is only a bound if its products are those of a real step: the same FLOPs
+    per kind of product (addmm, mm, bmm) as forward + backward of our GPT."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = getattr(gpt_train, size)
+    model = gpt_train.ours_from_hf(gpt_train.hf_gpt2(size))
+    x = torch.randint(0, size["vocab_size"], (size["batch_size"], size["block_size"]))
+    with FlopCounterMode(display=False) as step:
+        gpt_train.ours_loss(model, x).backward()
+    with FlopCounterMode(display=False) as products:
+        gpt_train.matrix_products(size)()
+    got = {str(op): n for op, n in products.get_flop_counts()["Global"].items()}
+    want = {str(op): n for op, n in step.get_flop_counts()["Global"].items()}
+    assert got == want, f"ceiling products {got} != training step products {want}"
 
 
 def test_bert_row_loss_is_identical_with_masked_only_logits():

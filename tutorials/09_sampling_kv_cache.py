@@ -225,6 +225,46 @@ if plt is not None:
     _setup.save_plot(fig, "09_kv_cache_speed.png")
 
 # %% [markdown]
+# ## One token at a time: the weights, and the cores
+#
+# With the cache, a step multiplies ONE row vector by every weight matrix: `(1 x in) (in x out)`.
+# That is 2 multiply-adds per weight, each weight read once from memory, so a step costs about
+# what it takes to stream the weights (a 6-layer, 384-wide GPT with 8000 tokens: 55 MB per token).
+# PyTorch's CPU kernel runs such a product on one core. `minigpt/decode_step.py:BlockedLinear`
+# cuts `W^T` into `P` blocks of output columns, `[W_1^T | ... | W_P^T]`, and multiplies the row by
+# all of them with one `torch.bmm`, block `p` on core `p`; the outputs side by side are `x W^T`.
+# The same numbers, and on several cores the weights stream several times as fast:
+
+# %%
+from minigpt.decode_step import BlockedLinear  # noqa: E402
+
+# The full run uses six LM-head-sized matrices in turn, 74 MB in all: more than a CPU's
+# last-level cache (tens of MB), so every product reads its weights from memory, as in a real
+# step. The quick run's 2 MB stay in the cache.
+width, vocab, count = (128, 2000, 2) if QUICK else (384, 8000, 6)
+heads = [torch.nn.Linear(width, vocab, bias=False) for _ in range(count)]
+x = torch.randn(1, width)
+blocks = torch.get_num_threads()
+blocked = [BlockedLinear.from_weight(h.weight, None, blocks) for h in heads]
+weights_t = [h.weight.detach().t().contiguous() for h in heads]  # (in, out), one product each
+with torch.inference_mode():
+    assert torch.allclose(blocked[0](x), x @ weights_t[0], atol=1e-5), "the blocks must give x W^T"
+    timing = {"one product": lambda: [x @ w for w in weights_t],
+              f"{blocks} blocks, one bmm": lambda: [b(x) for b in blocked]}
+    per_call = {name: [] for name in timing}
+    for _ in range(repeats):
+        for name, fn in timing.items():
+            begin = time.perf_counter()
+            for _ in range(10):
+                fn()
+            per_call[name].append((time.perf_counter() - begin) / 10)
+megabytes = sum(h.weight.numel() for h in heads) * 4 / 1e6
+for name, t in per_call.items():
+    median = statistics.median(t)
+    print(f"{name:>18}: {median * 1e3:6.2f} ms for {megabytes:.0f} MB of weights = {megabytes / 1e3 / median:5.1f} GB/s")
+print(f"({blocks} torch threads; with 1 thread both are the same product)")
+
+# %% [markdown]
 # ## Your turn: exercises `sampling` and `kv_cache` (Gold)
 #
 # - `sampling` in `minigpt/generate.py`: `apply_temperature`, `top_k_filter`, `top_p_filter`,

@@ -51,6 +51,24 @@ def test_kv_cache_gives_exactly_the_tokens_of_recomputing(model, name):
     assert torch.equal(cached, recomputed), f"cache {cached.tolist()}\nno cache {recomputed.tolist()}"
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_short_and_long_generations_give_the_tokens_of_recomputing(model, monkeypatch, packed):
+    """Below MIN_STEPS_TO_PACK decode steps generate runs GPT.forward with the cache instead of
+    packing the weights; either way the tokens are those of recomputing everything."""
+    from minigpt.decode_step import DecodeWeights
+    from minigpt.generate import MIN_STEPS_TO_PACK
+
+    packs = []
+    pack = DecodeWeights.from_model
+    monkeypatch.setattr(DecodeWeights, "from_model", lambda m: packs.append(1) or pack(m))
+    new = 1 + MIN_STEPS_TO_PACK - (0 if packed else 1)  # the prefill gives the first new token
+    ids, mask = left_pad([torch.tensor([5, 6, 7]), torch.tensor([9, 3, 1, 4, 8])])
+    cached = generate(model, ids, new, attention_mask=mask, **SAMPLING["top_k"])
+    recomputed = generate(model, ids, new, attention_mask=mask, use_cache=False, **SAMPLING["top_k"])
+    assert torch.equal(cached, recomputed), f"{new} new tokens: cache {cached.tolist()} vs {recomputed.tolist()}"
+    assert len(packs) == int(packed), f"{new} new tokens: weights packed {len(packs)} times, expected {int(packed)}"
+
+
 def test_decode_steps_feed_one_token_while_the_context_fits(model):
     fed = []
     hook = model.transformer.wte.register_forward_hook(lambda m, args, out: fed.append(args[0].shape[1]))

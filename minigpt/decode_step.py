@@ -26,7 +26,7 @@ change between steps is done once per generate call by DecodeWeights.from_model:
     the P block products on P cores at once, and their outputs are the columns of the whole one.
     Each block is (in, n), the layout that kernel streams fastest for a row vector.
     Measured on 2 EPYC cores (55 MB a step): one product per weight ~28 GB/s, (out, in) nn.Linear
-    layout ~16 GB/s, 2 blocks ~35 GB/s (the wide LM head alone ~55 GB/s); a plain sum over
+    layout ~16 GB/s, 2 blocks ~35-45 GB/s (the wide LM head alone ~55 GB/s); a plain sum over
     memory reaches ~88 GB/s. docs/results/bench.md has the figures.
 
 This copies the Linear weights once per call (the model's own parameters are not touched).
@@ -70,7 +70,7 @@ class BlockedLinear:
         if pad:  # zero rows of W = zero columns of W^T
             weight = F.pad(weight, (0, 0, 0, pad))  # (P n, in)
             bias = None if bias is None else F.pad(bias, (0, pad))  # (P n,)
-        blocked = weight.view(blocks, n, in_features).transpose(1, 2).contiguous()  # (P, in, n): one copy
+        blocked = weight.reshape(blocks, n, in_features).transpose(1, 2).contiguous()  # (P, in, n): one copy
         return cls(blocked, None if bias is None else bias.view(blocks, 1, n), out_features)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

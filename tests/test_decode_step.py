@@ -71,7 +71,8 @@ def test_blocked_linear_is_x_w_transpose_plus_b(blocks, rows, bias):
     g = torch.Generator().manual_seed(blocks)
     linear = torch.nn.Linear(10, 50, bias=bias).double()
     x = torch.randn(rows, 10, dtype=torch.float64, generator=g)
-    got = BlockedLinear.from_weight(linear.weight, linear.bias, blocks)(x)  # (rows, 50)
+    weight = linear.weight.t().contiguous().t()  # the same W, stored transposed: packing must not care
+    got = BlockedLinear.from_weight(weight, linear.bias, blocks)(x)  # (rows, 50)
     want = linear(x).detach()
     assert got.shape == want.shape, f"{blocks} blocks: shape {tuple(got.shape)}, want {tuple(want.shape)}"
     err = (got - want).abs().max().item()

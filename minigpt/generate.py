@@ -147,7 +147,8 @@ def _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top
     caches = decoder = None
     if use_cache and T0 <= block_size:
         caches = model.new_kv_caches(B, min(total, block_size))
-        if max_new_tokens - 1 >= MIN_STEPS_TO_PACK:  # the first new token comes from the prefill
+        # The prefill gives the first new token; single-token steps use the cache until it is full.
+        if min(max_new_tokens - 1, block_size - T0) >= MIN_STEPS_TO_PACK:
             decoder = DecodeWeights.from_model(model)  # packed once here, not in every step
 
     length = T0  # tokens known so far

@@ -51,22 +51,29 @@ def test_kv_cache_gives_exactly_the_tokens_of_recomputing(model, name):
     assert torch.equal(cached, recomputed), f"cache {cached.tolist()}\nno cache {recomputed.tolist()}"
 
 
-@pytest.mark.parametrize("packed", [False, True])
-def test_short_and_long_generations_give_the_tokens_of_recomputing(model, monkeypatch, packed):
-    """Below MIN_STEPS_TO_PACK decode steps generate runs GPT.forward with the cache instead of
-    packing the weights; either way the tokens are those of recomputing everything."""
+@pytest.mark.parametrize("prompt_length, extra_steps, packed", [
+    (5, -1, False),  # one decode step fewer than MIN_STEPS_TO_PACK
+    (5, 0, True),  # exactly MIN_STEPS_TO_PACK decode steps
+    (BLOCK - 6, 20, False),  # many new tokens, but the cache is full after 6 decode steps
+])
+def test_short_and_long_generations_give_the_tokens_of_recomputing(model, monkeypatch, prompt_length,
+                                                                 extra_steps, packed):
+    """generate packs the weights only when at least MIN_STEPS_TO_PACK single-token steps will use
+    the cache; otherwise it runs GPT.forward with the cache. Either way the tokens are those of
+    recomputing everything."""
     from minigpt.decode_step import DecodeWeights
     from minigpt.generate import MIN_STEPS_TO_PACK
 
     packs = []
     pack = DecodeWeights.from_model
     monkeypatch.setattr(DecodeWeights, "from_model", lambda m: packs.append(1) or pack(m))
-    new = 1 + MIN_STEPS_TO_PACK - (0 if packed else 1)  # the prefill gives the first new token
-    ids, mask = left_pad([torch.tensor([5, 6, 7]), torch.tensor([9, 3, 1, 4, 8])])
+    new = 1 + MIN_STEPS_TO_PACK + extra_steps  # the prefill gives the first new token
+    ids, mask = left_pad([torch.arange(1, prompt_length + 1), torch.tensor([9, 3, 1])])
     cached = generate(model, ids, new, attention_mask=mask, **SAMPLING["top_k"])
     recomputed = generate(model, ids, new, attention_mask=mask, use_cache=False, **SAMPLING["top_k"])
     assert torch.equal(cached, recomputed), f"{new} new tokens: cache {cached.tolist()} vs {recomputed.tolist()}"
-    assert len(packs) == int(packed), f"{new} new tokens: weights packed {len(packs)} times, expected {int(packed)}"
+    assert len(packs) == int(packed), (f"prompt {prompt_length}, {new} new tokens: weights packed {len(packs)} "
+                                       f"times, expected {int(packed)}")
 
 
 def test_decode_steps_feed_one_token_while_the_context_fits(model):

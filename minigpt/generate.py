@@ -13,8 +13,9 @@ token and appends its K, V to a preallocated cache (common.attention.KVCache), O
 instead of O(T^2). The prompt goes through GPT.forward once (prefill); each later token through
 minigpt.decode_step, the same computation for one token with the weights packed once per call
 (or, for fewer than MIN_STEPS_TO_PACK such steps, through GPT.forward with the cache). Once the
-sequence outgrows block_size the context is cropped to its last block_size tokens; their positions then shift, the cached keys are stale, and the step is
-recomputed on the cropped window without the cache. Both paths produce the same tokens.
+sequence outgrows block_size the context is cropped to its last block_size tokens; their
+positions then shift, the cached keys are stale, and the step is recomputed on the cropped window
+without the cache. Both paths produce the same tokens.
 """
 from __future__ import annotations
 

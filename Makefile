@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m common.demo $(if $(DATA),--data $(DATA),)
+	$(PY) -m demo $(if $(DATA),--data $(DATA),)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

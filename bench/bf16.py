@@ -3,7 +3,7 @@ larger size, and the loss curve of the two over a few hundred steps.
 
 Under torch.autocast("cpu", dtype=torch.bfloat16) the matrix products run in bf16 (8 bits of
 mantissa instead of 23) with float32 accumulation, while the parameters, the optimizer and our
-losses stay float32 (common.losses upcasts the logits). CPUs with AMX or AVX512-BF16 multiply
+losses stay float32 (common.nn.losses upcasts the logits). CPUs with AMX or AVX512-BF16 multiply
 bf16 matrices several times faster than float32 ones (bench/machine.py measures both peaks).
 The loss curve shows whether the lower precision changes training: the same initial weights and
 batches, fp32 and bf16 side by side, losses averaged over windows of 10 steps.

@@ -5,7 +5,7 @@ data/tinyshakespeare.txt or ../shared/data/tinyshakespeare.txt (next to the repo
 uniformly random ids (the speed of a step does not depend on which ids it sees; the loss curves of
 bench/bf16.py do, and the report says which was used).
 BERT: random sentence-pair ids with [CLS] A [SEP] B [SEP] layout, 15% of the non-special
-positions selected for MLM with the 80/10/10 rule (common.masks.mlm_mask_tokens), random NSP labels.
+positions selected for MLM with the 80/10/10 rule (common.nn.masks.mlm_mask_tokens), random NSP labels.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from common.masks import mlm_mask_tokens
+from common.nn.masks import mlm_mask_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 

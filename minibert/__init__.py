@@ -5,7 +5,7 @@
 
 Read config.py (the sizes), model.py (embeddings, encoder, pooler), heads.py (the tasks).
 """
-from common.tokenizers import BertTokenizer
+from common.text.auto import BertTokenizer
 from minibert.config import BertConfig
 from minibert.heads import (BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
                             BertForSequenceClassification, BertForTokenClassification, HeadOutput,

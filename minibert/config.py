@@ -10,7 +10,7 @@ Fields that are ours, not transformers':
                                encoder layer runs only at [CLS] and the masked positions (labels
                                != -100; BertForMaskedLM: the masked ones alone), its queries there
                                and its keys/values from all T (EncoderBlock.forward_at in
-                               common/blocks.py), and the MLM head only at the masked positions
+                               common/nn/blocks.py), and the MLM head only at the masked positions
                                (~1/7 of the vocabulary projection at 15% masking); the logits are
                                then (N, V) for those N positions. Not with output_attentions or
                                output_hidden_states (the full last layer runs then). Off by default:
@@ -30,9 +30,9 @@ import dataclasses
 import math
 from typing import Any, ClassVar, Optional
 
-from common.attention import ATTN_IMPLS
-from common.blocks import ACTIVATIONS
-from common.config import PretrainedConfig, require
+from common.nn.attention import ATTN_IMPLS
+from common.nn.blocks import ACTIVATIONS
+from common.hub.config import PretrainedConfig, require
 from common.errors import ConfigError
 
 CLASSIFIER_POOLINGS = ("cls", "mean")

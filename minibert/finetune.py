@@ -31,12 +31,12 @@ from typing import Optional, Sequence
 
 import torch
 
-from common.checkpoint import check_tokenizer_fits_model, load_state_dict, resolve_model_folder
+from common.hub.pretrained import check_tokenizer_fits_model, load_state_dict, resolve_model_folder
 from common.errors import ConfigError, run_cli
-from common.tokenizers import load_tokenizer
-from common.trainer import Trainer
+from common.text.auto import load_tokenizer
+from common.train.trainer import Trainer
 from minibert import BertConfig
-from minibert.cli_utils import FLAG_NOTE, add_training_flags, time_budget_callbacks, training_arguments, write_json
+from common.cli.training import FLAG_NOTE, add_training_flags, time_budget_callbacks, training_arguments, write_json
 from minibert.tasks import TASKS
 
 # TrainingArguments defaults of this tool: run_glue's (learning rate 5e-5, 3 epochs, batch 8), but

@@ -4,7 +4,7 @@ Pre-training (Devlin et al. 2019, section 3.1), I = the masked positions (labels
     MLM:  p(x_i | x_{-i}) = softmax(LayerNorm(act(H_L[i] W_t + b_t)) E_token^T + b),  i in I
           (the output layer reuses the token embedding table E_token: "weight tying")
     NSP:  p(IsNext | A, B) = softmax(C W_nsp + b_nsp)
-    L = alpha * L_MLM + beta * L_NSP                                   (common.losses.pretraining_loss)
+    L = alpha * L_MLM + beta * L_NSP                                   (common.nn.losses.pretraining_loss)
 Fine-tuning (section 4):
     sequence classification   logits = Dropout(C) W + b                 (B, K)
     token classification      logits = Dropout(H_L) W + b               (B, T, K)
@@ -21,8 +21,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from common.blocks import get_activation
-from common.losses import (IGNORE_INDEX, classification_loss, cross_entropy, mlm_loss, nsp_loss,
+from common.nn.blocks import get_activation
+from common.nn.losses import (IGNORE_INDEX, classification_loss, cross_entropy, mlm_loss, nsp_loss,
                            pretraining_loss)
 from minibert.config import BertConfig
 from minibert.model import BertModel, BertPreTrainedModel

@@ -3,7 +3,7 @@
 Input representation (section 3.2): the sum of three learned embeddings, then LayerNorm:
     E = LayerNorm(E_token[x_t] + E_position[t] + E_segment[s_t]),   s_t = 0 for sentence A, 1 for B
 Encoder (Vaswani et al. 2017, post-LN), for l = 1..L:
-    H_l = EncoderBlock(H_{l-1}),   H_0 = Dropout(E)                  (see common/blocks.py)
+    H_l = EncoderBlock(H_{l-1}),   H_0 = Dropout(E)                  (see common/nn/blocks.py)
 Pooler (section 3, "C"): the final hidden vector of [CLS] through one dense layer with tanh:
     C = tanh(H_L[:, 0] W_p + b_p)
 
@@ -19,11 +19,11 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from common.blocks import EncoderBlock
-from common.checkpoint import PreTrainedModel
-from common.dropout import Dropout
+from common.nn.blocks import EncoderBlock
+from common.hub.pretrained import PreTrainedModel
+from common.nn.dropout import Dropout
 from common.errors import UserError
-from common.masks import padding_mask
+from common.nn.masks import padding_mask
 from minibert.config import BertConfig
 
 # Constant index buffers that old transformers versions saved with the weights; they are not
@@ -55,7 +55,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)  # see common/dropout.py
+        self.dropout = Dropout(config.hidden_dropout_prob)  # see common/nn/dropout.py
 
     # BEGIN EXERCISE embeddings
     def forward(self, input_ids: torch.Tensor, token_type_ids: Optional[torch.Tensor] = None,

@@ -7,9 +7,9 @@
 Without --nsp: BertForMaskedLM learns L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x_{-i}) on
 [CLS] line [SEP] examples (--line_by_line) or on the whole file cut into blocks of --max_seq_length
 tokens; I = the positions the collator selected (--mlm_probability, then 80% [MASK] / 10% random /
-10% unchanged, common/data.py:DataCollatorForLanguageModeling).
+10% unchanged, common/data/language_modeling.py:DataCollatorForLanguageModeling).
 With --nsp: BertForPreTraining on [CLS] A [SEP] B [SEP] pairs (one sentence per line, a blank line
-between documents; common/data.py:TextDatasetForNextSentencePrediction) learns
+between documents; common/data/language_modeling.py:TextDatasetForNextSentencePrediction) learns
 L = L_MLM + L_NSP, L_NSP = -log p(IsNext/NotNext | [CLS]).
 
 The tokenizer is --tokenizer_name (a saved tokenizer folder) or a SentencePiece model with BERT's
@@ -31,16 +31,16 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from common.checkpoint import check_tokenizer_fits_model
-from common.data import (DataCollatorForLanguageModeling, GroupedTextDataset, LineByLineTextDataset,
+from common.hub.pretrained import check_tokenizer_fits_model
+from common.data.language_modeling import (DataCollatorForLanguageModeling, GroupedTextDataset, LineByLineTextDataset,
                          TextDatasetForNextSentencePrediction, read_nonempty_text)
-from common.demo_stages import evaluate_pretraining
+from minibert.metrics import evaluate_pretraining
 from common.errors import ConfigError
 from common.errors import run_cli
-from common.tokenizers import SentencePieceTokenizer, load_tokenizer
-from common.trainer import Trainer
+from common.text.auto import SentencePieceTokenizer, load_tokenizer
+from common.train.trainer import Trainer
 from minibert import BertConfig, BertForMaskedLM, BertForPreTraining
-from minibert.cli_utils import (FLAG_NOTE, add_training_flags, parse_config_overrides, perplexity,
+from common.cli.training import (FLAG_NOTE, add_training_flags, parse_config_overrides, perplexity,
                                 time_budget_callbacks, training_arguments, write_json)
 
 # A small BERT for a CPU: 4 layers of width 256 (BERT-mini's shape; ~5M parameters + the embeddings).

@@ -4,7 +4,7 @@
                     eval_accuracy = share of examples with argmax_c logits_c = label
     ner             one tag per word, scored on the word's first sub-token -> BertForTokenClassification
                     eval_precision / eval_recall / eval_f1 over entities (type and span must match,
-                    common/labeled_data.py:entity_f1), eval_accuracy over words
+                    common/data/labeled.py:entity_f1), eval_accuracy over words
     qa              [CLS] question [SEP] context window [SEP] -> BertForQuestionAnswering
                     answer = argmax_{s <= e} start_s + end_e over an example's windows;
                     eval_exact_match, eval_f1 (SQuAD v1.1, in percent)
@@ -20,19 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from common.data import DataCollatorForTokenClassification, DataCollatorWithPadding
-from common.labeled_data import (ClassificationDataset, QADataset, TokenClassificationDataset,
-                                 align_token_predictions, build_label_list, entity_f1, load_classification_file,
-                                 load_conll_file, load_squad_file, postprocess_qa_predictions, squad_metrics)
-from common.losses import IGNORE_INDEX
-from common.device import move_to_device
+from common.data.language_modeling import DataCollatorForTokenClassification, DataCollatorWithPadding
+from common.data.labeled import (ClassificationDataset, QADataset, TokenClassificationDataset,
+                                 align_token_predictions, build_label_list, load_classification_file,
+                                 load_conll_file, load_squad_file, postprocess_qa_predictions)
+from common.nn.losses import IGNORE_INDEX
+from common.train.device import move_to_device
 from minibert import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
-
-
-def accuracy(prediction) -> dict:
-    """Share of examples whose argmax logit is the label."""
-    logits, labels = prediction
-    return {"accuracy": float(np.mean(np.argmax(logits, axis=-1) == labels))}
+from minibert.metrics import accuracy, entity_f1, squad_metrics
 
 
 class ClassificationTask:

@@ -12,9 +12,9 @@ import dataclasses
 import math
 from typing import Any, ClassVar, Optional
 
-from common.attention import ATTN_IMPLS
-from common.blocks import ACTIVATIONS
-from common.config import PretrainedConfig, require
+from common.nn.attention import ATTN_IMPLS
+from common.nn.blocks import ACTIVATIONS
+from common.hub.config import PretrainedConfig, require
 from common.errors import ConfigError
 
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")

@@ -42,8 +42,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.attention import KVCache, scaled_dot_product_attention, sdpa_attention
-from common.masks import padding_mask
+from common.nn.attention import KVCache, scaled_dot_product_attention, sdpa_attention
+from common.nn.masks import padding_mask
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ the last column; position ids skip the padding, so a padded row gives the same t
 prompt alone. A row stops at eos_token_id and is padded afterwards.
 
 KV cache: the keys and values of past tokens never change, so each step feeds only the newest
-token and appends its K, V to a preallocated cache (common.attention.KVCache), O(T) work per step
+token and appends its K, V to a preallocated cache (common.nn.attention.KVCache), O(T) work per step
 instead of O(T^2). The prompt goes through GPT.forward once (prefill); each later token through
 minigpt.decode_step, the same computation for one token with the weights packed once per call
 (or, for fewer than MIN_STEPS_TO_PACK such steps, through GPT.forward with the cache). Once the

@@ -20,12 +20,12 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from common.attention import KVCache
-from common.blocks import DecoderBlock
-from common.checkpoint import PreTrainedModel
+from common.nn.attention import KVCache
+from common.nn.blocks import DecoderBlock
+from common.hub.pretrained import PreTrainedModel
 from common.errors import UserError
-from common.losses import IGNORE_INDEX, causal_lm_loss, classification_loss
-from common.masks import causal_mask, combine_masks, padding_mask
+from common.nn.losses import IGNORE_INDEX, causal_lm_loss, classification_loss
+from common.nn.masks import causal_mask, combine_masks, padding_mask
 from minigpt.config import GPTConfig
 from minigpt.generate import generate
 

@@ -20,11 +20,11 @@ from typing import Optional, Sequence
 
 import torch
 
-from common.checkpoint import check_tokenizer_fits_model, resolve_model_folder
-from common.cli_args import parse_bool
-from common.device import pick_device
+from common.hub.pretrained import check_tokenizer_fits_model, resolve_model_folder
+from common.cli.args import parse_bool
+from common.train.device import pick_device
 from common.errors import CheckpointError, UserError, run_cli
-from common.tokenizers import load_tokenizer
+from common.text.auto import load_tokenizer
 from minigpt.model import GPT
 
 

@@ -12,11 +12,11 @@ perplexity = exp(eval_loss). Flags are those of transformers' run_clm.py where t
 
 The defaults are a laptop recipe for a character-level file (see RECIPE and MODEL_DEFAULTS below,
 and docs/results/minigpt.md for what they reach on tiny shakespeare in 60 s on 2 CPU cores). With
---max_time the learning rate decays over the time budget (minigpt/time_budget.py), so the decay
+--max_time the learning rate decays over the time budget (common/train/time_budget.py), so the decay
 ends when the time does, however fast the machine is.
 
 Writes to --output_dir: config.json, model.safetensors, the tokenizer files, eval_results.json
-(eval_loss, perplexity), train_results.json, log.jsonl (plot it with common/plot_logs.py) and
+(eval_loss, perplexity), train_results.json, log.jsonl (plot it with common/cli/plot_logs.py) and
 checkpoint-<step>/ folders (resume with --resume_from_checkpoint latest).
 """
 from __future__ import annotations
@@ -34,20 +34,20 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import Subset
 
-from common.checkpoint import check_tokenizer_fits_model
-from common.cli_args import add_dataclass_arguments, parse_bool
-from common.data import read_nonempty_text
-from common.device import pick_device
+from common.hub.pretrained import check_tokenizer_fits_model
+from common.cli.args import add_dataclass_arguments, parse_bool
+from common.data.language_modeling import read_nonempty_text
+from common.train.device import pick_device
 from common.errors import ConfigError, run_cli
-from common.tokenizers import CharTokenizer, SentencePieceTokenizer, load_tokenizer
-from common.trainer import Trainer
-from common.trainer_utils import TrainerCallback
-from common.training_args import TrainingArguments
+from common.text.auto import CharTokenizer, SentencePieceTokenizer, load_tokenizer
+from common.train.trainer import Trainer
+from common.train.utils import TrainerCallback
+from common.train.args import TrainingArguments
 from minigpt.config import GPTConfig
 from minigpt.model import GPT
 from minigpt.sample import sample_texts
 from minigpt.text_data import TokenBlocks, encode_stream, split_train_validation
-from minigpt.time_budget import TimeBudgetSchedule
+from common.train.time_budget import TimeBudgetSchedule
 
 # The model of nanoGPT's CPU recipe for tiny shakespeare (4 layers, 4 heads, 128 wide, context 64,
 # no dropout): small enough to take thousands of steps in a minute on 2 cores.
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--encoding", default="utf-8", help="Encoding of the text files (default: %(default)s).")
     add("--schedule_by_time", "--schedule-by-time", type=parse_bool, nargs="?", const=True, default=True,
         metavar="{true,false}", help="With --max_time, decay the learning rate over the time budget "
-                                     "(minigpt/time_budget.py) rather than over max_steps (default: %(default)s).")
+                                     "(common/train/time_budget.py) rather than over max_steps (default: %(default)s).")
     add("--sample_tokens", "--sample-tokens", type=int, default=300,
         help="Characters/tokens of text to sample at the end, 0 for none (default: %(default)s).")
     add_dataclass_arguments(parser, TrainingArguments, defaults_override=RECIPE)

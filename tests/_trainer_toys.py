@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from common.losses import cross_entropy
-from common.trainer_utils import default_data_collator
+from common.nn.losses import cross_entropy
+from common.train.utils import default_data_collator
 
 PAD_ID = 0
 
@@ -64,7 +64,7 @@ class ToyPretrained(ToyTokenLM):
     """A ToyTokenLM with save_pretrained (config.json + model.safetensors), like the real models."""
 
     def save_pretrained(self, folder) -> None:
-        from common.checkpoint import WEIGHTS_NAME, atomic_save_file, clean_state_dict
+        from common.hub.pretrained import WEIGHTS_NAME, atomic_save_file, clean_state_dict
 
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "config.json"), "w") as f:

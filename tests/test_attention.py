@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.attention import KVCache, MultiHeadAttention, scaled_dot_product_attention, sdpa_attention
-from common.masks import causal_mask, combine_masks, padding_mask
+from common.nn.attention import KVCache, MultiHeadAttention, scaled_dot_product_attention, sdpa_attention
+from common.nn.masks import causal_mask, combine_masks, padding_mask
 
 seeds = st.integers(0, 2**31 - 1)
 small = st.integers(1, 5)

@@ -4,7 +4,7 @@ on a shared machine are not a test). At tiny sizes:
     row 2  the MLM+NSP loss is identical with logits at masked positions only, at all positions,
            and in transformers
     row 3  greedy generation gives the same tokens as transformers' generate
-and the layers' fused activation kernels compute the formulas of common/blocks.py.
+and the layers' fused activation kernels compute the formulas of common/nn/blocks.py.
 The whole `python -m bench.run_all --quick` (fresh processes for peak memory) is marked slow.
 """
 import json
@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 
-from common.blocks import ACTIVATIONS, FUSED_ACTIVATIONS, EncoderBlock
-from common.masks import padding_mask
+from common.nn.blocks import ACTIVATIONS, FUSED_ACTIVATIONS, EncoderBlock
+from common.nn.masks import padding_mask
 from minibert.heads import loss_positions
 
 pytest.importorskip("transformers", reason="transformers (the benchmark's reference) is not installed")

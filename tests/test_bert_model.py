@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import minibert
 from common.errors import UserError
-from common.losses import mlm_loss, nsp_loss
+from common.nn.losses import mlm_loss, nsp_loss
 
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=37, max_position_embeddings=64)

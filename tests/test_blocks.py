@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.attention import KVCache
-from common.blocks import (ACTIVATIONS, DecoderBlock, EncoderBlock, FeedForward, gelu, gelu_tanh,
+from common.nn.attention import KVCache
+from common.nn.blocks import (ACTIVATIONS, DecoderBlock, EncoderBlock, FeedForward, gelu, gelu_tanh,
                            get_activation, relu)
-from common.masks import causal_mask, padding_mask
+from common.nn.masks import causal_mask, padding_mask
 
 seeds = st.integers(0, 2**31 - 1)
 small = st.integers(1, 4)

@@ -1,4 +1,4 @@
-"""Language-modelling datasets and collators (common/data.py).
+"""Language-modelling datasets and collators (common/data/language_modeling.py).
 
 Checked: what each dataset cuts out of a file; that NSP pairs are built as BERT builds them and
 really fit in block_size; that MLM masking selects ~p of the maskable tokens and splits them
@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.data import (
+from common.data.language_modeling import (
     DataCollatorForLanguageModeling,
     DataCollatorForTokenClassification,
     DataCollatorWithPadding,
@@ -24,7 +24,7 @@ from common.data import (
     TextDatasetForNextSentencePrediction,
 )
 from common.errors import ConfigError, DataError
-from common.tokenizers import BertTokenizer, CharTokenizer
+from common.text.auto import BertTokenizer, CharTokenizer
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "play", "##ing", ",", ".", "!"]

@@ -1,4 +1,4 @@
-"""`make demo` (common/demo.py) end to end: --quick runs in seconds and leaves a complete summary;
+"""`make demo` (demo/main.py) end to end: --quick runs in seconds and leaves a complete summary;
 --data runs the same story on a user's text; bad input is one line and exit status 2. The slow
 test runs the real demo and checks its lesson: pretraining beats training from scratch."""
 import importlib.util
@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from common import demo, demo_data
-from common.data import DataCollatorForLanguageModeling, TextDatasetForNextSentencePrediction
-from common.demo_inputs import builtin_corpus, builtin_tokenizers, read_user_documents, split_heldout
-from common.demo_report import print_summary, save_plots
-from common.demo_stages import QUICK, bert_config, classifier_pair, evaluate_pretraining
+from demo import main as demo
+
+from demo import corpus as demo_data
+from common.data.language_modeling import DataCollatorForLanguageModeling, TextDatasetForNextSentencePrediction
+from demo.inputs import builtin_corpus, builtin_tokenizers, read_user_documents, split_heldout
+from demo.report import print_summary, save_plots
+from demo.stages import QUICK, bert_config, classifier_pair
+from minibert.metrics import evaluate_pretraining
 from common.errors import DataError, run_cli
 from minibert import BertForPreTraining
 
@@ -27,7 +30,7 @@ STAGES = ("pretraining", "finetuning", "gpt")
 
 def run_demo(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "common.demo", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "demo.main", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -1,4 +1,4 @@
-"""The demo's built-in data (common/demo_data.py): reproducible, in the right formats, and shaped
+"""The demo's built-in data (demo/corpus.py): reproducible, in the right formats, and shaped
 so that the demo's lesson holds: NSP has something to detect, single words cannot solve the
 labeled task, and the corpus gives every adjective's polarity away through its contexts."""
 import collections
@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from common import demo_data
+from demo import corpus as demo_data
 from common.errors import ConfigError
 
 WORD = re.compile(r"\w+|[^\w\s]")

@@ -1,10 +1,10 @@
-"""common.dropout: the distribution of nn.Dropout, drawn differently (see the module docstring)."""
+"""common.nn.dropout: the distribution of nn.Dropout, drawn differently (see the module docstring)."""
 import math
 
 import pytest
 import torch
 
-from common.dropout import Dropout, dropout
+from common.nn.dropout import Dropout, dropout
 
 
 def test_dropout_is_the_identity_in_eval_mode_and_at_p_zero():

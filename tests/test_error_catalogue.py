@@ -49,7 +49,7 @@ class Case:
 def tiny_gpt(vocab: str = "abcdefgh \n", n_embd: int = 8, vocab_size: int = 0) -> Callable[[Path], None]:
     """A saved character GPT (config.json + model.safetensors + char tokenizer files)."""
     def build(folder: Path) -> None:
-        from common.tokenizers import CharTokenizer
+        from common.text.auto import CharTokenizer
         from minigpt import GPT, GPTConfig
 
         tokenizer = CharTokenizer(sorted(set(vocab)))
@@ -66,7 +66,7 @@ BERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat
 def tiny_bert(vocab_size: int = 0, **config) -> Callable[[Path], None]:
     """A saved BERT pretraining checkpoint (config.json + model.safetensors + vocab.txt), 32 positions."""
     def build(folder: Path) -> None:
-        from common.tokenizers import BertTokenizer
+        from common.text.auto import BertTokenizer
         from minibert import BertConfig, BertForPreTraining
 
         torch.manual_seed(0)
@@ -111,7 +111,7 @@ class RunsCodeWhenUnpickled:
 
 
 def code_pickle_instead_of_weights(folder: Path) -> None:
-    state = {k: v for k, v in __import__("common.checkpoint", fromlist=["x"]).load_state_dict(folder).items()}
+    state = {k: v for k, v in __import__("common.hub.pretrained", fromlist=["x"]).load_state_dict(folder).items()}
     (folder / "model.safetensors").unlink()
     torch.save({**state, "payload": RunsCodeWhenUnpickled(str(folder.parent / "PAYLOAD_RAN"))},
                folder / "pytorch_model.bin")
@@ -331,40 +331,40 @@ CATALOGUE: list[Case] = [
          r"mlm_probability must be in \(0, 1\], got 0\.0", {"text.txt": SENTENCES, "bert": tiny_bert()}),
     Case("pt-tokenizer-folder-missing", "minibert.pretrain", pretrain("--tokenizer_name", "{tmp}/nowhere"),
          r"tokenizer folder not found: .*nowhere", {"text.txt": SENTENCES}),
-    # ---------------------------------------------------------- common.demo: --data and the labeled files
-    Case("demo-data-missing", "common.demo", ["--quick", "--data", "nope.txt", "--out", "{tmp}/d"],
+    # ---------------------------------------------------------- demo.main: --data and the labeled files
+    Case("demo-data-missing", "demo.main", ["--quick", "--data", "nope.txt", "--out", "{tmp}/d"],
          r"--data file not found: nope\.txt \(check the path; it is relative to"),
-    Case("demo-data-is-a-folder", "common.demo", ["--quick", "--data", "{tmp}/texts", "--out", "{tmp}/d"],
+    Case("demo-data-is-a-folder", "demo.main", ["--quick", "--data", "{tmp}/texts", "--out", "{tmp}/d"],
          r"texts is a folder; expected a file", {"texts/a.txt": "x"}),
-    Case("demo-data-whitespace-only", "common.demo", ["--quick", "--data", "{tmp}/c.txt", "--out", "{tmp}/d"],
+    Case("demo-data-whitespace-only", "demo.main", ["--quick", "--data", "{tmp}/c.txt", "--out", "{tmp}/d"],
          r"c\.txt is empty \(or only whitespace\)", {"c.txt": "\n  \n\t\n"}),
-    Case("demo-data-not-utf8", "common.demo", ["--quick", "--data", "{tmp}/c.txt", "--out", "{tmp}/d"],
+    Case("demo-data-not-utf8", "demo.main", ["--quick", "--data", "{tmp}/c.txt", "--out", "{tmp}/d"],
          r"c\.txt: byte 30 \(line 4\) is not valid utf-8.*--encoding", {"c.txt": NOT_UTF8}),
-    Case("demo-data-binary-nul-bytes", "common.demo", ["--quick", "--data", "{tmp}/c.bin", "--out", "{tmp}/d"],
+    Case("demo-data-binary-nul-bytes", "demo.main", ["--quick", "--data", "{tmp}/c.bin", "--out", "{tmp}/d"],
          r"c\.bin holds NUL bytes, so it is not text", {"c.bin": b"hello\x00world\n" * 10}),
-    Case("demo-data-too-little-text", "common.demo", ["--quick", "--data", "{tmp}/c.txt", "--out", "{tmp}/d"],
+    Case("demo-data-too-little-text", "demo.main", ["--quick", "--data", "{tmp}/c.txt", "--out", "{tmp}/d"],
          r"c\.txt: 2 documents .*needs at least 4 documents", {"c.txt": "one line\n\nanother line\n"}),
-    Case("demo-labels-without-validation-file", "common.demo", ["--quick", "--train_file", "{tmp}/t.tsv", "--out", "{tmp}/d"],
+    Case("demo-labels-without-validation-file", "demo.main", ["--quick", "--train_file", "{tmp}/t.tsv", "--out", "{tmp}/d"],
          r"--train_file and --validation_file go together", {"t.tsv": "sentence\tlabel\nhi\t1\n"}),
-    Case("demo-tsv-without-the-column", "common.demo", DEMO_LABELED,
+    Case("demo-tsv-without-the-column", "demo.main", DEMO_LABELED,
          r"t\.tsv: no column 'sentence' \(columns: text, label\); rename that column",
          {"corpus.txt": CORPUS, "t.tsv": "text\tlabel\nhi\t1\n", "v.tsv": "sentence\tlabel\nho\t1\n"}),
-    Case("demo-label-unseen-in-training", "common.demo", DEMO_LABELED,
+    Case("demo-label-unseen-in-training", "demo.main", DEMO_LABELED,
          r"v\.tsv line 3: label 7 does not occur in the training data \(known: 0, 1\)",
          {"corpus.txt": CORPUS, "t.tsv": "sentence\tlabel\nhi\t1\nho\t0\n", "v.tsv": "sentence\tlabel\nhi\t1\nho\t7\n"}),
-    Case("demo-jsonl-line-not-json", "common.demo",
+    Case("demo-jsonl-line-not-json", "demo.main",
          ["--quick", "--data", "{tmp}/corpus.txt", "--train_file", "{tmp}/t.jsonl", "--validation_file", "{tmp}/v.jsonl",
           "--out", "{tmp}/d"],
          r"t\.jsonl line 2: not valid JSON",
          {"corpus.txt": CORPUS, "t.jsonl": '{"sentence": "hi", "label": 1}\n{"sentence": "ho", label: 0}\n',
           "v.jsonl": '{"sentence": "hi", "label": 1}\n'}),
-    Case("demo-tsv-stray-tab", "common.demo", DEMO_LABELED,
+    Case("demo-tsv-stray-tab", "demo.main", DEMO_LABELED,
          r"t\.tsv line 3: 3 fields, but the header has 2",
          {"corpus.txt": CORPUS, "t.tsv": "sentence\tlabel\nhi\t1\nho\tthere\t0\n", "v.tsv": "sentence\tlabel\nhi\t1\n"}),
-    # ---------------------------------------------------------- common.demo_data, tutorials.exercises
-    Case("demo-data-out-is-a-file", "common.demo_data", ["--out", "{tmp}/afile"],
+    # ---------------------------------------------------------- demo.corpus, tutorials.exercises
+    Case("demo-data-out-is-a-file", "demo.corpus", ["--out", "{tmp}/afile"],
          r"afile: File exists; .*pick another path", {"afile": "x"}),
-    Case("demo-data-zero-documents", "common.demo_data", ["--out", "{tmp}/d", "--num_documents", "0"],
+    Case("demo-data-zero-documents", "demo.corpus", ["--out", "{tmp}/d", "--num_documents", "0"],
          r"num_documents must be an integer >= 1, got 0"),
     Case("exercises-make-into-a-folder-with-work", "tutorials.exercises", ["make", "--out", "{tmp}/mine"],
          r"mine already exists and is not empty .*--force", {"mine/my_work.py": "precious = True\n"}),
@@ -373,12 +373,12 @@ CATALOGUE: list[Case] = [
     Case("exercises-unknown-command", "tutorials.exercises", ["mak"], r"invalid choice: 'mak' \(choose from"),
     Case("exercises-unknown-exercise", "tutorials.exercises", ["make", "--only", "nosuch", "--out", "{tmp}/e"],
          r"unknown exercise\(s\) nosuch; known: masks"),
-    # ---------------------------------------------------------- common.plot_logs
-    Case("plot-logs-missing-log", "common.plot_logs", ["{tmp}/run"], r"log file not found: .*log\.jsonl",
+    # ---------------------------------------------------------- common.cli.plot_logs
+    Case("plot-logs-missing-log", "common.cli.plot_logs", ["{tmp}/run"], r"log file not found: .*log\.jsonl",
          {"run/readme.txt": "no log here"}),
-    Case("plot-logs-cut-off-line", "common.plot_logs", ["{tmp}/run"], r"log\.jsonl:2:",
+    Case("plot-logs-cut-off-line", "common.cli.plot_logs", ["{tmp}/run"], r"log\.jsonl:2:",
          {"run/log.jsonl": '{"step": 1, "loss": 2.0}\n{"step": 2, "lo'}),
-    Case("plot-logs-not-utf8", "common.plot_logs", ["{tmp}/run"],
+    Case("plot-logs-not-utf8", "common.cli.plot_logs", ["{tmp}/run"],
          r"log\.jsonl: byte 49 \(line 2\) is not valid utf-8.*--encoding",
          {"run/log.jsonl": b'{"step": 1, "loss": 2.0}\n{"step": 2, "note": "caf\xe9"}\n'}),
 ]
@@ -434,7 +434,7 @@ def test_bad_input_gives_one_error_line_and_exit_2_in_process(case, tmp_path, ca
     argv = materialise(case, tmp_path)
     monkeypatch.chdir(tmp_path)
     main = importlib.import_module(case.tool).main
-    threads = torch.get_num_threads()  # a tool may set it (common.demo --threads); later tests keep theirs
+    threads = torch.get_num_threads()  # a tool may set it (demo.main --threads); later tests keep theirs
     try:
         with pytest.raises(SystemExit) as exit_info:
             run_cli(main, argv)
@@ -480,7 +480,7 @@ def test_debug_shows_the_traceback_and_still_exits_2(tmp_path, capsys):
 # (a batch with a bad label) or that are warnings rather than errors (truncation).
 def test_a_label_outside_num_labels_is_a_data_error_naming_the_label_and_the_fix():
     from common.errors import DataError
-    from common.losses import classification_loss, cross_entropy
+    from common.nn.losses import classification_loss, cross_entropy
 
     with pytest.raises(DataError, match=r"label 5 is outside the 3 classes 0\.\.2 .*check num_labels"):
         classification_loss(torch.zeros(2, 3), torch.tensor([0, 5]), num_labels=3)
@@ -491,7 +491,7 @@ def test_a_label_outside_num_labels_is_a_data_error_naming_the_label_and_the_fix
 
 def test_an_unknown_problem_type_is_a_config_error():
     from common.errors import ConfigError
-    from common.losses import classification_loss
+    from common.nn.losses import classification_loss
 
     with pytest.raises(ConfigError, match="unknown problem_type 'ranking'"):
         classification_loss(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), 3, problem_type="ranking")
@@ -510,14 +510,14 @@ def test_a_config_value_of_the_wrong_type_is_a_config_error_not_a_type_error(fie
 @pytest.mark.parametrize("field_name, value", [("learning_rate", "1e-3"), ("max_steps", 2.5), ("bf16", "yes")])
 def test_a_training_argument_of_the_wrong_type_is_a_config_error(field_name, value):
     from common.errors import ConfigError
-    from common.training_args import TrainingArguments
+    from common.train.args import TrainingArguments
 
     with pytest.raises(ConfigError, match=f"^{field_name}: must be "):
         TrainingArguments(**{field_name: value})
 
 
 def test_a_utf8_byte_order_mark_is_dropped_so_the_first_column_keeps_its_name(tmp_path):
-    from common.labeled_data import load_classification_file
+    from common.data.labeled import load_classification_file
 
     path = tmp_path / "excel.csv"
     path.write_bytes(b"\xef\xbb\xbfsentence,label\nhello there,1\n")
@@ -525,13 +525,13 @@ def test_a_utf8_byte_order_mark_is_dropped_so_the_first_column_keeps_its_name(tm
 
 
 def bert_tokenizer():
-    from common.tokenizers import BertTokenizer
+    from common.text.auto import BertTokenizer
 
     return BertTokenizer(vocab=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "##s"])
 
 
 def test_lines_longer_than_block_size_are_truncated_with_one_warning_naming_the_flag(tmp_path):
-    from common.data import LineByLineTextDataset
+    from common.data.language_modeling import LineByLineTextDataset
 
     path = tmp_path / "lines.txt"
     path.write_text("the cat\n" + "the cat sat " * 5 + "\n" + "cat " * 9 + "\n")
@@ -545,7 +545,7 @@ def test_lines_longer_than_block_size_are_truncated_with_one_warning_naming_the_
 
 
 def test_classification_and_ner_examples_longer_than_max_seq_length_warn_once():
-    from common.labeled_data import (ClassificationDataset, ClassificationExample, TokenClassificationDataset,
+    from common.data.labeled import (ClassificationDataset, ClassificationExample, TokenClassificationDataset,
                                      TokenClassificationExample)
 
     tok = bert_tokenizer()
@@ -559,7 +559,7 @@ def test_classification_and_ner_examples_longer_than_max_seq_length_warn_once():
         TokenClassificationDataset(tok, sentences, {"O": 0, "B-X": 1}, max_seq_length=4)
 
 
-ALL_TOOLS = ("common.demo", "common.demo_data", "common.plot_logs", "minibert.pretrain", "minibert.finetune",
+ALL_TOOLS = ("demo.main", "demo.corpus", "common.cli.plot_logs", "minibert.pretrain", "minibert.finetune",
              "minigpt.train", "minigpt.sample", "tutorials.exercises", "bench.run_all", "bench.profile",
              "bench.peak_memory")
 

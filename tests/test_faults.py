@@ -29,11 +29,11 @@ import pytest
 import torch
 
 from _trainer_toys import RaggedTokenDataset, ToyTokenizer, ToyTokenLM
-from common.checkpoint import load_state_dict
+from common.hub.pretrained import load_state_dict
 from common.errors import CheckpointError
-from common.trainer import Trainer
-from common.trainer_checkpoint import list_checkpoints
-from common.training_args import TrainingArguments
+from common.train.trainer import Trainer
+from common.train.checkpoints import list_checkpoints
+from common.train.args import TrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]
 resource = pytest.importorskip("resource", reason="RLIMIT_FSIZE needs a POSIX system")
@@ -42,12 +42,12 @@ FAULT_SCRIPT = textwrap.dedent("""
     import os, resource, signal, sys, time
     sys.path[:0] = [{repo!r}, {tests!r}]
     import torch
-    import common.trainer_checkpoint as trainer_checkpoint
+    import common.train.checkpoints as trainer_checkpoint
     from _trainer_toys import RaggedTokenDataset, ToyPretrained, random_replacement_collator
     from common.errors import run_cli
-    from common.trainer import Trainer
-    from common.trainer_utils import TrainerCallback
-    from common.training_args import TrainingArguments
+    from common.train.trainer import Trainer
+    from common.train.utils import TrainerCallback
+    from common.train.args import TrainingArguments
 
     output_dir, mode = sys.argv[1], sys.argv[2]
     ready = output_dir + ".ready"  # the parent acts once this file exists
@@ -202,7 +202,7 @@ def test_a_file_size_limit_during_a_save_is_one_error_line_and_keeps_the_previou
 
 def test_a_full_disk_during_save_pretrained_keeps_the_previous_model_and_leaves_no_temporary_file(
         tmp_path, monkeypatch):
-    import common.checkpoint as checkpoint
+    import common.hub.pretrained as checkpoint
     from minibert import BertConfig, BertModel
 
     small = dict(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
@@ -232,7 +232,7 @@ SAVE_PRETRAINED_KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path[:0] = [{repo!r}]
     import torch
-    import common.checkpoint as checkpoint
+    import common.hub.pretrained as checkpoint
     from minibert import BertConfig, BertModel
 
     folder, ready = sys.argv[1], sys.argv[2]
@@ -310,7 +310,7 @@ def test_a_checkpoint_file_with_code_in_its_pickle_is_refused_and_the_code_never
 
 
 def test_a_weights_file_that_is_not_a_state_dict_is_refused_by_name(tmp_path):
-    from common.checkpoint import load_state_dict_file
+    from common.hub.pretrained import load_state_dict_file
 
     torch.save([torch.zeros(2)], tmp_path / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match=r"pytorch_model\.bin: expected a dict of tensors"):

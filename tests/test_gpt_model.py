@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.errors import ConfigError, UserError
-from common.losses import causal_lm_loss, classification_loss
+from common.nn.losses import causal_lm_loss, classification_loss
 from minigpt import GPT, GPTConfig, GPTForSequenceClassification
 from minigpt.model import position_ids_from_attention_mask
 

@@ -1,4 +1,4 @@
-"""Labeled data for fine-tuning (common/labeled_data.py): loaders, datasets and the two metrics.
+"""Labeled data for fine-tuning (common/data/labeled.py): loaders, datasets and the two metrics.
 
 Loaders: each bad file gives a DataError that names the file and the line or column.
 Datasets: what the model sees (special tokens, segment ids, label alignment, answer positions).
@@ -12,24 +12,21 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.data import DataCollatorForTokenClassification, DataCollatorWithPadding
+from common.data.language_modeling import DataCollatorForTokenClassification, DataCollatorWithPadding
 from common.errors import ConfigError, DataError
-from common.labeled_data import (
+from minibert.metrics import entity_f1, entity_spans, normalize_answer, squad_metrics
+from common.data.labeled import (
     ClassificationDataset,
     QADataset,
     TokenClassificationDataset,
     align_token_predictions,
     build_label_list,
-    entity_f1,
-    entity_spans,
     load_classification_file,
     load_conll_file,
     load_squad_file,
-    normalize_answer,
     postprocess_qa_predictions,
-    squad_metrics,
 )
-from common.tokenizers import BertTokenizer
+from common.text.auto import BertTokenizer
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

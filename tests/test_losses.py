@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.losses import (binary_cross_entropy_with_logits, causal_lm_loss, classification_loss,
+from common.nn.losses import (binary_cross_entropy_with_logits, causal_lm_loss, classification_loss,
                            cross_entropy, infer_problem_type, log_softmax, mlm_loss, nsp_loss,
                            pretraining_loss)
 

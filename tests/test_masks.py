@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.attention import MultiHeadAttention, scaled_dot_product_attention, sdpa_attention
-from common.masks import (additive_mask, causal_mask, combine_masks, mask_value, mlm_mask_tokens,
+from common.nn.attention import MultiHeadAttention, scaled_dot_product_attention, sdpa_attention
+from common.nn.masks import (additive_mask, causal_mask, combine_masks, mask_value, mlm_mask_tokens,
                           padding_mask)
 
 seeds = st.integers(0, 2**31 - 1)

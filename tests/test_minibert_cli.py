@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.checkpoint import load_state_dict
-from common.data import DataCollatorWithPadding
+from common.hub.pretrained import load_state_dict
+from common.data.language_modeling import DataCollatorWithPadding
 from common.errors import run_cli
-from common.labeled_data import ClassificationDataset, load_classification_file
-from common.tokenizers import load_tokenizer
+from common.data.labeled import ClassificationDataset, load_classification_file
+from common.text.auto import load_tokenizer
 from minibert import BertForMaskedLM, BertForPreTraining, BertForSequenceClassification
 from minibert.finetune import main as finetune_main
 from minibert.pretrain import main as pretrain_main
@@ -135,7 +135,7 @@ def test_mlm_pretraining_writes_model_tokenizer_and_eval_results(mlm_checkpoint)
 
 def test_eval_loss_is_the_mlm_loss_of_the_saved_model_on_the_validation_split(mlm_checkpoint, data):
     """Recompute eval_loss from the saved model, the last 5% of the lines and masks seeded like the tool's."""
-    from common.data import DataCollatorForLanguageModeling, LineByLineTextDataset
+    from common.data.language_modeling import DataCollatorForLanguageModeling, LineByLineTextDataset
     tokenizer, model = load_tokenizer(mlm_checkpoint), BertForMaskedLM.from_pretrained(mlm_checkpoint)
     _, validation = split_lines(data["corpus"].read_text(encoding="utf-8"), 5.0)
     path = data["folder"] / "validation_again.txt"

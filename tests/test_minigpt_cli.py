@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from common.errors import run_cli
-from common.losses import causal_lm_loss
-from common.tokenizers import load_tokenizer
+from common.nn.losses import causal_lm_loss
+from common.text.auto import load_tokenizer
 from minigpt.model import GPT
 from minigpt.sample import main as sample_main
 from minigpt.text_data import TokenBlocks, split_train_validation
-from minigpt.time_budget import BudgetSchedule, budget_multiplier
+from common.train.time_budget import BudgetSchedule, budget_multiplier
 from minigpt.train import main as train_main
 from minigpt.train import parse_config_overrides
 
@@ -167,7 +167,7 @@ def test_budget_schedule_warms_up_then_decays_to_zero_at_the_end_of_the_budget()
 
 def test_budget_progress_is_the_larger_of_time_and_steps_used(monkeypatch):
     clock = [100.0]
-    monkeypatch.setattr("minigpt.time_budget.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("common.train.time_budget.time.monotonic", lambda: clock[0])
     schedule = BudgetSchedule("linear", max_time=10.0, max_steps=1000, warmup_steps=0, warmup_ratio=0.0)
     clock[0] = 104.0
     assert schedule.progress(step=10) == pytest.approx(0.4), "4 s of 10 s used: progress by time"

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import minibert
-from common.data import DataCollatorForLanguageModeling
-from common.losses import IGNORE_INDEX
+from common.data.language_modeling import DataCollatorForLanguageModeling
+from common.nn.losses import IGNORE_INDEX
 from minigpt import GPT, GPTConfig, GPTForSequenceClassification
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -116,7 +116,7 @@ def test_an_all_masked_pretraining_batch_is_the_nsp_loss_alone():
     batch = padded_batch()
     nsp = torch.tensor([0, 1, 0])
     only_nsp = model(**batch, labels=torch.full((B, T), IGNORE_INDEX), next_sentence_label=nsp)
-    from common.losses import nsp_loss
+    from common.nn.losses import nsp_loss
     expected = nsp_loss(only_nsp.seq_relationship_logits, nsp)
     assert torch.isfinite(only_nsp.loss) and torch.allclose(only_nsp.loss, expected), \
         f"L = L_MLM + L_NSP with no masked token should be L_NSP = {expected.item():.6f}, got {only_nsp.loss.item():.6f}"
@@ -133,8 +133,8 @@ def test_a_batch_of_special_tokens_only_gets_no_mlm_label_from_the_collator_and_
 
 
 def test_a_trainer_step_on_an_all_masked_batch_logs_loss_zero_and_changes_no_weight(tmp_path):
-    from common.trainer import Trainer
-    from common.training_args import TrainingArguments
+    from common.train.trainer import Trainer
+    from common.train.args import TrainingArguments
 
     model = build("BertForMaskedLM", "eager")
     before = {k: v.clone() for k, v in model.state_dict().items()}

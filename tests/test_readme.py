@@ -29,7 +29,7 @@ README_ZH = ROOT / "README.zh-CN.md"
 MAP_HEADING = "## Curriculum map"
 
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
-FILE_REF = re.compile(r"^([\w./-]+\.py):([A-Za-z_][\w.]*)$")  # common/masks.py:padding_mask
+FILE_REF = re.compile(r"^([\w./-]+\.py):([A-Za-z_][\w.]*)$")  # common/nn/masks.py:padding_mask
 TEST_FILE = re.compile(r"^tests/[\w/]+\.py$")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 PLANNED = re.compile(r"(?<![\w/])(\d\d)\*")  # "08*": a tutorial that is being written

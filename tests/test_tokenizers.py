@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.errors import CheckpointError, ConfigError, DataError
-from common.tokenizer_base import longest_first_lengths
-from common.tokenizers import AutoTokenizer, BertTokenizer, CharTokenizer, load_tokenizer
+from common.text.base import longest_first_lengths
+from common.text.auto import AutoTokenizer, BertTokenizer, CharTokenizer, load_tokenizer
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -424,13 +424,13 @@ def corpus(n_lines=300, seed=0):
 
 @pytest.fixture(scope="module")
 def sp_bert():
-    from common.tokenizers import SentencePieceTokenizer
+    from common.text.auto import SentencePieceTokenizer
     return SentencePieceTokenizer.train(corpus(), vocab_size=80)
 
 
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
 def test_sentencepiece_bert_style_puts_pad_unk_cls_sep_mask_at_ids_0_to_4(model_type):
-    from common.tokenizers import SentencePieceTokenizer
+    from common.text.auto import SentencePieceTokenizer
     tok = SentencePieceTokenizer.train(corpus(), vocab_size=80, model_type=model_type)
     got = [tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id]
     assert got == [0, 1, 2, 3, 4], f"[PAD] [UNK] [CLS] [SEP] [MASK] ids are {got}"
@@ -443,7 +443,7 @@ def test_sentencepiece_bert_style_puts_pad_unk_cls_sep_mask_at_ids_0_to_4(model_
 
 
 def test_sentencepiece_gpt_style_adds_nothing_and_has_an_eos_token():
-    from common.tokenizers import SentencePieceTokenizer
+    from common.text.auto import SentencePieceTokenizer
     tok = SentencePieceTokenizer.train(corpus(), vocab_size=70, special_tokens_style="gpt")
     assert (tok.pad_token_id, tok.unk_token_id, tok.eos_token_id) == (0, 1, 2)
     assert tok.cls_token is None and tok.sep_token is None and tok.mask_token is None
@@ -464,7 +464,7 @@ def test_sentencepiece_decode_inverts_encode_and_offsets_point_at_the_text(sp_be
 
 
 def test_sentencepiece_lower_case_option_folds_case_inside_the_model():
-    from common.tokenizers import SentencePieceTokenizer
+    from common.text.auto import SentencePieceTokenizer
     tok = SentencePieceTokenizer.train(corpus(), vocab_size=50, do_lower_case=True)
     assert tok.encode("THE KING") == tok.encode("the king")
 
@@ -482,7 +482,7 @@ def test_sentencepiece_round_trips_through_a_folder(sp_bert, tmp_path):
 
 
 def test_sentencepiece_on_too_little_text_warns_or_says_which_vocab_size_works():
-    from common.tokenizers import SentencePieceTokenizer
+    from common.text.auto import SentencePieceTokenizer
     small = corpus(5)
     with pytest.raises(DataError, match=r"too small for vocab_size=2000.*--vocab_size \d+ or less"):
         SentencePieceTokenizer.train(small, vocab_size=2000, hard_vocab_limit=True)
@@ -492,7 +492,7 @@ def test_sentencepiece_on_too_little_text_warns_or_says_which_vocab_size_works()
 
 
 def test_sentencepiece_trains_from_files_and_names_a_missing_one(tmp_path):
-    from common.tokenizers import SentencePieceTokenizer
+    from common.text.auto import SentencePieceTokenizer
     path = tmp_path / "train.txt"
     path.write_text("\n".join(corpus()) + "\n", encoding="utf-8")
     tok = SentencePieceTokenizer.train(path, vocab_size=80, output_dir=tmp_path / "tok")

@@ -12,12 +12,12 @@ import torch
 
 from _trainer_toys import (ClassificationDataset, RaggedTokenDataset, ToyClassifier, ToyPretrained, ToyTokenizer,
                            ToyTokenLM, random_replacement_collator)
-from common.checkpoint import load_state_dict
+from common.hub.pretrained import load_state_dict
 from common.errors import CheckpointError, ConfigError, DataError
-from common.losses import cross_entropy
-from common.trainer import Trainer, TrainingDivergedError
-from common.trainer_utils import TrainerCallback, default_data_collator
-from common.training_args import TrainingArguments
+from common.nn.losses import cross_entropy
+from common.train.trainer import Trainer, TrainingDivergedError
+from common.train.utils import TrainerCallback, default_data_collator
+from common.train.args import TrainingArguments
 
 
 def make_args(tmp_path, **overrides) -> TrainingArguments:

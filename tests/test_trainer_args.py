@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from common.cli_args import add_dataclass_arguments, parse_dataclasses
+from common.cli.args import add_dataclass_arguments, parse_dataclasses
 from common.errors import ConfigError
-from common.training_args import TrainingArguments
+from common.train.args import TrainingArguments
 
 
 def test_defaults_match_transformers_for_shared_names():

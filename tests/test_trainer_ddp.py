@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from _trainer_toys import RaggedTokenDataset, ToyTokenizer, ToyTokenLM
-from common.checkpoint import load_state_dict
-from common.trainer import Trainer
-from common.training_args import TrainingArguments
+from common.hub.pretrained import load_state_dict
+from common.train.trainer import Trainer
+from common.train.args import TrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]
 # eps >> |g| and lr = eps make AdamW's steps ~ SGD steps, so weights reflect the gradients exactly
@@ -35,8 +35,8 @@ SCRIPT = textwrap.dedent("""
     sys.path[:0] = [{repo!r}, {tests!r}]
     import torch
     from _trainer_toys import RaggedTokenDataset, ToyTokenizer, ToyTokenLM
-    from common.trainer import Trainer
-    from common.training_args import TrainingArguments
+    from common.train.trainer import Trainer
+    from common.train.args import TrainingArguments
 
     for name, config in {configs!r}.items():
         torch.manual_seed(0)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import load_state_dict
+from common.hub.pretrained import load_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,9 +26,9 @@ SCRIPT = textwrap.dedent("""
     sys.path[:0] = [{repo!r}, {tests!r}]
     import torch
     from _trainer_toys import RaggedTokenDataset, ToyTokenLM, random_replacement_collator
-    from common.trainer import Trainer
-    from common.trainer_utils import TrainerCallback
-    from common.training_args import TrainingArguments
+    from common.train.trainer import Trainer
+    from common.train.utils import TrainerCallback
+    from common.train.args import TrainingArguments
 
     class Slow(TrainerCallback):
         def on_step_end(self, trainer):

@@ -1,4 +1,4 @@
-"""AdamW parameter groups and learning-rate schedules (common/optim.py)."""
+"""AdamW parameter groups and learning-rate schedules (common/train/optim.py)."""
 from __future__ import annotations
 
 import io
@@ -10,8 +10,8 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.optim import create_optimizer, get_scheduler, lr_multiplier, weight_decay_groups
-from common.training_args import SCHEDULER_TYPES
+from common.train.optim import create_optimizer, get_scheduler, lr_multiplier, weight_decay_groups
+from common.train.args import SCHEDULER_TYPES
 
 
 class TinyTransformerLike(nn.Module):

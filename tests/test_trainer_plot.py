@@ -1,4 +1,4 @@
-"""`python -m common.plot_logs OUTPUT_DIR` draws the curves of log.jsonl to a PNG."""
+"""`python -m common.cli.plot_logs OUTPUT_DIR` draws the curves of log.jsonl to a PNG."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from common.errors import run_cli
-from common.plot_logs import curves, main
+from common.cli.plot_logs import curves, main
 
 RECORDS = [{"step": 1, "epoch": 0.1, "loss": 2.0, "learning_rate": 1e-3, "grad_norm": 1.5},
            {"step": 2, "epoch": 0.2, "loss": 1.5, "learning_rate": 9e-4, "grad_norm": 1.1},

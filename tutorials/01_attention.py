@@ -14,7 +14,7 @@
 # Row `i` of the result is a weighted average of the rows of `V`; the weights
 # `softmax(q_i K^T / sqrt(d_k))` say how well query `i` matches each key.
 #
-# In this project the formula is `common/attention.py:scaled_dot_product_attention`, tested in
+# In this project the formula is `common/nn/attention.py:scaled_dot_product_attention`, tested in
 # `tests/test_attention.py`. We first compute it step by step with small tensors, then check that
 # the project's function gives the same numbers.
 #
@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from common.attention import (MultiHeadAttention, merge_heads, scaled_dot_product_attention,
+from common.nn.attention import (MultiHeadAttention, merge_heads, scaled_dot_product_attention,
                               split_heads)
 
 _setup.seed(0)
@@ -154,7 +154,7 @@ for d in (4, 16, 64, 256):
 #
 # The projections are one `(C, C)` matrix each; the split into heads is only a reshape:
 # `split_heads` turns `(B, T, C)` into `(B, H, T, C / H)` and `merge_heads` undoes it
-# (`common/attention.py`).
+# (`common/nn/attention.py`).
 
 # %%
 B, T, C, H = 2, 5, 16, 4

@@ -14,7 +14,7 @@
 # - **causality**: a language model that predicts token `t+1` must not peek at it. Query `i`
 #   sees keys `j <= i` only. GPT uses this mask (and the padding one).
 #
-# In code, a mask is a **boolean tensor, True = may attend** (`common/masks.py`). It is built
+# In code, a mask is a **boolean tensor, True = may attend** (`common/nn/masks.py`). It is built
 # with the shape that broadcasts against the scores `(B, H, T_q, T_k)`:
 #
 #     padding_mask(attention_mask)  -> (B, 1, 1, T_k)
@@ -29,9 +29,9 @@ import math
 
 import torch
 
-from common.attention import scaled_dot_product_attention
-from common.masks import additive_mask, causal_mask, combine_masks, mask_value, padding_mask
-from common.tokenizers import BertTokenizer
+from common.nn.attention import scaled_dot_product_attention
+from common.nn.masks import additive_mask, causal_mask, combine_masks, mask_value, padding_mask
+from common.text.auto import BertTokenizer
 
 _setup.seed(0)
 torch.set_printoptions(precision=3, sci_mode=False)

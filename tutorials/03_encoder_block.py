@@ -12,7 +12,7 @@
 #
 #     E = LayerNorm(E_token[x_t] + E_position[t] + E_segment[s_t])     s_t = 0 (sentence A) or 1 (B)
 #
-# Code: `common/blocks.py` (`gelu`, `FeedForward`, `EncoderBlock`), `minibert/model.py`
+# Code: `common/nn/blocks.py` (`gelu`, `FeedForward`, `EncoderBlock`), `minibert/model.py`
 # (`BertEmbeddings`, `BertModel`). Tests: `tests/test_blocks.py`, `tests/test_bert_parity.py`.
 #
 # Run it: `python tutorials/03_encoder_block.py`.
@@ -25,9 +25,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from common.blocks import EncoderBlock, FeedForward, gelu, gelu_tanh
-from common.masks import padding_mask
-from common.tokenizers import BertTokenizer
+from common.nn.blocks import EncoderBlock, FeedForward, gelu, gelu_tanh
+from common.nn.masks import padding_mask
+from common.text.auto import BertTokenizer
 from minibert import BertConfig, BertEmbeddings, BertModel
 
 _setup.seed(0)
@@ -240,7 +240,7 @@ if transformers is not None:
 #
 # In the student copy (`make exercises`) two forwards are stubs:
 #
-# - `EncoderBlock.forward` in `common/blocks.py`: the two post-LN sub-layers above, using the
+# - `EncoderBlock.forward` in `common/nn/blocks.py`: the two post-LN sub-layers above, using the
 #   block's `attention`, `intermediate` and `output` submodules;
 # - `BertEmbeddings.forward` in `minibert/model.py`: the sum of the three embeddings (positions
 #   `0..T-1` and segment 0 when not given), LayerNorm, dropout.

@@ -19,8 +19,8 @@
 # when the model is used later; the 10% random and 10% unchanged tokens force it to build a
 # good representation of *every* token, not only of the masked ones.
 #
-# Code: `common/masks.py:mlm_mask_tokens`, `common/data.py:DataCollatorForLanguageModeling`,
-# `common/losses.py` (`log_softmax`, `cross_entropy`, `mlm_loss`). Tests: `tests/test_masks.py`,
+# Code: `common/nn/masks.py:mlm_mask_tokens`, `common/data/language_modeling.py:DataCollatorForLanguageModeling`,
+# `common/nn/losses.py` (`log_softmax`, `cross_entropy`, `mlm_loss`). Tests: `tests/test_masks.py`,
 # `tests/test_data.py`, `tests/test_losses.py`.
 #
 # Run it: `python tutorials/04_mlm.py` (`TUTORIAL_QUICK=1` for fewer sentences and steps).
@@ -32,10 +32,10 @@ import math
 
 import torch
 
-from common import demo_data
-from common.data import DataCollatorForLanguageModeling
-from common.losses import IGNORE_INDEX, cross_entropy, log_softmax, mlm_loss
-from common.tokenizers import BertTokenizer
+from demo import corpus as demo_data
+from common.data.language_modeling import DataCollatorForLanguageModeling
+from common.nn.losses import IGNORE_INDEX, cross_entropy, log_softmax, mlm_loss
+from common.text.auto import BertTokenizer
 from minibert import BertConfig, BertForMaskedLM
 
 _setup.seed(0)
@@ -44,7 +44,7 @@ torch.set_printoptions(precision=3, sci_mode=False)
 # %% [markdown]
 # ## A small tokenised text
 #
-# `common/demo_data.py` writes little stories from a seeded generator (nothing is downloaded).
+# `demo/corpus.py` writes little stories from a seeded generator (nothing is downloaded).
 # Its `word_list()` holds every word the generator can produce, so a word-level vocabulary -
 # BERT's five special tokens plus those words - never needs `[UNK]`.
 
@@ -237,9 +237,9 @@ if plt is not None:
 # %% [markdown]
 # ## Your turn: four exercises
 #
-# - `mlm_masking`: `mlm_mask_tokens` in `common/masks.py` (one uniform draw per position decides
+# - `mlm_masking`: `mlm_mask_tokens` in `common/nn/masks.py` (one uniform draw per position decides
 #   the branch);
-# - `log_softmax`, `cross_entropy`, `mlm_loss` in `common/losses.py` (each builds on the one
+# - `log_softmax`, `cross_entropy`, `mlm_loss` in `common/nn/losses.py` (each builds on the one
 #   before it, as above).
 #
 #     python -m tutorials.exercises make --out student     # `make exercises`: all exercises

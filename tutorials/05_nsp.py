@@ -18,7 +18,7 @@
 #
 #     L = alpha * L_MLM + beta * L_NSP            (alpha = beta = 1 in BERT)
 #
-# Code: `common/data.py:TextDatasetForNextSentencePrediction`, `common/losses.py` (`nsp_loss`,
+# Code: `common/data/language_modeling.py:TextDatasetForNextSentencePrediction`, `common/nn/losses.py` (`nsp_loss`,
 # `pretraining_loss`), `minibert/heads.py:BertForPreTraining`. Tests: `tests/test_data.py`
 # (`test_nsp_*`), `tests/test_losses.py`, `tests/test_bert_model.py`.
 #
@@ -32,10 +32,10 @@ from collections import Counter
 
 import torch
 
-from common import demo_data
-from common.data import DataCollatorForLanguageModeling, TextDatasetForNextSentencePrediction
-from common.losses import IGNORE_INDEX, log_softmax, mlm_loss, nsp_loss, pretraining_loss
-from common.tokenizers import BertTokenizer
+from demo import corpus as demo_data
+from common.data.language_modeling import DataCollatorForLanguageModeling, TextDatasetForNextSentencePrediction
+from common.nn.losses import IGNORE_INDEX, log_softmax, mlm_loss, nsp_loss, pretraining_loss
+from common.text.auto import BertTokenizer
 from minibert import BertConfig, BertForPreTraining
 
 _setup.seed(0)
@@ -46,7 +46,7 @@ torch.set_grad_enabled(False)
 # ## A corpus of documents
 #
 # The input format is plain text, **one sentence per line and a blank line between documents**.
-# `common.demo_data.write_corpus` writes such a file of generated stories; each story is one
+# `demo.corpus.write_corpus` writes such a file of generated stories; each story is one
 # document about one hero at one place, so a sentence from another story usually names another
 # hero and another place - the clues NSP can learn.
 
@@ -208,10 +208,10 @@ assert torch.allclose(L, out.loss, rtol=1e-5)
 # ## Your turn: exercises `nsp_pairs` and `nsp_loss`
 #
 # - `nsp_pairs`: the pair-building methods of `TextDatasetForNextSentencePrediction` in
-#   `common/data.py` (`_random_other_document`, `_create_examples_from_document`,
+#   `common/data/language_modeling.py` (`_random_other_document`, `_create_examples_from_document`,
 #   `_truncate_seq_pair`), following steps 1-5 above. The tests check that every pair fits,
 #   that IsNext's B really follows A, and that NotNext's B comes from another document.
-# - `nsp_loss` in `common/losses.py`: two-class cross-entropy on the `(B, 2)` logits.
+# - `nsp_loss` in `common/nn/losses.py`: two-class cross-entropy on the `(B, 2)` logits.
 #
 #     python -m tutorials.exercises make --out student --only nsp_pairs --only nsp_loss
 #     cd student && python -m tutorials.exercises grade --only nsp_pairs --only nsp_loss

@@ -21,10 +21,10 @@
 #   falls as the model learns which words fit where;
 # - the NSP accuracy starts at 0.5 (a coin) and rises as it learns what makes B follow A.
 #
-# Code: `common/trainer.py:Trainer` (the one training loop), `common/training_args.py:TrainingArguments`,
-# `common/optim.py` (AdamW groups, schedules), `minibert/heads.py:BertForPreTraining`,
-# `common/demo_stages.py:evaluate_pretraining` (the held-out scores). `make demo` runs the same
-# recipe for longer (`common/demo_stages.py:pretrain_bert`). Tests: `tests/test_trainer.py`,
+# Code: `common/train/trainer.py:Trainer` (the one training loop), `common/train/args.py:TrainingArguments`,
+# `common/train/optim.py` (AdamW groups, schedules), `minibert/heads.py:BertForPreTraining`,
+# `demo/stages.py:evaluate_pretraining` (the held-out scores). `make demo` runs the same
+# recipe for longer (`demo/stages.py:pretrain_bert`). Tests: `tests/test_trainer.py`,
 # `tests/test_bert_model.py`, `tests/test_demo.py`.
 #
 # Run it: `python tutorials/06_pretraining.py` (a couple of minutes on a laptop CPU);
@@ -38,13 +38,14 @@ import warnings
 
 import torch
 
-from common import demo_data
-from common.data import DataCollatorForLanguageModeling, TextDatasetForNextSentencePrediction
-from common.demo_inputs import BERT_SPECIALS, builtin_corpus
-from common.demo_stages import HeldoutEvaluation, evaluate_pretraining
-from common.tokenizers import BertTokenizer
-from common.trainer import Trainer
-from common.training_args import TrainingArguments
+from demo import corpus as demo_data
+from common.data.language_modeling import DataCollatorForLanguageModeling, TextDatasetForNextSentencePrediction
+from demo.inputs import BERT_SPECIALS, builtin_corpus
+from demo.stages import HeldoutEvaluation
+from minibert.metrics import evaluate_pretraining
+from common.text.auto import BertTokenizer
+from common.train.trainer import Trainer
+from common.train.args import TrainingArguments
 from minibert import BertConfig, BertForPreTraining
 
 _setup.seed(0)
@@ -54,7 +55,7 @@ QUICK = _setup.QUICK
 # %% [markdown]
 # ## Data: generated stories, one word per token
 #
-# `common.demo_data` writes short stories (tutorial 05 showed a few): 4000 for training and 200
+# `demo.corpus` writes short stories (tutorial 05 showed a few): 4000 for training and 200
 # held out. The tokenizer knows every word the generator can write, so there is no `[UNK]` and
 # one token is one word.
 
@@ -78,7 +79,7 @@ print(f"{len(train_pairs)} training pairs, {len(heldout_pairs)} held-out pairs, 
 # about 750 times smaller. Two choices help a model this small on this little data:
 #
 # - no dropout (`hidden_dropout_prob = attention_probs_dropout_prob = 0`): with dropout 0.1 the
-#   same steps left tutorial 07's gain from pre-training at a few points (`common/demo_data.py`);
+#   same steps left tutorial 07's gain from pre-training at a few points (`demo/corpus.py`);
 # - `mlm_logits_at_masked_only=True`: the `V`-way output layer runs only at the masked 15% of the
 #   positions, the only ones the loss reads. Same loss, same gradients, less work
 #   (`minibert/heads.py:masked_lm_logits`, tested in `tests/test_bert_model.py`).
@@ -98,9 +99,9 @@ print(f"{model.num_parameters():,} parameters, {embedding_share:.0%} of them in 
 # loop: batches from the data set, the collator's fresh 80/10/10 masks for every batch (so the
 # model never sees the same blanks twice), `loss.backward()`, gradient clipping at norm 1, one
 # AdamW step, one schedule step, a log record every `logging_steps`. Weight decay (0.01) applies
-# to the weight matrices only, not to biases and LayerNorm (`common/optim.py`).
+# to the weight matrices only, not to biases and LayerNorm (`common/train/optim.py`).
 #
-# A callback (`common/demo_stages.py:HeldoutEvaluation`) scores the held-out pairs before the
+# A callback (`demo/stages.py:HeldoutEvaluation`) scores the held-out pairs before the
 # first step and every `eval_every` steps, with the same masks each time, and logs the MLM loss,
 # MLM accuracy and NSP accuracy separately: the training loss is only their sum.
 
@@ -202,7 +203,7 @@ with torch.no_grad():
 # groups apart, and that shows in the token embeddings `E_token`: the mean cosine similarity
 # between two adjectives of the same mood grows larger than between two of opposite moods.
 # Tutorial 07 relies on this: a classifier fine-tuned on *half* of the adjectives can then
-# handle the other half. `common/demo_data.py`'s docstring reports that the groups form rather
+# handle the other half. `demo/corpus.py`'s docstring reports that the groups form rather
 # suddenly, after 2000-3000 steps of this recipe, which `make demo` runs for 6000.
 
 # %%
@@ -233,7 +234,7 @@ print(f"nearest to {word!r}: {', '.join(nearest)}")
 # ## Saving the model
 #
 # `save_pretrained(folder)` writes `config.json` and `model.safetensors` (atomically: a crash
-# leaves the old pair or the new one, never a mix; `common/checkpoint.py`); the tokenizer
+# leaves the old pair or the new one, never a mix; `common/hub/pretrained.py`); the tokenizer
 # writes its `vocab.txt` next to them. Tutorial 07 loads this folder with
 # `BertForSequenceClassification.from_pretrained`.
 

@@ -13,9 +13,9 @@
 # Fine-tuning trains **every** weight, the encoder's too, with a small learning rate; only `W`,
 # `b` start from random numbers (Devlin et al. 2019, section 4).
 #
-# Code: `minibert/heads.py:BertForSequenceClassification`, `common/losses.py:classification_loss`,
-# `common/labeled_data.py:ClassificationDataset`, `common/data.py:DataCollatorWithPadding`,
-# `common/trainer.py:Trainer`. Tests: `tests/test_bert_parity.py` (the head equals transformers'),
+# Code: `minibert/heads.py:BertForSequenceClassification`, `common/nn/losses.py:classification_loss`,
+# `common/data/labeled.py:ClassificationDataset`, `common/data/language_modeling.py:DataCollatorWithPadding`,
+# `common/train/trainer.py:Trainer`. Tests: `tests/test_bert_parity.py` (the head equals transformers'),
 # `tests/test_losses.py`, `tests/test_demo.py` (the same comparison in `make demo`).
 #
 # Run it after 06 (it loads 06's model from `results/tutorials/06_bert_pretrained`); on its own it
@@ -29,15 +29,15 @@ import warnings
 import numpy as np
 import torch
 
-from common import demo_data
-from common.data import DataCollatorWithPadding
-from common.demo_inputs import BERT_SPECIALS, builtin_corpus
-from common.demo_stages import DemoSizes, pretrain_bert
-from common.labeled_data import ClassificationDataset, ClassificationExample
-from common.losses import classification_loss, log_softmax
-from common.tokenizers import BertTokenizer
-from common.trainer import Trainer
-from common.training_args import TrainingArguments
+from demo import corpus as demo_data
+from common.data.language_modeling import DataCollatorWithPadding
+from demo.inputs import BERT_SPECIALS, builtin_corpus
+from demo.stages import DemoSizes, pretrain_bert
+from common.data.labeled import ClassificationDataset, ClassificationExample
+from common.nn.losses import classification_loss, log_softmax
+from common.text.auto import BertTokenizer
+from common.train.trainer import Trainer
+from common.train.args import TrainingArguments
 from minibert import BertForSequenceClassification
 
 _setup.seed(0)
@@ -46,7 +46,7 @@ QUICK = _setup.QUICK
 # %% [markdown]
 # ## The task: is the character pleased?
 #
-# `common.demo_data.generate_labeled_task` writes sentences labeled 1 (pleased) or 0 (displeased).
+# `demo.corpus.generate_labeled_task` writes sentences labeled 1 (pleased) or 0 (displeased).
 # The label depends on context: "not" flips it, and in "A, but B" the second clause wins:
 
 # %%
@@ -68,7 +68,7 @@ print(f"the training sentences use {len(train_words)} of the {len(demo_data.POSI
 # ## The pretrained encoder
 #
 # From tutorial 06's folder when it is there; otherwise this tutorial pre-trains with 06's recipe
-# (`common/demo_stages.py:pretrain_bert`, the function `make demo` uses) so it runs on its own.
+# (`demo/stages.py:pretrain_bert`, the function `make demo` uses) so it runs on its own.
 
 # %%
 tokenizer = BertTokenizer(vocab=BERT_SPECIALS + demo_data.word_list())
@@ -170,7 +170,7 @@ if not QUICK and final["pretrained"] - final["scratch"] < 0.1:
 # With the full recipe (06's 6000 pre-training steps, 400 labels) the pretrained model is right on
 # almost every dev sentence while the scratch model stays far lower: it can only learn the
 # adjectives it saw labeled, so it guesses on the other half. One run of 06 then 07 on a busy
-# 2-core machine gave 0.946 versus 0.602; `common/demo_data.py`'s docstring reports 0.99-1.00
+# 2-core machine gave 0.946 versus 0.602; `demo/corpus.py`'s docstring reports 0.99-1.00
 # versus 0.60-0.68 over four seeds. In quick mode both are barely trained and the numbers say
 # nothing.
 #
@@ -219,6 +219,6 @@ if plt is not None:
 #   learn adjectives it never sees: `labeled_word_fraction=0.5` still hides half of them.)
 # - Pass `labeled_word_fraction=1.0` to `generate_labeled_task`: now the labels cover every word.
 # - Pre-train for 2000 steps instead of 6000 in 06, then rerun this: the mood gap of 06 is not
-#   there yet, and `common/demo_data.py` reports that with half the steps the gain here was only a
+#   there yet, and `demo/corpus.py` reports that with half the steps the gain here was only a
 #   few points.
 # - `make demo` runs 06 and 07 (and a GPT) in one go and writes a summary table.

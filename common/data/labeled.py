@@ -16,7 +16,6 @@ Metrics written out: entity_f1 (entity-level, conlleval / seqeval style) and squ
 """
 from __future__ import annotations
 
-import collections
 import csv
 import io
 import json
@@ -29,9 +28,9 @@ from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
 import torch
 from torch.utils.data import Dataset
 
-from common.data import num_special_tokens, read_nonempty_text, token_ids, warn_truncated
+from common.data.language_modeling import num_special_tokens, read_nonempty_text, token_ids, warn_truncated
 from common.errors import ConfigError, DataError
-from common.losses import IGNORE_INDEX
+from common.nn.losses import IGNORE_INDEX
 
 Label = Union[int, str]
 PUNCTUATION = frozenset(string.punctuation)
@@ -263,52 +262,6 @@ def align_token_predictions(predictions: torch.Tensor, labels: torch.Tensor,
     return true_seqs, pred_seqs
 
 
-def _split_tag(tag: str) -> tuple[str, str]:
-    if tag == "O":
-        return "O", ""
-    prefix, sep, entity_type = tag.partition("-")
-    if not sep or prefix not in ("B", "I") or not entity_type:
-        raise ValueError(f"tag {tag!r} is not IOB (expected O, B-TYPE or I-TYPE)")
-    return prefix, entity_type
-
-
-def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-    """IOB tags -> entities {(type, first, last)}.
-
-    An entity starts at B-X, or at I-X when the previous tag is O or another type (IOB1 and
-    ill-formed IOB2 are read leniently, as conlleval does); it continues over I-X of the same type.
-    """
-    spans, start, current = set(), None, None
-    for j, tag in enumerate(list(tags) + ["O"]):  # the sentinel O closes an entity at the end
-        prefix, entity_type = _split_tag(tag)
-        continues = prefix == "I" and entity_type == current
-        if current is not None and not continues:
-            spans.add((current, start, j - 1))
-            current = None
-        if prefix == "B" or (prefix == "I" and not continues):
-            start, current = j, entity_type
-    return spans
-
-
-def entity_f1(true_tag_seqs: Sequence[Sequence[str]], pred_tag_seqs: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Entity-level micro scores over all sentences; an entity counts only if type AND span match.
-
-        precision = |true ∩ pred| / |pred|,  recall = |true ∩ pred| / |true|,  F1 = 2PR / (P + R)
-    (each 0 when its denominator is 0).
-    """
-    if len(true_tag_seqs) != len(pred_tag_seqs):
-        raise ValueError(f"{len(true_tag_seqs)} true sequences but {len(pred_tag_seqs)} predicted ones")
-    n_true = n_pred = n_correct = 0
-    for i, (true_tags, pred_tags) in enumerate(zip(true_tag_seqs, pred_tag_seqs)):
-        if len(true_tags) != len(pred_tags):
-            raise ValueError(f"sentence {i}: {len(true_tags)} true tags but {len(pred_tags)} predicted")
-        true, pred = entity_spans(true_tags), entity_spans(pred_tags)
-        n_true, n_pred, n_correct = n_true + len(true), n_pred + len(pred), n_correct + len(true & pred)
-    precision = n_correct / n_pred if n_pred else 0.0
-    recall = n_correct / n_true if n_true else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
-
 
 # ---------------------------------------------------------------- extractive question answering
 
@@ -456,39 +409,3 @@ def postprocess_qa_predictions(examples: Sequence[QAExample], dataset: QADataset
     return {example.id: best[i][1] if i in best else "" for i, example in enumerate(examples)}
 
 
-def normalize_answer(text: str) -> str:
-    """SQuAD's normalisation: lower case, drop punctuation, drop the articles a/an/the, squeeze whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in PUNCTUATION)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def _token_f1(prediction: str, truth: str) -> float:
-    pred, true = normalize_answer(prediction).split(), normalize_answer(truth).split()
-    if not pred or not true:
-        return float(pred == true)  # an empty answer scores 1 only against an empty answer
-    common = sum((collections.Counter(pred) & collections.Counter(true)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(true)
-    return 2 * precision * recall / (precision + recall)
-
-
-def squad_metrics(predictions: dict[str, str], references: dict[str, Sequence[str]]) -> dict[str, float]:
-    """SQuAD v1.1 scores in percent, each the best over an example's reference answers, averaged:
-
-        exact_match = 100 * mean_i max_r [normalize(pred_i) == normalize(r)]
-        f1          = 100 * mean_i max_r F1(bag of normalized tokens of pred_i, of r)
-    A question with no prediction scores 0. An empty reference list means "no answer" (SQuAD 2.0).
-    """
-    if not references:
-        raise ValueError("squad_metrics: no references")
-    exact = f1 = 0.0
-    for qid, truths in references.items():
-        truths = list(truths) or [""]
-        if qid not in predictions:
-            continue
-        prediction = predictions[qid]
-        exact += max(float(normalize_answer(prediction) == normalize_answer(t)) for t in truths)
-        f1 += max(_token_f1(prediction, t) for t in truths)
-    return {"exact_match": 100.0 * exact / len(references), "f1": 100.0 * f1 / len(references)}

@@ -1,15 +1,15 @@
 """Tokenizers: text -> ids and back, called like transformers' tokenizers.
 
-    from common.tokenizers import BertTokenizer, load_tokenizer
+    from common.text.auto import BertTokenizer, load_tokenizer
     tok = BertTokenizer.from_pretrained(folder)          # a folder with vocab.txt
     batch = tok(["a sentence", "another"], padding=True, truncation=True, return_tensors="pt")
     batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]    # (B, T) each
 
 Where each piece lives:
-    common/tokenizer_base.py   BaseTokenizer (encode, truncate, pad, save) and BatchEncoding
-    common/wordpiece.py        BertTokenizer: BERT's WordPiece on a vocab.txt
-    common/sentencepiece_tokenizer.py   SentencePieceTokenizer: train your own (unigram or BPE)
-    common/char_tokenizer.py   CharTokenizer: one token per character (GPT on tiny shakespeare)
+    common/text/base.py   BaseTokenizer (encode, truncate, pad, save) and BatchEncoding
+    common/text/wordpiece.py        BertTokenizer: BERT's WordPiece on a vocab.txt
+    common/text/sentencepiece.py   SentencePieceTokenizer: train your own (unigram or BPE)
+    common/text/char.py   CharTokenizer: one token per character (GPT on tiny shakespeare)
 
 `load_tokenizer(folder)` (also `AutoTokenizer.from_pretrained(folder)`) picks the class named by
 tokenizer_config.json, or else by the files present: vocab.txt -> BertTokenizer,
@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.char_tokenizer import CHAR_VOCAB_NAME, CharTokenizer
+from common.text.char import CHAR_VOCAB_NAME, CharTokenizer
 from common.errors import CheckpointError
-from common.sentencepiece_tokenizer import SentencePieceTokenizer
-from common.tokenizer_base import BaseTokenizer, BatchEncoding, check_folder, read_tokenizer_config
-from common.wordpiece import VOCAB_NAME, BertTokenizer
+from common.text.sentencepiece import SentencePieceTokenizer
+from common.text.base import BaseTokenizer, BatchEncoding, check_folder, read_tokenizer_config
+from common.text.wordpiece import VOCAB_NAME, BertTokenizer
 
 __all__ = ["AutoTokenizer", "BaseTokenizer", "BatchEncoding", "BertTokenizer", "CharTokenizer",
            "SentencePieceTokenizer", "load_tokenizer"]

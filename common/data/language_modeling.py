@@ -6,12 +6,12 @@
 
     DataCollatorWithPadding           pad to the longest example of the batch
     DataCollatorForTokenClassification  the same, and per-token labels padded with -100
-    DataCollatorForLanguageModeling   mlm=True: BERT's 80/10/10 corruption (common.masks.mlm_mask_tokens)
+    DataCollatorForLanguageModeling   mlm=True: BERT's 80/10/10 corruption (common.nn.masks.mlm_mask_tokens)
                                       mlm=False: labels = input_ids (the model shifts them), -100 at padding
 
 The tokenizer is any object with the `transformers` tokenizer methods used here: `encode`,
 `build_inputs_with_special_tokens`, `create_token_type_ids_from_sequences`,
-`pad`, `pad_token_id`, `mask_token_id`, `all_special_ids` and `len(tokenizer)` (common/tokenizers.py
+`pad`, `pad_token_id`, `mask_token_id`, `all_special_ids` and `len(tokenizer)` (common/text/auto.py
 has three).
 
 Padding (tokenizer.pad) gives every padded key the value that makes the padding harmless:
@@ -28,8 +28,8 @@ import torch
 from torch.utils.data import Dataset
 
 from common.errors import ConfigError, DataError, read_text
-from common.losses import IGNORE_INDEX
-from common.masks import mlm_mask_tokens
+from common.nn.losses import IGNORE_INDEX
+from common.nn.masks import mlm_mask_tokens
 
 
 # ---------------------------------------------------------------- helpers
@@ -314,7 +314,7 @@ class DataCollatorForLanguageModeling:
 
     mlm=True: every real, non-special token is selected with probability mlm_probability;
     a selected token becomes [MASK] (80%), a random NON-special token (10%) or stays (10%)
-    (common.masks.mlm_mask_tokens). labels = the original token at selected positions, -100 elsewhere.
+    (common.nn.masks.mlm_mask_tokens). labels = the original token at selected positions, -100 elsewhere.
     Special tokens and padding are never selected.
     mlm=False: labels = input_ids with -100 at padding; the model shifts them by one itself.
 

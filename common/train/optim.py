@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from common.training_args import SCHEDULER_TYPES
+from common.train.args import SCHEDULER_TYPES
 
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The three stages of `make demo`; each trains with common.trainer.Trainer and returns its numbers.
+"""The three stages of `make demo`; each trains with common.train.trainer.Trainer and returns its numbers.
 
     pretrain_bert     BERT on sentence pairs [CLS] A [SEP] B [SEP] with  L = L_MLM + L_NSP
                       (Devlin et al. 2019, section 3.1). Every `eval_every` steps, and before the
@@ -16,7 +16,7 @@ Sizes live in `DemoSizes` (FULL for `make demo`, QUICK for the tests). The full 
 recipe is fragile on purpose of its size: the adjectives' polarity appears in the embeddings only
 after 2000-3000 steps, so it is a fixed number of steps (never a time budget), with no dropout.
 
-Measured (`python -m common.demo --threads 1`, twice, on a 2-core machine shared with other jobs):
+Measured (`python -m demo --threads 1`, twice, on a 2-core machine shared with other jobs):
 CPU time 91 s pretraining, 6 s fine-tuning (both models), 75 s GPT, 172 s in all; held-out MLM
 loss 6.31 -> 1.35, NSP accuracy 0.50 -> 0.72; dev accuracy pretrained 1.000 and 0.946, from
 scratch 0.602 both times; GPT perplexity 3.76. The two runs differ although the seed is the same:
@@ -34,17 +34,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from common.data import (DataCollatorForLanguageModeling, DataCollatorWithPadding, GroupedTextDataset,
+from common.data.language_modeling import (DataCollatorForLanguageModeling, DataCollatorWithPadding, GroupedTextDataset,
                          TextDatasetForNextSentencePrediction)
-from common.demo_inputs import DemoCorpus
-from common.labeled_data import ClassificationDataset, ClassificationExample, build_label_list
-from common.losses import IGNORE_INDEX, cross_entropy
-from common.trainer import Trainer
-from common.trainer_utils import EvalPrediction, TrainerCallback
-from common.training_args import TrainingArguments
+from demo.inputs import DemoCorpus
+from common.data.labeled import ClassificationDataset, ClassificationExample, build_label_list
+from common.train.trainer import Trainer
+from common.train.utils import EvalPrediction, TrainerCallback
+from common.train.args import TrainingArguments
 from minibert import BertConfig, BertForPreTraining, BertForSequenceClassification
+from minibert.metrics import evaluate_pretraining
 from minigpt import GPT, GPTConfig
 
 
@@ -102,30 +101,6 @@ def _metric_history(trainer: Trainer, key: str) -> list[tuple[float, float]]:
 
 # ---------------------------------------------------------------- stage 1: BERT pretraining
 
-
-@torch.no_grad()
-def evaluate_pretraining(model: BertForPreTraining, dataset, make_collator: Callable, batch_size: int = 128) -> dict:
-    """Held-out MLM loss and accuracy over the masked tokens, NSP accuracy over the pairs (see the
-    module docstring). `make_collator()` must give a freshly seeded collator: the same masks every call."""
-    was_training = model.training
-    model.eval()
-    mlm_loss_sum, mlm_correct, num_masked, nsp_correct, num_pairs = 0.0, 0, 0, 0, 0
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=make_collator()):
-        out = model(**batch)
-        labels = batch["labels"]  # (B, T), -100 where not masked
-        logits = out.prediction_logits  # (N, V) at the masked positions, or (B, T, V)
-        targets = labels[labels != IGNORE_INDEX] if logits.dim() == 2 else labels.reshape(-1)
-        logits = logits.reshape(-1, logits.size(-1))
-        kept = targets != IGNORE_INDEX
-        mlm_loss_sum += cross_entropy(logits[kept], targets[kept], reduction="sum").item()
-        mlm_correct += (logits[kept].argmax(-1) == targets[kept]).sum().item()
-        num_masked += int(kept.sum())
-        nsp_correct += (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum().item()
-        num_pairs += len(batch["next_sentence_label"])
-    model.train(was_training)
-    return {"heldout_mlm_loss": mlm_loss_sum / max(num_masked, 1),
-            "heldout_mlm_accuracy": mlm_correct / max(num_masked, 1),
-            "heldout_nsp_accuracy": nsp_correct / max(num_pairs, 1)}
 
 
 class HeldoutEvaluation(TrainerCallback):

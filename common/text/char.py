@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from common.errors import CheckpointError, ConfigError, DataError
-from common.tokenizer_base import BaseTokenizer, special_kwargs, write_file_atomic
+from common.text.base import BaseTokenizer, special_kwargs, write_file_atomic
 
 CHAR_VOCAB_NAME = "char_vocab.json"
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from common.batch_encoding import BatchEncoding
+from common.text.batch_encoding import BatchEncoding
 from common.errors import CheckpointError, ConfigError, DataError
 
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"

@@ -30,9 +30,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from common.checkpoint import (WEIGHTS_NAME, atomic_save_file, clean_state_dict, load_state_dict, save_torch_file,
+from common.hub.pretrained import (WEIGHTS_NAME, atomic_save_file, clean_state_dict, load_state_dict, save_torch_file,
                                torch_load_safely)
-from common.device import DistributedContext, all_reduce, barrier, get_rng_state, set_rng_state
+from common.train.device import DistributedContext, all_reduce, barrier, get_rng_state, set_rng_state
 from common.errors import STORAGE_ERRNOS, CheckpointError
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")

@@ -37,16 +37,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from common.device import (all_reduce, autocast_context, barrier, bf16_supported, move_to_device,
+from common.train.device import (all_reduce, autocast_context, barrier, bf16_supported, move_to_device,
                            set_seed, setup_distributed)
 from common.errors import ConfigError, UserError
-from common.optim import create_optimizer, get_scheduler
-from common.trainer_checkpoint import (TrainerState, list_checkpoints, load_model_weights, load_training_state,
+from common.train.optim import create_optimizer, get_scheduler
+from common.train.checkpoints import (TrainerState, list_checkpoints, load_model_weights, load_training_state,
                                        remove_stale_temp_folders, resolve_resume_path, restore_rng_state,
                                        rotate_checkpoints, save_checkpoint, save_model_files)
-from common.trainer_utils import (EvalPrediction, LogWindow, PredictionOutput, TrainOutput, count_tokens,
+from common.train.utils import (EvalPrediction, LogWindow, PredictionOutput, TrainOutput, count_tokens,
                                   default_data_collator, label_units, pad_and_concatenate, to_numpy)
-from common.training_args import TrainingArguments
+from common.train.args import TrainingArguments
 
 LOG_NAME = "log.jsonl"
 

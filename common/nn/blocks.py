@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.attention import KVCache, MultiHeadAttention
-from common.dropout import Dropout
+from common.nn.attention import KVCache, MultiHeadAttention
+from common.nn.dropout import Dropout
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ class ResidualLayerNorm(nn.Module):
         super().__init__()
         self.dense = nn.Linear(in_features, hidden_size)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
-        self.dropout = Dropout(dropout)  # nn.Dropout's distribution, a cheaper draw (common/dropout.py)
+        self.dropout = Dropout(dropout)  # nn.Dropout's distribution, a cheaper draw (common/nn/dropout.py)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(residual + self.dropout(self.dense(x)))

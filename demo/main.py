@@ -1,8 +1,8 @@
 """`make demo`: the story of pretrained language models, end to end, in a few minutes on a CPU.
 
-    python -m common.demo                       # the built-in corpus and labeled task (~3-4 min, 2 cores)
-    python -m common.demo --data my_text.txt    # the same story on your own text
-    python -m common.demo --quick               # tiny sizes, seconds (what the tests run)
+    python -m demo                       # the built-in corpus and labeled task (~3-4 min, 2 cores)
+    python -m demo --data my_text.txt    # the same story on your own text
+    python -m demo --quick               # tiny sizes, seconds (what the tests run)
 
 1. Pretraining. A small BERT reads unlabeled text as sentence pairs [CLS] A [SEP] B [SEP] and
    learns two things at once: to fill in masked words (MLM) and to tell whether B really followed
@@ -39,20 +39,20 @@ from typing import Optional, Sequence
 
 import torch
 
-from common import demo_data
-from common.demo_inputs import (DemoCorpus, builtin_corpus, builtin_tokenizers, count_tokens, user_corpus,
+from demo import corpus as demo_data
+from demo.inputs import (DemoCorpus, builtin_corpus, builtin_tokenizers, count_tokens, user_corpus,
                                 user_tokenizers)
-from common.demo_report import print_summary, save_plots, write_summary
-from common.demo_stages import FULL, QUICK, DemoSizes, finetune_compare, pretrain_bert, timed, train_gpt
+from demo.report import print_summary, save_plots, write_summary
+from demo.stages import FULL, QUICK, DemoSizes, finetune_compare, pretrain_bert, timed, train_gpt
 from common.errors import ConfigError, DataError, run_cli
-from common.labeled_data import ClassificationExample, build_label_list, load_classification_file
+from common.data.labeled import ClassificationExample, build_label_list, load_classification_file
 
 BUILTIN_PROMPTS = ("Once there was a baker named", "One day, she went to the harbor and",
                    "First, he thought the soup was")
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m common.demo", allow_abbrev=False,
+    parser = argparse.ArgumentParser(prog="python -m demo", allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description=__doc__.split("\n\n", 1)[0],
                                      epilog=__doc__.split("\n\n", 1)[1])

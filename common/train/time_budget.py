@@ -24,7 +24,7 @@ import time
 
 from torch.optim.lr_scheduler import LambdaLR
 
-from common.trainer_utils import TrainerCallback
+from common.train.utils import TrainerCallback
 
 
 def budget_multiplier(progress: float, step: int, name: str, warmup_steps: int, warmup_ratio: float) -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 from common.errors import CheckpointError, ConfigError, DataError, read_text
-from common.tokenizer_base import BaseTokenizer, special_kwargs, write_file_atomic
+from common.text.base import BaseTokenizer, special_kwargs, write_file_atomic
 
 SPM_NAME = "tokenizer.model"
 STYLES = {

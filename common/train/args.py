@@ -2,12 +2,12 @@
 
 Names and defaults follow Hugging Face `transformers.TrainingArguments` where the concept exists,
 so a script written for one reads the same with the other. Each field carries its `--help` text
-in `metadata["help"]`; `common.cli_args` turns every field into a command-line flag.
+in `metadata["help"]`; `common.cli.args` turns every field into a command-line flag.
 
 Batch arithmetic (the same as transformers):
     examples per optimizer step = per_device_train_batch_size * gradient_accumulation_steps * world_size
 
-Learning-rate schedule: warmup for W steps, then decay to the end (see `common.optim`), with
+Learning-rate schedule: warmup for W steps, then decay to the end (see `common.train.optim`), with
     W = warmup_steps if warmup_steps > 0 else ceil(warmup_ratio * total_steps).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from common.config import require
+from common.hub.config import require
 
 SCHEDULER_TYPES = ("linear", "cosine", "constant", "constant_with_warmup")
 INTERVAL_STRATEGIES = ("no", "steps", "epoch")

@@ -1,4 +1,4 @@
-"""Plot the curves of a training run: `python -m common.plot_logs OUTPUT_DIR [--out FILE.png]`.
+"""Plot the curves of a training run: `python -m common.cli.plot_logs OUTPUT_DIR [--out FILE.png]`.
 
 Reads OUTPUT_DIR/log.jsonl (one JSON object per line, written by the Trainer) and draws training
 loss and every eval_* loss against the optimizer step, and the learning rate on a second panel.
@@ -74,7 +74,7 @@ def plot(records: list[dict], out_path) -> Path:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.plot_logs", allow_abbrev=False,
+    parser = argparse.ArgumentParser(prog="python -m common.cli.plot_logs", allow_abbrev=False,
                                      description=__doc__.splitlines()[0])
     parser.add_argument("output_dir", help="the Trainer's output_dir (holds log.jsonl)")
     parser.add_argument("--out", default=None, help="PNG file to write (default: OUTPUT_DIR/curves.png)")

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from common.config import CONFIG_NAME
+from common.hub.config import CONFIG_NAME
 from common.errors import CheckpointError, write_then_rename
 
 WEIGHTS_NAME = "model.safetensors"

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from common.errors import CheckpointError
-from common.tokenizer_base import BaseTokenizer, special_kwargs, write_file_atomic
+from common.text.base import BaseTokenizer, special_kwargs, write_file_atomic
 
 VOCAB_NAME = "vocab.txt"
 

@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.dropout import dropout
-from common.masks import mask_value
+from common.nn.dropout import dropout
+from common.nn.masks import mask_value
 
 ATTN_IMPLS = ("eager", "sdpa")
 
@@ -45,7 +45,7 @@ def scaled_dot_product_attention(
     """softmax(Q K^T / sqrt(d_k) + M) V.
 
     query: (B, H, T_q, d_k); key: (B, H, T_k, d_k); value: (B, H, T_k, d_v).
-    mask: bool, broadcastable to (B, H, T_q, T_k), True = may attend (see common.masks).
+    mask: bool, broadcastable to (B, H, T_q, T_k), True = may attend (see common.nn.masks).
     Dropout is applied to the attention weights, and only when `training` is True.
     Returns (output (B, H, T_q, d_v), weights (B, H, T_q, T_k) or None).
     """
@@ -55,7 +55,7 @@ def scaled_dot_product_attention(
         scores = scores.masked_fill(~mask, mask_value(scores.dtype))
     weights = torch.softmax(scores, dim=-1)  # each row sums to 1
     if training and dropout_p > 0.0:
-        weights = dropout(weights, dropout_p, training=True)  # common/dropout.py
+        weights = dropout(weights, dropout_p, training=True)  # common/nn/dropout.py
     output = weights @ value  # (B, H, T_q, d_v)
     return output, (weights if need_weights else None)
 # END EXERCISE attention

@@ -1,0 +1,5 @@
+"""Models as folders, in reading order:
+
+    config.py      PretrainedConfig: a dataclass that round-trips through config.json
+    pretrained.py  PreTrainedModel: save_pretrained / from_pretrained (safetensors, atomic writes)
+"""

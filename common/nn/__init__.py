@@ -1,0 +1,10 @@
+"""The math of the course, in reading order:
+
+    masks.py      True where attention is allowed; padding and causal masks; MLM 80/10/10
+    attention.py  softmax(Q K^T / sqrt(d_k) + M) V, multi-head attention, the KV cache
+    dropout.py    the one dropout of the project (inverted dropout, off in eval)
+    blocks.py     GELU, feed-forward, encoder block (post-LN), decoder block (pre-LN)
+    losses.py     log-softmax, cross-entropy, L_MLM, L_NSP, L_LM, classification
+
+Nothing here imports from another layer of the project except common/errors.py.
+"""

@@ -1,0 +1,10 @@
+"""The one training loop, in reading order:
+
+    args.py         TrainingArguments (transformers' names)
+    optim.py        AdamW with weight-decay groups; warmup + decay schedules
+    utils.py        callbacks, log windows, gradient accumulation as one big batch
+    time_budget.py  --max_time: the learning rate decays over the wall-clock budget
+    device.py       CPU / CUDA / torchrun, bf16 autocast, RNG state
+    checkpoints.py  checkpoint-<step>/ folders: weights, optimizer, scheduler, RNG; resume
+    trainer.py      Trainer: train, evaluate, predict
+"""

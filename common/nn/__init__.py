@@ -3,6 +3,7 @@
     masks.py      True where attention is allowed; padding and causal masks; MLM 80/10/10
     attention.py  softmax(Q K^T / sqrt(d_k) + M) V, multi-head attention, the KV cache
     dropout.py    the one dropout of the project (inverted dropout, off in eval)
+    norms.py      RMSNorm: x / sqrt(mean(x^2) + eps) * weight (T5, Llama)
     blocks.py     GELU, feed-forward, encoder block (post-LN), decoder block (pre-LN)
     losses.py     log-softmax, cross-entropy, L_MLM, L_NSP, L_LM, classification
 

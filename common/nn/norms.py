@@ -1,0 +1,35 @@
+"""RMSNorm (Zhang & Sennrich 2019), the normalisation of T5 and Llama:
+
+    RMSNorm(x) = x / sqrt(mean_i(x_i^2) + eps) * weight          mean over the last dimension C
+
+LayerNorm subtracts the mean and divides by the standard deviation, then adds a bias; RMSNorm keeps
+only the rescaling (no centring, no bias). It is cheaper, and in practice trains as well: the
+re-centring turned out not to be what made LayerNorm help. (LayerNorm itself is torch's nn.LayerNorm.)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * weight;   x (..., C) -> y (..., C), weight (C,), starts at 1.
+
+    The mean of squares is taken in float32 and the normalised x is cast back to x's dtype before
+    the weight multiplies it, as Llama and T5 do: in bfloat16 the sum of C squares loses digits, and
+    doing the cast at the same place as the reference implementations keeps results bit-comparable.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))  # (C,)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()  # (..., C)
+        mean_square = x32.pow(2).mean(dim=-1, keepdim=True)  # (..., 1) mean_i x_i^2
+        normalized = x32 * torch.rsqrt(mean_square + self.eps)  # (..., C) unit root mean square
+        return self.weight * normalized.to(x.dtype)  # (..., C)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"

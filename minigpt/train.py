@@ -22,12 +22,8 @@ checkpoint-<step>/ folders (resume with --resume_from_checkpoint latest).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import math
 import os
 import sys
-import typing
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -35,19 +31,18 @@ import torch
 from torch.utils.data import Subset
 
 from common.hub.pretrained import check_tokenizer_fits_model
-from common.cli.args import add_dataclass_arguments, parse_bool
+from common.cli.training import (add_training_flags, parse_config_overrides, perplexity, time_budget_callbacks,
+                                 training_arguments, write_json)
 from common.data.language_modeling import read_nonempty_text
 from common.train.device import pick_device
 from common.errors import ConfigError, run_cli
 from common.text.auto import CharTokenizer, SentencePieceTokenizer, load_tokenizer
 from common.train.trainer import Trainer
 from common.train.utils import TrainerCallback
-from common.train.args import TrainingArguments
 from minigpt.config import GPTConfig
 from minigpt.model import GPT
 from minigpt.sample import sample_texts
 from minigpt.text_data import TokenBlocks, encode_stream, split_train_validation
-from common.train.time_budget import TimeBudgetSchedule
 
 # The model of nanoGPT's CPU recipe for tiny shakespeare (4 layers, 4 heads, 128 wide, context 64,
 # no dropout): small enough to take thousands of steps in a minute on 2 cores.
@@ -105,15 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Evaluations DURING training (--eval_strategy) use only this many windows, evenly spread; "
              "the final evaluation always uses the whole validation split.")
     add("--encoding", default="utf-8", help="Encoding of the text files (default: %(default)s).")
-    add("--schedule_by_time", "--schedule-by-time", type=parse_bool, nargs="?", const=True, default=True,
-        metavar="{true,false}", help="With --max_time, decay the learning rate over the time budget "
-                                     "(common/train/time_budget.py) rather than over max_steps (default: %(default)s).")
     add("--sample_tokens", "--sample-tokens", type=int, default=300,
         help="Characters/tokens of text to sample at the end, 0 for none (default: %(default)s).")
-    add_dataclass_arguments(parser, TrainingArguments, defaults_override=RECIPE)
+    add_training_flags(parser, RECIPE)
     for action in parser._actions:
-        if action.dest == "output_dir":
-            action.required, action.default = True, None
         if action.dest == "bf16":
             action.default = AUTO
             action.help = ("Run forward and loss under torch.autocast(bfloat16); weights stay float32 "
@@ -148,33 +138,6 @@ def warn_if_cpu_busy(device: torch.device) -> None:
               "on a shared machine try OMP_NUM_THREADS=1", file=sys.stderr)
 
 
-def parse_config_overrides(text: str) -> dict:
-    """'n_layer=4,dropout=0.1' -> {'n_layer': 4, 'dropout': 0.1}, each value converted to its field's type."""
-    hints = typing.get_type_hints(GPTConfig)
-    names = {f.name for f in dataclasses.fields(GPTConfig) if f.name != "extra"}
-    out = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = (s.strip() for s in item.partition("="))
-        if not sep:
-            raise ConfigError(f"--config_overrides: {item!r} is not key=value; write e.g. \"n_layer=4,n_embd=128\"")
-        if key not in names:
-            raise ConfigError(f"--config_overrides: unknown field {key!r}; GPTConfig fields: {', '.join(sorted(names))}")
-        kind = hints[key]
-        optional = type(None) in typing.get_args(kind)
-        if optional:
-            kind = next(t for t in typing.get_args(kind) if t is not type(None))
-        try:
-            if optional and value.lower() in ("none", "null"):
-                out[key] = None
-            elif kind is bool:
-                out[key] = parse_bool(value)
-            else:
-                out[key] = kind(value)
-        except (ValueError, argparse.ArgumentTypeError):
-            raise ConfigError(f"--config_overrides: {key}={value!r} is not a valid {kind.__name__}") from None
-    return out
-
-
 def build_tokenizer(kind: str, train_text: str, validation_text: str, vocab_size: Optional[int]):
     """char: the characters of train + validation text (a character seen only in validation still
     gets an id; its embedding just stays untrained). sentencepiece: learned from the train split only."""
@@ -189,7 +152,7 @@ def build_tokenizer(kind: str, train_text: str, validation_text: str, vocab_size
 
 def build_model(opts, tokenizer) -> GPT:
     """A fresh GPT with MODEL_DEFAULTS + --config_overrides + --block_size, sized to the tokenizer."""
-    overrides = parse_config_overrides(opts.config_overrides)
+    overrides = parse_config_overrides(opts.config_overrides, GPTConfig)
     if opts.block_size is not None:
         if overrides.get("block_size", opts.block_size) != opts.block_size:
             raise ConfigError(f"--block_size {opts.block_size} and --config_overrides block_size="
@@ -227,17 +190,6 @@ class TokensAtStart(TrainerCallback):
         self.tokens = trainer.state.num_input_tokens_seen
 
 
-def write_json(path: Path, values: dict) -> None:
-    path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def perplexity(loss: float) -> float:
-    try:
-        return math.exp(loss)
-    except OverflowError:
-        return float("inf")
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -245,8 +197,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     opts = build_parser().parse_args(argv)
     if opts.bf16 is AUTO:
         opts.bf16 = native_bf16(pick_device(opts.use_cpu))
-    args = TrainingArguments(**{f.name: getattr(opts, f.name) for f in dataclasses.fields(TrainingArguments)
-                                if f.init})
+    args = training_arguments(opts)
 
     train_text, validation_text = load_texts(opts)
     if opts.model_name_or_path is not None:
@@ -279,7 +230,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     warn_if_cpu_busy(pick_device(args.use_cpu))
 
     start = TokensAtStart()
-    callbacks = [start] + ([TimeBudgetSchedule()] if opts.schedule_by_time and args.max_time is not None else [])
+    callbacks = [start] + time_budget_callbacks(args, opts)
     trainer = Trainer(model, args, train_dataset=train_set,
                       eval_dataset=evenly_spread(eval_set, opts.max_eval_samples) if eval_set else None,
                       tokenizer=tokenizer, callbacks=callbacks)

@@ -23,7 +23,8 @@ from minigpt.sample import main as sample_main
 from minigpt.text_data import TokenBlocks, split_train_validation
 from common.train.time_budget import BudgetSchedule, budget_multiplier
 from minigpt.train import main as train_main
-from minigpt.train import parse_config_overrides
+from common.cli.training import parse_config_overrides
+from minigpt.config import GPTConfig
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--config_overrides", "n_layer=1,n_head=2,n_embd=16,block_size=16", "--per_device_train_batch_size", "4",
@@ -176,7 +177,7 @@ def test_budget_progress_is_the_larger_of_time_and_steps_used(monkeypatch):
 
 
 def test_config_overrides_are_converted_to_the_field_types():
-    assert parse_config_overrides("n_layer=2, dropout=0.1,bias=false,n_inner=none") == \
+    assert parse_config_overrides("n_layer=2, dropout=0.1,bias=false,n_inner=none", GPTConfig) == \
         {"n_layer": 2, "dropout": 0.1, "bias": False, "n_inner": None}
 
 

@@ -1,7 +1,39 @@
 # %% [markdown]
 # # 01 · Attention, by hand
 #
-# Every layer of BERT and GPT is built around one formula (Vaswani et al. 2017, eq. 1):
+# ## The problem attention solves
+#
+# In "the animal did not cross the street because **it** was too tired", the vector that a model
+# builds for "it" must carry information from "animal", six tokens back. A recurrent network
+# passes everything through one state vector, step after step, so distant words arrive faded and
+# nothing can be computed in parallel; a convolution only sees a fixed window. Attention lets
+# every position read *directly* from every other position, with weights computed from the
+# content itself: "it" asks a question (a query), every word offers a label (a key) and a content
+# (a value), and "it" receives the values mixed in proportion to how well their keys answer its
+# query. One matrix product does it for all positions at once. Both BERT and GPT are stacks of
+# this operation; they differ only in *which* positions each one may read (tutorial 02) and in
+# what they are trained to predict (tutorials 04 and 08).
+#
+# ## Notation (used in every tutorial)
+#
+# Stated once here and in `docs/notation.md` (which also lists every formula of the course):
+#
+# | symbol | meaning | code name |
+# | --- | --- | --- |
+# | `B`, `T`, `V` | batch size, sequence length, vocabulary size | `batch_size`, `seq_len`, `vocab_size` |
+# | `d` | model width (Vaswani: `d_model`; Devlin: `H`) | `hidden_size`, `n_embd` |
+# | `h` | number of heads (Devlin: `A`) | `num_attention_heads`, `n_head` |
+# | `d_k = d / h` | width of one head | `head_dim` |
+# | `L` | number of layers; `H_l` the `(T, d)` hidden states after layer `l` | `num_hidden_layers` |
+# | `Q, K, V, M` | queries, keys, values, additive mask | `query`, `key`, `value`, `mask` |
+# | `W_i^Q, W_i^K, W_i^V, W^O` | per-head projections `(d, d_k)`; output projection `(d, d)` | `query`, `key`, `value`, `out_proj` |
+# | `c` | BERT's pooled [CLS] vector `tanh(H_L[0] W_p + b_p)` (Devlin: `C`) | `pooler` |
+# | `x`, `x_<t`, `x~`, `I` | token ids, the prefix before `t`, the MLM-corrupted input, the masked set | `input_ids`, `labels != -100` |
+#
+# ## The formula
+#
+# Every layer of BERT and GPT is built around one formula (Vaswani et al. 2017, eq. 1, to which
+# we add the mask term `M`; eq. 1 itself has none):
 #
 #     Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V
 #
@@ -39,7 +71,7 @@ torch.set_grad_enabled(False)  # nothing is trained here: no gradients needed
 #
 # Four positions (`T = 4`), eight dimensions per query/key (`d_k = 8`), and values of size
 # `d_v = 3` so that the output is easy to read. The library works on batches of heads,
-# `(B, H, T, d)`; for now `B = H = 1` and we drop those two axes when we print.
+# `(B, h, T, d_k)`; for now `B = h = 1` and we drop those two axes when we print.
 
 # %%
 T, d_k, d_v = 4, 8, 3
@@ -95,7 +127,7 @@ print("row 0 by hand:", mix)
 # %% [markdown]
 # ## The project's function gives the same numbers
 #
-# `scaled_dot_product_attention(query, key, value, mask=None, ...)` takes `(B, H, T, d)`
+# `scaled_dot_product_attention(query, key, value, mask=None, ...)` takes `(B, h, T, d_k)`
 # tensors, so we add the two leading axes with `[None, None]`. `need_weights=True` also returns
 # the softmax weights (the models ask for them with `output_attentions=True`).
 
@@ -123,7 +155,12 @@ assert torch.allclose(lib_out[0, 0], output, atol=1e-6)
 #     Var(q . k) = d_k,     Var(q . k / sqrt(d_k)) = 1.
 #
 # Without the scaling, wider heads give larger scores, the softmax saturates (one weight near 1,
-# the rest near 0) and its gradient vanishes. Measured on random vectors:
+# the rest near 0) and its gradient vanishes.
+#
+# **Predict, then run.** One query against 16 random keys, `d_k = 256`. Without the division by
+# `sqrt(d_k)`, is the largest of the 16 softmax weights (averaged over queries) closer to
+# 1/16 = 0.06 or to 1? And with it? Write your guess down; the table answers it, and the assert
+# after it checks the answer.
 
 # %%
 n_pairs = 2_000 if _setup.QUICK else 20_000
@@ -142,44 +179,61 @@ for d in (4, 16, 64, 256):
     print(f"{d:>5} {dots.var():>10.1f} {(dots / math.sqrt(d)).var():>18.2f} {max_raw:>15.2f} {max_scaled:>18.2f}")
 
 # %% [markdown]
+# %%
+# The answer at d_k = 256 (the last row): unscaled, one key takes almost all the weight.
+print(f"d_k = 256: largest weight {float(max_raw):.2f} without sqrt(d_k), {float(max_scaled):.2f} with it")
+assert max_raw > 0.8 and max_scaled < 0.5, (float(max_raw), float(max_scaled))
+
+# %% [markdown]
 # The raw variance grows like `d_k`; the scaled one stays near 1 whatever the head size, and the
 # softmax stays equally "soft" for d_k = 4 and d_k = 256.
 #
 # ## Many heads: split, attend, merge
 #
-# Multi-head attention runs `H` attentions side by side on `d_k = C / H` dimensional slices:
+# Multi-head attention runs `h` attentions side by side on `d_k = d / h` dimensional slices
+# (Vaswani et al. 2017, section 3.2.2):
 #
-#     head_h = Attention(X W_h^Q, X W_h^K, X W_h^V)
-#     MultiHead(X) = Concat(head_1, ..., head_H) W^O
+#     head_i = Attention(X W_i^Q, X W_i^K, X W_i^V)
+#     MultiHead(X) = Concat(head_1, ..., head_h) W^O
 #
-# The projections are one `(C, C)` matrix each; the split into heads is only a reshape:
-# `split_heads` turns `(B, T, C)` into `(B, H, T, C / H)` and `merge_heads` undoes it
-# (`common/nn/attention.py`).
+# The projections of all heads are one `(d, d)` matrix each; the split into heads is only a
+# reshape: `split_heads` turns `(B, T, d)` into `(B, h, T, d_k)` and `merge_heads` undoes it
+# (`common/nn/attention.py`). `W^O` is applied once, after the concatenation.
 
 # %%
-B, T, C, H = 2, 5, 16, 4
-x = torch.randn(B, T, C)  # (B, T, C)
-heads = split_heads(x, H)  # (B, H, T, C / H)
+B, T, d, h = 2, 5, 16, 4
+x = torch.randn(B, T, d)  # (B, T, d)
+heads = split_heads(x, h)  # (B, h, T, d_k) with d_k = d / h = 4
 print("x", tuple(x.shape), "-> split_heads", tuple(heads.shape), "-> merge_heads", tuple(merge_heads(heads).shape))
 print("head 1 of position 2 is channels 4..7 of x:", torch.equal(heads[0, 1, 2], x[0, 2, 4:8]))
 print("merge_heads(split_heads(x)) == x:", torch.equal(merge_heads(heads), x))
 
 # %% [markdown]
 # `MultiHeadAttention` holds the projections under BERT's names (`query`, `key`, `value`), so a
-# real BERT checkpoint loads into it. Its forward is exactly the three steps above, once per
-# head, in one batched product:
+# real BERT checkpoint loads into it. With `output_projection=True` it computes the whole
+# `MultiHead(X) = Concat(head_1, ..., head_h) W^O`, `W^O` being its `out_proj`. By default
+# (`output_projection=False`) it stops at `Concat(head_1, ..., head_h)`: BERT keeps `W^O` in the
+# next module (`attention.output.dense`, tutorial 03), so that the checkpoint's names match. Either
+# way `W^O` is multiplied exactly once. We check the full formula, `W^O` included, then the
+# default module without it:
 
 # %%
-mha = MultiHeadAttention(hidden_size=C, num_heads=H).eval()
+mha = MultiHeadAttention(hidden_size=d, num_heads=h, output_projection=True).eval()
 context, mha_weights = mha(x, output_attentions=True)
-print("context", tuple(context.shape), " weights", tuple(mha_weights.shape), "(B, H, T_q, T_k)")
+print("context", tuple(context.shape), " weights", tuple(mha_weights.shape), "(B, h, T_q, T_k)")
 
-q = split_heads(mha.query(x), H)  # (B, H, T, d_k)
-k = split_heads(mha.key(x), H)
-v = split_heads(mha.value(x), H)
-by_hand = merge_heads(torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(C // H), dim=-1) @ v)  # (B, T, C)
-print("max |by hand - MultiHeadAttention|:", float((by_hand - context).abs().max()))
+q = split_heads(mha.query(x), h)  # (B, h, T, d_k): X W_i^Q for every head i at once
+k = split_heads(mha.key(x), h)
+v = split_heads(mha.value(x), h)
+concat = merge_heads(torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // h), dim=-1) @ v)  # (B, T, d)
+by_hand = mha.out_proj(concat)  # Concat(head_1, ..., head_h) W^O: the one W^O
+print("max |by hand - MultiHead(X)|:", float((by_hand - context).abs().max()))
 assert torch.allclose(by_hand, context, atol=1e-5)
+
+no_wo = MultiHeadAttention(hidden_size=d, num_heads=h).eval()  # output_projection=False
+no_wo.load_state_dict(mha.state_dict(), strict=False)  # same W^Q, W^K, W^V; it has no out_proj
+print("default module returns Concat(heads), before W^O:", torch.allclose(no_wo(x)[0], concat, atol=1e-5))
+assert torch.allclose(no_wo(x)[0], concat, atol=1e-5)
 
 # %% [markdown]
 # ## What the weights look like

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from common.nn.blocks import EncoderBlock
-from common.hub.pretrained import PreTrainedModel
+from common.hub.pretrained import PreTrainedModel, check_token_ids
 from common.nn.dropout import Dropout
 from common.errors import UserError
 from common.nn.masks import padding_mask
@@ -217,11 +217,4 @@ class BertModel(BertPreTrainedModel):
             raise UserError(
                 f"input_ids has {input_ids.size(1)} tokens but max_position_embeddings is "
                 f"{self.config.max_position_embeddings}; truncate the input (tokenizer max_length)")
-        if input_ids.numel() and not torch.compiler.is_compiling():  # no graph break under torch.compile
-            low, high = (int(v) for v in torch.aminmax(input_ids))
-            vocab_size = self.config.vocab_size
-            if low < 0 or high >= vocab_size:
-                raise UserError(
-                    f"input_ids holds token id {low if low < 0 else high}, outside the model's vocabulary "
-                    f"[0, vocab_size={vocab_size}); the tokenizer does not match the model: use the tokenizer "
-                    "saved with the model (same folder), or a model whose vocab_size covers the tokenizer")
+        check_token_ids(input_ids, self.config.vocab_size)

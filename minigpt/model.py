@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from common.nn.attention import KVCache
 from common.nn.blocks import DecoderBlock
-from common.hub.pretrained import PreTrainedModel
+from common.hub.pretrained import PreTrainedModel, check_token_ids
 from common.errors import UserError
 from common.nn.losses import IGNORE_INDEX, causal_lm_loss, classification_loss
 from common.nn.masks import causal_mask, combine_masks, padding_mask
@@ -86,15 +86,7 @@ class GPTModel(nn.Module):
                 "crop the input to its last block_size tokens (generate does this for you) "
                 "or train a model with a larger block_size"
             )
-        # One min/max per forward (a bad id would be a bare IndexError in wte); skipped inside torch.compile,
-        # where reading the values back would split the graph.
-        if input_ids.numel() and not torch.compiler.is_compiling():
-            low, high = (int(v) for v in torch.aminmax(input_ids))
-            if low < 0 or high >= self.config.vocab_size:
-                raise UserError(
-                    f"input_ids holds token id {low if low < 0 else high}, outside the model's vocabulary "
-                    f"[0, vocab_size={self.config.vocab_size}); the tokenizer does not match the model: use the "
-                    "tokenizer saved with the model (same folder), or a model whose vocab_size covers the tokenizer")
+        check_token_ids(input_ids, self.config.vocab_size)
         if attention_mask is not None and attention_mask.shape != (B, T_k):
             raise UserError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
                             f"{(B, T_k)} (batch, cached + new tokens)")

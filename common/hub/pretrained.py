@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from common.hub.config import CONFIG_NAME
-from common.errors import CheckpointError, write_then_rename
+from common.errors import CheckpointError, UserError, write_then_rename
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -186,6 +186,20 @@ def check_tokenizer_fits_model(tokenizer, vocab_size: int, where: str = "the mod
             f"the tokenizer has {len(tokenizer)} tokens but {where} has vocab_size {vocab_size} embeddings; "
             "use the tokenizer saved with the model (same folder), or build the model with "
             f"vocab_size >= {len(tokenizer)}")
+
+
+def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """Every id in [0, vocab_size), else one UserError line (a bad id would be a bare IndexError in the
+    embedding). One aminmax per forward; skipped inside torch.compile, where reading the values back
+    would split the graph."""
+    if not input_ids.numel() or torch.compiler.is_compiling():
+        return
+    low, high = (int(v) for v in torch.aminmax(input_ids))
+    if low < 0 or high >= vocab_size:
+        raise UserError(
+            f"input_ids holds token id {low if low < 0 else high}, outside the model's vocabulary "
+            f"[0, vocab_size={vocab_size}); the tokenizer does not match the model: use the tokenizer "
+            "saved with the model (same folder), or a model whose vocab_size covers the tokenizer")
 
 
 def rename_legacy_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -10,12 +10,14 @@
 # Two reasons to block a key:
 #
 # - **padding**: sentences of a batch have different lengths, so short ones are filled up with
-#   `[PAD]`. Nobody may attend to a pad. BERT uses only this mask.
-# - **causality**: a language model that predicts token `t+1` must not peek at it. Query `i`
-#   sees keys `j <= i` only. GPT uses this mask (and the padding one).
+#   `[PAD]`. Nobody may attend to a pad. BERT uses only this mask, so every token sees the
+#   tokens on both sides of it: BERT is *bidirectional*.
+# - **causality**: a language model that predicts the next token `x_{t+1}` from `x_1..x_t` must
+#   not peek at it. Query `i` sees keys `j <= i` only. GPT uses this mask (and the padding one):
+#   it reads left to right, which is what lets it generate (tutorials 08 and 16).
 #
 # In code, a mask is a **boolean tensor, True = may attend** (`common/nn/masks.py`). It is built
-# with the shape that broadcasts against the scores `(B, H, T_q, T_k)`:
+# with the shape that broadcasts against the scores `(B, h, T_q, T_k)` (`h` heads):
 #
 #     padding_mask(attention_mask)  -> (B, 1, 1, T_k)
 #     causal_mask(T_q, T_k)         -> (1, 1, T_q, T_k)
@@ -61,8 +63,8 @@ print("attention_mask:\n", batch["attention_mask"])
 pad = padding_mask(batch["attention_mask"])
 print("padding_mask", tuple(pad.shape), "(B, 1, 1, T_k)")
 B, T = batch["input_ids"].shape
-H = 2
-print("broadcast to the scores (B, H, T, T):", tuple(pad.expand(B, H, T, T).shape))
+h = 2
+print("broadcast to the scores (B, h, T, T):", tuple(pad.expand(B, h, T, T).shape))
 print("sentence 2, every query sees:", pad[1, 0, 0].int().tolist())
 
 # %% [markdown]
@@ -105,7 +107,7 @@ for dtype in (torch.float32, torch.bfloat16, torch.float16):
     print(f"{str(dtype):>15}: mask_value = {mask_value(dtype):.4g}")
 print("additive M for '[CLS] a dog ran [SEP] + pads':", [f"{m:.3g}" for m in additive_mask(pad[1, 0, 0]).tolist()])
 
-scores = torch.randn(1, 1, T, T)  # (B, H, T_q, T_k) for sentence 2
+scores = torch.randn(1, 1, T, T)  # (B, h, T_q, T_k) for sentence 2
 blocked = scores.masked_fill(~pad[1:2], mask_value(scores.dtype))
 weights = torch.softmax(blocked, dim=-1)
 print("weights of query 0 over the keys:", weights[0, 0, 0])
@@ -133,9 +135,9 @@ print("queries of sentence 2 that may attend to nothing:", empty_rows.nonzero().
 # finite (the row is a pad; whatever it computes is never used). This holds in every dtype the models run in:
 
 # %%
-q = torch.randn(B, H, T, 8)
-k = torch.randn(B, H, T, 8)
-v = torch.randn(B, H, T, 8)
+q = torch.randn(B, h, T, 8)
+k = torch.randn(B, h, T, 8)
+v = torch.randn(B, h, T, 8)
 with_inf = torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(~left_mask, float("-inf")), dim=-1)
 print("with -inf: NaN in the weights?", bool(with_inf.isnan().any()))
 for dtype in (torch.float32, torch.bfloat16, torch.float16):
@@ -164,8 +166,31 @@ assert torch.equal(out_after, out_before)
 
 # %% [markdown]
 # (`tests/test_attention.py::test_changing_blocked_keys_and_values_never_changes_the_output`
-# checks this on random shapes, and `test_with_a_causal_mask_a_later_token_never_changes_earlier_outputs`
-# the causal version: changing a later token never changes an earlier output.)
+# checks this on random shapes.)
+#
+# ## Predict, then run: who feels a change?
+#
+# Eight positions, self-attention on `x` itself (`Q = K = V = x`). We change the vector at
+# position 3 only. **With the causal mask, which of the eight output rows change? With only the
+# padding mask (no pads here: every key allowed), which ones?** Guess, then run.
+# %%
+x = torch.randn(1, 1, 8, 8)  # (B, h, T, d_k)
+x_changed = x.clone()
+x_changed[..., 3, :] += 1.0
+changed = {}
+for name, mask in (("causal", causal_mask(8)), ("bidirectional", None)):
+    before, _ = scaled_dot_product_attention(x, x, x, mask)
+    after, _ = scaled_dot_product_attention(x_changed, x_changed, x_changed, mask)
+    changed[name] = ((after - before).abs().amax(-1) > 1e-6)[0, 0].nonzero().flatten().tolist()
+    print(f"{name:>13}: output rows that changed: {changed[name]}")
+assert changed["causal"] == [3, 4, 5, 6, 7], changed
+assert changed["bidirectional"] == list(range(8)), changed
+# %% [markdown]
+# Causal: only rows 3..7, the positions at or after the change; an earlier position never sees a
+# later token (`test_with_a_causal_mask_a_later_token_never_changes_earlier_outputs` proves it on
+# random shapes). Bidirectional: every row, the earlier ones too. That one difference is the
+# whole split between GPT (autoregressive: each position predicts from its left) and BERT
+# (autoencoding: each position reads both sides), studied in tutorial 16.
 #
 # ## The three masks as pictures
 

@@ -114,7 +114,7 @@ REGISTRY: dict[str, Exercise] = _exercises(
     Exercise(
         "kv_cache", "common/nn/attention.py", "tutorials/09_sampling_kv_cache.py",
         ("tests/test_attention.py", "tests/test_blocks.py"), keywords=("kv_cache",),
-        hint="write the new (B, H, T_new, d) keys/values after the filled part of the "
+        hint="write the new (B, h, T_new, d_k) keys/values after the filled part of the "
              "preallocated buffers, return the filled part; ValueError when they do not fit",
         requires=("attention", "masks", "decoder_block"),
     ),
@@ -127,7 +127,8 @@ REGISTRY: dict[str, Exercise] = _exercises(
     Exercise(
         "encoder_block", "common/nn/blocks.py", "tutorials/03_encoder_block.py",
         ("tests/test_blocks.py",), keywords=("encoder_block",),
-        hint="post-LN: h = LayerNorm(x + Dropout(MultiHead(x) W^O)), y = LayerNorm(h + FFN(h))",
+        hint="post-LN: X' = LayerNorm(X + Dropout(MultiHead(X))), Y = LayerNorm(X' + Dropout(FFN(X'))); "
+             "attention.self gives Concat(head_1..head_h), attention.output.dense is the one W^O",
         requires=("attention", "masks"),
     ),
     Exercise(
@@ -174,19 +175,21 @@ REGISTRY: dict[str, Exercise] = _exercises(
     Exercise(
         "mlm_loss", "common/nn/losses.py", "tutorials/04_mlm.py", ("tests/test_losses.py",),
         keywords=("test_mlm_loss",),
-        hint="L_MLM = -sum_{i in I} log p(x_i | x_-i), I = the positions whose label is not -100",
+        hint="L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~) (the mean; 'sum' drops 1/|I|), "
+             "I = the positions whose label is not -100",
         requires=("cross_entropy",),
     ),
     Exercise(
         "nsp_loss", "common/nn/losses.py", "tutorials/05_nsp.py", ("tests/test_losses.py",),
         keywords=("test_nsp_loss", "test_pretraining_loss"),
-        hint="L_NSP = -log p(y | [CLS]) over 2 classes, y = 0 IsNext, 1 NotNext",
+        hint="L_NSP = -log p(y | c) over 2 classes, c the pooled [CLS] vector, y = 0 IsNext, 1 NotNext",
         requires=("cross_entropy", "mlm_loss"),
     ),
     Exercise(
         "causal_lm_loss", "common/nn/losses.py", "tutorials/08_gpt.py", ("tests/test_losses.py",),
         keywords=("test_causal_lm_loss",),
-        hint="L_LM = -sum_t log p(x_{t+1} | x_<=t): score logits[:, :-1] against labels[:, 1:]",
+        hint="L_LM = -(1/N) sum_t log p(x_t | x_<t) over the N positions with a next-token label: "
+             "score logits[:, :-1] against labels[:, 1:]",
         requires=("cross_entropy",),
     ),
 )

@@ -1,6 +1,8 @@
 """minigpt against Hugging Face transformers (the test-only oracle): same weights, same numbers.
 
-A randomly initialised transformers GPT2LMHeadModel of a tiny config is saved with its own
+A transformers GPT2LMHeadModel of a tiny config, every parameter perturbed away from its default
+initialisation (Conv1D biases, LayerNorm scales and shifts too: a default init has biases 0 and
+LayerNorm 1 and 0, which hides a dropped bias or a swapped LayerNorm), is saved with its own
 `save_pretrained` and loaded with minigpt's `GPT.from_pretrained` (which splits GPT-2's fused
 Conv1D `c_attn` into query/key/value and transposes every Conv1D weight). Then, in eval mode
 and float32:
@@ -28,17 +30,40 @@ def hf_config(**overrides):
     return config
 
 
+def perturb(model, scale=0.1):
+    """Add scale * N(0, 1) to every parameter (weights, biases, LayerNorm weight and bias), so
+    that no parameter keeps the value a default initialisation gives it."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return model
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    """(transformers model, minigpt model) with the same random weights, both in eval mode."""
+    """(transformers model, minigpt model) with the same perturbed weights, both in eval mode."""
     torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(hf_config()).eval()
+    hf = perturb(transformers.GPT2LMHeadModel(hf_config())).eval()
     folder = tmp_path_factory.mktemp("hf_gpt2")
     hf.save_pretrained(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a missing or unused weight would be a warning: fail on it
         ours = GPT.from_pretrained(folder)
     return hf, ours
+
+
+def test_every_parameter_is_perturbed_away_from_the_default_init(pair):
+    """LayerNorm weights are 1 and biases 0 by default: a conversion that drops them passes on
+    such weights. Every one here must differ from those values."""
+    hf, _ = pair
+    default = transformers.GPT2LMHeadModel(hf_config())
+    defaults = dict(default.named_parameters())
+    for name, p in hf.named_parameters():
+        if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            assert (p - 1).abs().min() > 0, f"{name} still holds LayerNorm's default 1"
+        elif name.endswith(".bias"):
+            assert p.abs().min() > 0, f"{name} still holds zeros (the default bias)"
+        assert not torch.equal(p, defaults[name]), f"{name} equals a fresh default init"
 
 
 def max_diff(a, b, where=None):
@@ -125,7 +150,7 @@ def test_left_padded_batch_generation_with_eos_matches_transformers(pair):
 
 
 def test_sequence_classification_matches_transformers(tmp_path):
-    hf = transformers.GPT2ForSequenceClassification(hf_config(num_labels=3)).eval()
+    hf = perturb(transformers.GPT2ForSequenceClassification(hf_config(num_labels=3))).eval()
     hf.save_pretrained(tmp_path)
     ours = GPTForSequenceClassification.from_pretrained(tmp_path)
     ids = torch.randint(2, 99, (3, 12))

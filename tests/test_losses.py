@@ -55,6 +55,11 @@ def test_log_softmax_is_stable_for_huge_logits(dtype):
     assert torch.isfinite(ours).all(), f"log_softmax of +-1e4 logits gave {ours.tolist()}"
     err = max_diff(ours, torch.log_softmax(z, dim=-1))
     assert err <= 1e-5, f"log_softmax of huge logits differs from torch by {err:.2e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cross_entropy_is_finite_for_huge_logits(dtype):
+    z = torch.tensor([[1e4, 0.0, -1e4], [1e4, 1e4, 1e4], [-1e4, -1e4 + 1, -1e4 - 1]], dtype=dtype)
     ce = cross_entropy(z, torch.tensor([2, 0, 1]), reduction="none")
     assert torch.isfinite(ce).all(), f"cross-entropy of huge logits gave {ce.tolist()}"
 

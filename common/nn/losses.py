@@ -31,23 +31,29 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
 
 
 # BEGIN EXERCISE log_softmax
-def shifted_log_normaliser(logits: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
-    """(z - m, log sum exp(z - m)) with m = max(z), so that log p = (z - m) - log sum exp(z - m).
-
-    Both log_softmax (all of log p) and cross_entropy (log p read at the target only) use it.
-    """
-    m = logits.amax(dim=dim, keepdim=True).detach()  # the shift does not change the value
-    shifted = logits - m  # (z - m) <= 0: exp() cannot overflow
-    return shifted, torch.log(torch.exp(shifted).sum(dim=dim, keepdim=True))
-
-
 def log_softmax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """log p = z - logsumexp(z), with logsumexp(z) = m + log(sum(exp(z - m))), m = max(z)."""
+    """log p = z - logsumexp(z), with logsumexp(z) = m + log(sum(exp(z - m))), m = max(z).
+
+    logits: any shape; `dim` is the class axis. Returns log p, same shape as `logits`.
+    """
     # z - logsumexp(z) = (z - m) - log sum exp(z - m). Subtracting m first keeps log p exact
     # for huge z: m + log(...) would be rounded to the spacing of m (1e-3 at 1e4 in float32).
-    shifted, log_normaliser = shifted_log_normaliser(logits, dim)
-    return shifted - log_normaliser
+    m = logits.amax(dim=dim, keepdim=True).detach()  # the shift does not change the value
+    shifted = logits - m  # (z - m) <= 0: exp() cannot overflow
+    return shifted - torch.log(torch.exp(shifted).sum(dim=dim, keepdim=True))
 # END EXERCISE log_softmax
+
+
+def shifted_log_normaliser(logits: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z - m, log sum exp(z - m)) with m = max(z): log_softmax's two terms, log p = first - second.
+
+    logits: (..., V) -> ((..., V), (..., 1)). cross_entropy reads log p at the target only from
+    these two terms, without building the whole log p matrix. It stays outside the log_softmax
+    exercise on purpose: the same formula, kept apart for cross_entropy's speed, not a new lesson.
+    """
+    m = logits.amax(dim=dim, keepdim=True).detach()
+    shifted = logits - m
+    return shifted, torch.log(torch.exp(shifted).sum(dim=dim, keepdim=True))
 
 
 def check_targets(targets: torch.Tensor, keep: torch.Tensor, num_classes: int) -> None:

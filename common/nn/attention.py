@@ -41,16 +41,26 @@ def scaled_dot_product_attention(
     dropout_p: float = 0.0,
     training: bool = False,
     need_weights: bool = False,
+    scale: Optional[float] = None,
+    bias: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """softmax(Q K^T / sqrt(d_k) + M) V.
 
     query: (B, H, T_q, d_k); key: (B, H, T_k, d_k); value: (B, H, T_k, d_v).
     mask: bool, broadcastable to (B, H, T_q, T_k), True = may attend (see common.nn.masks).
     Dropout is applied to the attention weights, and only when `training` is True.
+    scale: the factor on Q K^T instead of 1 / sqrt(d_k) (T5 passes 1.0: it folds 1 / sqrt(d_k) into
+    its initialisation of W^Q). bias: float, broadcastable to (B, H, T_q, T_k), added to the scores
+    before the mask (T5's relative position bias): softmax(Q K^T * scale + bias + M) V.
     Returns (output (B, H, T_q, d_v), weights (B, H, T_q, T_k) or None).
     """
     d_k = query.size(-1)
-    scores = query @ key.transpose(-2, -1) / math.sqrt(d_k)  # (B, H, T_q, T_k)
+    if scale is None:
+        scores = query @ key.transpose(-2, -1) / math.sqrt(d_k)  # (B, H, T_q, T_k)
+    else:
+        scores = query @ key.transpose(-2, -1) * scale  # (B, H, T_q, T_k)
+    if bias is not None:
+        scores = scores + bias
     if mask is not None:
         scores = scores.masked_fill(~mask, mask_value(scores.dtype))
     weights = torch.softmax(scores, dim=-1)  # each row sums to 1

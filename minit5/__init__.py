@@ -1,0 +1,10 @@
+"""minit5: T5 (Raffel et al. 2020), an encoder-decoder pretrained by span corruption, in plain PyTorch.
+
+    config.py     T5Config (transformers' field names)
+    model.py      relative position buckets, T5 attention (no 1/sqrt(d_k)), the stacks, the LM head
+    generate.py   greedy, sampling and beam search, with a self-attention KV cache and the
+                  cross-attention keys and values computed once per source
+    pretrain.py   python -m minit5.pretrain: span corruption on your text
+    finetune.py   python -m minit5.finetune: source -> target pairs, scored with corpus BLEU
+    translate.py  python -m minit5.translate: a file or stdin through a trained model
+"""

@@ -1,0 +1,466 @@
+"""T5 (Raffel et al. 2020): an encoder reads the source, a decoder writes the target attending to it.
+
+    e_0 = Dropout(E[x])                               the encoder's input: token embeddings only
+    e_l = e_{l-1} + SelfAttn(RMS(e_{l-1}); bidirectional relative bias)
+    e_l = e_l + FFN(RMS(e_l))                         l = 1..L_enc;   enc = Dropout(RMS_f(e_L))
+    d_0 = Dropout(E[y_shifted])                       y shifted right: decoder_start_token_id (= pad) first
+    d_l = d_{l-1} + SelfAttn(RMS(d_{l-1}); causal relative bias)
+    d_l = d_l + CrossAttn(RMS(d_l), enc)              queries from the decoder, keys/values from enc
+    d_l = d_l + FFN(RMS(d_l))                         l = 1..L_dec
+    P(y_t | y_<t, x) = softmax(RMS_f(d_L) * d_model^-0.5 E^T)   (tied; untied: W_lm, no rescale)
+
+What differs from BERT and GPT-2:
+- RMSNorm (common/nn/norms.py) before each sub-layer (pre-norm), no biases anywhere.
+- No position embeddings: each attention score gets a learned bias b_h[bucket(j - i)] that depends
+  only on the distance j - i between key and query, log-bucketed (relative_position_bucket). The
+  first layer of each stack owns the table; the other layers reuse the bias it computed.
+- Attention scores are Q K^T, NOT divided by sqrt(d_k): T5 folds that factor into the initialisation
+  (W^Q ~ N(0, 1 / (d_model d_kv)) instead of N(0, 1 / d_model)), so the learned W^Q absorbs it.
+- Tied embeddings: the same E embeds both stacks' tokens and projects the output, rescaled by
+  d_model^-0.5 because E is initialised with unit variance.
+
+Module and parameter names are transformers' (`shared`, `encoder.block.N.layer.0.SelfAttention.q`,
+`decoder.block.N.layer.1.EncDecAttention.k`, `layer.2.DenseReluDense.wi_0`, `final_layer_norm`,
+`lm_head`), so a Hugging Face T5 folder loads with from_pretrained unchanged.
+Shapes: B batch, S source length, T target length (new tokens), T_k target keys (cached + new),
+C = d_model, H heads, d = d_kv, V vocab.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from common.errors import UserError
+from common.hub.pretrained import PreTrainedModel
+from common.nn.attention import KVCache, scaled_dot_product_attention
+from common.nn.blocks import get_activation
+from common.nn.dropout import Dropout
+from common.nn.losses import cross_entropy
+from common.nn.masks import causal_mask, combine_masks, padding_mask
+from common.nn.norms import RMSNorm
+from minit5.config import T5Config
+
+
+@dataclasses.dataclass
+class Seq2SeqLMOutput:
+    loss: Optional[torch.Tensor]  # scalar mean cross-entropy over labels != -100
+    logits: torch.Tensor  # (B, T, V)
+    encoder_last_hidden_state: Optional[torch.Tensor] = None  # (B, S, C)
+
+
+@dataclasses.dataclass
+class Seq2SeqModelOutput:
+    last_hidden_state: torch.Tensor  # (B, T, C) decoder output
+    encoder_last_hidden_state: torch.Tensor  # (B, S, C)
+
+
+@dataclasses.dataclass
+class BaseModelOutput:
+    last_hidden_state: torch.Tensor  # (B, S, C)
+
+
+# BEGIN EXERCISE relative_position_bucket
+def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool = True,
+                             num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
+    """The bucket of a distance r = key position - query position (T5, section 2.1).
+
+    bidirectional (encoder): half the buckets for r > 0, half for r <= 0 (n = |r|);
+    causal (decoder): only r <= 0 exists, all buckets for n = -r (r > 0 would be masked anyway: n = 0).
+    Within one direction, with N buckets and N_e = N / 2 of them exact:
+        bucket(n) = n                                                       n < N_e
+        bucket(n) = min(N - 1, N_e + floor(log(n / N_e) / log(D / N_e) * (N - N_e)))   otherwise
+    so near tokens get one bucket per distance and far ones share log-spaced buckets; every n >=
+    max_distance D lands in the last bucket. relative_position: long, any shape -> same shape.
+    """
+    bucket = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (relative_position > 0).long() * num_buckets  # keys after the query
+        n = relative_position.abs()
+    else:
+        n = (-relative_position).clamp_min(0)
+    max_exact = num_buckets // 2
+    is_small = n < max_exact
+    # n.float() / max_exact >= 1 here; the clamp keeps log() finite where is_small discards it.
+    log_ratio = torch.log(n.float().clamp_min(1) / max_exact) / math.log(max_distance / max_exact)
+    large = max_exact + (log_ratio * (num_buckets - max_exact)).long()
+    large = large.clamp_max(num_buckets - 1)
+    return bucket + torch.where(is_small, n, large)
+# END EXERCISE relative_position_bucket
+
+
+class T5Attention(nn.Module):
+    """Multi-head attention without 1/sqrt(d_k) and without biases, plus T5's relative position bias:
+
+        head_h = softmax(Q_h K_h^T + b_h[bucket(j - i)] + M) V_h,   out = Concat(head_1..H) W^O
+
+    Only the first layer of a self-attention stack holds `relative_attention_bias` (num_buckets, H);
+    it returns the bias (1, H, T_q, T_k) it computed and the other layers take it as position_bias.
+    Cross-attention has no position bias.
+    """
+
+    def __init__(self, config: T5Config, has_relative_attention_bias: bool, bidirectional: bool):
+        super().__init__()
+        self.num_heads, self.d_kv = config.num_heads, config.d_kv
+        self.bidirectional = bidirectional
+        self.num_buckets = config.relative_attention_num_buckets
+        self.max_distance = config.relative_attention_max_distance
+        self.dropout_p = config.dropout_rate
+        self.q = nn.Linear(config.d_model, config.inner_dim, bias=False)
+        self.k = nn.Linear(config.d_model, config.inner_dim, bias=False)
+        self.v = nn.Linear(config.d_model, config.inner_dim, bias=False)
+        self.o = nn.Linear(config.inner_dim, config.d_model, bias=False)
+        self.relative_attention_bias = (nn.Embedding(self.num_buckets, self.num_heads)
+                                        if has_relative_attention_bias else None)
+
+    def compute_bias(self, query_length: int, key_length: int, past: int = 0, device=None) -> torch.Tensor:
+        """b[h, i, j] = table[bucket(j - (past + i)), h]: (1, H, T_q, T_k). With a KV cache the T_q
+        new queries sit at positions past .. past + T_q - 1 of the T_k keys."""
+        query_position = torch.arange(past, past + query_length, device=device)[:, None]  # (T_q, 1)
+        key_position = torch.arange(key_length, device=device)[None, :]  # (1, T_k)
+        buckets = relative_position_bucket(key_position - query_position, self.bidirectional,
+                                           self.num_buckets, self.max_distance)  # (T_q, T_k)
+        values = self.relative_attention_bias(buckets)  # (T_q, T_k, H)
+        return values.permute(2, 0, 1)[None]  # (1, H, T_q, T_k)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, H * d) -> (B, H, T, d)."""
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, self.d_kv).transpose(1, 2)
+
+    def key_value(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K = states W^K, V = states W^V as (B, H, S, d): for cross-attention, computed once per
+        source and reused at every decoding step."""
+        return self.split(self.k(states)), self.split(self.v(states))
+
+    def forward(self, hidden_states: torch.Tensor, key_value_states: Optional[torch.Tensor] = None,
+                mask: Optional[torch.Tensor] = None, position_bias: Optional[torch.Tensor] = None,
+                kv_cache: Optional[KVCache] = None,
+                cross_key_value: Optional[tuple[torch.Tensor, torch.Tensor]] = None):
+        """hidden_states (B, T, C); key_value_states (B, S, C) for cross-attention, or precomputed
+        cross_key_value; mask bool broadcastable to (B, H, T, T_k). Returns (out (B, T, C),
+        position_bias (1, H, T, T_k) or None)."""
+        q = self.split(self.q(hidden_states))  # (B, H, T, d)
+        if cross_key_value is not None:
+            k, v = cross_key_value  # (B, H, S, d), computed once per source
+        else:
+            k, v = self.key_value(hidden_states if key_value_states is None else key_value_states)
+        past = 0
+        if kv_cache is not None:
+            past = kv_cache.length
+            k, v = kv_cache.append(k, v)  # (B, H, past + T, d)
+        if position_bias is None and self.relative_attention_bias is not None:
+            position_bias = self.compute_bias(q.size(2), k.size(2), past, device=q.device)
+        # scale=1.0: no 1/sqrt(d_k) here; T5's initialisation of W^Q carries it (module docstring).
+        out, _ = scaled_dot_product_attention(q, k, v, mask, self.dropout_p, self.training,
+                                              scale=1.0, bias=position_bias)  # (B, H, T, d)
+        B, H, T, d = out.shape
+        return self.o(out.transpose(1, 2).reshape(B, T, H * d)), position_bias
+
+
+class T5LayerSelfAttention(nn.Module):
+    """x + Dropout(SelfAttention(RMS(x)))."""
+
+    def __init__(self, config: T5Config, has_relative_attention_bias: bool, bidirectional: bool):
+        super().__init__()
+        self.SelfAttention = T5Attention(config, has_relative_attention_bias, bidirectional)
+        self.layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
+        self.dropout = Dropout(config.dropout_rate)
+
+    def forward(self, x, mask=None, position_bias=None, kv_cache=None):
+        a, position_bias = self.SelfAttention(self.layer_norm(x), mask=mask, position_bias=position_bias,
+                                              kv_cache=kv_cache)
+        return x + self.dropout(a), position_bias
+
+
+class T5LayerCrossAttention(nn.Module):
+    """x + Dropout(EncDecAttention(RMS(x), enc)): the decoder's queries read the encoder's states."""
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.EncDecAttention = T5Attention(config, has_relative_attention_bias=False, bidirectional=True)
+        self.layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
+        self.dropout = Dropout(config.dropout_rate)
+
+    def forward(self, x, encoder_hidden_states=None, mask=None, cross_key_value=None):
+        a, _ = self.EncDecAttention(self.layer_norm(x), key_value_states=encoder_hidden_states, mask=mask,
+                                    cross_key_value=cross_key_value)
+        return x + self.dropout(a)
+
+
+class T5DenseActDense(nn.Module):
+    """act(x W_i) W_o, with dropout on the hidden layer (T5's "relu" feed-forward)."""
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.wi = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.wo = nn.Linear(config.d_ff, config.d_model, bias=False)
+        self.dropout = Dropout(config.dropout_rate)
+        self.act = get_activation(config.dense_act_fn, fused=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.wo(self.dropout(self.act(self.wi(x))))  # (B, T, C)
+
+
+class T5DenseGatedActDense(nn.Module):
+    """(act(x W_i0) * (x W_i1)) W_o: a gated linear unit (Shazeer 2020), T5 v1.1's feed-forward."""
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.wi_0 = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.wi_1 = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.wo = nn.Linear(config.d_ff, config.d_model, bias=False)
+        self.dropout = Dropout(config.dropout_rate)
+        self.act = get_activation(config.dense_act_fn, fused=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.wo(self.dropout(self.act(self.wi_0(x)) * self.wi_1(x)))  # (B, T, C)
+
+
+class T5LayerFF(nn.Module):
+    """x + Dropout(FFN(RMS(x)))."""
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.DenseReluDense = T5DenseGatedActDense(config) if config.is_gated_act else T5DenseActDense(config)
+        self.layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
+        self.dropout = Dropout(config.dropout_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.dropout(self.DenseReluDense(self.layer_norm(x)))
+
+
+class T5Block(nn.Module):
+    """One layer: `layer` = [self-attention, (cross-attention,) feed-forward], transformers' order."""
+
+    def __init__(self, config: T5Config, has_relative_attention_bias: bool, is_decoder: bool):
+        super().__init__()
+        self.is_decoder = is_decoder
+        layers = [T5LayerSelfAttention(config, has_relative_attention_bias, bidirectional=not is_decoder)]
+        if is_decoder:
+            layers.append(T5LayerCrossAttention(config))
+        layers.append(T5LayerFF(config))
+        self.layer = nn.ModuleList(layers)
+
+    def forward(self, x, mask=None, position_bias=None, encoder_hidden_states=None, encoder_mask=None,
+                kv_cache=None, cross_key_value=None):
+        x, position_bias = self.layer[0](x, mask=mask, position_bias=position_bias, kv_cache=kv_cache)
+        if self.is_decoder:
+            x = self.layer[1](x, encoder_hidden_states, mask=encoder_mask, cross_key_value=cross_key_value)
+        return self.layer[-1](x), position_bias
+
+
+class T5Stack(nn.Module):
+    """The encoder (bidirectional) or the decoder (causal, with cross-attention): blocks + final RMS."""
+
+    def __init__(self, config: T5Config, embed_tokens: nn.Embedding, is_decoder: bool):
+        super().__init__()
+        self.config = config
+        self.is_decoder = is_decoder
+        self.embed_tokens = embed_tokens  # the model's `shared` table, one module in three places
+        num_layers = config.num_decoder_layers if is_decoder else config.num_layers
+        self.block = nn.ModuleList(T5Block(config, has_relative_attention_bias=(i == 0), is_decoder=is_decoder)
+                                   for i in range(num_layers))
+        self.final_layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
+        self.dropout = Dropout(config.dropout_rate)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                encoder_hidden_states: Optional[torch.Tensor] = None,
+                encoder_attention_mask: Optional[torch.Tensor] = None,
+                kv_caches: Optional[list[KVCache]] = None,
+                cross_key_values: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None) -> torch.Tensor:
+        """input_ids (B, T); attention_mask (B, T_k) 1 = token, 0 = padding (for the decoder with a
+        cache it covers the cached positions too); encoder_hidden_states (B, S, C) with
+        encoder_attention_mask (B, S). Returns hidden states (B, T, C) after final_layer_norm."""
+        check_ids(input_ids, self.config.vocab_size)
+        B, T = input_ids.shape
+        past = kv_caches[0].length if kv_caches is not None else 0
+        mask = padding_mask(attention_mask) if attention_mask is not None else None  # (B, 1, 1, T_k)
+        if self.is_decoder and T > 1:
+            mask = combine_masks(mask, causal_mask(T, past + T, device=input_ids.device))  # (., 1, T, T_k)
+        encoder_mask = None
+        if self.is_decoder and encoder_attention_mask is not None:
+            encoder_mask = padding_mask(encoder_attention_mask)  # (B, 1, 1, S)
+        x = self.dropout(self.embed_tokens(input_ids))  # (B, T, C)
+        position_bias = None  # computed by block 0, shared by the others
+        for i, block in enumerate(self.block):
+            x, position_bias = block(
+                x, mask=mask, position_bias=position_bias, encoder_hidden_states=encoder_hidden_states,
+                encoder_mask=encoder_mask, kv_cache=kv_caches[i] if kv_caches is not None else None,
+                cross_key_value=cross_key_values[i] if cross_key_values is not None else None)
+        return self.dropout(self.final_layer_norm(x))
+
+
+def check_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """A token id outside the embedding table would be a bare IndexError deep in the model."""
+    if input_ids.numel() and not torch.compiler.is_compiling():
+        low, high = (int(v) for v in torch.aminmax(input_ids))
+        if low < 0 or high >= vocab_size:
+            raise UserError(
+                f"input ids hold token id {low if low < 0 else high}, outside the model's vocabulary "
+                f"[0, vocab_size={vocab_size}); use the tokenizer saved with the model (same folder); "
+                "labels may hold -100, decoder inputs may not (they come from shift_right)")
+
+
+def shift_right(labels: torch.Tensor, decoder_start_token_id: int, pad_token_id: int) -> torch.Tensor:
+    """Decoder inputs from labels: y_in = [start, y_1, ..., y_{T-1}], with -100 replaced by pad.
+    (B, T) -> (B, T). Teacher forcing: position t reads the true y_<t and predicts y_t."""
+    shifted = labels.new_full(labels.shape, decoder_start_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+class T5PreTrainedModel(PreTrainedModel):
+    """T5's initialisation (transformers' scheme, with initializer_factor f = 1)."""
+
+    config_class = T5Config
+    base_model_prefix = "transformer"
+
+    def init_weights(self) -> None:
+        """E ~ N(0, f^2) (and an untied lm_head too); RMSNorm weights = f;
+        W^Q ~ N(0, f^2 / (d_model d_kv)) (this is where 1/sqrt(d_k) went), W^K, W^V ~ N(0, f^2 / d_model),
+        W^O ~ N(0, f^2 / (H d_kv)), relative bias ~ N(0, f^2 / d_model);
+        W_i ~ N(0, f^2 / d_model), W_o ~ N(0, f^2 / d_ff)."""
+        c, f = self.config, self.config.initializer_factor
+        for module in self.modules():
+            if isinstance(module, RMSNorm):
+                nn.init.constant_(module.weight, f)
+            elif isinstance(module, T5Attention):
+                nn.init.normal_(module.q.weight, std=f * (c.d_model * c.d_kv) ** -0.5)
+                nn.init.normal_(module.k.weight, std=f * c.d_model ** -0.5)
+                nn.init.normal_(module.v.weight, std=f * c.d_model ** -0.5)
+                nn.init.normal_(module.o.weight, std=f * c.inner_dim ** -0.5)
+                if module.relative_attention_bias is not None:
+                    nn.init.normal_(module.relative_attention_bias.weight, std=f * c.d_model ** -0.5)
+            elif isinstance(module, (T5DenseActDense, T5DenseGatedActDense)):
+                for name in ("wi", "wi_0", "wi_1"):
+                    if hasattr(module, name):
+                        nn.init.normal_(getattr(module, name).weight, std=f * c.d_model ** -0.5)
+                nn.init.normal_(module.wo.weight, std=f * c.d_ff ** -0.5)
+        nn.init.normal_(self.shared.weight, std=f)
+        lm_head = getattr(self, "lm_head", None)
+        if lm_head is not None and not c.tie_word_embeddings:
+            nn.init.normal_(lm_head.weight, std=f)
+
+    @classmethod
+    def convert_state_dict(cls, state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+        """transformers' T5Model may store this unused table (its decoder's cross-attention never
+        has a bias); drop it instead of warning about it."""
+        return {k: v for k, v in state_dict.items()
+                if not k.endswith("EncDecAttention.relative_attention_bias.weight")}
+
+    def new_kv_caches(self, batch_size: int, max_length: int) -> list[KVCache]:
+        """One self-attention KVCache per decoder layer, (B, H, max_length, d_kv) each."""
+        c, param = self.config, self.shared.weight
+        return [KVCache(batch_size, c.num_heads, max_length, c.d_kv, dtype=param.dtype, device=param.device)
+                for _ in range(c.num_decoder_layers)]
+
+    def cross_key_values(self, encoder_hidden_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each decoder layer's cross-attention K, V (B, H, S, d) of the source: computed once per
+        source, since the encoder's output does not change while the decoder writes."""
+        return [block.layer[1].EncDecAttention.key_value(encoder_hidden_states) for block in self.decoder.block]
+
+
+class T5EncoderModel(T5PreTrainedModel):
+    """The encoder alone (for embeddings or classification): input ids -> (B, S, C)."""
+
+    _tied_weights_keys = ("encoder.embed_tokens.weight",)
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.config = config
+        self.shared = nn.Embedding(config.vocab_size, config.d_model)
+        self.encoder = T5Stack(config, self.shared, is_decoder=False)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> BaseModelOutput:
+        return BaseModelOutput(self.encoder(input_ids, attention_mask))
+
+
+class T5Model(T5PreTrainedModel):
+    """Encoder + decoder without the LM head: decoder hidden states (B, T, C)."""
+
+    _tied_weights_keys = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.config = config
+        self.shared = nn.Embedding(config.vocab_size, config.d_model)
+        self.encoder = T5Stack(config, self.shared, is_decoder=False)
+        self.decoder = T5Stack(config, self.shared, is_decoder=True)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                decoder_input_ids: Optional[torch.Tensor] = None,
+                decoder_attention_mask: Optional[torch.Tensor] = None) -> Seq2SeqModelOutput:
+        encoded = self.encoder(input_ids, attention_mask)  # (B, S, C)
+        if decoder_input_ids is None:
+            raise UserError("T5Model needs decoder_input_ids (B, T); they start with "
+                            f"decoder_start_token_id={self.config.decoder_start_token_id}")
+        hidden = self.decoder(decoder_input_ids, decoder_attention_mask, encoded, attention_mask)
+        return Seq2SeqModelOutput(hidden, encoded)
+
+
+class T5ForConditionalGeneration(T5PreTrainedModel):
+    """T5Model + `lm_head`: logits (B, T, V) over the next target token, and the loss on labels."""
+
+    _tied_weights_keys = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.config = config
+        self.shared = nn.Embedding(config.vocab_size, config.d_model)
+        self.encoder = T5Stack(config, self.shared, is_decoder=False)
+        self.decoder = T5Stack(config, self.shared, is_decoder=True)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.init_weights()
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        self.encoder.embed_tokens = self.decoder.embed_tokens = self.shared
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.shared.weight
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The encoder's output (B, S, C): run once per source, read by every decoding step."""
+        return self.encoder(input_ids, attention_mask)
+
+    def decode(self, decoder_input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor,
+               attention_mask: Optional[torch.Tensor] = None,
+               decoder_attention_mask: Optional[torch.Tensor] = None,
+               kv_caches: Optional[list[KVCache]] = None,
+               cross_key_values: Optional[list] = None) -> torch.Tensor:
+        """Logits (B, T, V) for the decoder inputs, given the encoder's output."""
+        hidden = self.decoder(decoder_input_ids, decoder_attention_mask, encoder_hidden_states, attention_mask,
+                              kv_caches=kv_caches, cross_key_values=cross_key_values)  # (B, T, C)
+        if self.config.tie_word_embeddings:
+            hidden = hidden * self.config.d_model ** -0.5  # E has unit-variance rows: rescale before E^T
+        return self.lm_head(hidden)  # (B, T, V)
+
+    def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                decoder_input_ids: Optional[torch.Tensor] = None,
+                decoder_attention_mask: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                encoder_outputs: Optional[torch.Tensor] = None) -> Seq2SeqLMOutput:
+        """input_ids (B, S) with attention_mask (B, S); labels (B, T), -100 = not scored. Without
+        decoder_input_ids they are shift_right(labels). loss = mean over scored positions of
+        -log P(y_t | y_<t, x) (common/nn/losses.py cross_entropy)."""
+        encoded = encoder_outputs if encoder_outputs is not None else self.encode(input_ids, attention_mask)
+        if decoder_input_ids is None:
+            if labels is None:
+                raise UserError("pass labels (B, T) or decoder_input_ids (B, T) to T5ForConditionalGeneration")
+            decoder_input_ids = shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
+        logits = self.decode(decoder_input_ids, encoded, attention_mask, decoder_attention_mask)
+        loss = None
+        if labels is not None:
+            loss = cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1))
+        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoded)
+
+    def generate(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
+        """See minit5.generate.generate."""
+        from minit5.generate import generate
+
+        return generate(self, input_ids, **kwargs)

@@ -103,6 +103,9 @@ class TrainingArguments:
         "Defaults to 'loss' with load_best_model_at_end."))
     greater_is_better: Optional[bool] = field(default=None, metadata=_help(
         "Whether a larger metric_for_best_model is better; default: False for losses, True otherwise."))
+    remove_unused_columns: bool = field(default=True, metadata=_help(
+        "Drop the dataset columns that model.forward does not take (a text column left by "
+        "datasets' .map, an id, ...) before collation; 'label' / 'label_ids' become 'labels'."))
     disable_tqdm: bool = field(default=False, metadata=_help(
         "Hide the progress bar (logs are then printed as JSON lines)."))
 

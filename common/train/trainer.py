@@ -41,6 +41,7 @@ from common.train.device import (all_reduce, autocast_context, barrier, bf16_sup
                            set_seed, setup_distributed)
 from common.errors import ConfigError, UserError
 from common.train.optim import create_optimizer, get_scheduler
+from common.train.columns import ColumnFilter, LOSS_KEYS, forward_arguments, no_loss_message, unused_columns
 from common.train.checkpoints import (TrainerState, list_checkpoints, load_model_weights, load_training_state,
                                        remove_stale_temp_folders, resolve_resume_path, restore_rng_state,
                                        rotate_checkpoints, save_checkpoint, save_model_files)
@@ -75,6 +76,7 @@ class Trainer:
         self.optimizer = self.lr_scheduler = None
         self.should_stop = False  # a callback may set it; training then ends after the step, with a checkpoint
         self._interrupted = False
+        self._reported_columns: set = set()
 
     # ---------------------------------------------------------------- training
     def train(self, resume_from_checkpoint=None) -> TrainOutput:
@@ -90,6 +92,7 @@ class Trainer:
             resume_from_checkpoint = args.resume_from_checkpoint
         resume = resolve_resume_path(resume_from_checkpoint, args.output_dir)
         self._prepare_output_dir(resume)
+        self._report_unused_columns(self.train_dataset)  # before set_seed: reading an example may draw numbers
         set_seed(args.seed)
         self.should_stop = self._interrupted = False
 
@@ -190,9 +193,18 @@ class Trainer:
         state.epoch = state.epoch_index + state.micro_batches_in_epoch / batches_per_epoch
         return epoch_ended
 
-    @staticmethod
-    def _loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    def _loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        accepted = forward_arguments(self.model)
+        labels = [k for k in batch if k in LOSS_KEYS]
+        if accepted is not None and not set(batch) <= accepted:
+            if labels and not set(labels) <= accepted:
+                raise ConfigError(no_loss_message(self.model, batch))
+            raise ConfigError(f"{type(self.model).__name__}.forward takes no {sorted(set(batch) - accepted)} "
+                              f"(it takes {sorted(accepted)}); drop those keys in the dataset or the "
+                              "data_collator (remove_unused_columns=True drops dataset columns before collation)")
         loss = getattr(model(**batch), "loss", None)
+        if loss is None and labels:
+            raise ConfigError(no_loss_message(self.model, batch))
         if loss is None:
             raise ConfigError(f"the model returned no .loss for a batch with keys {sorted(batch)}; "
                               "training needs labels in the batch (check the dataset or the data_collator)")
@@ -299,7 +311,7 @@ class Trainer:
         sampler.set_epoch(epoch)
         indices = list(sampler)[skip_batches * self.args.per_device_train_batch_size:]
         return DataLoader(self.train_dataset, batch_size=self.args.per_device_train_batch_size, sampler=indices,
-                          collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
+                          collate_fn=self._collate_fn(), num_workers=self.args.dataloader_num_workers,
                           drop_last=self.args.dataloader_drop_last, pin_memory=self.ctx.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.args.seed + epoch))
 
@@ -318,8 +330,25 @@ class Trainer:
             epoch, skip = epoch + 1, 0
 
     def eval_dataloader(self, dataset: Dataset) -> DataLoader:
+        self._report_unused_columns(dataset)
         return DataLoader(dataset, batch_size=self.args.per_device_eval_batch_size, shuffle=False,
-                          collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers)
+                          collate_fn=self._collate_fn(), num_workers=self.args.dataloader_num_workers)
+
+    def _collate_fn(self) -> Callable:
+        """The data_collator, given only the columns the model takes (common.train.columns)."""
+        if not self.args.remove_unused_columns:
+            return self.data_collator
+        return ColumnFilter(self.data_collator, forward_arguments(self.model))
+
+    def _report_unused_columns(self, dataset) -> None:
+        """One line per Trainer naming the dataset columns that remove_unused_columns drops."""
+        if not self.args.remove_unused_columns:
+            return
+        dropped = [c for c in unused_columns(dataset, forward_arguments(self.model)) if c not in self._reported_columns]
+        if dropped:
+            self._reported_columns.update(dropped)
+            self._print(f"remove_unused_columns: dropping the dataset column(s) {', '.join(dropped)} "
+                        f"({type(self.model).__name__}.forward does not take them)")
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, eval_dataset: Optional[Dataset] = None, metric_key_prefix: str = "eval") -> dict:

@@ -308,8 +308,15 @@ class PreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path, config=None, ignore_mismatched_sizes: bool = False,
                         **config_overrides):
-        """Build the model from folder/config.json and load folder's weights (see module doc)."""
+        """Build the model from folder/config.json and load folder's weights (see module doc).
+        A LoRA adapter folder (adapter_config.json, no model weights) loads its base model and
+        then the adapter (common/hub/adapters.py)."""
         folder = resolve_model_folder(name_or_path)
+        if (folder / "adapter_config.json").is_file() and not any(
+                (folder / name).exists() for name in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME, PT_WEIGHTS_NAME)):
+            from common.hub.adapters import from_pretrained_with_adapter  # it imports this module
+
+            return from_pretrained_with_adapter(cls, folder)
         if config is None:
             config = cls.config_class.from_pretrained(folder, **config_overrides)
         model = cls(config)

@@ -1,21 +1,27 @@
-"""One decode step of GPT-2: ONE new token per row through every layer, reusing the KV cache.
+"""One decode step of a GPT: ONE new token per row through every layer, reusing the KV cache.
 
+The one fast path of minigpt.generate (the rule for when it runs is generate.use_decode_step).
 A decode step computes exactly what GPT.forward computes for one new token, with fewer operations.
-For the new token's hidden state x (B, C), in layer l:
+For the new token's hidden state x (B, C) at position p, in layer l:
 
-    [q k v] = LN_1(x) W^QKV + b^QKV          one (C x 3C) product, W^QKV = [W^Q W^K W^V]
-    K, V    = cache_l.append(k, v)           (B, H, L, d_k): the L positions so far, this one last
+    [q k v] = LN_1(x) W^QKV + b^QKV          one product, W^QKV = [W^Q W^K W^V] (C x (C + 2 C_kv))
+    q, k    = RoPE_p(q), RoPE_p(k)           only with position_embedding="rope"
+    K, V    = cache_l.append(k, v)           (B, H_kv, L, d_k): the L positions so far, this one last
     a       = softmax(q K^T / sqrt(d_k)) V    a single query sits after every cached key, so the
                                              causal mask is all True: only padding is masked
     x       = x + a W^O + b^O
-    x       = x + act(LN_2(x) W_1 + b_1) W_2 + b_2
+    x       = x + FFN(LN_2(x))               act(x W_1 + b_1) W_2 + b_2, or SwiGLU with [W_1 W_3] packed
     logits  = LN_f(x) W_te^T                 (B, V)
+
+With grouped-query attention the n_rep = H / H_kv query heads of a group are attended as n_rep
+query ROWS of their one key/value head, q (B, H_kv, n_rep, d_k) against K (B, H_kv, L, d_k):
+the same scores as repeat_kv, without copying the cache n_rep times every step.
 
 Why a separate path? At batch 1 a step is 4 matrix-vector products per layer plus the head, each
 reading its whole weight matrix from memory (55 MB a token for 6 layers, 384 wide, vocab 8000:
 more than the 32 MB L3 cache, so every step streams them from RAM), and the bookkeeping around
 them. GPT.forward serves any number of tokens, masks and outputs; for one token that generality
-costs ~60 more small operations per step (dropout, the mask and position checks, three
+costs many more small operations per step (dropout, the mask and position checks, three
 projections, head reshapes). Here the hidden state stays (B, C), and everything that does not
 change between steps is done once per generate call by DecodeWeights.from_model:
 
@@ -25,9 +31,7 @@ change between steps is done once per generate call by DecodeWeights.from_model:
     (1 x in) (in x out) product on ONE core, so one core streams all the weights; torch.bmm runs
     the P block products on P cores at once, and their outputs are the columns of the whole one.
     Each block is (in, n), the layout that kernel streams fastest for a row vector.
-    Measured on 2 EPYC cores (55 MB a step): one product per weight ~28 GB/s, (out, in) nn.Linear
-    layout ~16 GB/s, 2 blocks ~35-45 GB/s (the wide LM head alone ~55 GB/s); a plain sum over
-    memory reaches ~88 GB/s. docs/results/bench.md has the figures.
+    The bandwidth each layout reaches is measured in docs/results/bench.md.
 
 This copies the Linear weights once per call (the model's own parameters are not touched).
 tests/test_decode_step.py checks the logits against GPT.forward, tests/test_generate.py the tokens
@@ -44,6 +48,7 @@ import torch.nn.functional as F
 
 from common.nn.attention import KVCache, scaled_dot_product_attention, sdpa_attention
 from common.nn.masks import padding_mask
+from common.nn.rope import apply_rope, rope_cos_sin
 
 
 @dataclasses.dataclass
@@ -90,34 +95,37 @@ def blocked(linear: nn.Linear, blocks: int) -> BlockedLinear:
     return BlockedLinear.from_weight(linear.weight, linear.bias, blocks)
 
 
-def layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+def stacked(linears: list[nn.Linear], blocks: int) -> BlockedLinear:
+    """Several Linears of one input as one: their outputs side by side, [x W_a^T | x W_b^T | ...]."""
+    biases = [linear.bias for linear in linears]
+    bias = None if biases[0] is None else torch.cat(biases)
+    return BlockedLinear.from_weight(torch.cat([linear.weight for linear in linears]), bias, blocks)
 
 
 @dataclasses.dataclass
 class LayerWeights:
     """One DecoderBlock's parameters, packed for a single-token step."""
 
-    ln_1: nn.LayerNorm
-    qkv: BlockedLinear  # C -> 3C, [W^Q W^K W^V]
+    ln_1: nn.Module  # LayerNorm or RMSNorm, called as is
+    qkv: BlockedLinear  # C -> C + 2 C_kv, [W^Q W^K W^V]
     out: BlockedLinear  # C -> C, W^O
-    ln_2: nn.LayerNorm
-    fc: BlockedLinear  # C -> 4C
-    proj: BlockedLinear  # 4C -> C
+    ln_2: nn.Module
+    fc: BlockedLinear  # C -> I, or C -> 2I = [W_1 W_3] for SwiGLU
+    proj: BlockedLinear  # I -> C
     act: Callable[[torch.Tensor], torch.Tensor]
+    gated: bool  # SwiGLU: act(first half) * second half of fc's output
     sdpa: bool  # the block's attn_impl is "sdpa" (opt-in fused kernel)
 
     @classmethod
     def from_block(cls, block, blocks: int) -> "LayerWeights":
         attn, mlp = block.attn, block.mlp
-        biases = (attn.query.bias, attn.key.bias, attn.value.bias)
-        qkv_weight = torch.cat([attn.query.weight, attn.key.weight, attn.value.weight])  # (3C, C)
-        qkv_bias = None if biases[0] is None else torch.cat(biases)  # (3C,)
+        gated = hasattr(mlp, "gate_proj")
+        fc = stacked([mlp.gate_proj, mlp.up_proj], blocks) if gated else blocked(mlp.c_fc, blocks)
         return cls(
-            ln_1=block.ln_1, qkv=BlockedLinear.from_weight(qkv_weight, qkv_bias, blocks),
+            ln_1=block.ln_1, qkv=stacked([attn.query, attn.key, attn.value], blocks),
             out=blocked(attn.out_proj, blocks), ln_2=block.ln_2,
-            fc=blocked(mlp.c_fc, blocks), proj=blocked(mlp.c_proj, blocks),
-            act=mlp.act, sdpa=attn.attn_impl == "sdpa",
+            fc=fc, proj=blocked(mlp.down_proj if gated else mlp.c_proj, blocks),
+            act=mlp.act, gated=gated, sdpa=attn.attn_impl == "sdpa",
         )
 
 
@@ -126,11 +134,13 @@ class DecodeWeights:
     """The whole GPT packed for decode steps; build it once per generate call (copies the weights)."""
 
     wte: nn.Embedding
-    wpe: nn.Embedding
+    wpe: Optional[nn.Embedding]  # None with RoPE
     layers: list[LayerWeights]
-    ln_f: nn.LayerNorm
+    ln_f: nn.Module
     head: BlockedLinear  # C -> V, W_lm_head (= W_te when tied)
     num_heads: int
+    num_kv_heads: int
+    rope_theta: Optional[float]  # set with RoPE
 
     @classmethod
     def from_model(cls, model, blocks: Optional[int] = None) -> "DecodeWeights":
@@ -139,8 +149,10 @@ class DecodeWeights:
         stack = model.transformer
         if blocks is None:  # a GPU runs one product on all its cores already
             blocks = torch.get_num_threads() if stack.wte.weight.device.type == "cpu" else 1
+        c = model.config
         return cls(wte=stack.wte, wpe=stack.wpe, layers=[LayerWeights.from_block(b, blocks) for b in stack.h],
-                   ln_f=stack.ln_f, head=blocked(model.lm_head, blocks), num_heads=model.config.n_head)
+                   ln_f=stack.ln_f, head=blocked(model.lm_head, blocks), num_heads=c.n_head,
+                   num_kv_heads=c.n_kv_head, rope_theta=c.rope_theta if stack.wpe is None else None)
 
     def step(self, input_ids: torch.Tensor, caches: list[KVCache],
              attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -149,21 +161,35 @@ class DecodeWeights:
         or None. Returns the next-token logits (B, V)."""
         B = input_ids.size(0)
         if attention_mask is None:
-            mask, position = None, self.wpe.weight[caches[0].length]  # (C,)
+            mask, position = None, input_ids.new_full((B, 1), caches[0].length)  # (B, 1)
         else:  # p = (number of real tokens so far) - 1, as position_ids_from_attention_mask
             mask = padding_mask(attention_mask)  # (B, 1, 1, L)
-            position = self.wpe(attention_mask.sum(-1, keepdim=True) - 1)  # (B, 1, C)
-        x = (self.wte(input_ids) + position).view(B, -1)  # (B, C); no dropout: eval
-        H = self.num_heads
+            position = attention_mask.sum(-1, keepdim=True) - 1  # (B, 1)
+        x = self.wte(input_ids).view(B, -1)  # (B, C); no dropout: eval
+        H, H_kv = self.num_heads, self.num_kv_heads
+        d = x.size(1) // H
+        if self.wpe is not None:
+            x = x + self.wpe(position).view(B, -1)
+        else:
+            cos, sin = rope_cos_sin(position, d, self.rope_theta, x.dtype)  # (B, 1, d_k) each
         for layer, cache in zip(self.layers, caches):
-            qkv = layer.qkv(layer_norm(x, layer.ln_1))  # (B, 3C)
-            q, k, v = qkv.view(B, 3, H, 1, -1).unbind(1)  # each (B, H, 1, d_k)
-            keys, values = cache.append(k, v)  # (B, H, L, d_k)
+            qkv = layer.qkv(layer.ln_1(x))  # (B, C + 2 C_kv)
+            q, k, v = qkv.split([H * d, H_kv * d, H_kv * d], dim=1)
+            q, k, v = q.view(B, H, 1, d), k.view(B, H_kv, 1, d), v.view(B, H_kv, 1, d)
+            if self.wpe is None:
+                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            keys, values = cache.append(k, v)  # (B, H_kv, L, d_k)
+            q = q.view(B, H_kv, H // H_kv, d)  # a group's query heads as rows of its kv head
             if layer.sdpa:
                 a = sdpa_attention(q, keys, values, mask)
             else:
-                a, _ = scaled_dot_product_attention(q, keys, values, mask)  # (B, H, 1, d_k)
-            x = x + layer.out(a.reshape(B, -1))  # heads concatenated: (B, C)
-            h = layer.act(layer.fc(layer_norm(x, layer.ln_2)))  # (B, 4C)
+                a, _ = scaled_dot_product_attention(q, keys, values, mask)  # (B, H_kv, H / H_kv, d_k)
+            x = x + layer.out(a.reshape(B, -1))  # heads concatenated in order h: (B, C)
+            h = layer.fc(layer.ln_2(x))  # (B, I), or (B, 2I) for SwiGLU
+            if layer.gated:
+                gate, up = h.chunk(2, dim=1)
+                h = layer.act(gate) * up  # silu(x W_1) * (x W_3)
+            else:
+                h = layer.act(h)
             x = x + layer.proj(h)  # (B, C)
-        return self.head(layer_norm(x, self.ln_f))  # (B, V)
+        return self.head(self.ln_f(x))  # (B, V)

@@ -4,9 +4,13 @@
     h_l = DecoderBlock_l(h_{l-1}),  l = 1..L                  causal self-attention + feed-forward
     P(x_{t+1} | x_{<=t}) = softmax(LN_f(h_L) W_te^T)          the LM head shares W_te (weight tying)
 
+The Llama shape (minigpt.config.LLAMA_SHAPE) is the same three lines with h_0 = Dropout(W_te[x_t]):
+positions enter as RoPE rotations of q and k in every layer (common/nn/rope.py), LN is RMSNorm, the
+FFN is SwiGLU, and n_kv_head < n_head shares keys and values between query heads.
+
 Module and parameter names are transformers' GPT-2 names (`transformer.wte`, `transformer.h.N.ln_1`,
 `lm_head`), except that GPT-2's fused Conv1D `c_attn` is split into `query`/`key`/`value` Linears;
-`GPT.convert_state_dict` translates a Hugging Face checkpoint on load.
+`GPT.convert_state_dict` translates a Hugging Face GPT-2 or Llama checkpoint on load.
 
 Shapes: B batch, T time (new tokens), T_k all key positions (cached + new), C = n_embd, V vocab.
 """
@@ -22,6 +26,9 @@ import torch.nn as nn
 
 from common.nn.attention import KVCache
 from common.nn.blocks import DecoderBlock
+from common.nn.dropout import Dropout
+from common.nn.norms import RMSNorm, make_norm
+from common.nn.rope import rope_cos_sin
 from common.hub.pretrained import PreTrainedModel, check_token_ids
 from common.errors import UserError
 from common.nn.losses import IGNORE_INDEX, causal_lm_loss, classification_loss
@@ -60,16 +67,18 @@ class GPTModel(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        self.drop = nn.Dropout(config.dropout)
+        # RoPE has no table: positions rotate q and k inside attention instead.
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.position_embedding == "learned" else None
+        self.drop = Dropout(config.dropout)
         self.h = nn.ModuleList(
             DecoderBlock(config.n_embd, config.n_head, config.n_inner, config.activation_function,
                          dropout=config.dropout, attention_dropout=config.dropout,
                          layer_norm_eps=config.layer_norm_epsilon, bias=config.bias,
-                         attn_impl=config.attn_impl)
+                         attn_impl=config.attn_impl, norm=config.normalization,
+                         feed_forward=config.feed_forward, num_kv_heads=config.n_kv_head)
             for _ in range(config.n_layer)
         )
-        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.ln_f = make_norm(config.normalization, config.n_embd, config.layer_norm_epsilon, config.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 position_ids: Optional[torch.Tensor] = None,
@@ -101,11 +110,18 @@ class GPTModel(nn.Module):
             padding_mask(attention_mask) if attention_mask is not None else None,  # (B, 1, 1, T_k)
             causal_mask(T, T_k, device=input_ids.device) if T > 1 else None,  # (1, 1, T, T_k)
         )
-        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
+        x = self.wte(input_ids)  # (B, T, C)
+        rotary = None
+        if self.wpe is not None:
+            x = x + self.wpe(position_ids)  # learned positions, added once
+        else:  # RoPE: the angles p theta_i of these positions, shared by every layer
+            rotary = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
+        x = self.drop(x)
         attentions = [] if output_attentions else None
         for i, block in enumerate(self.h):
             cache = kv_caches[i] if kv_caches is not None else None
-            x, weights = block(x, mask=mask, kv_cache=cache, output_attentions=output_attentions)
+            x, weights = block(x, mask=mask, kv_cache=cache, output_attentions=output_attentions,
+                               rotary=rotary)
             if output_attentions:
                 attentions.append(weights)
         return self.ln_f(x), (tuple(attentions) if output_attentions else None)
@@ -119,14 +135,17 @@ class GPTPreTrainedModel(PreTrainedModel):
 
     def init_weights(self) -> None:
         """W ~ N(0, sigma^2) with sigma = initializer_range (0.02) for every Linear and Embedding,
-        biases 0, LayerNorm gamma = 1 and beta = 0. The projections that write into the residual
-        stream (attn.out_proj, mlp.c_proj) get sigma / sqrt(2 L): the stream is a sum of 2L such
-        outputs, so its variance then stays about constant with depth (GPT-2 paper, section 2.3)."""
+        biases 0, LayerNorm gamma = 1 and beta = 0 (RMSNorm weight = 1). The projections that write
+        into the residual stream (attn.out_proj, mlp.c_proj or SwiGLU's mlp.down_proj) get
+        sigma / sqrt(2 L): the stream is a sum of 2L such outputs, so its variance then stays about
+        constant with depth (GPT-2 paper, section 2.3)."""
         std = self.config.initializer_range
         residual_std = std / math.sqrt(2 * self.config.n_layer)
         for name, module in self.named_modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                is_residual = name.endswith(("attn.out_proj", "mlp.c_proj"))
+            if isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+            elif isinstance(module, (nn.Linear, nn.Embedding)):
+                is_residual = name.endswith(("attn.out_proj", "mlp.c_proj", "mlp.down_proj"))
                 nn.init.normal_(module.weight, mean=0.0, std=residual_std if is_residual else std)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
@@ -137,13 +156,16 @@ class GPTPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def convert_state_dict(cls, state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
-        """Translate a Hugging Face GPT-2 state dict (recognised by its `attn.c_attn` keys).
+        """Translate a Hugging Face GPT-2 state dict (recognised by its `attn.c_attn` keys), or a
+        Llama one (its `model.layers.` keys; see llama_state_dict_to_minigpt).
 
         GPT-2 stores its projections as Conv1D, y = x W + b with W of shape (C_in, C_out), the
         transpose of nn.Linear's (C_out, C_in). `c_attn` holds W^Q, W^K, W^V side by side:
             c_attn.weight (C, 3C) -> transpose (3C, C) -> split into query, key, value (C, C) each.
         `attn.bias` / `attn.masked_bias` are buffers (a causal mask and a constant), not weights.
         """
+        if any(k.startswith(("model.layers.", "model.embed_tokens.")) for k in state_dict):
+            return llama_state_dict_to_minigpt(state_dict)
         if not any(k.endswith("attn.c_attn.weight") for k in state_dict):
             return state_dict
         out = {}
@@ -166,15 +188,50 @@ class GPTPreTrainedModel(PreTrainedModel):
         return out
 
     def new_kv_caches(self, batch_size: int, max_length: int) -> list[KVCache]:
-        """One empty, preallocated KVCache per layer, for up to max_length positions."""
+        """One empty, preallocated KVCache per layer, for up to max_length positions, holding the
+        n_kv_head key/value heads (grouped-query attention caches n_head / n_kv_head times less)."""
         c = self.config
         param = self.transformer.wte.weight
-        return [KVCache(batch_size, c.n_head, max_length, c.head_dim, dtype=param.dtype, device=param.device)
+        return [KVCache(batch_size, c.n_kv_head, max_length, c.head_dim, dtype=param.dtype, device=param.device)
                 for _ in range(c.n_layer)]
 
 
+# Llama's module names -> ours, inside model.layers.N / transformer.h.N.
+LLAMA_LAYER_NAMES = {
+    "input_layernorm": "ln_1", "post_attention_layernorm": "ln_2",
+    "self_attn.q_proj": "attn.query", "self_attn.k_proj": "attn.key", "self_attn.v_proj": "attn.value",
+    "self_attn.o_proj": "attn.out_proj",
+    "mlp.gate_proj": "mlp.gate_proj", "mlp.up_proj": "mlp.up_proj", "mlp.down_proj": "mlp.down_proj",
+}
+
+
+def llama_state_dict_to_minigpt(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a transformers Llama state dict (same tensors, same layout: both use nn.Linear, and a
+    Hugging Face folder already has W^Q, W^K in rotate-half order, see common/nn/rope.py):
+        model.embed_tokens -> transformer.wte      model.norm -> transformer.ln_f      lm_head -> lm_head
+        model.layers.N.self_attn.{q,k,v,o}_proj -> transformer.h.N.attn.{query,key,value,out_proj}
+        model.layers.N.{input,post_attention}_layernorm -> transformer.h.N.{ln_1,ln_2}
+        model.layers.N.mlp.{gate,up,down}_proj -> transformer.h.N.mlp.{gate,up,down}_proj
+    Cached rotary tables (`rotary_emb.inv_freq`, recomputed here) are dropped."""
+    out = {}
+    for key, tensor in state_dict.items():
+        if key.endswith("rotary_emb.inv_freq"):
+            continue
+        match = re.match(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$", key)
+        if match and match.group(2) in LLAMA_LAYER_NAMES:
+            layer, name, kind = match.groups()
+            key = f"transformer.h.{layer}.{LLAMA_LAYER_NAMES[name]}.{kind}"
+        elif key.startswith("model.embed_tokens."):
+            key = "transformer.wte." + key[len("model.embed_tokens."):]
+        elif key.startswith("model.norm."):
+            key = "transformer.ln_f." + key[len("model.norm."):]
+        out[key] = tensor
+    return out
+
+
 class GPT(GPTPreTrainedModel):
-    """GPT-2 language model: `transformer` (the decoder stack) + `lm_head` (tied to wte)."""
+    """GPT-2 language model: `transformer` (the decoder stack) + `lm_head` (tied to wte, or its own
+    matrix with tie_word_embeddings=False as in Llama)."""
 
     _tied_weights_keys = ("lm_head.weight",)
 
@@ -183,6 +240,8 @@ class GPT(GPTPreTrainedModel):
         self.config = config
         self.transformer = GPTModel(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if not config.tie_word_embeddings:  # an untied head is a weight of its own: a checkpoint must hold it
+            self._tied_weights_keys = ()
         self.init_weights()
         self.tie_weights()
 

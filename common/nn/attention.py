@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from common.nn.dropout import dropout
 from common.nn.masks import mask_value
+from common.nn.rope import apply_rope
 
 ATTN_IMPLS = ("eager", "sdpa")
 
@@ -94,6 +95,20 @@ def sdpa_attention(
     )
 
 
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """Grouped-query attention's sharing of keys and values (Ainslie et al. 2023):
+    (B, H_kv, T, d) -> (B, H_kv * n_rep, T, d), kv head j repeated for query heads j n_rep .. j n_rep + n_rep - 1.
+
+    With H query heads and H_kv = H / n_rep key/value heads, query head h attends with kv head
+    h // n_rep. n_rep = 1 is multi-head attention; H_kv = 1 is multi-query attention (Shazeer 2019).
+    Only H_kv heads are projected and cached, which is the point: the KV cache shrinks n_rep times.
+    """
+    if n_rep == 1:
+        return x
+    B, H_kv, T, d = x.shape
+    return x[:, :, None].expand(B, H_kv, n_rep, T, d).reshape(B, H_kv * n_rep, T, d)
+
+
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, T, C) -> (B, H, T, C / H)."""
     B, T, C = x.shape
@@ -148,25 +163,33 @@ class MultiHeadAttention(nn.Module):
     Parameters are named as in BERT (`query`, `key`, `value`) so checkpoints load unchanged;
     with output_projection=True the module also applies W^O (`out_proj`).
     forward(hidden_states (B, T_q, C), key_value_states (B, T_k, C) or None, mask bool broadcastable
-    to (B, H, T_q, T_k), kv_cache) -> (context (B, T_q, C), weights (B, H, T_q, T_k) or None).
+    to (B, H, T_q, T_k), kv_cache, rotary = RoPE's (cos, sin) or None)
+        -> (context (B, T_q, C), weights (B, H, T_q, T_k) or None).
+    num_kv_heads < num_heads projects (and caches) only that many key/value heads (see repeat_kv).
     """
 
     def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 attn_impl: str = "eager", output_projection: bool = False):
+                 attn_impl: str = "eager", output_projection: bool = False,
+                 num_kv_heads: Optional[int] = None):
         super().__init__()
         if hidden_size % num_heads != 0:
             raise ValueError(
                 f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})"
             )
+        num_kv_heads = num_kv_heads or num_heads
+        if num_heads % num_kv_heads != 0:
+            raise ValueError(f"num_heads ({num_heads}) must be divisible by num_kv_heads ({num_kv_heads})")
         if attn_impl not in ATTN_IMPLS:
             raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}")
         self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads  # < num_heads: grouped-query attention (see repeat_kv)
         self.head_dim = hidden_size // num_heads
         self.dropout_p = dropout
         self.attn_impl = attn_impl
+        kv_size = num_kv_heads * self.head_dim
         self.query = nn.Linear(hidden_size, hidden_size, bias=bias)
-        self.key = nn.Linear(hidden_size, hidden_size, bias=bias)
-        self.value = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.key = nn.Linear(hidden_size, kv_size, bias=bias)
+        self.value = nn.Linear(hidden_size, kv_size, bias=bias)
         self.out_proj = nn.Linear(hidden_size, hidden_size, bias=bias) if output_projection else None
 
     def forward(
@@ -176,13 +199,19 @@ class MultiHeadAttention(nn.Module):
         mask: Optional[torch.Tensor] = None,
         kv_cache: Optional[KVCache] = None,
         output_attentions: bool = False,
+        rotary: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         source = hidden_states if key_value_states is None else key_value_states
         q = split_heads(self.query(hidden_states), self.num_heads)  # (B, H, T_q, d)
-        k = split_heads(self.key(source), self.num_heads)  # (B, H, T_k, d)
-        v = split_heads(self.value(source), self.num_heads)  # (B, H, T_k, d)
+        k = split_heads(self.key(source), self.num_kv_heads)  # (B, H_kv, T_k, d)
+        v = split_heads(self.value(source), self.num_kv_heads)  # (B, H_kv, T_k, d)
+        if rotary is not None:  # RoPE (common/nn/rope.py): rotate q and k by their positions' angles
+            cos, sin = rotary  # (B, T, d) each
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
-            k, v = kv_cache.append(k, v)  # (B, H, T_past + T_k, d)
+            k, v = kv_cache.append(k, v)  # (B, H_kv, T_past + T_k, d): the cache holds H_kv heads
+        n_rep = self.num_heads // self.num_kv_heads
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, T_k, d)
         if self.attn_impl == "sdpa" and not output_attentions:
             out, weights = sdpa_attention(q, k, v, mask, self.dropout_p, self.training), None
         else:

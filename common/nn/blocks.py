@@ -3,12 +3,14 @@ and GPT-2's decoder block (pre-LN, with an optional cross-attention sub-layer).
 
 Feed-forward (Vaswani et al. 2017, eq. 2, with GELU instead of ReLU as in BERT and GPT):
     FFN(x) = GELU(x W_1 + b_1) W_2 + b_2
+SwiGLU feed-forward (Shazeer 2020, Llama): a gate, silu(x W_1), multiplies a second projection x W_3:
+    SwiGLU(x) = (silu(x W_1) * (x W_3)) W_2,    silu(x) = x * sigmoid(x)
 GELU (Hendrycks & Gimpel 2016), exact and the tanh approximation used by GPT-2:
     GELU(x)      = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2)))
     GELU_tanh(x) = 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
 
 Post-LN (BERT):  h = LayerNorm(x + Dropout(Sublayer(x)))
-Pre-LN (GPT-2):  h = x + Dropout(Sublayer(LayerNorm(x)))
+Pre-LN (GPT-2):  h = x + Dropout(Sublayer(LayerNorm(x)))    (Llama: RMSNorm in place of LayerNorm)
 Shapes: x (B, T, C); masks bool, broadcastable to (B, H, T_q, T_k), True = may attend.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 
 from common.nn.attention import KVCache, MultiHeadAttention
 from common.nn.dropout import Dropout
+from common.nn.norms import make_norm
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -40,12 +43,18 @@ def relu(x: torch.Tensor) -> torch.Tensor:
     return x.clamp_min(0.0)
 
 
+def silu(x: torch.Tensor) -> torch.Tensor:
+    """x * sigmoid(x) = x / (1 + exp(-x)) (Elfwing et al. 2017; "swish"), the gate of SwiGLU."""
+    return x * torch.sigmoid(x)
+
+
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": gelu,
     "gelu_new": gelu_tanh,
     "gelu_pytorch_tanh": gelu_tanh,
     "gelu_tanh": gelu_tanh,
     "relu": relu,
+    "silu": silu,
 }
 
 
@@ -60,6 +69,7 @@ FUSED_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
     "gelu_tanh": partial(F.gelu, approximate="tanh"),
     "relu": F.relu,
+    "silu": F.silu,
 }
 
 
@@ -84,6 +94,41 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(self.act(self.c_fc(x)))  # (B, T, C)
+
+
+FEED_FORWARDS = ("gelu", "swiglu")
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU(x) = W_2 (silu(x W_1) * (x W_3)): (B, T, C) -> (B, T, C), intermediate width I.
+
+    Names as Llama: W_1 = `gate_proj`, W_3 = `up_proj`, W_2 = `down_proj`. Three (C x I) matrices
+    instead of two, so I = 8C/3 gives the parameter count of a 4C-wide GELU feed-forward.
+    silu runs as PyTorch's fused F.silu; tests/test_blocks.py pins it to the formula `silu` above.
+    """
+
+    def __init__(self, hidden_size: int, intermediate_size: int, bias: bool = False):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
+        self.act = get_activation("silu", fused=True)
+
+    # BEGIN EXERCISE swiglu
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.act(self.gate_proj(x))  # (B, T, I) silu(x W_1)
+        return self.down_proj(gate * self.up_proj(x))  # (B, T, C)
+    # END EXERCISE swiglu
+
+
+def make_feed_forward(kind: str, hidden_size: int, intermediate_size: int, activation: str,
+                      bias: bool) -> nn.Module:
+    """"gelu": FeedForward with `activation` (GPT-2's tanh GELU by default); "swiglu": SwiGLU."""
+    if kind == "gelu":
+        return FeedForward(hidden_size, intermediate_size, activation, bias=bias)
+    if kind == "swiglu":
+        return SwiGLU(hidden_size, intermediate_size, bias=bias)
+    raise ValueError(f"feed_forward must be one of {FEED_FORWARDS}, got {kind!r}")
 
 
 class ResidualLayerNorm(nn.Module):
@@ -171,37 +216,44 @@ class DecoderBlock(nn.Module):
         x = x + Dropout(MultiHead(LN_c(x), enc) W^O)              only if add_cross_attention
         x = x + Dropout(FFN(LN_2(x)))
     Names as GPT-2 (`ln_1`, `attn`, `ln_cross_attn`, `crossattention`, `ln_2`, `mlp`).
-    forward(x (B, T, C), mask, encoder_hidden_states (B, S, C), encoder_mask, kv_cache)
+    The Llama block is the same three lines with other parts: norm="rmsnorm" (LN = RMSNorm),
+    feed_forward="swiglu" (FFN = SwiGLU), num_kv_heads < num_heads (grouped-query attention) and
+    RoPE's (cos, sin) passed as `rotary` to rotate queries and keys.
+    forward(x (B, T, C), mask, encoder_hidden_states (B, S, C), encoder_mask, kv_cache, rotary)
         -> (x (B, T, C), self-attention weights or None).
     """
 
     def __init__(self, hidden_size: int, num_heads: int, intermediate_size: Optional[int] = None,
                  activation: str = "gelu_new", dropout: float = 0.0, attention_dropout: float = 0.0,
                  layer_norm_eps: float = 1e-5, bias: bool = True,
-                 add_cross_attention: bool = False, attn_impl: str = "eager"):
+                 add_cross_attention: bool = False, attn_impl: str = "eager",
+                 norm: str = "layernorm", feed_forward: str = "gelu",
+                 num_kv_heads: Optional[int] = None):
         super().__init__()
         intermediate_size = intermediate_size or 4 * hidden_size
-        self.ln_1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps, bias=bias)
+        self.ln_1 = make_norm(norm, hidden_size, layer_norm_eps, bias)
         self.attn = MultiHeadAttention(hidden_size, num_heads, attention_dropout, bias=bias,
-                                       attn_impl=attn_impl, output_projection=True)
+                                       attn_impl=attn_impl, output_projection=True,
+                                       num_kv_heads=num_kv_heads)
         if add_cross_attention:
-            self.ln_cross_attn = nn.LayerNorm(hidden_size, eps=layer_norm_eps, bias=bias)
+            self.ln_cross_attn = make_norm(norm, hidden_size, layer_norm_eps, bias)
             self.crossattention = MultiHeadAttention(hidden_size, num_heads, attention_dropout,
                                                      bias=bias, attn_impl=attn_impl,
                                                      output_projection=True)
         else:
             self.ln_cross_attn = self.crossattention = None
-        self.ln_2 = nn.LayerNorm(hidden_size, eps=layer_norm_eps, bias=bias)
-        self.mlp = FeedForward(hidden_size, intermediate_size, activation, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.ln_2 = make_norm(norm, hidden_size, layer_norm_eps, bias)
+        self.mlp = make_feed_forward(feed_forward, hidden_size, intermediate_size, activation, bias)
+        self.dropout = Dropout(dropout)  # common/nn/dropout.py, the one dropout of the project
 
     # BEGIN EXERCISE decoder_block
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 encoder_hidden_states: Optional[torch.Tensor] = None,
                 encoder_mask: Optional[torch.Tensor] = None,
-                kv_cache: Optional[KVCache] = None, output_attentions: bool = False):
+                kv_cache: Optional[KVCache] = None, output_attentions: bool = False,
+                rotary: Optional[tuple[torch.Tensor, torch.Tensor]] = None):
         a, weights = self.attn(self.ln_1(x), mask=mask, kv_cache=kv_cache,
-                               output_attentions=output_attentions)
+                               output_attentions=output_attentions, rotary=rotary)
         x = x + self.dropout(a)
         if self.crossattention is not None:
             if encoder_hidden_states is None:

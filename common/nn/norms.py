@@ -25,11 +25,26 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))  # (C,)
         self.eps = eps
 
+    # BEGIN EXERCISE rms_norm
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()  # (..., C)
         mean_square = x32.pow(2).mean(dim=-1, keepdim=True)  # (..., 1) mean_i x_i^2
         normalized = x32 * torch.rsqrt(mean_square + self.eps)  # (..., C) unit root mean square
         return self.weight * normalized.to(x.dtype)  # (..., C)
+    # END EXERCISE rms_norm
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+NORMS = ("layernorm", "rmsnorm")
+
+
+def make_norm(kind: str, hidden_size: int, eps: float, bias: bool = True) -> nn.Module:
+    """"layernorm": nn.LayerNorm (gamma (x - mean) / sqrt(var + eps) + beta; beta only with bias);
+    "rmsnorm": RMSNorm (never a bias)."""
+    if kind == "layernorm":
+        return nn.LayerNorm(hidden_size, eps=eps, bias=bias)
+    if kind == "rmsnorm":
+        return RMSNorm(hidden_size, eps=eps)
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")

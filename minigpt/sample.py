@@ -2,12 +2,13 @@
 
     python -m minigpt.sample --model_name_or_path out/shakespeare --prompt "ROMEO:" --seed 1
     python -m minigpt.sample --model_name_or_path out/shakespeare --prompt "ROMEO:" --greedy
+    python -m minigpt.sample --model_name_or_path gpt2_folder --prompt "The quick brown" --greedy
     python -m minigpt.sample --model_name_or_path gpt2_folder --prompt_ids 464 2068 7586 --greedy
 
 The folder is one written by `minigpt.train` (config.json, model.safetensors and the tokenizer
-files), or a Hugging Face GPT-2 folder (its Conv1D weights are converted on load). mini-bert-gpt
-has no GPT-2 byte-level BPE tokenizer, so for such a folder give the prompt as token ids
-(--prompt_ids; the output is then ids too) or a tokenizer of ours with --tokenizer_name.
+files), or a Hugging Face GPT-2 folder (its Conv1D weights are converted on load; its vocab.json +
+merges.txt are read by common/text/bpe.py, GPT-2's byte-level BPE). --prompt_ids gives the prompt
+as token ids (the output is then ids, and text when a tokenizer is found).
 
 Each new token is x_{t+1} ~ softmax(filter(z / temperature)) with the top-k / top-p filters of
 minigpt.generate, or argmax z with --greedy. --seed makes sampling repeat exactly.
@@ -76,11 +77,6 @@ def load_model_and_tokenizer(model_name_or_path, tokenizer_name=None, need_token
     except CheckpointError as e:
         if not need_tokenizer:
             return model, None
-        if (tokenizer_folder / "merges.txt").is_file():
-            raise CheckpointError(
-                f"{tokenizer_folder} holds a GPT-2 byte-level BPE tokenizer (vocab.json, merges.txt), which "
-                "mini-bert-gpt does not implement; pass the prompt as --prompt_ids, or --tokenizer_name "
-                "with a folder that holds one of our tokenizers") from None
         raise CheckpointError(f"{e} (or pass the prompt as --prompt_ids)") from None
     check_tokenizer_fits_model(tokenizer, model.config.vocab_size, f"the model in {folder}")
     return model, tokenizer

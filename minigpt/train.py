@@ -36,7 +36,7 @@ from common.cli.training import (add_training_flags, parse_config_overrides, per
 from common.data.language_modeling import read_nonempty_text
 from common.train.device import pick_device
 from common.errors import ConfigError, run_cli
-from common.text.auto import CharTokenizer, SentencePieceTokenizer, load_tokenizer
+from common.text.auto import BPETokenizer, CharTokenizer, SentencePieceTokenizer, load_tokenizer
 from common.train.trainer import Trainer
 from common.train.utils import TrainerCallback
 from minigpt.config import GPTConfig
@@ -84,11 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--validation_split_percentage", "--validation-split-percentage", type=float, default=10.0,
         help="Without --validation_file: keep the LAST this percent of --train_file (contiguous) for "
              "validation; 0 keeps none (default: %(default)s).")
-    add("--tokenizer", choices=("char", "sentencepiece"), default="char",
+    add("--tokenizer", choices=("char", "sentencepiece", "bpe"), default="char",
         help="char: one token per character (vocabulary = the characters of the text); sentencepiece: "
-             "subword pieces learned from the training split (line breaks become spaces) (default: %(default)s).")
+             "subword pieces learned from the training split (line breaks become spaces); bpe: GPT-2's "
+             "byte-level BPE (common/text/bpe.py) learned from the training split (default: %(default)s).")
     add("--vocab_size", "--vocab-size", type=int, default=None,
-        help=f"Pieces to learn with --tokenizer sentencepiece (default: {SENTENCEPIECE_VOCAB_SIZE}).")
+        help=f"Vocabulary to learn with --tokenizer sentencepiece or bpe (default: {SENTENCEPIECE_VOCAB_SIZE}; "
+             "a bpe vocabulary counts its 256 bytes and <|endoftext|>).")
     add("--config_overrides", "--config-overrides", default="",
         help="GPTConfig fields as 'key=value,...', e.g. \"n_layer=6,n_head=6,n_embd=192,dropout=0.1\" "
              f"(defaults: {','.join(f'{k}={v}' for k, v in MODEL_DEFAULTS.items())}).")
@@ -140,12 +142,14 @@ def warn_if_cpu_busy(device: torch.device) -> None:
 
 def build_tokenizer(kind: str, train_text: str, validation_text: str, vocab_size: Optional[int]):
     """char: the characters of train + validation text (a character seen only in validation still
-    gets an id; its embedding just stays untrained). sentencepiece: learned from the train split only."""
+    gets an id; its embedding just stays untrained). sentencepiece, bpe: learned from the train split only."""
     if kind == "char":
         if vocab_size is not None:
-            raise ConfigError("--vocab_size applies to --tokenizer sentencepiece; a char tokenizer's vocabulary "
+            raise ConfigError("--vocab_size applies to --tokenizer sentencepiece or bpe; a char tokenizer's vocabulary "
                               "is the set of characters of the text")
         return CharTokenizer.from_text(train_text + validation_text)
+    if kind == "bpe":
+        return BPETokenizer.train([train_text], vocab_size or SENTENCEPIECE_VOCAB_SIZE)
     return SentencePieceTokenizer.train([train_text], vocab_size or SENTENCEPIECE_VOCAB_SIZE,
                                         special_tokens_style="gpt")
 

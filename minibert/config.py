@@ -6,15 +6,11 @@ A = 12 attention heads (d_k = H / A = 64), feed-forward size 4H = 3072, vocabula
 Fields that are ours, not transformers':
     attn_impl                  "eager" (hand-written attention, the default) or "sdpa" (PyTorch's kernel)
     mlm_alpha, nsp_beta        the weights of the pre-training loss  L = alpha * L_MLM + beta * L_NSP
-    mlm_logits_at_masked_only  opt-in speed-up, same loss and gradients: with labels, the LAST
-                               encoder layer runs only at [CLS] and the masked positions (labels
-                               != -100; BertForMaskedLM: the masked ones alone), its queries there
-                               and its keys/values from all T (EncoderBlock.forward_at in
-                               common/nn/blocks.py), and the MLM head only at the masked positions
-                               (~1/7 of the vocabulary projection at 15% masking); the logits are
-                               then (N, V) for those N positions. Not with output_attentions or
-                               output_hidden_states (the full last layer runs then). Off by default:
-                               logits are (B, T, V) as in transformers (minibert.heads)
+    mlm_logits_at_masked_only  opt-in speed trick, same loss and gradients: with labels, the last
+                               encoder layer and the MLM head run only where the loss reads
+                               (minibert/masked_only.py says how and what it trades); the MLM
+                               logits are then (N, V) for the N masked positions. Off by default:
+                               logits are (B, T, V) as in transformers
     classifier_pooling         "cls" (BERT's, the default) or "mean": the vector the sequence
                                classifier reads, C = tanh(m W_p + b_p) with m = H_L[:, 0] or the
                                mean of H_L over the kept positions (the name and values of

@@ -22,8 +22,9 @@ import torch
 import torch.nn as nn
 
 from common.nn.blocks import get_activation
-from common.nn.losses import (IGNORE_INDEX, classification_loss, cross_entropy, mlm_loss, nsp_loss,
+from common.nn.losses import (classification_loss, cross_entropy, mlm_loss, nsp_loss,
                            pretraining_loss)
+from minibert import masked_only
 from minibert.config import BertConfig
 from minibert.model import BertModel, BertPreTrainedModel
 
@@ -120,53 +121,13 @@ class BertPreTrainingHeads(nn.Module):
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
 
-def masked_lm_logits(mlm_head: nn.Module, hidden_states: torch.Tensor, labels: Optional[torch.Tensor],
-                     masked_only: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """MLM logits and the labels they line up with.
-
-    Only the positions in I = {i : labels_i != -100} enter L_MLM. With masked_only (and labels)
-    the vocabulary projection - the largest matrix product of a small BERT - runs on those N
-    positions only: logits (N, V), labels (N,). The loss is the same number; otherwise logits
-    are (B, T, V) and labels (B, T) unchanged.
-    """
-    if masked_only and labels is not None:
-        in_loss = labels != IGNORE_INDEX  # (B, T)
-        return mlm_head(hidden_states[in_loss]), labels[in_loss]  # (N, V), (N,)
-    return mlm_head(hidden_states), labels  # (B, T, V), (B, T)
-
-
-def loss_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The positions of I = {i : labels_i != -100} of each row, in order, padded to the longest row.
-
-    labels (B, T) -> positions (B, K) long, K = max_b |I_b|, and valid (B, K) bool (False = padding
-    slot, position 0). hidden[b, positions[b]][valid[b]] are the rows of hidden[b][labels[b] != -100].
-    """
-    in_loss = labels != IGNORE_INDEX  # (B, T)
-    counts = in_loss.sum(dim=1)  # (B,)
-    K = int(counts.max()) if labels.numel() else 0
-    order = torch.argsort((~in_loss).to(torch.uint8), dim=1, stable=True)  # I_b first, in order
-    slots = torch.arange(K, device=labels.device)[None, :]  # (1, K)
-    valid = slots < counts[:, None]  # (B, K)
-    positions = order[:, :K].masked_fill(~valid, 0)  # (B, K)
-    return positions, valid
-
-
-def use_loss_positions(config: BertConfig, labels: Optional[torch.Tensor], output_attentions: bool,
-                       output_hidden_states: bool) -> bool:
-    """mlm_logits_at_masked_only also skips the last layer's work at the positions no loss reads:
-    its feed-forward and W^O then run on ~15% of the tokens. Not when per-layer outputs are asked."""
-    return (config.mlm_logits_at_masked_only and labels is not None
-            and not output_attentions and not output_hidden_states)
-
-
 class BertForPreTraining(BertPreTrainedModel):
     """BERT with both pre-training heads. loss = alpha * L_MLM + beta * L_NSP when both `labels`
     (B, T) and `next_sentence_label` (B,) are given; alpha * L_MLM or beta * L_NSP alone when only
     one is (transformers returns no loss then).
 
-    With config.mlm_logits_at_masked_only and labels, only what the loss reads is computed after
-    the second-to-last layer: the last layer at [CLS] and the masked positions (see
-    EncoderBlock.forward_at), the MLM head at the masked positions. Same loss, same gradients."""
+    With config.mlm_logits_at_masked_only and labels, minibert/masked_only.py computes only what the
+    loss reads (prediction_logits (N, V)); same loss, same gradients."""
 
     _tied_weights_keys = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 
@@ -183,19 +144,16 @@ class BertForPreTraining(BertPreTrainedModel):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
                 labels=None, next_sentence_label=None, output_attentions: bool = False,
                 output_hidden_states: bool = False) -> PreTrainingOutput:
-        if use_loss_positions(self.config, labels, output_attentions, output_hidden_states):
-            positions, valid = loss_positions(labels)  # (B, K)
-            cls_first = torch.cat([positions.new_zeros(len(positions), 1), positions], dim=1)  # (B, 1 + K)
-            out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
-                            last_layer_positions=cls_first)  # last_hidden_state (B, 1 + K, C)
-            prediction_logits = self.cls.predictions(out.last_hidden_state[:, 1:][valid])  # (N, V)
-            mlm_labels = labels.gather(1, positions)[valid]  # (N,)
+        hidden_states = attentions = None
+        if masked_only.applies(self.config, labels, output_attentions, output_hidden_states):  # speed trick
+            prediction_logits, mlm_labels, seq_relationship_logits = masked_only.pretraining_logits(
+                self, input_ids, attention_mask, token_type_ids, position_ids, labels)  # (N, V), (N,), (B, 2)
         else:
             out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-            prediction_logits, mlm_labels = masked_lm_logits(
-                self.cls.predictions, out.last_hidden_state, labels, self.config.mlm_logits_at_masked_only)
-        seq_relationship_logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
+            prediction_logits, mlm_labels = self.cls.predictions(out.last_hidden_state), labels  # (B, T, V)
+            seq_relationship_logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
+            hidden_states, attentions = out.hidden_states, out.attentions
         alpha, beta = self.config.mlm_alpha, self.config.nsp_beta
         loss = None
         if labels is not None and next_sentence_label is not None:
@@ -205,8 +163,7 @@ class BertForPreTraining(BertPreTrainedModel):
             loss = alpha * mlm_loss(prediction_logits, mlm_labels)
         elif next_sentence_label is not None:
             loss = beta * nsp_loss(seq_relationship_logits, next_sentence_label)
-        return PreTrainingOutput(loss, prediction_logits, seq_relationship_logits,
-                                 out.hidden_states, out.attentions)
+        return PreTrainingOutput(loss, prediction_logits, seq_relationship_logits, hidden_states, attentions)
 
 
 class BertForMaskedLM(BertPreTrainedModel):
@@ -228,18 +185,14 @@ class BertForMaskedLM(BertPreTrainedModel):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
                 labels=None, output_attentions: bool = False,
                 output_hidden_states: bool = False) -> HeadOutput:
-        if use_loss_positions(self.config, labels, output_attentions, output_hidden_states):
-            positions, valid = loss_positions(labels)  # (B, K)
-            out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
-                            last_layer_positions=positions)  # last_hidden_state (B, K, C)
-            logits = self.cls(out.last_hidden_state[valid])  # (N, V)
-            mlm_labels = labels.gather(1, positions)[valid]  # (N,)
-        else:
-            out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
-                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-            logits, mlm_labels = masked_lm_logits(self.cls, out.last_hidden_state, labels,
-                                                  self.config.mlm_logits_at_masked_only)
-        loss = mlm_loss(logits, mlm_labels) if labels is not None else None
+        if masked_only.applies(self.config, labels, output_attentions, output_hidden_states):  # speed trick
+            logits, mlm_labels = masked_only.masked_lm_logits(
+                self, input_ids, attention_mask, token_type_ids, position_ids, labels)  # (N, V), (N,)
+            return HeadOutput(mlm_loss(logits, mlm_labels), logits)
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
+                        output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        logits = self.cls(out.last_hidden_state)  # (B, T, V)
+        loss = mlm_loss(logits, labels) if labels is not None else None
         return HeadOutput(loss, logits, out.hidden_states, out.attentions)
 
 

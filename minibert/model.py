@@ -85,26 +85,16 @@ class BertEncoder(nn.Module):
             for _ in range(config.num_hidden_layers))
 
     def forward(self, hidden_states: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                output_attentions: bool = False, output_hidden_states: bool = False,
-                last_layer_positions: Optional[torch.Tensor] = None):
-        """hidden_states (B, T, C), mask bool (B, 1, 1, T) -> (H_L, all H_l or None, weights or None).
-        last_layer_positions (B, K): compute the last layer only there; H_L is then (B, K, C)."""
+                output_attentions: bool = False, output_hidden_states: bool = False):
+        """hidden_states (B, T, C), mask bool (B, 1, 1, T) -> (H_L, all H_l or None, weights or None)."""
         all_hidden = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
-        layers = self.layer
-        if last_layer_positions is not None:
-            if output_attentions or output_hidden_states:
-                raise ValueError("last_layer_positions returns no per-layer outputs; "
-                                 "drop output_attentions / output_hidden_states")
-            layers = self.layer[:-1]
-        for layer in layers:
+        for layer in self.layer:
             hidden_states, weights = layer(hidden_states, mask=mask, output_attentions=output_attentions)
             if output_hidden_states:
                 all_hidden.append(hidden_states)
             if output_attentions:
                 all_attentions.append(weights)  # (B, H, T, T)
-        if last_layer_positions is not None:
-            hidden_states = self.layer[-1].forward_at(hidden_states, last_layer_positions, mask)  # (B, K, C)
         return (hidden_states,
                 tuple(all_hidden) if output_hidden_states else None,
                 tuple(all_attentions) if output_attentions else None)
@@ -189,21 +179,20 @@ class BertModel(BertPreTrainedModel):
                 token_type_ids: Optional[torch.Tensor] = None,
                 position_ids: Optional[torch.Tensor] = None,
                 output_attentions: bool = False,
-                output_hidden_states: bool = False,
-                last_layer_positions: Optional[torch.Tensor] = None) -> BaseModelOutputWithPooling:
-        """last_layer_positions (B, K), optional: run the last layer at those positions only (its
-        attention still reads all T), so last_hidden_state is (B, K, C); put [CLS] (0) first in
-        each row when the pooler is used. The heads use it when a loss reads a few positions."""
+                output_hidden_states: bool = False) -> BaseModelOutputWithPooling:
+        embeddings, mask = self.embed(input_ids, attention_mask, token_type_ids, position_ids)  # (B, T, C)
+        last_hidden_state, hidden_states, attentions = self.encoder(
+            embeddings, mask, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        pooled = self.pooler(last_hidden_state) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(last_hidden_state, pooled, hidden_states, attentions)
+
+    def embed(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None):
+        """Checked ids -> (H_0 = E (B, T, C), the padding mask bool (B, 1, 1, T) or None)."""
         self._check_input(input_ids)
         mask = None if attention_mask is None else padding_mask(attention_mask)  # (B, 1, 1, T)
         if mask is not None and not torch.compiler.is_compiling() and bool(mask.all()):
             mask = None  # nothing padded: skip a masked_fill over (B, H, T, T) per layer, same numbers
-        embeddings = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, C)
-        last_hidden_state, hidden_states, attentions = self.encoder(
-            embeddings, mask, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, last_layer_positions=last_layer_positions)
-        pooled = self.pooler(last_hidden_state) if self.pooler is not None else None
-        return BaseModelOutputWithPooling(last_hidden_state, pooled, hidden_states, attentions)
+        return self.embeddings(input_ids, token_type_ids, position_ids), mask
 
     def _check_input(self, input_ids: torch.Tensor) -> None:
         """Catch the mistakes learners make most: a wrong shape, too many tokens, and ids outside

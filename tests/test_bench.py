@@ -16,7 +16,7 @@ import torch
 
 from common.nn.blocks import ACTIVATIONS, FUSED_ACTIVATIONS, EncoderBlock
 from common.nn.masks import padding_mask
-from minibert.heads import loss_positions
+from minibert.masked_only import encoder_block_at, loss_positions
 
 pytest.importorskip("transformers", reason="transformers (the benchmark's reference) is not installed")
 
@@ -30,17 +30,17 @@ def test_fused_activation_kernels_equal_the_formulas():
         assert err <= 1e-12, f"fused {name!r} differs from its formula by {err:.2e} (tolerance 1e-12)"
 
 
-def test_encoder_block_forward_at_equals_forward_at_those_positions():
+def test_encoder_block_at_equals_the_block_at_those_positions():
     torch.manual_seed(0)
     block = EncoderBlock(16, 4, 32, hidden_dropout=0.0, attention_dropout=0.0).eval()
     x = torch.randn(3, 9, 16)
     mask = padding_mask(torch.tensor([[1] * 9, [1] * 6 + [0] * 3, [1] * 2 + [0] * 7]))
     positions = torch.tensor([[0, 4, 8], [0, 1, 5], [0, 0, 1]])
     full, _ = block(x, mask=mask)
-    at = block.forward_at(x, positions, mask)
+    at = encoder_block_at(block, x, positions, mask)
     expected = full.gather(1, positions[..., None].expand(-1, -1, 16))
     err = (at - expected).abs().max().item()
-    assert err <= 1e-6, f"forward_at differs from forward at the same positions by {err:.2e}"
+    assert err <= 1e-6, f"encoder_block_at differs from EncoderBlock.forward at the same positions by {err:.2e}"
 
 
 def test_loss_positions_lists_each_rows_labelled_positions_in_order():

@@ -82,7 +82,7 @@ print(f"{len(train_pairs)} training pairs, {len(heldout_pairs)} held-out pairs, 
 #   same steps left tutorial 07's gain from pre-training at a few points (`demo/corpus.py`);
 # - `mlm_logits_at_masked_only=True`: the `V`-way output layer runs only at the masked 15% of the
 #   positions, the only ones the loss reads. Same loss, same gradients, less work
-#   (`minibert/heads.py:masked_lm_logits`, tested in `tests/test_bert_model.py`).
+#   (`minibert/masked_only.py`, pinned to the full computation by `tests/test_bert_parity.py`).
 
 # %%
 config = BertConfig(vocab_size=V, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,

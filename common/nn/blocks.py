@@ -197,18 +197,6 @@ class EncoderBlock(nn.Module):
         return y, weights
     # END EXERCISE encoder_block
 
-    def forward_at(self, x: torch.Tensor, positions: torch.Tensor,
-                   mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The same layer computed only at `positions` (B, K): row b of the result is forward(x)[b,
-        positions[b]], (B, K, C). Queries come from those K positions, keys and values from all T,
-        so each output is exactly the full layer's; the feed-forward and W^O run on K rows, not T.
-        Useful for the last layer when a loss reads only a few positions (BERT's MLM)."""
-        index = positions[..., None].expand(-1, -1, x.size(-1))  # (B, K, C)
-        x_at = x.gather(1, index)  # (B, K, C)
-        context, _ = self.attention.self(x_at, key_value_states=x, mask=mask)  # (B, K, C)
-        h = self.attention.output(context, x_at)
-        return self.output(self.intermediate(h), h)
-
 
 class DecoderBlock(nn.Module):
     """GPT-2 block (pre-LN), optionally with cross-attention to an encoder's output:

@@ -18,9 +18,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from common.errors import ConfigError
 from common.hub.config import require
 
-SCHEDULER_TYPES = ("linear", "cosine", "constant", "constant_with_warmup")
+SCHEDULER_TYPES = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr",
+                   "warmup_stable_decay")
+# lr_scheduler_kwargs each schedule takes (transformers' names); the others take none
+SCHEDULER_KWARGS = {"cosine_with_min_lr": ("min_lr", "min_lr_rate"),
+                    "warmup_stable_decay": ("num_decay_steps", "num_stable_steps", "min_lr_ratio",
+                                            "warmup_type", "decay_type")}
 INTERVAL_STRATEGIES = ("no", "steps", "epoch")
 RESUME_NEWEST = ("latest", "true", "True")  # strings that mean "the newest checkpoint-* in output_dir"
 
@@ -62,6 +68,11 @@ class TrainingArguments:
         "Fraction of the total steps used for warmup (when warmup_steps is 0)."))
     lr_scheduler_type: str = field(default="linear", metadata=_help(
         "Learning-rate schedule after warmup.", choices=SCHEDULER_TYPES))
+    lr_scheduler_kwargs: Optional[str] = field(default=None, metadata=_help(
+        "JSON object of the schedule's own arguments, as transformers names them: cosine_with_min_lr "
+        "takes min_lr or min_lr_rate ('{\"min_lr_rate\": 0.1}'); warmup_stable_decay takes num_decay_steps "
+        "(required), num_stable_steps, min_lr_ratio, warmup_type and decay_type (linear, cosine, 1-sqrt). "
+        "A dict is accepted from Python and stored as JSON."))
     logging_steps: int = field(default=500, metadata=_help(
         "Log loss, learning rate, grad norm and tokens/s every this many optimizer steps."))
     eval_strategy: str = field(default="no", metadata=_help(
@@ -110,6 +121,8 @@ class TrainingArguments:
         "Hide the progress bar (logs are then printed as JSON lines)."))
 
     def __post_init__(self):
+        if isinstance(self.lr_scheduler_kwargs, dict):  # transformers takes a dict; the CLI gives JSON text
+            self.lr_scheduler_kwargs = json.dumps(self.lr_scheduler_kwargs, sort_keys=True)
         self._check_types()
         require(bool(self.output_dir), "output_dir", "must be a folder path")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
@@ -127,6 +140,7 @@ class TrainingArguments:
         require(0 <= self.warmup_ratio <= 1, "warmup_ratio", f"must be in [0, 1], got {self.warmup_ratio}")
         require(self.lr_scheduler_type in SCHEDULER_TYPES, "lr_scheduler_type",
                 f"unknown scheduler {self.lr_scheduler_type!r}; choose one of {', '.join(SCHEDULER_TYPES)}")
+        self._check_scheduler_kwargs()
         require(self.max_steps == -1 or self.max_steps >= 1, "max_steps",
                 f"must be -1 (use num_train_epochs) or >= 1, got {self.max_steps}")
         require(self.max_steps >= 1 or self.num_train_epochs > 0, "num_train_epochs",
@@ -155,6 +169,28 @@ class TrainingArguments:
             if declared == "float" and ok:
                 ok = math.isfinite(value)
             require(ok, f.name, f"must be {wanted[declared]}, got {value!r}")
+
+    @property
+    def scheduler_kwargs(self) -> dict:
+        """lr_scheduler_kwargs as a dict ({} when unset)."""
+        return json.loads(self.lr_scheduler_kwargs) if self.lr_scheduler_kwargs else {}
+
+    def _check_scheduler_kwargs(self) -> None:
+        """lr_scheduler_kwargs is a JSON object whose keys the chosen schedule takes."""
+        if self.lr_scheduler_kwargs is None:
+            return
+        try:
+            kwargs = json.loads(self.lr_scheduler_kwargs)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"lr_scheduler_kwargs: not valid JSON ({e.msg}): {self.lr_scheduler_kwargs!r}; "
+                              "write an object, e.g. --lr_scheduler_kwargs '{\"min_lr_rate\": 0.1}'") from None
+        require(isinstance(kwargs, dict), "lr_scheduler_kwargs",
+                f"must be a JSON object {{...}}, got {self.lr_scheduler_kwargs!r}")
+        allowed = SCHEDULER_KWARGS.get(self.lr_scheduler_type, ())
+        unknown = sorted(set(kwargs) - set(allowed))
+        require(not unknown, "lr_scheduler_kwargs",
+                f"{unknown} are not arguments of the {self.lr_scheduler_type!r} schedule "
+                + (f"(it takes {', '.join(allowed)})" if allowed else "(it takes none)"))
 
     def _check_interval(self, strategy_field: str, steps_field: str) -> None:
         strategy, steps = getattr(self, strategy_field), getattr(self, steps_field)

@@ -102,7 +102,7 @@ class Trainer:
         self.optimizer = create_optimizer(self.model, args.learning_rate, args.weight_decay,
                                           (args.adam_beta1, args.adam_beta2), args.adam_epsilon)
         self.lr_scheduler = get_scheduler(args.lr_scheduler_type, self.optimizer,
-                                          args.warmup_steps_for(max_steps), max_steps)
+                                          args.warmup_steps_for(max_steps), max_steps, args.scheduler_kwargs)
         self.state = TrainerState(max_steps=max_steps, steps_per_epoch=steps_per_epoch,
                                   train_batch_size=args.per_device_train_batch_size,
                                   gradient_accumulation_steps=args.gradient_accumulation_steps,

@@ -9,19 +9,15 @@
     finetune_compare  one classifier, logits = C W + b on the [CLS] vector, fine-tuned twice on
                       the same few labels: from the pretrained encoder and from random weights
                       (the same seed, so the classifier heads start equal); dev accuracy per epoch
-    train_gpt         a GPT on the same text,  L_LM = -1/T sum_t log p(x_{t+1} | x_{<=t});
+    train_gpt         a GPT on the same text, trained on
+                      L_LM = -(1/N) sum over the N predicted positions t of log p(x_t | x_<t);
                       validation loss, perplexity exp(L_LM), and greedy / sampled continuations
 
 Sizes live in `DemoSizes` (FULL for `make demo`, QUICK for the tests). The full pretraining
 recipe is fragile on purpose of its size: the adjectives' polarity appears in the embeddings only
 after 2000-3000 steps, so it is a fixed number of steps (never a time budget), with no dropout.
 
-Measured (`python -m demo --threads 1`, twice, on a 2-core machine shared with other jobs):
-CPU time 91 s pretraining, 6 s fine-tuning (both models), 75 s GPT, 172 s in all; held-out MLM
-loss 6.31 -> 1.35, NSP accuracy 0.50 -> 0.72; dev accuracy pretrained 1.000 and 0.946, from
-scratch 0.602 both times; GPT perplexity 3.76. The two runs differ although the seed is the same:
-the CPU kernels round differently from one run to the next (the training losses differ in the
-8th digit from the first log line on), and 6000 steps amplify that.
+Measured figures and how to read them: docs/results/demo.md.
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from common.nn.blocks import get_activation
+from common.nn.dropout import Dropout
 from common.nn.losses import (classification_loss, cross_entropy, mlm_loss, nsp_loss,
                            pretraining_loss)
 from minibert import masked_only
@@ -196,10 +197,10 @@ class BertForMaskedLM(BertPreTrainedModel):
         return HeadOutput(loss, logits, out.hidden_states, out.attentions)
 
 
-def _classifier_dropout(config: BertConfig) -> nn.Dropout:
+def _classifier_dropout(config: BertConfig) -> Dropout:
     """classifier_dropout, or hidden_dropout_prob when it is None (transformers' rule)."""
     p = config.classifier_dropout
-    return nn.Dropout(config.hidden_dropout_prob if p is None else p)
+    return Dropout(config.hidden_dropout_prob if p is None else p)
 
 
 class BertForSequenceClassification(BertPreTrainedModel):

@@ -8,9 +8,9 @@
 #
 # and is trained to maximise that probability on real text, i.e. to minimise
 #
-#     L_LM = -1/(T-1) sum_{t=1}^{T-1} log p(x_{t+1} | x_{<=t})
+#     L_LM = -(1/N) sum over the N predicted positions t of log p(x_t | x_<t)
 #
-# (the mean over the scored positions; the last position has no next token to score).
+# (the mean over the scored positions t = 2 .. T: the first token has no prefix to predict it from).
 # The network is a stack of **pre-LN decoder blocks** (GPT-2) over token + position embeddings:
 #
 #     h_0 = W_te[x_t] + W_pe[t]
@@ -91,7 +91,7 @@ print("input_ids", tuple(x.shape), "-> logits", tuple(out.logits.shape))
 # `labels[:, 1:]` (the labels are the input ids themselves, shifted by one; `-100` marks a label
 # to skip, e.g. padding):
 #
-#     L_LM = -mean_t log softmax(logits[:, t])[x_{t+1}]
+#     -mean over t of log softmax(logits[:, t - 1])[x_t]      (the same L_LM, in the code's indices)
 #
 # An untrained model spreads its probability about evenly, so `L_LM` starts near `ln V`.
 

@@ -5,13 +5,13 @@
 
 Dividing by 1 - p keeps E[Dropout(x)_i] = x_i, so evaluation needs no rescaling.
 
-The same function as nn.Dropout; only the way m is drawn differs, for speed on the CPU. There
-F.dropout fills its mask with bernoulli_, which draws a float64 uniform per element in one thread:
-5.0 ms per million elements on our 2-core benchmark machine, against 2.0 ms for a float32
-torch.rand (a small BERT step draws ~7.6 million). Here m_i = [u_i >= p] with u_i ~ U[0, 1) in
-float32, then two vectorised passes. P(u_i >= p) = 1 - p up to the float32 grid (2^-24), the
-resolution GPU dropout kernels draw with too. On other devices the fused kernel of F.dropout is
-faster, so it is used there.
+This is the one dropout of the project (every model's embeddings, sub-layers, attention weights and
+classifier heads use it). It is nn.Dropout's function; only the way m is drawn differs, for speed on
+the CPU: F.dropout fills its mask with bernoulli_, a float64 uniform per element in one thread,
+while here m_i = [u_i >= p] with u_i ~ U[0, 1) from a float32 torch.rand (about 2.5x cheaper on a
+CPU: docs/results/bench.md). P(u_i >= p) = 1 - p up to the float32 grid (2^-24), the resolution GPU
+dropout kernels draw with too. On other devices F.dropout's fused kernel is faster, so it runs
+there. tests/test_dropout.py pins both to the formula (mean, variance, zeros, scale, eval).
 """
 from __future__ import annotations
 

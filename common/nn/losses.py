@@ -10,8 +10,9 @@ BERT (Devlin et al. 2019), I = the set of masked positions:
     L_MLM = -sum_{i in I} log p(x_i | x_{-i}; theta)        (reduction="sum"; "mean" divides by |I|)
     L_NSP = -log p(IsNext or NotNext | [CLS])               (label 0 = IsNext, 1 = NotNext)
     L     = alpha * L_MLM + beta * L_NSP
-GPT (Radford et al. 2018):
-    L_LM  = -sum_t log p(x_{t+1} | x_{<=t}; theta)
+GPT (Radford et al. 2018), the chain rule p(x) = prod_{t=1}^{T} p(x_t | x_<t):
+    L_LM = -(1/N) sum over the N predicted positions t of log p(x_t | x_<t)
+    (the mean over every position that has a next-token label: t >= 2, label not -100)
 """
 from __future__ import annotations
 
@@ -127,10 +128,13 @@ def pretraining_loss(prediction_logits: torch.Tensor, labels: torch.Tensor,
 
 # BEGIN EXERCISE causal_lm_loss
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """L_LM = -sum_t log p(x_{t+1} | x_{<=t}): the logits at position t predict the label at t+1.
+    """L_LM = -(1/N) sum over the N predicted positions t of log p(x_t | x_<t).
+
+    The logits at position t - 1 predict the token at t, so the shift is done here.
 
     logits: (B, T, V); labels: (B, T), usually the input ids, -100 at padding. The shift is done
-    here: logits[:, :-1] are scored against labels[:, 1:]. "mean" divides by the scored tokens.
+    here: logits[:, :-1] are scored against labels[:, 1:]. "mean" (the default) divides by the N
+    scored tokens; "sum" gives N * L_LM.
     """
     V = logits.size(-1)
     shifted_logits = logits[:, :-1, :].reshape(-1, V)  # (B * (T-1), V)

@@ -11,6 +11,12 @@ GELU (Hendrycks & Gimpel 2016), exact and the tanh approximation used by GPT-2:
 
 Post-LN (BERT):  h = LayerNorm(x + Dropout(Sublayer(x)))
 Pre-LN (GPT-2):  h = x + Dropout(Sublayer(LayerNorm(x)))    (Llama: RMSNorm in place of LayerNorm)
+    LayerNorm(x) = (x - mean(x)) / sqrt(var(x) + eps) * gamma + beta  over the last axis (biased var)
+
+Which kernels run: LayerNorm is torch's nn.LayerNorm and each activation torch's fused kernel
+(FUSED_ACTIVATIONS below), not the chain of operations written here; both are pinned to these
+formulas by tests/test_bench.py::test_fused_activation_kernels_equal_the_formulas and
+::test_torch_layer_norm_is_the_formula.
 Shapes: x (B, T, C); masks bool, broadcastable to (B, H, T_q, T_k), True = may attend.
 """
 from __future__ import annotations
@@ -58,8 +64,9 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-# The same functions as one fused PyTorch kernel each. The formulas above are the definition (the
-# tests check these kernels against them to 1e-12 in float64); the layers run the kernels because
+# The same functions as one fused PyTorch kernel each. The formulas above are the definition
+# (tests/test_bench.py::test_fused_activation_kernels_equal_the_formulas checks these kernels against
+# them to 1e-12 in float64); the layers run the kernels because
 # a chain of eight element-wise operations reads and writes a (B, T, 4C) tensor eight times in the
 # forward pass and keeps each intermediate for the backward pass, which costs more than the
 # matrix products around it in a small model. One kernel reads x once and keeps only x.

@@ -36,7 +36,8 @@ from common.errors import ConfigError, run_cli
 from common.text.auto import load_tokenizer
 from common.train.trainer import Trainer
 from minibert import BertConfig
-from common.cli.training import FLAG_NOTE, add_training_flags, time_budget_callbacks, training_arguments, write_json
+from common.cli.training import (FLAG_NOTE, add_lora_flags, add_training_flags, apply_lora_flags, save_trained_model,
+                                 time_budget_callbacks, training_arguments, write_json)
 from minibert.tasks import TASKS
 
 # TrainingArguments defaults of this tool: run_glue's (learning rate 5e-5, 3 epochs, batch 8), but
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Evaluate on the first this many validation examples only.")
     add("--encoding", default="utf-8", help="Encoding of the data files (default: %(default)s).")
     add_training_flags(parser, RECIPE)
+    add_lora_flags(parser, "query,value", "the task's head: classifier, qa_outputs for qa")
     return parser
 
 
@@ -157,6 +159,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           f"{model.config.max_position_embeddings} or less")
     train_set = task.dataset(tokenizer, train_examples)
     eval_set = task.dataset(tokenizer, eval_examples)
+    if opts.lora_modules_to_save is None:  # the new head is random: it must learn
+        opts.lora_modules_to_save = "qa_outputs" if opts.task == "qa" else "classifier"
+    lora = apply_lora_flags(model, opts, "minibert.finetune", base_model_name_or_path=opts.model_name_or_path)
     print(f"minibert.finetune: {opts.task}, {model.num_parameters() / 1e6:.2f}M parameters, "
           f"{len(train_examples):,} training and {len(eval_examples):,} validation examples"
           + (f", labels {task.label_list}" if task.id2label is not None and len(task.label_list) <= 20 else ""),
@@ -166,7 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       data_collator=task.collator(tokenizer), compute_metrics=task.compute_metrics(),
                       callbacks=time_budget_callbacks(args, opts))
     result = trainer.train()
-    trainer.save_model(args.output_dir)
+    save_trained_model(trainer, lora, args.output_dir)
     if not trainer.ctx.is_main_process:
         return 0
     output_dir = Path(args.output_dir)

@@ -25,6 +25,7 @@ from common.hub.pretrained import check_tokenizer_fits_model, resolve_model_fold
 from common.cli.args import parse_bool
 from common.train.device import pick_device
 from common.errors import CheckpointError, UserError, run_cli
+from common.nn.lora import merge_and_unload
 from common.text.auto import load_tokenizer
 from minigpt.model import GPT
 
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_model_and_tokenizer(model_name_or_path, tokenizer_name=None, need_tokenizer: bool = True):
     """(GPT in eval mode, tokenizer or None). A missing tokenizer is an error only if need_tokenizer."""
     folder = resolve_model_folder(model_name_or_path)
-    model = GPT.from_pretrained(folder)
+    model = merge_and_unload(GPT.from_pretrained(folder))  # a LoRA adapter folder: B A folded into W
     model.eval()
     tokenizer_folder = Path(tokenizer_name) if tokenizer_name else folder
     try:

@@ -3,7 +3,8 @@
     python -m minigpt.train --train_file ../shared/data/tinyshakespeare.txt --output_dir out/shakespeare --max_time 60
     python -m minigpt.sample --model_name_or_path out/shakespeare --prompt "ROMEO:"
 
-The model learns L_LM = -(1/n) sum_t log p(x_{t+1} | x_{<=t}) over windows of block_size tokens
+The model learns L_LM = -(1/N) sum over the N predicted positions t of log p(x_t | x_<t)
+over windows of block_size tokens
 (minigpt/text_data.py); the validation loss is the same mean over the whole validation split, and
 perplexity = exp(eval_loss). Flags are those of transformers' run_clm.py where the concept exists
 (--train_file, --validation_file, --validation_split_percentage, --config_overrides, --block_size,
@@ -31,11 +32,13 @@ import torch
 from torch.utils.data import Subset
 
 from common.hub.pretrained import check_tokenizer_fits_model
-from common.cli.training import (add_training_flags, parse_config_overrides, perplexity, time_budget_callbacks,
-                                 training_arguments, write_json)
+from common.cli.training import (add_lora_flags, add_training_flags, apply_lora_flags, parse_config_overrides,
+                                 perplexity, save_trained_model, time_budget_callbacks, training_arguments,
+                                 write_json)
 from common.data.language_modeling import read_nonempty_text
 from common.train.device import pick_device
 from common.errors import ConfigError, run_cli
+from common.nn.lora import merge_and_unload
 from common.text.auto import BPETokenizer, CharTokenizer, SentencePieceTokenizer, load_tokenizer
 from common.train.trainer import Trainer
 from common.train.utils import TrainerCallback
@@ -105,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--sample_tokens", "--sample-tokens", type=int, default=300,
         help="Characters/tokens of text to sample at the end, 0 for none (default: %(default)s).")
     add_training_flags(parser, RECIPE)
+    add_lora_flags(parser, "query,value")
     for action in parser._actions:
         if action.dest == "bf16":
             action.default = AUTO
@@ -231,6 +235,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"train {len(train_set.ids):,} tokens ({len(train_set):,} windows per epoch), validation "
           f"{len(eval_set.ids) if eval_set else 0:,} tokens; bf16 autocast {'on' if args.bf16 else 'off'}",
           file=sys.stderr)
+    lora = apply_lora_flags(model, opts, "minigpt.train", base_model_name_or_path=opts.model_name_or_path)
     warn_if_cpu_busy(pick_device(args.use_cpu))
 
     start = TokensAtStart()
@@ -239,7 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       eval_dataset=evenly_spread(eval_set, opts.max_eval_samples) if eval_set else None,
                       tokenizer=tokenizer, callbacks=callbacks)
     result = trainer.train()
-    trainer.save_model(args.output_dir)
+    save_trained_model(trainer, lora, args.output_dir)
     if not trainer.ctx.is_main_process:
         return 0
 
@@ -265,6 +270,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"model and tokenizer saved to {output_dir}; sample with: python -m minigpt.sample "
           f"--model_name_or_path {output_dir} --prompt \"...\"", file=sys.stderr)
     if opts.sample_tokens > 0:
+        merge_and_unload(model)  # generation's packed decode step reads plain Linear weights
         print(sample_texts(model, tokenizer, "", opts.sample_tokens, seed=args.seed)[0])
     return 0
 

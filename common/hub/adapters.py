@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +24,7 @@ import torch.nn as nn
 
 from common.errors import CheckpointError, write_then_rename
 from common.hub.config import CONFIG_NAME
-from common.hub.pretrained import _save_safetensors, load_state_dict_file
+from common.hub.pretrained import _save_safetensors, load_state_dict, load_state_dict_file
 from common.nn.lora import LoraConfig, LoRALinear, inject_lora, merge_and_unload, module_matches
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
@@ -150,10 +151,23 @@ def from_pretrained_with_adapter(model_class, folder, base_model=None, merge: bo
     folder = Path(folder)
     config = read_adapter_config(folder)
     base = Path(base_model) if base_model is not None else resolve_base_model(folder, config)
-    model_config = None
-    if (folder / CONFIG_NAME).is_file():
-        model_config = model_class.config_class.from_pretrained(folder)
-    model = model_class.from_pretrained(base, config=model_config)
+    if not (folder / CONFIG_NAME).is_file():
+        model = model_class.from_pretrained(base)
+    else:
+        # The tuned model may differ from the base where the adapter carries the weights in full: a new
+        # classifier, or an embedding grown by a chat template's tokens (modules_to_save).
+        model = model_class(model_class.config_class.from_pretrained(folder))
+        state_dict = model_class.convert_state_dict(load_state_dict(base), model.config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # checked below against what the adapter provides
+            missing, _ = model.load_pretrained_state_dict(state_dict, source=str(base), ignore_mismatched_sizes=True)
+        own = model.state_dict()
+        mismatched = [k for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        provided = {k[len(PEFT_PREFIX):] for k in load_state_dict_file(folder / ADAPTER_WEIGHTS_NAME)}
+        absent = [k for k in missing + mismatched if k not in provided]
+        if absent:
+            raise CheckpointError(f"{folder}: {len(absent)} weights are neither in the base model {base} nor in "
+                                  f"the adapter (e.g. {absent[0]}); is {base} the model the adapter was trained on?")
     load_adapter(model, folder, config)
     if merge:
         merge_and_unload(model)

@@ -3,6 +3,7 @@
     python -m tutorials.exercises list                           # exercises, tutorials, tests
     python -m tutorials.exercises make --out student [--force]   # `make exercises`
     cd student && python -m tutorials.exercises grade [--strict] # `make grade`
+    ... grade --require-level Silver --junit grade.xml --extra-tests ../teacher_tests   # autograder
 
 The reference code marks each exercise with two comment lines around whole functions:
 
@@ -16,12 +17,16 @@ The reference code marks each exercise with two comment lines around whole funct
 replaces the BODY of every function in a region by `raise NotImplementedError("<what to do>")`;
 signature, docstring and markers stay, so the copy can be graded (and stubbed) again. `grade`
 runs each exercise's tests (REGISTRY below: test files + `-k` keywords) in ONE pytest run, reads
-the outcomes from pytest's JUnit XML, and prints a table and the grade ladder (LEVELS).
+the outcomes from pytest's JUnit XML, and prints a table and the grade ladder (LEVELS), in the
+ladder's order, which is an order in which the exercises can be solved one after the other
+(tests/test_ladder.py walks it). It writes the grade as data to grade.json
+(tutorials/schemas/grade.schema.json) and, with --junit, as JUnit XML (grade.junit.xsd).
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import re
 import shutil
@@ -211,7 +216,7 @@ LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Bronze", ("masks", "attention", "log_softmax", "cross_entropy", "mlm_loss", "nsp_loss",
                 "causal_lm_loss")),
     ("Silver", ("encoder_block", "decoder_block", "mlm_masking", "nsp_pairs", "embeddings")),
-    ("Gold", ("sampling", "kv_cache")),
+    ("Gold", ("kv_cache", "sampling")),
 )
 
 
@@ -536,6 +541,7 @@ class ExerciseResult:
     failed: list[TestOutcome]
     skipped: int
     problem: str = ""  # why it cannot pass however the tests go (no tests, import error)
+    extra: int = 0  # how many of the tests that ran are a teacher's extra tests
 
     @property
     def total(self) -> int:
@@ -584,62 +590,115 @@ class RunResult:
     output: str
 
 
+def ladder_order(registry: Mapping[str, Exercise] = REGISTRY,
+                 levels: Sequence[tuple[str, Sequence[str]]] = LEVELS) -> list[str]:
+    """The exercises in the order a student solves them: level by level, as LEVELS lists them
+    (exercises of the registry that no level names come last). Every exercise's `requires` come
+    before it (tests/test_ladder.py walks this order)."""
+    order = [n for _, members in levels for n in members if n in registry]
+    return order + [n for n in registry if n not in order]
+
+
+def level_of(name: str, levels: Sequence[tuple[str, Sequence[str]]] = LEVELS) -> Optional[str]:
+    return next((level for level, members in levels if name in members), None)
+
+
 def _union_k(exercises: Sequence[Exercise], files: Sequence[str]) -> str:
     """A -k expression that selects, file by file, every test some exercise may select (pytest
-    matches a test file's name like any other keyword); the exact sorting happens afterwards."""
+    matches a test file's name like any other keyword); the exact sorting happens afterwards.
+    A file no exercise lists (a teacher's extra test) is selected whole."""
     terms = []
     for f in files:
         users = [e for e in exercises if f in e.tests]
         words = sorted({w for e in users for w in e.keywords})
         name = Path(f).name
-        if all(e.keywords for e in users):
+        if users and all(e.keywords for e in users):
             terms.append(f"({name} and ({' or '.join(words)}))")
         else:
             terms.append(f"({name})")
     return " or ".join(terms)
 
 
-def run_exercise_tests(root: Path = ROOT, only: Optional[Iterable[str]] = None,
-                       registry: Mapping[str, Exercise] = REGISTRY,
-                       pytest_args: Sequence[str] = (), stream: bool = False) -> RunResult:
-    """Run the tests of the chosen exercises in one pytest process under `root` and sort the
-    outcomes by exercise."""
-    root = Path(root).resolve()
-    names = list(registry) if only is None else list(only)
-    exercises = [registry[n] for n in names]
-    files = sorted({f for e in exercises for f in e.tests if (root / f).is_file()})
-    k_args = ["-k", _union_k(exercises, files)] if files else []
-    output, returncode, outcomes, broken, skipped_files = "", 0, [], {}, {}
-    if files:
-        with tempfile.TemporaryDirectory() as tmp:
-            junit = Path(tmp) / "junit.xml"
-            cmd = [sys.executable, "-m", "pytest", *files, *k_args,
-                   "-p", "no:cacheprovider", "-p", "tutorials.grading_plugin", "-q",
-                   f"--junitxml={junit}", *pytest_args]
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join([str(root)] + (
-                [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-            proc = subprocess.run(cmd, cwd=root, env=env, text=True,
-                                  stdout=None if stream else subprocess.PIPE,
-                                  stderr=subprocess.STDOUT)
-            output, returncode = proc.stdout or "", proc.returncode
-            if not junit.is_file():
-                raise ExerciseError(f"pytest did not run (exit {returncode}) in {root}: "
-                                    f"{_summary(output) or 'see its output with --verbose'}")
-            outcomes, broken, skipped_files = parse_junit(junit.read_text(encoding="utf-8"), files)
+EXTRA_FILE = re.compile(r"^test_\w*\.py$")
 
+
+def extra_test_files(extra_dir: Path, registry: Mapping[str, Exercise] = REGISTRY
+                     ) -> dict[str, list[str]]:
+    """A teacher's folder of extra tests -> {exercise: its test files, relative to the folder}.
+
+    A file grades the exercise its name starts with, `test_<exercise>.py` or
+    `test_<exercise>_<more>.py` (the longest name wins: test_mlm_loss_x.py is mlm_loss), or the
+    exercise whose name its first folder has (`<exercise>/test_*.py`). Other files (conftest.py,
+    helpers) travel along; a test file that names no exercise is an error.
+    """
+    extra_dir = Path(extra_dir)
+    if not extra_dir.is_dir():
+        raise ExerciseError(f"--extra-tests {extra_dir}: not a folder; give the folder that holds "
+                            "the teacher's test_<exercise>.py files")
+    found: dict[str, list[str]] = {}
+    for path in sorted(extra_dir.rglob("*.py")):
+        rel = path.relative_to(extra_dir)
+        if set(rel.parts) & set(SKIP_PARTS) or not EXTRA_FILE.match(rel.name):
+            continue
+        if len(rel.parts) > 1:
+            name = rel.parts[0] if rel.parts[0] in registry else None
+        else:
+            stem = rel.stem[len("test_"):]
+            matches = [n for n in registry if stem == n or stem.startswith(n + "_")]
+            name = max(matches, key=len) if matches else None
+        if name is None:
+            raise ExerciseError(
+                f"{path}: a teacher's test file must be named test_<exercise>.py (or "
+                f"test_<exercise>_<more>.py) or lie in a folder <exercise>/; exercises: "
+                f"{', '.join(registry)}")
+        found.setdefault(name, []).append(rel.as_posix())
+    if not found:
+        raise ExerciseError(f"--extra-tests {extra_dir}: no test_<exercise>.py file in it")
+    return found
+
+
+def _stage_extra_tests(root: Path, extra_dir: Path) -> Path:
+    """Copy the teacher's folder into <root>/tests/_teacher_*/ (removed after the run), so its
+    tests run beside the course's ones, with tests/conftest.py; __init__.py files make the
+    module names unique (tests/_teacher_x/test_masks.py cannot clash with tests/test_masks.py)."""
+    base = root / "tests" if (root / "tests").is_dir() else root
+    staged = Path(tempfile.mkdtemp(prefix="_teacher_", dir=base))
+    shutil.copytree(extra_dir, staged, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(*SKIP_PARTS, "*.pyc"))
+    for folder in [staged, *(p for p in staged.rglob("*") if p.is_dir())]:
+        (folder / "__init__.py").touch()
+    return staged
+
+
+def pytest_arguments(files: Sequence[str], exercises: Sequence[Exercise], junit: Path
+                     ) -> list[str]:
+    """pytest's arguments for one grading run (after `python -m pytest`)."""
+    k_args = ["-k", _union_k(exercises, files)] if files else []
+    return [*files, *k_args, "-p", "no:cacheprovider", "-p", "tutorials.grading_plugin", "-q",
+            f"--junitxml={junit}"]
+
+
+def sort_outcomes(exercises: Sequence[Exercise], root: Path, outcomes: Sequence[TestOutcome],
+                  broken: Mapping[str, str], skipped_files: Mapping[str, str],
+                  extra: Optional[Mapping[str, Sequence[str]]] = None
+                  ) -> dict[str, ExerciseResult]:
+    """The outcomes of one pytest run, sorted by exercise: its mapped tests (files + keywords)
+    and every test of its extra files (`extra`: {exercise: files, relative to `root`})."""
+    extra = extra or {}
     results = {}
     for e in exercises:
-        mine = [o for o in outcomes if e.selects(o.file, o.names)]
+        mine_extra = list(extra.get(e.name, ()))
+        mine = [o for o in outcomes if e.selects(o.file, o.names) or o.file in mine_extra]
         ran = [o for o in mine if o.outcome != "skipped"]
         problem = ""
+        files = list(e.tests) + mine_extra
         missing = [f for f in e.tests if not (root / f).is_file()]
         if missing:
             problem = f"test file missing: {', '.join(missing)}"
-        elif any(f in broken for f in e.tests):
-            problem = "; ".join(f"could not import {f}: {broken[f]}" for f in e.tests if f in broken)
-        elif not ran and any(f in skipped_files for f in e.tests):
-            problem = "; ".join(f"{f} skipped: {skipped_files[f]}" for f in e.tests
+        elif any(f in broken for f in files):
+            problem = "; ".join(f"could not import {f}: {broken[f]}" for f in files if f in broken)
+        elif not ran and any(f in skipped_files for f in files):
+            problem = "; ".join(f"{f} skipped: {skipped_files[f]}" for f in files
                                 if f in skipped_files)
         elif not ran and mine:
             problem = f"all {len(mine)} tests skipped: {mine[0].message}"
@@ -648,7 +707,50 @@ def run_exercise_tests(root: Path = ROOT, only: Optional[Iterable[str]] = None,
         results[e.name] = ExerciseResult(
             e.name, passed=sum(o.outcome == "passed" for o in mine),
             failed=[o for o in mine if o.outcome == "failed"],
-            skipped=sum(o.outcome == "skipped" for o in mine), problem=problem)
+            skipped=sum(o.outcome == "skipped" for o in mine), problem=problem,
+            extra=sum(o.file in mine_extra and o.outcome != "skipped" for o in mine))
+    return results
+
+
+def run_exercise_tests(root: Path = ROOT, only: Optional[Iterable[str]] = None,
+                       registry: Mapping[str, Exercise] = REGISTRY,
+                       pytest_args: Sequence[str] = (), stream: bool = False,
+                       extra_tests: Optional[Path] = None) -> RunResult:
+    """Run the tests of the chosen exercises (default: all, in ladder order) in one pytest process
+    under `root` and sort the outcomes by exercise. `extra_tests`: a teacher's folder of
+    test_<exercise>.py files (see extra_test_files), run with them and counted in the grade."""
+    root = Path(root).resolve()
+    names = ladder_order(registry) if only is None else list(only)
+    exercises = [registry[n] for n in names]
+    extra_map = extra_test_files(Path(extra_tests), registry) if extra_tests is not None else {}
+    output, returncode, outcomes, broken, skipped_files = "", 0, [], {}, {}
+    staged = _stage_extra_tests(root, Path(extra_tests)) if extra_map else None
+    try:
+        prefix = staged.relative_to(root).as_posix() + "/" if staged else ""
+        extra = {n: [prefix + f for f in fs] for n, fs in extra_map.items() if n in names}
+        files = sorted({f for e in exercises for f in e.tests if (root / f).is_file()}
+                       | {f for fs in extra.values() for f in fs})
+        if files:
+            with tempfile.TemporaryDirectory() as tmp:
+                junit = Path(tmp) / "junit.xml"
+                cmd = [sys.executable, "-m", "pytest",
+                       *pytest_arguments(files, exercises, junit), *pytest_args]
+                env = dict(os.environ)
+                env["PYTHONPATH"] = os.pathsep.join([str(root)] + (
+                    [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+                proc = subprocess.run(cmd, cwd=root, env=env, text=True,
+                                      stdout=None if stream else subprocess.PIPE,
+                                      stderr=subprocess.STDOUT)
+                output, returncode = proc.stdout or "", proc.returncode
+                if not junit.is_file():
+                    raise ExerciseError(f"pytest did not run (exit {returncode}) in {root}: "
+                                        f"{_summary(output) or 'see its output with --verbose'}")
+                outcomes, broken, skipped_files = parse_junit(junit.read_text(encoding="utf-8"),
+                                                              files)
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+    results = sort_outcomes(exercises, root, outcomes, broken, skipped_files, extra)
     return RunResult(results, returncode, output)
 
 
@@ -661,6 +763,103 @@ def _summary(message: str) -> str:
         if re.match(r"^[\w.]*(Error|Exception)\b", line) and not line.startswith("ExceptionGroup"):
             return line
     return lines[0] if lines else ""
+
+
+def level_reached(results: Mapping[str, ExerciseResult],
+                  levels: Sequence[tuple[str, Sequence[str]]] = LEVELS
+                  ) -> tuple[Optional[str], Optional[str], list[str]]:
+    """(the highest level whose exercises, and those of every level below, all pass; the next
+    level; what it still needs). Each level includes the ones below it."""
+    passed = {n for n, r in results.items() if r.ok}
+    earned = None
+    for level, members in levels:
+        missing = [m for m in members if m not in passed]
+        if missing:
+            return earned, level, missing
+        earned = level
+    return earned, None, []
+
+
+GRADE_FORMAT = "mini-bert-gpt grade 1"  # grade.json's "format"; tutorials/schemas/grade.schema.json
+
+
+def grade_data(results: Mapping[str, ExerciseResult],
+               levels: Sequence[tuple[str, Sequence[str]]] = LEVELS,
+               registry: Mapping[str, Exercise] = REGISTRY,
+               extra_tests: Optional[Path] = None) -> dict:
+    """The grade as data (what grade.json holds; tutorials/schemas/grade.schema.json says it):
+    per exercise the tests passed / total, status (pass | fail | error: cannot run), requires,
+    the first failure; the level reached and what the next one still needs."""
+    earned, next_level, missing = level_reached(results, levels)
+    exercises = []
+    for name, r in results.items():
+        e = registry[name]
+        first = None
+        if r.problem:
+            first = {"test": None, "message": r.problem}
+        elif r.failed:
+            first = {"test": r.failed[0].nodeid, "message": _summary(r.failed[0].message)[:500]}
+        exercises.append({
+            "name": name, "level": level_of(name, levels),
+            "status": "pass" if r.ok else ("error" if r.problem else "fail"),
+            "tests_passed": r.passed, "tests_total": r.total, "tests_skipped": r.skipped,
+            "extra_tests": r.extra,
+            "requires": sorted(requirements(name, registry)),
+            "failing_requires": sorted(d for d in requirements(name, registry)
+                                       if d in results and not results[d].ok),
+            "first_failure": first, "tutorial": e.tutorial, "source": e.source,
+        })
+    return {
+        "format": GRADE_FORMAT,
+        "level": earned,
+        "next_level": next_level,
+        "next_level_needs": missing,
+        "ladder": [{"level": level, "exercises": list(members),
+                    "reached": all(m in results and results[m].ok for lvl, ms in
+                                   levels[:i + 1] for m in ms)}
+                   for i, (level, members) in enumerate(levels)],
+        "exercises_passed": sum(r.ok for r in results.values()),
+        "exercises_total": len(results),
+        "extra_tests_dir": str(extra_tests) if extra_tests is not None else None,
+        "exercises": exercises,
+    }
+
+
+def write_junit(data: Mapping, path: Path) -> None:
+    """The grade as JUnit XML for an autograder (tutorials/schemas/grade.junit.xsd): one
+    <testsuite> per level, one <testcase> per exercise; a failing exercise has a <failure> (its
+    first failing test), one that cannot run an <error>."""
+    by_level: dict[str, list[dict]] = {}
+    for x in data["exercises"]:
+        by_level.setdefault(x["level"] or "unlevelled", []).append(x)
+    suites = ET.Element("testsuites", name="exercises")
+    totals = {"tests": 0, "failures": 0, "errors": 0}
+    for level, items in by_level.items():
+        failures = sum(x["status"] == "fail" for x in items)
+        errors = sum(x["status"] == "error" for x in items)
+        suite = ET.SubElement(suites, "testsuite", name=level, tests=str(len(items)),
+                              failures=str(failures), errors=str(errors), skipped="0", time="0")
+        for x in items:
+            case = ET.SubElement(suite, "testcase", classname=f"exercises.{level}",
+                                 name=x["name"], time="0")
+            if x["status"] != "pass":
+                first = x["first_failure"] or {"test": None, "message": "no test passed"}
+                tag = "failure" if x["status"] == "fail" else "error"
+                child = ET.SubElement(case, tag, message=first["message"][:500],
+                                      type="ExerciseFailed" if tag == "failure" else "ExerciseError")
+                child.text = f"{first['test'] or x['name']}\n{first['message']}"
+            out = ET.SubElement(case, "system-out")
+            out.text = (f"{x['tests_passed']}/{x['tests_total']} tests passed"
+                        + (f" ({x['extra_tests']} extra)" if x["extra_tests"] else "")
+                        + (f"; needs {', '.join(x['failing_requires'])} first"
+                           if x["failing_requires"] and x["status"] != "pass" else ""))
+        totals["tests"] += len(items)
+        totals["failures"] += failures
+        totals["errors"] += errors
+    for key, value in totals.items():
+        suites.set(key, str(value))
+    ET.indent(suites)
+    Path(path).write_bytes(ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n")
 
 
 def grade_report(results: Mapping[str, ExerciseResult],
@@ -688,13 +887,7 @@ def grade_report(results: Mapping[str, ExerciseResult],
         rows += ["", "First failure of each exercise:"] + details
 
     passed = {n for n, r in results.items() if r.ok}
-    earned, missing = None, []
-    for level, members in levels:  # each level includes the ones below it
-        missing = [m for m in members if m not in passed]
-        if missing:
-            next_level = level
-            break
-        earned = level
+    earned, next_level, missing = level_reached(results, levels)
     rows.append("")
     rows.append(f"Passed {len(passed)}/{len(results)} exercises. Grade: {earned or 'none yet'} "
                 f"(ladder: {' < '.join(level for level, _ in levels)}).")
@@ -737,12 +930,30 @@ def _cmd_make(args: argparse.Namespace) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
+    extra = Path(args.extra_tests) if args.extra_tests else None
     run = run_exercise_tests(Path(args.root), args.only, stream=args.verbose,
-                             pytest_args=args.pytest_args)
+                             pytest_args=args.pytest_args, extra_tests=extra)
     levels = LEVELS if args.only is None else (("All chosen", tuple(args.only)),)
-    print(grade_report(run.results, levels))
-    all_pass = all(r.ok for r in run.results.values())
-    return 1 if args.strict and not all_pass else 0
+    print(grade_report(run.results, levels, REGISTRY))
+    data = grade_data(run.results, levels, REGISTRY, extra_tests=extra)
+    if args.json:
+        Path(args.json).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+                                   encoding="utf-8")
+        print(f"Wrote {args.json}")
+    if args.junit:
+        write_junit(data, Path(args.junit))
+        print(f"Wrote {args.junit}")
+    status = 0
+    if args.strict and not all(r.ok for r in run.results.values()):
+        status = 1
+    if args.require_level:
+        earned, _, _ = level_reached(run.results, LEVELS)
+        names = [level for level, _ in LEVELS]
+        if earned is None or names.index(earned) < names.index(args.require_level):
+            print(f"Level {args.require_level} required, reached {earned or 'none'}: exit 1",
+                  file=sys.stderr)
+            status = 1
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -767,6 +978,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", metavar="NAME", choices=list(REGISTRY),
                    help="grade only this exercise (repeatable)")
     p.add_argument("--strict", action="store_true", help="exit 1 unless every exercise passes")
+    p.add_argument("--require-level", choices=[level for level, _ in LEVELS], metavar="LEVEL",
+                   help="exit 1 unless this level (%(choices)s) is reached")
+    p.add_argument("--json", default="grade.json", metavar="FILE",
+                   help="write the grade as JSON here (default: %(default)s; '' for none)")
+    p.add_argument("--junit", metavar="FILE", help="also write the grade as JUnit XML here")
+    p.add_argument("--extra-tests", metavar="DIR",
+                   help="a teacher's folder of test_<exercise>.py files, run with each "
+                        "exercise's tests and counted in the grade")
     p.add_argument("--verbose", "-v", action="store_true", help="show pytest's output")
     p.add_argument("--pytest-args", nargs=argparse.REMAINDER, default=[],
                    help="anything after this goes to pytest, e.g. --pytest-args -x")

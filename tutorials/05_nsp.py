@@ -9,14 +9,18 @@
 # - **IsNext** (label 0): B is the text that really follows A in the same document;
 # - **NotNext** (label 1): B comes from a different, random document.
 #
-# Half of the pairs are of each kind. A small classifier on the pooled `[CLS]` vector `C`
-# (tutorial 03) predicts the label, and its loss is the cross-entropy of two classes:
+# Half of the pairs are of each kind. A small classifier on the pooled `[CLS]` vector
+# `c = tanh(H_L[0] W_p + b_p)` (tutorial 03; Devlin et al. write `C`) predicts the label, and its
+# loss is the cross-entropy of two classes:
 #
-#     p(y | A, B) = softmax(C W_nsp + b_nsp)_y,        L_NSP = -log p(y | [CLS])
+#     p(y | A, B) = softmax(c W_nsp + b_nsp)_y,        L_NSP = -log p(y | c)
 #
 # The same pairs are also masked (tutorial 04), and the two losses are added:
 #
 #     L = alpha * L_MLM + beta * L_NSP            (alpha = beta = 1 in BERT)
+#
+# with `L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~)` of tutorial 04 and `L_NSP` averaged over
+# the pairs of the batch: both are means.
 #
 # Code: `common/data/language_modeling.py:TextDatasetForNextSentencePrediction`, `common/nn/losses.py` (`nsp_loss`,
 # `pretraining_loss`), `minibert/heads.py:BertForPreTraining`. Tests: `tests/test_data.py`
@@ -186,7 +190,7 @@ print("seq_relationship_logits", tuple(out.seq_relationship_logits.shape))
 
 y = batch["next_sentence_label"]  # (B,)
 log_p = log_softmax(out.seq_relationship_logits)  # (B, 2)
-L_NSP = -log_p[torch.arange(len(y)), y].mean()  # -log p(y | [CLS]), averaged over the batch
+L_NSP = -log_p[torch.arange(len(y)), y].mean()  # -log p(y | c), averaged over the batch
 I = batch["labels"] != IGNORE_INDEX
 L_MLM = -log_softmax(out.prediction_logits)[I, batch["labels"][I]].mean()
 L = config.mlm_alpha * L_MLM + config.nsp_beta * L_NSP
@@ -204,6 +208,29 @@ assert torch.allclose(L, out.loss, rtol=1e-5)
 # `tests/test_losses.py::test_pretraining_loss_is_linear_in_alpha_and_beta_in_value_and_gradient`
 # check this relation for other weights, and for the gradients too. Training on these batches is
 # tutorial 06.
+#
+# ## Predict, then run: nsp_beta = 0
+#
+# Later models (RoBERTa, Liu et al. 2019) drop NSP altogether. Set `nsp_beta = 0` and take one
+# backward pass of `L`. **Which parameters receive no gradient at all?** Only the NSP classifier
+# `cls.seq_relationship`? Something else too? Guess, then run.
+
+# %%
+no_nsp = BertForPreTraining(BertConfig.from_dict(config.to_dict(), nsp_beta=0.0)).eval()
+no_nsp.load_state_dict(model.state_dict())
+with torch.enable_grad():  # this tutorial computes without gradients elsewhere
+    no_nsp(batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"],
+           labels=batch["labels"], next_sentence_label=batch["next_sentence_label"]).loss.backward()
+silent = sorted(name for name, p in no_nsp.named_parameters() if p.grad is None or not p.grad.any())
+print("parameters with zero gradient when nsp_beta = 0:", silent)
+assert silent == ["bert.pooler.dense.bias", "bert.pooler.dense.weight",
+                  "cls.seq_relationship.bias", "cls.seq_relationship.weight"], silent
+
+# %% [markdown]
+# The pooler too: `c = tanh(H_L[0] W_p + b_p)` feeds only the NSP classifier, and MLM reads the
+# token rows of `H_L`, never `c`. So with `beta = 0` the pooler of a pre-trained checkpoint is
+# still its random initialisation, and a classifier fine-tuned on top of it (tutorial 07) starts
+# from an untrained layer; this is why some recipes pool differently (the mean of `H_L`).
 #
 # ## Your turn: exercises `nsp_pairs` and `nsp_loss`
 #

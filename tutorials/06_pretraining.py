@@ -93,6 +93,34 @@ embedding_share = V * config.hidden_size / model.num_parameters()
 print(f"{model.num_parameters():,} parameters, {embedding_share:.0%} of them in the token embeddings ({V} x 64)")
 
 # %% [markdown]
+# ## The learning-rate schedules
+#
+# BERT's is `linear`. Language-model recipes now often decay to a floor instead of to 0, or hold
+# the rate and decay only at the end (`common/train/optim.py`, with W warmup steps, S all steps,
+# r the floor as a fraction of lr_max; transformers' names, `--lr_scheduler_kwargs` on the command line):
+#
+#     cosine              lr(s) = lr_max * (1 + cos(pi p)) / 2                  p = (s - W) / (S - W)
+#     cosine_with_min_lr  lr(s) = lr_max * (r + (1 - r) (1 + cos(pi p)) / 2)    {"min_lr_rate": r}
+#     warmup_stable_decay lr(s) = lr_max * (r + (1 - r) a(s / W))  for s < W, then lr_max, and over the
+#                         last D steps lr_max * (r + (1 - r) d(q)), q = (s - (S - D)) / D   {"num_decay_steps": D}
+#                         (a, d: linear, cosine or 1-sqrt ramps; cosine decay by default)
+#
+# Each phase starts where the previous one ended, and none goes below r * lr_max after warmup.
+
+# %%
+from common.train.optim import get_scheduler
+
+curves = {"linear": None, "cosine": None, "cosine_with_min_lr": {"min_lr_rate": 0.1},
+          "warmup_stable_decay": {"num_decay_steps": 30, "min_lr_ratio": 0.1}}
+for name, kwargs in curves.items():
+    schedule = get_scheduler(name, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 10, 100, kwargs)
+    rates = [schedule.lr_lambdas[0](s) for s in range(101)]
+    bars = "".join(" .:-=+*#%@"[min(9, int(rates[s] * 9.999))] for s in range(0, 101, 4))
+    print(f"{name:>20}  |{bars}|  s=50: {rates[50]:.3f}  end: {rates[100]:.3f}")
+    if kwargs:
+        assert min(rates[10:]) >= 0.1 - 1e-12, f"{name} went below its floor: {min(rates[10:])}"
+
+# %% [markdown]
 # ## Training with the Trainer
 #
 # `TrainingArguments` names the recipe with transformers' argument names; `Trainer` runs the

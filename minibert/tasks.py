@@ -43,7 +43,8 @@ class ClassificationTask:
         examples = load_classification_file(path, text_column_name=o.text_column_name,
                                             text_pair_column_name=o.text_pair_column_name,
                                             label_column_name=o.label_column_name,
-                                            label_list=self.label_list or None, encoding=o.encoding)
+                                            label_list=self.label_list or None, encoding=o.encoding,
+                                            delimiter=getattr(o, "delimiter", None))
         if not self.label_list:
             self.label_list = build_label_list([e.label for e in examples])
         return examples

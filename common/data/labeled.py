@@ -1,6 +1,7 @@
 """Labeled data for fine-tuning: sentence classification, token classification (NER), extractive QA.
 
-    classification  TSV / CSV / JSONL with a header (text, optional text pair, label)
+    classification  TSV / CSV / JSONL with a header (text, optional text pair, label); the delimiter
+                    (TAB, ',' or ';') is read from the header line, an unnamed index column dropped
                     -> load_classification_file -> ClassificationDataset        item labels: ()
     NER             CoNLL: `TOKEN ... TAG` per line, blank line between sentences
                     -> load_conll_file -> TokenClassificationDataset             item labels: (T,)
@@ -64,22 +65,95 @@ class ClassificationExample(NamedTuple):
     label: Optional[Label]
 
 
-FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+FORMATS = {".tsv": "table", ".csv": "table", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+DELIMITERS = {"\t": "tab", ",": "comma", ";": "semicolon"}  # the ones detected from a header line
+DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";"}  # what --delimiter accepts too
 
 
-def _table_rows(path, text: str, delimiter: str) -> Iterator[tuple[int, dict]]:
-    """(line number, {column: value}) for each row after the header of a TSV / CSV file."""
-    # TSV: no quoting, as GLUE (a '"' is part of the text); CSV: standard quoting.
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    header = next(reader)
-    for row in reader:
-        if not any(field.strip() for field in row):
-            continue
+def parse_delimiter(text: str) -> str:
+    """--delimiter value -> the character: 'tab' or '\\t' -> TAB, 'comma' -> ',', 'semicolon' -> ';',
+    or any single character as it is."""
+    delimiter = DELIMITER_NAMES.get(text.lower(), text) if isinstance(text, str) else text
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
+        raise ConfigError(f"delimiter: {text!r} is not one character; pass tab, comma, semicolon or the character "
+                          "itself (--delimiter ';')")
+    return delimiter
+
+
+def detect_delimiter(header: str, suffix: str) -> str:
+    """The delimiter of a table file, from its header line: whichever of TAB, ',' and ';' occurs
+    most often outside quotes; on a tie (a one-column header) the extension's (.tsv TAB, else ',').
+    The extension alone is not trusted: course and pandas files named .csv are often tab-separated."""
+    unquoted = re.sub(r'"[^"]*"', "", header)
+    counts = {d: unquoted.count(d) for d in DELIMITERS}
+    best = max(counts.values())
+    preferred = "\t" if suffix == ".tsv" else ","
+    if counts[preferred] == best:
+        return preferred
+    return max(counts, key=counts.get)
+
+
+def _describe(delimiter: str, detected: bool) -> str:
+    name = DELIMITERS.get(delimiter, repr(delimiter))
+    how = "detected from the header line" if detected else "given with --delimiter"
+    return (f"read as {name}-separated ({how}; pass --delimiter tab, comma, semicolon or the character to "
+            "override it)")
+
+
+def _wholly_quoted(field: str) -> bool:
+    """'"a ""b"" c"' is a CSV-quoted field: quotes at both ends, every inner quote doubled."""
+    return len(field) >= 2 and field[0] == field[-1] == '"' and '"' not in field[1:-1].replace('""', "")
+
+
+def _parse_table(text: str, delimiter: str) -> tuple[list[str], list[tuple[int, list[str]]], int]:
+    """(header, [(line number, fields)] of the non-blank rows, csv quoting used).
+
+    Comma and semicolon files use standard CSV quoting. A TAB file is read as GLUE writes them, with
+    '"' an ordinary character, unless that misreads it: rows whose field count differs from the
+    header's (a quoted field holding a TAB or a newline), or fields wholly in quotes (what pandas'
+    to_csv writes); then standard quoting is used.
+    """
+    def parse(quoting):
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+        header = next(reader)
+        rows = []
+        for row in reader:
+            if any(field.strip() for field in row):
+                rows.append((reader.line_num, row))
+        return header, rows
+
+    if delimiter != "\t":
+        return (*parse(csv.QUOTE_MINIMAL), csv.QUOTE_MINIMAL)
+    header, rows = parse(csv.QUOTE_NONE)
+    misread = any(len(row) != len(header) and len(row) != len(header) + 1 for _, row in rows) \
+        or any(_wholly_quoted(field) for field in header) or any(_wholly_quoted(f) for _, row in rows for f in row)
+    if misread:
+        quoted = parse(csv.QUOTE_MINIMAL)
+        if all(len(row) in (len(quoted[0]), len(quoted[0]) + 1) for _, row in quoted[1]):
+            return (*quoted, csv.QUOTE_MINIMAL)
+    return header, rows, csv.QUOTE_NONE
+
+
+def _table_rows(path, text: str, delimiter: str, detected: bool) -> Iterator[tuple[int, dict]]:
+    """(line number, {column: value}) for each row after the header of a delimited file.
+
+    An index column is dropped: a first column with an empty name (what pandas' to_csv writes, or
+    'Unnamed: 0' after a round trip through pandas), or one extra field on every row, always a
+    number, while the header lacks its name (R's write.table).
+    """
+    header, rows, _ = _parse_table(text, delimiter)
+    index_column = bool(header) and (header[0].strip() == "" or re.fullmatch(r"Unnamed: 0", header[0].strip()))
+    if index_column and len(header) > 1:
+        header = header[1:]
+        rows = [(n, row[1:]) for n, row in rows]
+    elif rows and all(len(row) == len(header) + 1 and row[0].strip().isdigit() for _, row in rows):
+        rows = [(n, row[1:]) for n, row in rows]
+    for line_number, row in rows:
         if len(row) != len(header):
-            raise DataError(f"{path} line {reader.line_num}: {len(row)} fields, but the header has {len(header)} "
-                            f"({', '.join(header)}); is there a stray delimiter in the text?")
-        yield reader.line_num, dict(zip(header, row))
+            raise DataError(f"{path} line {line_number}: {len(row)} fields, but the header has {len(header)} "
+                            f"({', '.join(header)}); {_describe(delimiter, detected)}; or is there a stray "
+                            "delimiter in the text?")
+        yield line_number, dict(zip(header, row))
 
 
 def _jsonl_rows(path, text: str) -> Iterator[tuple[int, dict]]:
@@ -100,21 +174,33 @@ def load_classification_file(path, format: Optional[str] = None, text_column_nam
                              text_pair_column_name: Optional[str] = None,
                              label_column_name: Optional[str] = "label",
                              label_list: Optional[Sequence[Label]] = None,
-                             encoding: str = "utf-8") -> list[ClassificationExample]:
+                             encoding: str = "utf-8", delimiter: Optional[str] = None) -> list[ClassificationExample]:
     """Read (text, text_pair, label) examples from a .tsv, .csv or .jsonl file with named columns.
 
-    format: "tsv", "csv" or "jsonl"; default from the file's extension.
+    Accepted: JSON lines (.jsonl, .ndjson, .json), and delimited text (.tsv, .csv) whose delimiter
+    (TAB, ',' or ';') is detected from the header line, not from the extension; `delimiter`
+    ('tab', 'comma', 'semicolon' or a character; --delimiter) overrides it, and then any extension
+    is read as a table. A UTF-8 BOM, CRLF line ends, quoted fields holding delimiters or newlines,
+    and an unnamed first index column (pandas' to_csv) are read as meant.
+    format: "table" ("tsv" and "csv" are taken as "table") or "jsonl"; default from the extension.
     label_column_name=None reads an unlabeled file (label None).
     label_list: the training labels; a label outside it raises a DataError naming the line.
     The defaults read GLUE SST-2 (`sentence<TAB>label`) as is.
     """
     suffix = Path(path).suffix.lower()
-    format = format or FORMATS.get(suffix)
-    if format not in ("tsv", "csv", "jsonl"):
+    format = {"tsv": "table", "csv": "table"}.get(format, format) or FORMATS.get(suffix)
+    if format is None and delimiter is not None:
+        format = "table"
+    if format not in ("table", "jsonl"):
         raise DataError(f"{path}: cannot tell the format from the extension {suffix!r}; name the file "
-                        "*.tsv, *.csv or *.jsonl (in Python: load_classification_file(..., format='tsv'))")
+                        "*.tsv, *.csv or *.jsonl, or pass --delimiter to read it as delimited text "
+                        "(in Python: load_classification_file(..., format='tsv'))")
     text = read_nonempty_text(path, encoding, "classification file")
-    rows = _jsonl_rows(path, text) if format == "jsonl" else _table_rows(path, text, "\t" if format == "tsv" else ",")
+    detected = delimiter is None
+    if format == "table":
+        delimiter = detect_delimiter(text.lstrip("\r\n").split("\n", 1)[0], suffix) if detected \
+            else parse_delimiter(delimiter)
+    rows = _jsonl_rows(path, text) if format == "jsonl" else _table_rows(path, text, delimiter, detected)
     wanted = [c for c in (text_column_name, text_pair_column_name, label_column_name) if c is not None]
     known = set(label_list) if label_list is not None else None
 
@@ -124,9 +210,10 @@ def load_classification_file(path, format: Optional[str] = None, text_column_nam
         if missing:
             where = f"{path} line {line_number}" if format == "jsonl" else str(path)
             role = {text_column_name: "text", text_pair_column_name: "text_pair", label_column_name: "label"}[missing[0]]
-            raise DataError(f"{where}: no column {missing[0]!r} (columns: {', '.join(map(str, row))}); rename that "
-                            f"column in the header to {missing[0]!r}, or pass its name as --{role}_column_name "
-                            f"({role}_column_name=... in Python)")
+            read_as = f" ({_describe(delimiter, detected)})" if format == "table" else ""
+            raise DataError(f"{where}: no column {missing[0]!r} (columns: {', '.join(map(str, row))}){read_as}; "
+                            f"rename that column in the header to {missing[0]!r}, or pass its name as "
+                            f"--{role}_column_name ({role}_column_name=... in Python)")
         label = None
         if label_column_name is not None:
             label = normalize_label(row[label_column_name])

@@ -112,3 +112,37 @@ def test_run_all_quick_writes_the_table_and_json(tmp_path):
         assert row in table, f"{row!r} missing from bench.md:\n{table[:1500]}"
     results = json.loads((tmp_path / "bench.json").read_text())
     assert results["generation"]["same_tokens"], "generation row: tokens differ from transformers"
+
+
+@pytest.mark.slow
+def test_tokenizer_bench_trains_both_sides_and_checks_four_encoders_agree(tmp_path):
+    """bench/tokenizer.py on a tiny text: both trainers run, and the four GPT-2 encoders give the
+    same ids on it (measure() raises otherwise)."""
+    from bench import tokenizer as bench_tokenizer
+    gpt2 = bench_tokenizer.DATA / "gpt2"
+    (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40)
+    if (gpt2 / "merges.txt").is_file():
+        (tmp_path / "gpt2").symlink_to(gpt2.resolve())
+    tiny = dict(vocab_size=300, corpus_bytes=3000, shakespeare_chars=None, train_repeats=1, big_repeats=1,
+                encode_repeats=1)
+    results = bench_tokenizer.measure(tiny, tmp_path, memory=False)
+    assert set(results["training"]) == {"shakespeare", "corpus"}
+    assert all(row["ours_s"] > 0 and row["tokenizers_s"] > 0 for row in results["training"].values())
+    if (gpt2 / "merges.txt").is_file():
+        assert len(results["encoding"]) == 4, results["encoding"]
+    assert "ours / tokenizers" in bench_tokenizer.markdown(results)
+
+
+def test_torch_layer_norm_is_the_formula():
+    """The blocks run nn.LayerNorm; it must be (x - mean) / sqrt(biased var + eps) * gamma + beta."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 16, dtype=torch.float64) * 3 + 1
+    norm = torch.nn.LayerNorm(16, eps=1e-5).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)  # biased: divide by C, not C - 1
+    by_hand = (x - mean) / torch.sqrt(var + 1e-5) * norm.weight + norm.bias
+    err = (norm(x) - by_hand).abs().max().item()
+    assert err <= 1e-12, f"nn.LayerNorm differs from the formula by {err:.2e}"

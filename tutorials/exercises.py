@@ -159,7 +159,7 @@ REGISTRY: dict[str, Exercise] = _exercises(
              "document, unused sentences go back; then truncate the longer side to fit",
     ),
     Exercise(
-        "sampling", "minigpt/generate.py", "tutorials/09_sampling_kv_cache.py",
+        "sampling", "common/nn/sampling.py", "tutorials/09_sampling_kv_cache.py",
         ("tests/test_generate.py",), keywords=("top_k", "top_p", "sampling"),
         hint="greedy: argmax; sampling: z / tau, keep the k largest logits (others -inf), keep the "
              "smallest most-likely set whose probability reaches p, then draw from softmax",
@@ -197,6 +197,18 @@ REGISTRY: dict[str, Exercise] = _exercises(
              "score logits[:, :-1] against labels[:, 1:]",
         requires=("cross_entropy",),
     ),
+    Exercise(
+        "bpe_merge", "common/text/bpe.py", "tutorials/11_tokens.py", ("tests/test_bpe.py",),
+        keywords=("rescanning", "ties_go", "overlapping_pairs"),
+        hint="count(a, b) = sum_w freq(w) x #{i: w[i] = a, w[i+1] = b}; take the max count (ties: the "
+             "greatest (bytes(a), bytes(b))); rewrite every word with merge_pair",
+    ),
+    Exercise(
+        "bpe_encode", "common/text/bpe.py", "tutorials/11_tokens.py", ("tests/test_bpe.py",),
+        keywords=("bpe_encode_merges_by_rank", "transformers_ids_on_real_text", "trained_vocabulary_gives"),
+        hint="while some adjacent pair has a rank: merge the pair of LOWEST rank (all its occurrences, "
+             "left to right, merge_pair) into ranks[pair][1]",
+    ),
 )
 
 
@@ -214,7 +226,7 @@ def requirements(name: str, registry: Mapping[str, Exercise] = REGISTRY) -> set[
 
 LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Bronze", ("masks", "attention", "log_softmax", "cross_entropy", "mlm_loss", "nsp_loss",
-                "causal_lm_loss")),
+                "causal_lm_loss", "bpe_merge", "bpe_encode")),
     ("Silver", ("encoder_block", "decoder_block", "mlm_masking", "nsp_pairs", "embeddings")),
     ("Gold", ("kv_cache", "sampling")),
 )

@@ -1,0 +1,267 @@
+# %% [markdown]
+# # 11 · Tokens: characters, WordPiece, SentencePiece and GPT-2's byte-level BPE
+#
+# A language model never sees text, only ids. How the text is cut decides how long the sequences
+# are, how big the embedding table is, and what the model must learn by itself (spelling, for a
+# character model). GPT-2 (Radford et al. 2019) reads **bytes** merged by **BPE** (Sennrich et al.
+# 2016): every string can be encoded, nothing is ever unknown, and frequent words become one token.
+#
+# Training BPE: start from the 256 bytes; count every adjacent pair of tokens over the corpus's
+# words (weighted by how often each word occurs); merge the most frequent pair into a new token;
+# repeat until the vocabulary is full.
+#
+#     (a, b) = argmax count(a, b)     ties: the greatest (bytes(a), bytes(b)), as GPT-2
+#
+# Encoding a word: merge, among its adjacent pairs, the one learned FIRST (lowest rank); repeat.
+#
+# Code: `common/text/bpe.py` (`bpe_merge`, `bpe_encode`, `train_bpe`, `BPETokenizer`),
+# `common/text/char.py`, `common/text/wordpiece.py`, `common/text/sentencepiece.py`.
+# Tests: `tests/test_bpe.py` (the same ids as transformers' GPT2Tokenizer and tiktoken),
+# `tests/test_bpe_cli.py`. Exercises: `bpe_merge`, `bpe_encode`.
+#
+# Run it: `python tutorials/11_tokens.py` (about 5 minutes: four models of 60 s each);
+# `TUTORIAL_QUICK=1` for a few seconds.
+
+# %%
+import _setup
+
+import math
+import time
+
+import torch
+
+from common.text.bpe import (BPETokenizer, bpe_encode, bpe_merge, bytes_to_unicode, pretokenize, train_bpe,
+                             word_counts)
+from common.text.char import CharTokenizer
+from common.text.sentencepiece import SentencePieceTokenizer
+from common.text.wordpiece import BertTokenizer
+from minigpt import GPT, GPTConfig
+
+_setup.seed(0)
+QUICK = _setup.QUICK
+DATA = _setup.ROOT / ".." / "shared" / "data"
+
+# %% [markdown]
+# ## The text
+#
+# Tiny shakespeare when `../shared/data` is there (else the generated stories of tutorial 05).
+# The last 10% is held out: every tokenizer is trained on the first 90% only.
+
+# %%
+if (DATA / "tinyshakespeare.txt").is_file():
+    text = (DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")
+else:
+    from demo import corpus as demo_data
+    text = "\n\n".join("\n".join(doc) for doc in demo_data.generate_corpus(num_documents=3000, seed=0)) + "\n"
+text = text[:120_000] if QUICK else text
+cut = int(0.9 * len(text))
+train_text, heldout_text = text[:cut], text[cut:]
+print(f"{len(train_text):,} training characters, {len(heldout_text):,} held out; "
+      f"{len(heldout_text.encode('utf-8')):,} held-out bytes")
+
+# %% [markdown]
+# ## Bytes, and how GPT-2 prints them
+#
+# Text becomes UTF-8 bytes: "é" is two bytes, an emoji four. GPT-2's vocab.json stores each token's
+# bytes as printable characters: a byte that prints stands for itself, the others (space, newline,
+# controls) are shifted to U+0100 + n. So a space is "Ġ" and a newline "Ċ".
+
+# %%
+table = bytes_to_unicode()
+for s in [" the", "\n", "é", "😀"]:
+    data = s.encode("utf-8")
+    print(f"{s!r:8} bytes {list(data)!s:22} written as {''.join(table[b] for b in data)!r}")
+print("pre-tokens:", pretokenize("I'll say it: 42 times,  twice!\n"))
+
+# %% [markdown]
+# ## One merge, by hand (exercise `bpe_merge`)
+#
+# `bpe_merge(words, token_bytes, new_id)` counts every adjacent pair of every word times the
+# word's frequency, takes the best pair, and rewrites the words. Three merges on the training text:
+
+# %%
+order = list(table)                              # ids 0..255 = bytes in GPT-2's order
+byte_id = {b: i for i, b in enumerate(order)}
+token_bytes = [bytes([b]) for b in order]
+words = {tuple(byte_id[b] for b in w.encode("utf-8")): n
+         for w, n in word_counts([train_text[:20_000]]).items()}
+for _ in range(3):
+    pair, words = bpe_merge(words, token_bytes, len(token_bytes))
+    token_bytes.append(token_bytes[pair[0]] + token_bytes[pair[1]])
+    print(f"merge {len(token_bytes) - 257}: {token_bytes[pair[0]]!r} + {token_bytes[pair[1]]!r} -> {token_bytes[-1]!r}")
+
+# %% [markdown]
+# Rescanning every word for every merge costs (merges) x (corpus). `train_bpe` keeps the pair counts
+# and, after a merge, updates only the words that contained the merged pair; a heap finds the next
+# best pair. Same merges (tests/test_bpe.py checks it merge for merge), a vocabulary of thousands
+# in seconds:
+
+# %%
+start = time.perf_counter()
+learned, merges = train_bpe([train_text], 1000)
+print(f"1,000 tokens learned in {time.perf_counter() - start:.1f} s; the first ten merges:",
+      [learned[a] + learned[b] for a, b in merges[:10]])
+
+# %% [markdown]
+# ## Encoding by rank (exercise `bpe_encode`)
+#
+# A new word is encoded by replaying the merges in the order they were learned: among the word's
+# adjacent pairs, merge the one of lowest rank, all its occurrences, until no pair was ever merged.
+
+# %%
+bpe = BPETokenizer.train([train_text], 1000)
+word = " thereupon"
+ids = bpe_encode([bpe.encoder[table[b]] for b in word.encode("utf-8")], bpe.ranks)
+print(f"{word!r} -> {[bpe.decoder[i] for i in ids]} -> ids {ids}")
+assert ids == bpe.encode(word)
+
+# %% [markdown]
+# ## Special tokens
+#
+# `<|endoftext|>` separates documents. It is cut out of the text before anything else, so it is
+# never split and never merged with its neighbours. When a user's text contains it, the choice is
+# explicit (tiktoken's `allowed_special` / `disallowed_special`): by default it is the special token
+# (as transformers does); `allowed_special=set()` refuses such a text; adding
+# `disallowed_special=()` encodes it as plain characters.
+
+# %%
+sample = "the end<|endoftext|>A new one"
+print(bpe.encode(sample), "vs plain", bpe.encode(sample, allowed_special=set(), disallowed_special=()))
+if (DATA / "gpt2" / "merges.txt").is_file():
+    gpt2 = BPETokenizer.from_pretrained(DATA / "gpt2")
+    print("GPT-2's own vocabulary:", gpt2.encode("Hello world<|endoftext|>"), "(GPT-2: [15496, 995, 50256])")
+    assert gpt2.encode("Hello world<|endoftext|>") == [15496, 995, 50256]
+
+# %% [markdown]
+# ## Four tokenizers on the same text
+#
+# Character (the vocabulary is the text's characters), WordPiece (BERT's; its vocabulary is trained
+# here with the `tokenizers` library, then read by our BertTokenizer), SentencePiece (unigram, the
+# library) and our byte-level BPE. A bigger vocabulary gives fewer tokens per character: shorter
+# sequences, a larger embedding table, and rarer tokens to learn. Note that WordPiece drops
+# whitespace and SentencePiece turns newlines into spaces, so they do not reproduce the text
+# exactly; characters and byte-level BPE do.
+
+# %%
+def wordpiece(train, vocab_size):
+    """A WordPiece vocabulary learned by `tokenizers` (None when it is not installed)."""
+    try:
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    except ImportError:
+        print("(tokenizers is not installed: no WordPiece row)")
+        return None
+    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wp.normalizer = normalizers.BertNormalizer(lowercase=False)
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wp.train_from_iterator([train], trainers.WordPieceTrainer(
+        vocab_size=vocab_size, show_progress=False, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    vocab = sorted(wp.get_vocab().items(), key=lambda item: item[1])
+    return BertTokenizer(vocab=[token for token, _ in vocab], do_lower_case=False)
+
+
+SIZES = [300, 1000] if QUICK else [300, 1000, 2000, 4000]
+builders = {
+    "BPE (bytes)": lambda v: BPETokenizer.train([train_text], v),
+    "SentencePiece": lambda v: SentencePieceTokenizer.train([train_text], v, special_tokens_style="gpt"),
+    "WordPiece": lambda v: wordpiece(train_text, v),
+}
+heldout_chars = len(heldout_text)
+char_tok = CharTokenizer.from_text(text)
+curve = {}
+curve["characters"] = [(len(char_tok), 1.0)]
+tokenizers = {"characters": char_tok}
+for name, build in builders.items():
+    curve[name] = []
+    for v in SIZES:
+        tok = build(v)
+        if tok is None:
+            break
+        n = len(tok.encode(heldout_text, add_special_tokens=False))
+        curve[name].append((len(tok), n / heldout_chars))
+        if v == 1000:
+            tokenizers[name] = tok
+print(f"{'tokenizer':15} " + "  ".join(f"V={v:>5}" for v in SIZES) + "   (held-out tokens per character)")
+for name, points in curve.items():
+    print(f"{name:15} " + "  ".join(f"{t:7.3f}" for _, t in points))
+
+# %% [markdown]
+# ## A small GPT for each, with the same training time
+#
+# The fair measure across tokenizers is not the loss per token (a token means different amounts of
+# text) but **bits per byte** of the held-out text:
+#
+#     bpb = (sum over held-out tokens of -log p(token)) / (ln 2 x number of UTF-8 bytes)
+#
+# Each model is the same GPT (2 layers, width 64, a context of 64 TOKENS, so a BPE model sees more
+# characters of context), trained for the same wall-clock time.
+
+# %%
+SECONDS = 2.0 if QUICK else 60.0
+MIN_STEPS = 20 if QUICK else 0  # quick mode on a busy machine: a few steps at least, whatever the clock says
+BLOCK, BATCH = 64, 32
+
+
+def bits_per_byte(model, ids, n_bytes):
+    """sum of -log p over the predicted held-out tokens, in bits, per byte (windows of BLOCK + 1)."""
+    model.eval()
+    total, count = 0.0, 0
+    windows = ids[: (len(ids) - 1) // BLOCK * BLOCK + 1]
+    with torch.no_grad():
+        for start in range(0, len(windows) - 1, BLOCK * 16):
+            chunk = windows[start:start + BLOCK * 16 + 1]
+            n = (len(chunk) - 1) // BLOCK
+            x = chunk[:n * BLOCK].view(n, BLOCK)
+            y = chunk[1:n * BLOCK + 1].view(n, BLOCK)
+            logits = model(x).logits
+            total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
+                                                       reduction="sum").item()
+            count += y.numel()
+    model.train()
+    # the predicted tokens stand for count/len(ids) of the held-out bytes
+    return total / math.log(2) / (n_bytes * count / len(ids))
+
+
+results = {}
+for name, tok in tokenizers.items():
+    _setup.seed(0)
+    train_ids = torch.tensor(tok.encode(train_text, add_special_tokens=False))
+    heldout_ids = torch.tensor(tok.encode(heldout_text, add_special_tokens=False))
+    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=BLOCK, vocab_size=len(tok), dropout=0.0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < SECONDS or steps < MIN_STEPS:
+        offsets = torch.randint(0, len(train_ids) - BLOCK - 1, (BATCH,))
+        x = torch.stack([train_ids[o:o + BLOCK] for o in offsets])
+        y = torch.stack([train_ids[o + 1:o + BLOCK + 1] for o in offsets])
+        logits = model(x).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+    bpb = bits_per_byte(model, heldout_ids, len(heldout_text.encode("utf-8")))
+    results[name] = dict(V=len(tok), tokens_per_char=len(heldout_ids) / heldout_chars, steps=steps, bpb=bpb)
+
+print(f"{'tokenizer':15} {'V':>6} {'tokens/char':>12} {'steps':>6} {'bits/byte':>10}   ({SECONDS:.0f} s each)")
+for name, r in results.items():
+    print(f"{name:15} {r['V']:6d} {r['tokens_per_char']:12.3f} {r['steps']:6d} {r['bpb']:10.3f}")
+assert all(0 < r["bpb"] < 9 for r in results.values()), results
+
+# %% [markdown]
+# The table depends on the time given: with little time a character model wins (few parameters in
+# its embedding, many cheap steps); with more, the subword models' longer context in characters
+# starts to pay. Measured figures for the full run are in docs/results/tokenizers.md.
+
+# %%
+plt = _setup.pyplot()
+if plt is not None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, points in curve.items():
+        left.plot([v for v, _ in points], [t for _, t in points], "o-", label=name)
+    left.set(xscale="log", xlabel="vocabulary size", ylabel="held-out tokens per character",
+             title="bigger vocabulary, shorter sequences")
+    left.legend()
+    right.bar(list(results), [r["bpb"] for r in results.values()])
+    right.set(ylabel="held-out bits per byte", title=f"same GPT, {SECONDS:.0f} s of training each")
+    right.tick_params(axis="x", rotation=20)
+    _setup.save_plot(fig, "11_tokens.png")

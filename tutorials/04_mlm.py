@@ -1,23 +1,33 @@
 # %% [markdown]
 # # 04 · Masked language modelling: the corruption and the loss
 #
-# BERT learns from plain text by filling in blanks (Devlin et al. 2019, section 3.1). In each
-# sentence a random 15% of the tokens is chosen; call the set of chosen positions `I`. Each
-# chosen token is then replaced:
+# BERT learns from plain text by filling in blanks (Devlin et al. 2019, section 3.1). Each
+# ordinary token is chosen independently with probability 0.15, one Bernoulli(0.15) draw per
+# token, `m_i ~ Bernoulli(0.15)` (so 15% *on average*: a short sentence may get none, another
+# three); call the set of chosen positions `I = {i : m_i = 1}`. Each chosen token is then
+# replaced:
 #
 #     with probability 0.8   by [MASK]               "the cat [MASK] on the mat"
 #     with probability 0.1   by a random token       "the cat apple on the mat"
 #     with probability 0.1   left as it is           "the cat sat on the mat"
 #
-# and the model must predict the original token at every position of `I`. The loss is the
-# negative log-likelihood of the originals, summed over `I` (written `x_{-i}` for "the sentence
-# as the model sees it, with position i hidden"):
+# giving the corrupted sequence `x~`, and the model must predict the original token at every
+# position of `I`. All of `I` is corrupted *at once*, and every prediction reads the same `x~`:
 #
-#     L_MLM = -sum_{i in I} log p(x_i | x_{-i}; theta)
+#     L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~; theta)
 #
-# (BERT reports the mean, `L_MLM / |I|`.) Why not always `[MASK]`? Because `[MASK]` never occurs
-# when the model is used later; the 10% random and 10% unchanged tokens force it to build a
-# good representation of *every* token, not only of the masked ones.
+# the mean over the masked positions (`mlm_loss`'s default, what BERT reports; `reduction="sum"`
+# drops the `1/|I|`). Note what the model conditions on: `x~`, not "the sentence with only
+# position `i` hidden". Two things follow:
+#
+# - **the independence assumption**: two masked tokens are predicted from the same `x~`, each
+#   without the other, so `p(x_i, x_j | x~)` is modelled as `p(x_i | x~) p(x_j | x~)`. In
+#   "[MASK] [MASK] is a city", "New York" and "Los Angeles" both score well, and so does
+#   "New Angeles" (tutorial 16 measures this);
+# - **the mismatch**: `[MASK]` never occurs when the model is used later (fine-tuning reads real
+#   text). The 10% random and 10% unchanged tokens (for which `x_i` itself is visible in `x~`)
+#   make the model predict a token for *every* input it sees, not only for `[MASK]`; the
+#   predict-then-run question at the end measures what happens without them.
 #
 # Code: `common/nn/masks.py:mlm_mask_tokens`, `common/data/language_modeling.py:DataCollatorForLanguageModeling`,
 # `common/nn/losses.py` (`log_softmax`, `cross_entropy`, `mlm_loss`). Tests: `tests/test_masks.py`,
@@ -152,7 +162,7 @@ assert torch.allclose(by_hand, cross_entropy(logits, targets))
 # %% [markdown]
 # ## L_MLM on a real batch, by hand and with `mlm_loss`
 #
-#     L_MLM = -sum_{i in I} log p(x_i | x_{-i}; theta),      I = {i : labels_i != -100}
+#     L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~; theta),      I = {i : labels_i != -100}
 #
 # A tiny `BertForMaskedLM` (random weights; dropout off so the numbers repeat) gives logits
 # `(B, T, V)`. The formula, line by line:
@@ -167,7 +177,7 @@ with torch.no_grad():
 labels = batch["labels"]  # (B, T)
 log_p = log_softmax(out.logits)  # (B, T, V)
 I = labels != IGNORE_INDEX  # (B, T) the chosen positions
-log_p_original = log_p[I, labels[I]]  # (|I|,) log p(x_i | x_{-i}) for i in I
+log_p_original = log_p[I, labels[I]]  # (|I|,) log p(x_i | x~) for i in I
 L_sum = -log_p_original.sum()
 L_mean = L_sum / I.sum()
 print("logits", tuple(out.logits.shape), " |I| =", int(I.sum()))
@@ -183,6 +193,41 @@ assert torch.allclose(out.loss, L_mean, rtol=1e-5)
 # The logits at positions outside `I` do not enter the loss at all
 # (`test_mlm_loss_ignores_the_logits_of_unmasked_positions`), and uniform logits give exactly
 # `log V` per masked token (`test_mlm_loss_of_uniform_logits_is_log_V_per_masked_token`).
+
+# %% [markdown]
+# ## The MLM head by hand: a transform, then the token embeddings again
+#
+# Where do the logits `(B, T, V)` come from? BERT's MLM head (`cls.predictions`) maps each final
+# hidden state `H_L[i]` (a `d`-vector) to `V` scores in two steps:
+#
+#     u_i      = LayerNorm(GELU(H_L[i] W_t + b_t))      the transform, d -> d
+#     logits_i = u_i E_token^T + b                      the decoder, d -> V
+#
+# The decoder's weight is **the token embedding table `E_token` itself** (`(V, d)`, tutorial 03),
+# not a new matrix: weight tying (used by BERT and GPT). The same rows that turn token ids into
+# vectors at the input turn vectors back into scores over tokens at the output, so a word's score
+# is the dot product of `u_i` with that word's embedding. It saves `V d` parameters, and every
+# MLM gradient also trains the input embeddings. By hand, with the model's own weights:
+
+# %%
+head = model.cls.predictions
+E_token = model.bert.embeddings.word_embeddings.weight  # (V, d)
+with torch.no_grad():
+    H_L = model.bert(batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state  # (B, T, d)
+    u = head.transform.LayerNorm(torch.nn.functional.gelu(head.transform.dense(H_L)))  # (B, T, d)
+    logits_by_hand = u @ E_token.T + head.bias  # (B, T, V)
+print("H_L", tuple(H_L.shape), "-> u", tuple(u.shape), "-> logits", tuple(logits_by_hand.shape))
+print("max |by hand - model logits|:", float((logits_by_hand - out.logits).abs().max()))
+print("decoder.weight is the embedding table (one tensor, not a copy):", head.decoder.weight is E_token)
+n_params = sum(p.numel() for p in model.parameters())  # parameters() yields a shared tensor once
+print(f"parameters: {n_params} tied; an untied decoder would add V d = {E_token.numel()} more")
+assert torch.allclose(logits_by_hand, out.logits, atol=1e-5)
+assert head.decoder.weight is E_token
+
+# %% [markdown]
+# The transfer story starts here: after pre-training, the head `cls.predictions` is thrown away
+# and a new, small head reads `H_L` (tutorial 07); only the encoder, embeddings included, is
+# carried over.
 #
 # ## A few training steps: L_MLM falls below log V
 #
@@ -235,6 +280,62 @@ if plt is not None:
     _setup.save_plot(fig, "04_mlm_loss.png")
 
 # %% [markdown]
+# ## Predict, then run: train with 100% [MASK]
+#
+# Suppose we skip the 10% random / 10% kept branches and replace *every* chosen token by
+# `[MASK]`. The loss still only asks for the chosen positions. Then we feed the model an
+# **uncorrupted** sentence (as fine-tuning will) and ask, at every position, for the token that is
+# there: the model sees `x_i` and must return it. **Which model is better at it: the 80/10/10 one
+# trained above, or the 100%-[MASK] one? By a lot, or a little?** Guess, then run: the same number
+# of steps, the same seed, only the corruption differs.
+
+# %%
+def train_mlm(model, all_mask: bool, steps: int) -> None:
+    _setup.seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    model.train()
+    for _ in range(steps):
+        chunk = torch.randint(len(all_examples), (32,)).tolist()
+        b = collator([all_examples[i] for i in chunk])
+        ids = b["input_ids"].clone()
+        if all_mask:  # every chosen position becomes [MASK]: x_i is never visible at a labelled position
+            ids[b["labels"] != IGNORE_INDEX] = tokenizer.mask_token_id
+        loss = model(ids, attention_mask=b["attention_mask"], labels=b["labels"]).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+def visible_token_accuracy(model) -> float:
+    """Feed real sentences (no corruption); how often is argmax at position i the token x_i itself?"""
+    clean = tokenizer.pad(all_examples[:200], return_tensors="pt")
+    with torch.no_grad():
+        guess = model(clean["input_ids"], attention_mask=clean["attention_mask"]).logits.argmax(-1)
+    real = clean["attention_mask"].bool() & ~torch.isin(clean["input_ids"], torch.tensor(tokenizer.all_special_ids))
+    return float((guess == clean["input_ids"])[real].float().mean())
+
+
+accuracy = {}
+threads = torch.get_num_threads()
+torch.set_num_threads(1)  # a model this small trains faster on one core than split across several
+for name, all_mask in (("80/10/10", False), ("100% [MASK]", True)):
+    _setup.seed(0)
+    fresh = BertForMaskedLM(config)
+    train_mlm(fresh, all_mask, steps)
+    accuracy[name] = visible_token_accuracy(fresh)
+    print(f"{name:>12}: returns the visible token at {accuracy[name]:.0%} of the positions")
+torch.set_num_threads(threads)
+assert accuracy["80/10/10"] > accuracy["100% [MASK]"] + 0.05, accuracy
+
+# %% [markdown]
+# The 100%-[MASK] model was never asked about a visible token, so its output at one is whatever
+# it learned for context alone: it returns the token it is shown less often (in quick mode both
+# have barely trained; the gap grows with the full run's steps). The 10% kept
+# tokens teach the 80/10/10 model that the input token is evidence, which is the model fine-tuning
+# needs (there are no `[MASK]`s in fine-tuning data). This is BERT's pre-train / fine-tune
+# mismatch, and its remedy, measured.
+#
 # ## Your turn: four exercises
 #
 # - `mlm_masking`: `mlm_mask_tokens` in `common/nn/masks.py` (one uniform draw per position decides

@@ -5,9 +5,9 @@
 # and train: a small BERT reads thousands of unlabeled sentence pairs `[CLS] A [SEP] B [SEP]`,
 # some of their tokens masked, and minimises
 #
-#     L = L_MLM + L_NSP
-#     L_MLM = -1/|I| sum_{i in I} log p(x_i | x_{-i})     (I = the masked positions)
-#     L_NSP = -log p(IsNext / NotNext | [CLS])
+#     L = alpha L_MLM + beta L_NSP                  (alpha = beta = 1, as in BERT)
+#     L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~)     (I = the masked positions, x~ the corrupted input)
+#     L_NSP = -log p(y | c)                             (y = IsNext / NotNext, c the pooled [CLS] vector)
 #
 # with AdamW, the learning rate warmed up linearly for the first steps and then decayed linearly
 # to 0 (Devlin et al. 2019, appendix A.2, used the same schedule):
@@ -119,6 +119,97 @@ for name, kwargs in curves.items():
     print(f"{name:>20}  |{bars}|  s=50: {rates[50]:.3f}  end: {rates[100]:.3f}")
     if kwargs:
         assert min(rates[10:]) >= 0.1 - 1e-12, f"{name} went below its floor: {min(rates[10:])}"
+
+# %% [markdown]
+# ## Training mechanics, one check each
+#
+# The Trainer below does four things to every step besides `loss.backward()`. Each is one line
+# of arithmetic; here each is checked on numbers small enough to follow
+# (`common/train/trainer.py`'s docstring states the step; `docs/notation.md` the symbols).
+#
+# **Warmup.** For the first `W` steps the rate rises linearly, `eta_s = eta s / W`: at step 0
+# Adam's moment estimates are built from one gradient and a full-size step would be taken on
+# noise.
+#
+# **Decoupled weight decay** (AdamW, Loshchilov and Hutter 2019). Adam with an L2 penalty adds
+# `lambda theta` to the gradient, and Adam's normalisation `m^ / sqrt(v^)` then rescales it like
+# any gradient: a weight with no data gradient is pulled to 0 at the full rate `eta`, whatever
+# `lambda`. AdamW takes the decay out of the gradient:
+# `theta <- theta - eta (m^ / (sqrt(v^) + eps) + lambda theta)`, so the pull is exactly
+# `eta lambda theta`. The Trainer decays weight matrices only, not biases or LayerNorm.
+#
+# **Clipping.** `g <- g min(1, g_max / ||g||)`, `||g||` the norm of all gradients together:
+# one bad batch cannot take a huge step, and a normal one is untouched.
+#
+# **Predict, then run.** A weight `theta = 1` whose data gradient is 0, `eta = 0.1`,
+# `lambda = 0.01`, one step. Where does it land with AdamW? With Adam plus an L2 penalty?
+
+# %%
+from common.nn.losses import IGNORE_INDEX, cross_entropy
+
+warm = get_scheduler("linear", torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 10, 100)
+warm_rates = [warm.lr_lambdas[0](s) for s in range(11)]
+print("warmup, eta_s / eta for s = 0..10:", [round(r, 2) for r in warm_rates])
+assert all(abs(warm_rates[s] - s / 10) < 1e-12 for s in range(11))
+
+landed = {}
+for name, make in (("AdamW", lambda p: torch.optim.AdamW([p], lr=0.1, weight_decay=0.01)),
+                   ("Adam + L2", lambda p: torch.optim.Adam([p], lr=0.1, weight_decay=0.01))):
+    theta = torch.nn.Parameter(torch.ones(1))
+    optimizer = make(theta)
+    theta.grad = torch.zeros(1)  # no data gradient at all
+    optimizer.step()
+    landed[name] = float(theta.detach())
+    print(f"{name:>10}: theta 1 -> {landed[name]:.4f}")
+assert abs(landed["AdamW"] - (1 - 0.1 * 0.01)) < 1e-6  # exactly eta * lambda * theta
+assert abs(landed["Adam + L2"] - (1 - 0.1)) < 1e-4  # the penalty normalised into a full-size step
+
+grads = [torch.tensor([3.0, 4.0]), torch.tensor([0.3, 0.4])]  # norms 5 and 0.5
+params = [torch.nn.Parameter(torch.zeros(2)) for _ in grads]
+for p, g in zip(params, grads):
+    p.grad = g.clone()
+norm = torch.nn.utils.clip_grad_norm_(params, max_norm=1.0)  # what the Trainer calls
+expected = [g * min(1.0, 1.0 / float(torch.cat(grads).norm())) for g in grads]
+print(f"clipping: ||g|| = {float(norm):.3f} -> {float(torch.cat([p.grad for p in params]).norm()):.3f}")
+assert all(torch.allclose(p.grad, e) for p, e in zip(params, expected))
+
+# %% [markdown]
+# AdamW moved the weight by `eta lambda = 0.001`; Adam + L2 by the whole `eta = 0.1`: its decay
+# depends on the gradient scale, not on `lambda`. (Clipping scaled *both* tensors by
+# `1 / 5.02`: the norm is taken over all parameters together.)
+#
+# **Gradient accumulation** runs `k` micro-batches before one optimizer step, for a batch that
+# does not fit in memory. It equals one big batch only if each micro-batch's mean loss is weighted
+# by its share of the label units, `n_i / sum_j n_j`: with MLM, micro-batches hold different
+# numbers of masked tokens, and the naive `L_i / k` gives the wrong gradient. The Trainer uses
+# the shares (`trainer.py`: `(L_i * n_i / sum_j n_j).backward()`):
+
+# %%
+_setup.seed(0)
+probe = torch.nn.Linear(8, 5)
+inputs = torch.randn(16, 8)
+targets = torch.randint(5, (16,))
+targets[torch.rand(16) < 0.5] = IGNORE_INDEX  # like MLM: many rows carry no label
+halves = [slice(0, 8), slice(8, 16)]
+units = [int((targets[h] != IGNORE_INDEX).sum()) for h in halves]
+
+
+def gradient(weights):
+    probe.zero_grad()
+    for h, w in zip(halves, weights):
+        (cross_entropy(probe(inputs[h]), targets[h]) * w).backward()
+    return probe.weight.grad.clone()
+
+
+probe.zero_grad()
+cross_entropy(probe(inputs), targets).backward()  # one big batch, mean over its labelled rows
+big = probe.weight.grad.clone()
+shares = gradient([n / sum(units) for n in units])
+naive = gradient([0.5, 0.5])
+print(f"labelled rows per micro-batch: {units}")
+print(f"max |big batch - accumulated with shares n_i / sum n_j|: {float((big - shares).abs().max()):.2e}")
+print(f"max |big batch - accumulated with L_i / k|            : {float((big - naive).abs().max()):.2e}")
+assert torch.allclose(big, shares, atol=1e-6)
 
 # %% [markdown]
 # ## Training with the Trainer

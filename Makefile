@@ -22,7 +22,7 @@ help:
 	@echo "make test-fast  tests not marked slow"
 	@echo "make bench      speed benchmarks against transformers"
 	@echo "make exercises  write the student copy of the course to ./student"
-	@echo "make notebooks  turn tutorials/*.py into .ipynb (needs jupytext)"
+	@echo "make notebooks  executed notebooks of every tutorial, English and Chinese, in notebooks/ (QUICK=1 for quick mode)"
 
 venv: $(STAMP)
 
@@ -59,9 +59,14 @@ exercises: $(STAMP)
 grade: $(STAMP)
 	$(PY) -m tutorials.exercises grade
 
+# Executed notebooks (outputs included) of every tutorial, English and Chinese, in notebooks/
+# (git-ignored). Installs jupytext, nbconvert and ipykernel into $(VENV) when missing.
+# QUICK=1: the tests' quick mode; ONLY=02_masks: one tutorial.
+QUICK ?=
+ONLY  ?=
 notebooks: $(STAMP)
-	@$(PY) -c "import jupytext" 2>/dev/null || { echo "jupytext is not installed: $(PY) -m pip install jupytext"; exit 2; }
-	$(VENV)/bin/jupytext --to ipynb tutorials/[0-9]*.py
+	@$(PY) -c "import jupytext, nbconvert, nbclient, ipykernel" 2>/dev/null || $(PY) -m pip install -q jupytext nbconvert nbclient ipykernel
+	$(PY) -m tutorials.notebooks build --out notebooks $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
 
 clean:
-	rm -rf results student .pytest_cache
+	rm -rf results student .pytest_cache notebooks grade.json grade.xml

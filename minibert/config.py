@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Optional
 
 from common.nn.attention import ATTN_IMPLS
 from common.nn.blocks import ACTIVATIONS
-from common.hub.config import PretrainedConfig, require
+from common.hub.config import PretrainedConfig, check_special_token_ids, require
 from common.errors import ConfigError
 
 CLASSIFIER_POOLINGS = ("cls", "mean")
@@ -100,10 +100,7 @@ class BertConfig(PretrainedConfig):
                 "initializer_range", f"must be a number >= 0, got {self.initializer_range!r}")
         require(_is_number(self.layer_norm_eps) and self.layer_norm_eps > 0,
                 "layer_norm_eps", f"must be a number > 0, got {self.layer_norm_eps!r}")
-        require(self.pad_token_id is None
-                or (_is_int(self.pad_token_id) and 0 <= self.pad_token_id < self.vocab_size),
-                "pad_token_id", f"must be a token id in [0, vocab_size={self.vocab_size}) or null, "
-                f"got {self.pad_token_id!r}")
+        check_special_token_ids(self, ("pad_token_id",))  # outside the vocabulary: kept, warned, unused
         for name in ("mlm_alpha", "nsp_beta"):
             value = getattr(self, name)
             require(_is_number(value) and value >= 0, name,

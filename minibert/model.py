@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from common.nn.blocks import EncoderBlock
+from common.hub.config import in_vocab_token_id
 from common.hub.pretrained import PreTrainedModel, check_token_ids
 from common.nn.dropout import Dropout
 from common.errors import UserError
@@ -51,7 +52,7 @@ class BertEmbeddings(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
-                                            padding_idx=config.pad_token_id)
+                                            padding_idx=in_vocab_token_id(config, "pad_token_id"))
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Optional
 from common.nn.attention import ATTN_IMPLS
 from common.nn.blocks import ACTIVATIONS, FEED_FORWARDS
 from common.nn.norms import NORMS
-from common.hub.config import PretrainedConfig, require
+from common.hub.config import PretrainedConfig, check_special_token_ids, require
 from common.errors import ConfigError
 
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
@@ -137,10 +137,7 @@ class GPTConfig(PretrainedConfig):
             self.n_inner = 4 * self.n_embd if self.feed_forward == "gelu" else swiglu_width(self.n_embd)
         require(_is_positive_int(self.n_inner), "n_inner",
                 f"must be a positive integer or null (= 4 * n_embd), got {self.n_inner!r}")
-        for name in ("pad_token_id", "eos_token_id"):
-            value = getattr(self, name)
-            require(value is None or (_is_int(value) and 0 <= value < self.vocab_size), name,
-                    f"must be null or a token id in [0, vocab_size={self.vocab_size}), got {value!r}")
+        check_special_token_ids(self, ("pad_token_id", "eos_token_id"))  # outside the vocabulary: kept, warned
 
     @property
     def head_dim(self) -> int:

@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from common.hub.config import in_vocab_token_id
 from common.hub.pretrained import check_tokenizer_fits_model, resolve_model_folder
 from common.cli.args import parse_bool
 from common.train.device import pick_device
@@ -137,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.prompt_ids is None:
         outputs = sample_texts(model, tokenizer, args.prompt, args.max_new_tokens, **options)
     else:
-        eos = tokenizer.eos_token_id if tokenizer is not None else model.config.eos_token_id
+        eos = tokenizer.eos_token_id if tokenizer is not None else in_vocab_token_id(model.config, "eos_token_id")
         rows = generate_ids(model, args.prompt_ids, args.max_new_tokens, eos_token_id=eos, **options)
         outputs = [" ".join(map(str, row)) + (f"\n{tokenizer.decode(row)}" if tokenizer is not None else "")
                    for row in rows]

@@ -43,7 +43,7 @@ def test_defaults_equal_transformers_defaults():
     ("classifier_dropout", 1.5),
     ("initializer_range", -0.02),
     ("layer_norm_eps", 0.0),
-    ("pad_token_id", 30522),
+    ("pad_token_id", -1),  # not a token id (one >= vocab_size is kept with a warning: tests/test_hf_token_ids.py)
     ("num_labels", 0),
     ("problem_type", "ranking"),
     ("attn_impl", "flash"),

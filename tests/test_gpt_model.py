@@ -29,7 +29,7 @@ def tiny_model(cls=GPT, **overrides):
     ("block_size", 0),
     ("n_layer", -1),
     ("activation_function", "swish"),
-    ("eos_token_id", 50),  # == vocab_size: not a token
+    ("eos_token_id", -1),  # not a token id (one >= vocab_size is kept with a warning: tests/test_hf_token_ids.py)
 ])
 def test_invalid_config_raises_config_error_naming_the_field(field, value):
     with pytest.raises(ConfigError) as info:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from typing import Any, ClassVar
 
 from common.errors import CheckpointError, ConfigError, write_then_rename
@@ -92,3 +93,34 @@ def require(condition: bool, field: str, message: str) -> None:
     """Raise ConfigError('<field>: <message>') unless condition holds."""
     if not condition:
         raise ConfigError(f"{field}: {message}")
+
+
+_WARNED_TOKEN_IDS: set = set()  # (config class, field, id, vocab_size) already warned about
+
+
+def check_special_token_ids(config, names) -> None:
+    """Each special-token id field is null or an integer >= 0 (else a ConfigError). An id outside
+    [0, vocab_size) is kept in the config, as transformers keeps it (GPT2Config(vocab_size=300)
+    still says eos_token_id=50256), with one warning; `in_vocab_token_id` then reads it as None,
+    so it never stops generation nor marks padding."""
+    outside = []
+    for name in names:
+        value = getattr(config, name)
+        require(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0), name,
+                f"must be null or a token id in [0, vocab_size={config.vocab_size}), got {value!r}")
+        if value is not None and value >= config.vocab_size:
+            key = (type(config).__name__, name, value, config.vocab_size)
+            if key not in _WARNED_TOKEN_IDS:
+                _WARNED_TOKEN_IDS.add(key)
+                outside.append(f"{name}={value}")
+    if outside:
+        warnings.warn(f"{type(config).__name__}: {', '.join(outside)} is not a token id of this vocabulary "
+                      f"(vocab_size={config.vocab_size}); kept in the config as transformers keeps it, and "
+                      "unused: generation does not stop on it and no position is treated as padding",
+                      stacklevel=4)
+
+
+def in_vocab_token_id(config, name: str):
+    """config.<name> when it is a token id of the vocabulary, else None (see check_special_token_ids)."""
+    value = getattr(config, name, None)
+    return value if isinstance(value, int) and 0 <= value < config.vocab_size else None

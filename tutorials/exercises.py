@@ -45,8 +45,8 @@ if str(ROOT) not in sys.path:  # `python tutorials/exercises.py` works as well a
 from common.errors import UserError, run_cli  # noqa: E402
 
 # The folders whose .py files may hold exercise regions, and what a student copy contains.
-SOURCE_DIRS = ("common", "minibert", "minigpt")
-COPY_DIRS = ("common", "minibert", "minigpt", "demo", "tests", "tutorials", "bench")
+SOURCE_DIRS = ("common", "minibert", "minigpt", "minit5")
+COPY_DIRS = ("common", "minibert", "minigpt", "minit5", "demo", "tests", "tutorials", "bench")
 COPY_FILES = ("Makefile", "pyproject.toml", "README.md", "README.zh-CN.md", ".gitignore", "LICENSE")
 SKIP_PARTS = ("__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints")
 SKIP_SUFFIXES = (".pyc", ".ipynb", ".egg-info")

@@ -210,7 +210,8 @@ def load_classification_file(path, format: Optional[str] = None, text_column_nam
         if missing:
             where = f"{path} line {line_number}" if format == "jsonl" else str(path)
             role = {text_column_name: "text", text_pair_column_name: "text_pair", label_column_name: "label"}[missing[0]]
-            read_as = f" ({_describe(delimiter, detected)})" if format == "table" else ""
+            # one column: the delimiter is the likelier mistake, so say which one was used
+            read_as = f" ({_describe(delimiter, detected)})" if format == "table" and len(row) == 1 else ""
             raise DataError(f"{where}: no column {missing[0]!r} (columns: {', '.join(map(str, row))}){read_as}; "
                             f"rename that column in the header to {missing[0]!r}, or pass its name as "
                             f"--{role}_column_name ({role}_column_name=... in Python)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 from common.hub.config import PretrainedConfig, require
 
@@ -55,11 +55,13 @@ class T5Config(PretrainedConfig):
     tie_word_embeddings: bool = True
     pad_token_id: int = 0
     eos_token_id: int = 1
-    decoder_start_token_id: int = 0
+    decoder_start_token_id: Optional[int] = 0  # None (as transformers writes it): pad_token_id
     extra: Optional[dict] = None
 
     def __post_init__(self):
         super().__post_init__()
+        if self.decoder_start_token_id is None:
+            self.decoder_start_token_id = self.pad_token_id  # T5's rule: the decoder starts from pad
         if self.num_decoder_layers is None:
             self.num_decoder_layers = self.num_layers
         for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
@@ -83,6 +85,17 @@ class T5Config(PretrainedConfig):
             value = getattr(self, name)
             require(_is_int(value) and 0 <= value < self.vocab_size, name,
                     f"must be a token id in [0, vocab_size={self.vocab_size}), got {value!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides):
+        """transformers >= 5 writes tie_word_embeddings: true for every T5 and says with
+        scale_decoder_outputs whether the head is T5's (tied and rescaled, true) or T5 v1.1's
+        (its own lm_head, no rescale, false). Here one field says both: tie_word_embeddings."""
+        if "scale_decoder_outputs" in d:
+            scale = bool(d["scale_decoder_outputs"])
+            d = {k: v for k, v in d.items() if k != "scale_decoder_outputs"}
+            d["tie_word_embeddings"] = scale
+        return super().from_dict(d, **overrides)
 
     @property
     def is_gated_act(self) -> bool:

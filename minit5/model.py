@@ -349,9 +349,13 @@ class T5PreTrainedModel(PreTrainedModel):
     @classmethod
     def convert_state_dict(cls, state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
         """transformers' T5Model may store this unused table (its decoder's cross-attention never
-        has a bias); drop it instead of warning about it."""
-        return {k: v for k, v in state_dict.items()
-                if not k.endswith("EncDecAttention.relative_attention_bias.weight")}
+        has a bias): drop it instead of warning about it. An untied head missing from a checkpoint
+        whose file shared it with the embeddings starts as a copy of them."""
+        state_dict = {k: v for k, v in state_dict.items()
+                      if not k.endswith("EncDecAttention.relative_attention_bias.weight")}
+        if not config.tie_word_embeddings and "lm_head.weight" not in state_dict and "shared.weight" in state_dict:
+            state_dict["lm_head.weight"] = state_dict["shared.weight"].clone()
+        return state_dict
 
     def new_kv_caches(self, batch_size: int, max_length: int) -> list[KVCache]:
         """One self-attention KVCache per decoder layer, (B, H, max_length, d_kv) each."""

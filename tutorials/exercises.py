@@ -45,8 +45,8 @@ if str(ROOT) not in sys.path:  # `python tutorials/exercises.py` works as well a
 from common.errors import UserError, run_cli  # noqa: E402
 
 # The folders whose .py files may hold exercise regions, and what a student copy contains.
-SOURCE_DIRS = ("common", "minibert", "minigpt", "minit5")
-COPY_DIRS = ("common", "minibert", "minigpt", "minit5", "demo", "tests", "tutorials", "bench")
+SOURCE_DIRS = ("common", "minibert", "minigpt")
+COPY_DIRS = ("common", "minibert", "minigpt", "demo", "tests", "tutorials", "bench")
 COPY_FILES = ("Makefile", "pyproject.toml", "README.md", "README.zh-CN.md", ".gitignore", "LICENSE")
 SKIP_PARTS = ("__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints")
 SKIP_SUFFIXES = (".pyc", ".ipynb", ".egg-info")
@@ -159,7 +159,7 @@ REGISTRY: dict[str, Exercise] = _exercises(
              "document, unused sentences go back; then truncate the longer side to fit",
     ),
     Exercise(
-        "sampling", "common/nn/sampling.py", "tutorials/09_sampling_kv_cache.py",
+        "sampling", "minigpt/generate.py", "tutorials/09_sampling_kv_cache.py",
         ("tests/test_generate.py",), keywords=("top_k", "top_p", "sampling"),
         hint="greedy: argmax; sampling: z / tau, keep the k largest logits (others -inf), keep the "
              "smallest most-likely set whose probability reaches p, then draw from softmax",

@@ -5,13 +5,16 @@
 # the same classifier twice on the same few labeled sentences, once on top of the pretrained
 # encoder and once from random weights, and compare their accuracy on sentences neither saw.
 #
-# The classifier is one linear layer on the final hidden state of `[CLS]`, `C` (H numbers):
+# The classifier is one linear layer on the *pooled* `[CLS]` vector of tutorial 03,
+# `c = tanh(H_L[0] W_p + b_p)` (`d` numbers; Devlin et al. write `C`), not on the raw final state
+# `H_L[0]`: the pooler's `W_p`, `b_p` come from pre-training (NSP trained them, tutorial 05).
 #
-#     logits = Dropout(C) W + b,     W: (H, K),  K = 2 classes
-#     L = -log softmax(logits)_y     (the cross-entropy of tutorial 04, one label per sentence)
+#     p(y | x) = softmax(Dropout(c) W_c + b_c),     W_c: (d, K),  K = 2 classes
+#     L = -log p(y | x)              (the cross-entropy of tutorial 04, one label per sentence)
 #
 # Fine-tuning trains **every** weight, the encoder's too, with a small learning rate; only `W`,
-# `b` start from random numbers (Devlin et al. 2019, section 4).
+# `b` start from random numbers (Devlin et al. 2019, section 4). That is the transfer: the
+# pre-training head `cls.*` is dropped, the encoder is kept.
 #
 # Code: `minibert/heads.py:BertForSequenceClassification`, `common/nn/losses.py:classification_loss`,
 # `common/data/labeled.py:ClassificationDataset`, `common/data/language_modeling.py:DataCollatorWithPadding`,
@@ -113,7 +116,11 @@ print("same encoder weights: ", torch.equal(pretrained.bert.embeddings.word_embe
 # ## The loss of one batch, by hand
 #
 # `ClassificationDataset` tokenizes `[CLS] sentence [SEP]`; `DataCollatorWithPadding` pads a batch
-# and stacks the labels. The loss the model returns is the mean of `-log softmax(logits)_y`:
+# and stacks the labels. The logits read the pooler, and the loss the model returns is the mean
+# of `-log p(y | x)`.
+#
+# **Predict, then run.** The classifier `W_c` starts from small random numbers (std 0.02). Before
+# any fine-tuning, what loss do you expect on a batch of two classes, whatever the encoder?
 
 # %%
 max_len = pretrained.config.max_position_embeddings
@@ -127,10 +134,21 @@ pretrained.eval()
 with torch.no_grad():
     out = pretrained(**batch)
 y = batch["labels"]
+inputs = {k: v for k, v in batch.items() if k != "labels"}
+with torch.no_grad():
+    H_L = pretrained.bert(**inputs).last_hidden_state  # (B, T, d)
+    c = torch.tanh(pretrained.bert.pooler.dense(H_L[:, 0]))  # (B, d): tanh(H_L[0] W_p + b_p)
+    logits_by_hand = pretrained.classifier(c)  # (B, K): c W_c + b_c (dropout is off in eval)
+assert torch.allclose(logits_by_hand, out.logits, atol=1e-5)
 by_hand = -log_softmax(out.logits)[torch.arange(len(y)), y].mean()
-print(f"logits {tuple(out.logits.shape)}; L by hand {float(by_hand):.4f}, classification_loss "
-      f"{float(classification_loss(out.logits, y, 2)):.4f}, model's loss {float(out.loss):.4f}")
+print(f"logits {tuple(out.logits.shape)} from the pooler; L by hand {float(by_hand):.4f}, classification_loss "
+      f"{float(classification_loss(out.logits, y, 2)):.4f}, model's loss {float(out.loss):.4f}, log 2 = 0.6931")
 assert torch.allclose(by_hand, out.loss, rtol=1e-5)
+assert abs(float(out.loss) - np.log(2)) < 0.1, "a near-zero classifier gives p = 1/2 for each class"
+
+# %% [markdown]
+# About `log K = log 2`: a classifier whose weights are near 0 gives near-equal logits, so
+# `p(y | x) ~ 1/2` for either label, whatever `c` is.
 
 # %% [markdown]
 # ## Fine-tuning both, the same way
@@ -211,6 +229,53 @@ if plt is not None:
     ax.legend()
     ax.set_title(f"Fine-tuning on {len(train_set)} labels")
     _setup.save_plot(fig, "07_finetuning_accuracy.png")
+
+# %% [markdown]
+# ## The same encoder, two other heads: one label per token, one span per question
+#
+# Fine-tuning swaps only the head. Two more heads read every row of `H_L` instead of `c`
+# (Devlin et al. 2019, sections 4.2 and 4.3; `minibert/heads.py`):
+#
+#     token classification (e.g. names):  logits_t = H_L[t] W + b,   W: (d, K), one label per token
+#     extractive QA:  s_t = H_L[t] w_s,  e_t = H_L[t] w_e,   answer = argmax_{i <= j} s_i + e_j
+#
+# For QA the input is `[CLS] question [SEP] passage [SEP]` and the answer is the passage span
+# from token `i` to token `j`; the loss is the mean of the cross-entropies of the true start and
+# the true end. One example each, on our pretrained encoder (heads untrained: we check the
+# arithmetic, not the answers):
+
+# %%
+from minibert import BertForQuestionAnswering, BertForTokenClassification
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # "newly initialised head" warnings, expected here
+    torch.manual_seed(0)
+    tagger = BertForTokenClassification.from_pretrained(pretrained_dir, num_labels=3).eval()
+    torch.manual_seed(0)
+    reader = BertForQuestionAnswering.from_pretrained(pretrained_dir).eval()
+
+sentence = tokenizer("Tom was a baker who lived near the market.", return_tensors="pt")
+with torch.no_grad():
+    tags = tagger(**sentence).logits  # (1, T, K)
+    rows = tagger.bert(**sentence).last_hidden_state  # (1, T, d): H_L
+print("token classification:", tuple(sentence["input_ids"].shape), "-> logits", tuple(tags.shape), "(B, T, K)")
+assert torch.allclose(tags, tagger.classifier(rows), atol=1e-5)
+
+pair = tokenizer("Where did Tom live?", "Tom was a baker who lived near the market.", return_tensors="pt")
+with torch.no_grad():
+    qa = reader(**pair)
+    rows = reader.bert(**pair).last_hidden_state[0]  # (T, d)
+s, e = (rows @ reader.qa_outputs.weight.T + reader.qa_outputs.bias).unbind(-1)  # (T,) each: s_t, e_t
+assert torch.allclose(s, qa.start_logits[0], atol=1e-5) and torch.allclose(e, qa.end_logits[0], atol=1e-5)
+in_passage = pair["token_type_ids"][0].bool() & (pair["input_ids"][0] != tokenizer.sep_token_id)
+score = s[:, None] + e[None, :]  # (T, T): score[i, j] = s_i + e_j
+allowed = torch.triu(torch.ones_like(score, dtype=torch.bool)) & in_passage[:, None] & in_passage[None, :]
+best = int(score.masked_fill(~allowed, float("-inf")).argmax())
+i, j = divmod(best, score.size(1))
+tokens = tokenizer.convert_ids_to_tokens(pair["input_ids"][0].tolist())
+print(f"QA: start/end logits {tuple(qa.start_logits.shape)}; best span (untrained head) tokens {i}..{j}:",
+      " ".join(tokens[i:j + 1]))
+assert i <= j and bool(in_passage[i]) and bool(in_passage[j])
 
 # %% [markdown]
 # ## Try it

@@ -219,7 +219,7 @@ def test_swiglu_is_down_of_silu_gate_times_up():
     assert torch.allclose(silu(x), torch.nn.functional.silu(x), atol=1e-12)
 
 
-def test_swiglu_width_matches_the_parameters_of_a_4c_gelu_feed_forward():
+def test_llama_feed_forward_width_matches_the_parameters_of_a_4c_gelu_feed_forward():
     assert swiglu_width(384) == 1024 and 3 * 384 * 1024 == 2 * 384 * 4 * 384
     assert swiglu_width(64) % 8 == 0 and abs(3 * swiglu_width(64) - 8 * 64) <= 24
 

@@ -45,8 +45,8 @@ if str(ROOT) not in sys.path:  # `python tutorials/exercises.py` works as well a
 from common.errors import UserError, run_cli  # noqa: E402
 
 # The folders whose .py files may hold exercise regions, and what a student copy contains.
-SOURCE_DIRS = ("common", "minibert", "minigpt")
-COPY_DIRS = ("common", "minibert", "minigpt", "demo", "tests", "tutorials", "bench")
+SOURCE_DIRS = ("common", "minibert", "minigpt", "minit5")
+COPY_DIRS = ("common", "minibert", "minigpt", "minit5", "demo", "tests", "tutorials", "bench")
 COPY_FILES = ("Makefile", "pyproject.toml", "README.md", "README.zh-CN.md", ".gitignore", "LICENSE")
 SKIP_PARTS = ("__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints")
 SKIP_SUFFIXES = (".pyc", ".ipynb", ".egg-info")
@@ -159,7 +159,7 @@ REGISTRY: dict[str, Exercise] = _exercises(
              "document, unused sentences go back; then truncate the longer side to fit",
     ),
     Exercise(
-        "sampling", "minigpt/generate.py", "tutorials/09_sampling_kv_cache.py",
+        "sampling", "common/nn/sampling.py", "tutorials/09_sampling_kv_cache.py",
         ("tests/test_generate.py",), keywords=("top_k", "top_p", "sampling"),
         hint="greedy: argmax; sampling: z / tau, keep the k largest logits (others -inf), keep the "
              "smallest most-likely set whose probability reaches p, then draw from softmax",
@@ -209,6 +209,23 @@ REGISTRY: dict[str, Exercise] = _exercises(
         hint="while some adjacent pair has a rank: merge the pair of LOWEST rank (all its occurrences, "
              "left to right, merge_pair) into ranks[pair][1]",
     ),
+    Exercise(
+        "rms_norm", "common/nn/norms.py", "tutorials/15_llama.py", ("tests/test_llama.py",),
+        keywords=("test_rms_norm_",),
+        hint="y = x / sqrt(mean(x^2) + eps) * weight over the last dimension; the mean of squares in "
+             "float32, cast back to x's dtype before the weight",
+    ),
+    Exercise(
+        "swiglu", "common/nn/blocks.py", "tutorials/15_llama.py", ("tests/test_llama.py",),
+        keywords=("test_swiglu_is",),
+        hint="SwiGLU(x) = W_2 (silu(x W_1) * (x W_3)): down_proj(act(gate_proj(x)) * up_proj(x))",
+    ),
+    Exercise(
+        "rope", "common/nn/rope.py", "tutorials/15_llama.py", ("tests/test_llama.py",),
+        keywords=("test_rope_",),
+        hint="RoPE(x) = x * cos + rotate_half(x) * sin, with cos, sin (B, T, d) broadcast over the "
+             "heads: (B, 1, T, d)",
+    ),
 )
 
 
@@ -229,6 +246,7 @@ LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 "causal_lm_loss", "bpe_merge", "bpe_encode")),
     ("Silver", ("encoder_block", "decoder_block", "mlm_masking", "nsp_pairs", "embeddings")),
     ("Gold", ("kv_cache", "sampling")),
+    ("Platinum", ("rms_norm", "swiglu", "rope")),
 )
 
 

@@ -8,14 +8,16 @@ Batched prompts are LEFT padded (attention_mask 0 on the left) so every row's ne
 the last column; position ids skip the padding, so a padded row gives the same tokens as its
 prompt alone. A row stops at eos_token_id and is padded afterwards.
 
-KV cache: the keys and values of past tokens never change, so each step feeds only the newest
-token and appends its K, V to a preallocated cache (common.nn.attention.KVCache), O(T) work per step
-instead of O(T^2). The prompt goes through GPT.forward once (prefill); each later token through
-minigpt.decode_step, the same computation for one token with the weights packed once per call
-(or, for fewer than MIN_STEPS_TO_PACK such steps, through GPT.forward with the cache). Once the
-sequence outgrows block_size the context is cropped to its last block_size tokens; their
-positions then shift, the cached keys are stale, and the step is recomputed on the cropped window
-without the cache. Both paths produce the same tokens.
+KV cache: the keys and values of past tokens never change, so each step feeds GPT.forward only
+the tokens the cache has not seen (the whole prompt first, then the newest token) and appends their
+K, V to a preallocated cache (common.nn.attention.KVCache): O(T) work per step instead of O(T^2).
+Once the sequence outgrows block_size the context is cropped to its last block_size tokens; their
+positions then shift, so the cache is emptied and the cropped window fed again. That is the
+textbook path, one line in _decode.
+
+The one fast path: minigpt.decode_step computes the same single-token step with the weights packed
+once per call. use_decode_step below is the rule for when it runs; tests/test_generate.py checks
+that both paths give the same tokens for every model shape.
 """
 from __future__ import annotations
 
@@ -31,10 +33,18 @@ from minigpt.decode_step import DecodeWeights
 from common.nn.sampling import apply_temperature, next_token, top_k_filter, top_p_filter  # noqa: F401
 
 
-# Packing the weights for decode steps (minigpt/decode_step.py) copies each of them once. For a
-# 6-layer, 384-wide GPT on 2 cores packing takes ~10-20 ms, a single-token GPT.forward step ~4.4 ms
-# and a decode step ~1.7 ms: packing pays off after 4 to 8 steps. Fewer steps run GPT.forward.
+# Packing the weights for decode steps copies each of them once, which a few faster steps repay
+# (docs/results/minigpt.md has the timings behind this number).
 MIN_STEPS_TO_PACK = 8
+
+
+def use_decode_step(prompt_length: int, max_new_tokens: int, block_size: int, use_cache: bool) -> bool:
+    """The rule for the fast path: pack the weights for minigpt.decode_step iff at least
+    MIN_STEPS_TO_PACK single-token steps will read the cache. The prefill gives the first new token;
+    after it, min(max_new_tokens - 1, block_size - prompt_length) steps fit before the cache is full."""
+    if not use_cache or prompt_length > block_size:
+        return False
+    return min(max_new_tokens - 1, block_size - prompt_length) >= MIN_STEPS_TO_PACK
 
 
 def check_arguments(input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
@@ -102,29 +112,21 @@ def _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top
     fill_id = pad_token_id if pad_token_id is not None else eos_token_id
     unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)
 
-    caches = decoder = None
-    if use_cache and T0 <= block_size:
-        caches = model.new_kv_caches(B, min(total, block_size))
-        # The prefill gives the first new token; single-token steps use the cache until it is full.
-        if min(max_new_tokens - 1, block_size - T0) >= MIN_STEPS_TO_PACK:
-            decoder = DecodeWeights.from_model(model)  # packed once here, not in every step
+    caches = model.new_kv_caches(B, min(total, block_size)) if use_cache else None
+    fast = DecodeWeights.from_model(model) if use_decode_step(T0, max_new_tokens, block_size, use_cache) else None
 
     length = T0  # tokens known so far
     for _ in range(max_new_tokens):
-        if caches is not None and length <= block_size:
-            window_mask = mask[:, :length] if mask is not None else None
-            if caches[0].length == 0:  # prefill: the whole prompt in one pass
-                logits = model(tokens[:, :length], attention_mask=window_mask, kv_caches=caches,
-                               last_token_only=True).logits[:, -1, :]
-            elif decoder is not None:  # decode: only the newest token, the rest is in the cache
-                logits = decoder.step(tokens[:, length - 1:length], caches, window_mask)
-            else:  # the same through GPT.forward, for a few steps that do not repay packing
-                logits = model(tokens[:, length - 1:length], attention_mask=window_mask, kv_caches=caches,
-                               last_token_only=True).logits[:, -1, :]
-        else:
-            start = max(0, length - block_size)  # crop to the last block_size tokens
-            window_mask = mask[:, start:length] if mask is not None else None
-            logits = model(tokens[:, start:length], attention_mask=window_mask,
+        start = max(0, length - block_size)  # the window: the last block_size tokens
+        if caches is not None and start > 0:  # cropped: positions shifted, the cached keys are stale
+            for cache in caches:
+                cache.length = 0
+        seen = start + (caches[0].length if caches is not None else 0)  # tokens the cache holds
+        window_mask = mask[:, start:length] if mask is not None else None
+        if fast is not None and length - seen == 1:  # the fast path: one new token, packed weights
+            logits = fast.step(tokens[:, seen:length], caches, window_mask)
+        else:  # the textbook path: GPT.forward on the tokens the cache has not seen
+            logits = model(tokens[:, seen:length], attention_mask=window_mask, kv_caches=caches,
                            last_token_only=True).logits[:, -1, :]
         chosen = next_token(logits, do_sample, temperature, top_k, top_p, generator)  # (B,)
         if eos_token_id is not None:

@@ -209,6 +209,23 @@ REGISTRY: dict[str, Exercise] = _exercises(
         hint="while some adjacent pair has a rank: merge the pair of LOWEST rank (all its occurrences, "
              "left to right, merge_pair) into ranks[pair][1]",
     ),
+    Exercise(
+        "rms_norm", "common/nn/norms.py", "tutorials/15_llama.py", ("tests/test_llama.py",),
+        keywords=("test_rms_norm_",),
+        hint="y = x / sqrt(mean(x^2) + eps) * weight over the last dimension; the mean of squares in "
+             "float32, cast back to x's dtype before the weight",
+    ),
+    Exercise(
+        "swiglu", "common/nn/blocks.py", "tutorials/15_llama.py", ("tests/test_llama.py",),
+        keywords=("test_swiglu_is",),
+        hint="SwiGLU(x) = W_2 (silu(x W_1) * (x W_3)): down_proj(act(gate_proj(x)) * up_proj(x))",
+    ),
+    Exercise(
+        "rope", "common/nn/rope.py", "tutorials/15_llama.py", ("tests/test_llama.py",),
+        keywords=("test_rope_",),
+        hint="RoPE(x) = x * cos + rotate_half(x) * sin, with cos, sin (B, T, d) broadcast over the "
+             "heads: (B, 1, T, d)",
+    ),
 )
 
 
@@ -229,6 +246,7 @@ LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 "causal_lm_loss", "bpe_merge", "bpe_encode")),
     ("Silver", ("encoder_block", "decoder_block", "mlm_masking", "nsp_pairs", "embeddings")),
     ("Gold", ("kv_cache", "sampling")),
+    ("Platinum", ("rms_norm", "swiglu", "rope")),
 )
 
 

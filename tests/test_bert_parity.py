@@ -258,3 +258,22 @@ def test_mlm_logits_at_masked_only_keeps_loss_and_gradients(hf_models, head):
     with torch.no_grad():
         unlabeled = ours(**{k: v for k, v in batch.items() if k != "labels"})
     assert unlabeled.logits.shape == full_logits.shape, "without labels the logits must be (B, T, V)"
+
+
+def test_embedding_hidden_states_in_training_are_dropout_applied_after_the_layer_norm(hf_models):
+    """E = Dropout(LayerNorm(...)): in training every element is 0 or LayerNorm(...) / (1 - p).
+    (Eval-mode parity cannot see the order: dropout is the identity there.)"""
+    _, folder = hf_models["BertModel"]
+    ours = minibert.BertModel.from_pretrained(folder)
+    emb, p = ours.embeddings, ours.config.hidden_dropout_prob
+    batch = make_batch("BertModel")
+    args = (batch["input_ids"], batch["token_type_ids"])
+    with torch.no_grad():
+        clean = emb.eval()(*args)
+        noisy = emb.train()(*args)
+    kept = noisy != 0
+    err = max_diff(noisy[kept], clean[kept] / (1 - p))
+    assert err <= TOL, (f"kept embedding values differ from LayerNorm(E) / (1 - p) by {err:.2e}; "
+                        f"p = {p}: is the dropout applied before the LayerNorm?")
+    dropped = 1 - kept.double().mean().item()
+    assert abs(dropped - p) <= 0.06, f"{dropped:.3f} of the values are dropped, expected p = {p}"

@@ -193,3 +193,73 @@ def test_decoder_block_with_kv_cache_equals_the_full_sequence():
     steps = [block(x[:, t:t + 1], causal_mask(1, t + 1), kv_cache=cache)[0] for t in range(T)]
     err = max_diff(full, torch.cat(steps, dim=1))
     assert err <= 1e-10, f"decoder block with KV cache differs from the full pass by {err:.2e}"
+
+
+# ---------------------------------------------------------------- the blocks' formulas, written out
+# Every parameter perturbed (LayerNorm weights and biases too, each LayerNorm different from the
+# others), and the reference computed from the weights with torch's own attention and layer_norm:
+# a residual taken from the wrong tensor, or a sub-layer fed by the wrong LayerNorm, changes it.
+
+
+def perturbed(module, scale=0.3):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return module
+
+
+def reference_attention(mha, x, source, mask=None):
+    """Concat_h softmax(Q_h K_h^T / sqrt(d) + M) V_h [W^O], from the module's weights."""
+    B, T, C = x.shape
+    H = mha.num_heads
+
+    def heads(t, linear):
+        return F.linear(t, linear.weight, linear.bias).view(B, -1, H, C // H).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(heads(x, mha.query), heads(source, mha.key),
+                                         heads(source, mha.value), attn_mask=mask)
+    out = out.transpose(1, 2).reshape(B, T, C)
+    return out if mha.out_proj is None else F.linear(out, mha.out_proj.weight, mha.out_proj.bias)
+
+
+def layer_norm(ln, x):
+    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+
+def test_encoder_block_is_the_post_ln_formula_on_perturbed_weights():
+    """h = LN_a(x + MultiHead(x) W^O), y = LN_o(h + FFN(h)): the FFN reads h, its residual is h."""
+    torch.manual_seed(3)
+    B, T, C, H = 2, 5, 8, 2
+    block = perturbed(encoder(H, C))
+    x = torch.randn(B, T, C, dtype=torch.float64)
+    mask = padding_mask(torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]))
+    att, out = block.attention, block.output
+    a = F.linear(reference_attention(att.self, x, x, mask), att.output.dense.weight, att.output.dense.bias)
+    h = layer_norm(att.output.LayerNorm, x + a)
+    ffn = F.linear(block.intermediate(h), out.dense.weight, out.dense.bias)
+    expected = layer_norm(out.LayerNorm, h + ffn)
+    got, _ = block(x, mask)
+    err = max_diff(got, expected)
+    assert err <= 1e-10, (f"encoder block differs from LN(h + FFN(h)), h = LN(x + MultiHead(x)), by "
+                          f"{err:.2e}; e.g. got {got[0, 0, :3].tolist()}, expected {expected[0, 0, :3].tolist()}")
+
+
+@pytest.mark.parametrize("cross", [False, True], ids=["self_only", "cross_attention"])
+def test_decoder_block_is_the_pre_ln_formula_with_distinct_layer_norms(cross):
+    """x += MultiHead(LN_1(x)); [x += MultiHead(LN_c(x), enc)]; x += FFN(LN_2(x)), each
+    sub-layer reading its own LayerNorm (perturbed apart, so swapping two of them shows)."""
+    torch.manual_seed(4)
+    B, T, S, C, H = 2, 5, 4, 8, 2
+    block = perturbed(decoder(H, C, cross=cross))
+    x = torch.randn(B, T, C, dtype=torch.float64)
+    enc = torch.randn(B, S, C, dtype=torch.float64) if cross else None
+    enc_mask = padding_mask(torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])) if cross else None
+    mask = causal_mask(T)
+    h = x + reference_attention(block.attn, layer_norm(block.ln_1, x), layer_norm(block.ln_1, x), mask)
+    if cross:
+        h = h + reference_attention(block.crossattention, layer_norm(block.ln_cross_attn, h), enc, enc_mask)
+    expected = h + block.mlp(layer_norm(block.ln_2, h))
+    got, _ = block(x, mask, encoder_hidden_states=enc, encoder_mask=enc_mask)
+    err = max_diff(got, expected)
+    assert err <= 1e-10, (f"decoder block differs from the pre-LN formula by {err:.2e}; e.g. got "
+                          f"{got[0, -1, :3].tolist()}, expected {expected[0, -1, :3].tolist()}")

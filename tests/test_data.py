@@ -198,6 +198,51 @@ def test_nsp_pairs_fit_block_size_and_b_follows_a_or_comes_from_another_document
             assert label == 1 and docs_a != docs_b, f"NotNext example {i} takes B from A's own document {docs_a}"
 
 
+def one_word_sentences_setup(folder, n_docs, n_sentences, words_per_sentence):
+    """Documents of equal sentences of unique words d<doc>w<k>: a token id tells its document
+    and its position there."""
+    docs = [[[f"d{d}w{s * words_per_sentence + j}" for j in range(words_per_sentence)]
+             for s in range(n_sentences)] for d in range(n_docs)]
+    words = [w for doc in docs for sentence in doc for w in sentence]
+    tokenizer = bert_tokenizer(folder, words)
+    path = write(folder / "docs.txt", "\n\n".join("\n".join(" ".join(s) for s in doc) for doc in docs) + "\n")
+    ids = [[tokenizer.convert_tokens_to_ids(w) for sentence in doc for w in sentence] for doc in docs]
+    return tokenizer, path, ids
+
+
+def test_nsp_truncated_pair_fills_its_block_exactly(tmp_path):
+    """Every sentence (20 tokens) is longer than a block's 9 tokens for A and B, so every pair is
+    truncated, and truncation stops at exactly block_size tokens: not one more, not one less."""
+    block_size = 12
+    tokenizer, path, _ = one_word_sentences_setup(tmp_path, n_docs=3, n_sentences=4, words_per_sentence=20)
+    for seed in range(3):
+        ds = TextDatasetForNextSentencePrediction(tokenizer, path, block_size, seed=seed)
+        lengths = [len(ds[i]["input_ids"]) for i in range(len(ds))]
+        assert lengths and set(lengths) == {block_size}, (
+            f"seed {seed}: truncated pairs have {sorted(set(lengths))} tokens, expected exactly {block_size}")
+        for i in range(len(ds)):
+            a, b = split_pair(ds[i], tokenizer)
+            assert a and b, f"seed {seed}, example {i}: truncation emptied a segment (|A|={len(a)}, |B|={len(b)})"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nsp_pairs_use_every_sentence_of_a_document_once_in_order(tmp_path, seed):
+    """With one-token sentences nothing is truncated; then the A segments (and the B segments of
+    IsNext pairs) of a document's examples, in order, are the whole document: the sentences a
+    NotNext pair did not use as A start the next pair."""
+    tokenizer, path, docs = one_word_sentences_setup(tmp_path, n_docs=4, n_sentences=30, words_per_sentence=1)
+    ds = TextDatasetForNextSentencePrediction(tokenizer, path, 12, nsp_probability=0.5, seed=seed)
+    owner = {t: d for d, doc in enumerate(docs) for t in doc}
+    used = {d: [] for d in range(len(docs))}
+    for i in range(len(ds)):
+        a, b = split_pair(ds[i], tokenizer)
+        used[owner[a[0]]] += a + (b if ds[i]["next_sentence_label"].item() == 0 else [])
+    for d, doc in enumerate(docs):
+        missing = sorted(set(doc) - set(used[d]))
+        assert used[d] == doc, (f"seed {seed}, document {d}: its pairs use {len(used[d])} of its "
+                                f"{len(doc)} sentences in order, {len(missing)} never: ids {missing[:8]}")
+
+
 def test_nsp_notnext_fraction_matches_nsp_probability(nsp_setup):
     tokenizer, path, _ = nsp_setup
     labels = []

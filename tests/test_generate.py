@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from common.errors import UserError
 from minigpt import GPT, GPTConfig, generate
-from minigpt.generate import top_k_filter, top_p_filter
+from minigpt.generate import next_token, top_k_filter, top_p_filter
 
 BLOCK = 16
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, vocab_size=40)
@@ -188,6 +188,50 @@ def test_top_p_keeps_the_smallest_set_reaching_mass_p_and_samples_only_from_it(v
                               generator=torch.Generator().manual_seed(seed))
     outside = set(draws.tolist()) - set(kept)
     assert not outside, f"sampled {outside}, kept set {kept}"
+
+
+# ----------------------------------------------------------------------------- next_token's draws
+# The filters inside next_token, checked by what it samples: N draws of one row of logits, each
+# token's count within 5 binomial standard deviations of N q, q = the probabilities written out
+# here independently (softmax of z / tau, then the top-k and top-p sets, renormalised).
+
+SAMPLING_LOGITS = torch.tensor([2.0, 1.6, 1.1, 0.4, -0.3, -1.2, -2.0])
+DRAWS = 20000
+
+
+def expected_sampling_probabilities(z, temperature, top_k, top_p):
+    probs = torch.softmax(z.double() / temperature, -1)
+    order = sorted(range(len(z)), key=lambda i: -probs[i].item())
+    keep = set(order[:top_k]) if top_k is not None else set(order)
+    if top_p is not None:
+        restricted = torch.tensor([probs[i].item() if i in keep else 0.0 for i in range(len(z))])
+        restricted = restricted / restricted.sum()
+        nucleus, mass = set(), 0.0
+        for i in order:  # the most likely first, until the mass before a token reaches p
+            if i in keep and mass < top_p:
+                nucleus.add(i)
+                mass += restricted[i].item()
+        keep = nucleus
+    q = torch.tensor([probs[i].item() if i in keep else 0.0 for i in range(len(z))], dtype=torch.float64)
+    return q / q.sum()
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [
+    (1.0, None, None), (0.5, None, None), (2.0, None, None), (1.0, 3, None), (1.0, None, 0.7),
+    (0.7, None, 0.8), (2.0, 4, 0.8), (1.0, 1, None),
+], ids=["plain", "tau_0.5", "tau_2", "top_k_3", "top_p_0.7", "tau_0.7_top_p_0.8", "tau_2_top_k_4_top_p_0.8",
+        "top_k_1"])
+def test_next_token_sampling_frequencies_follow_the_renormalised_filtered_softmax(temperature, top_k, top_p):
+    q = expected_sampling_probabilities(SAMPLING_LOGITS, temperature, top_k, top_p)
+    logits = SAMPLING_LOGITS.expand(DRAWS, -1)
+    draws = next_token(logits, True, temperature, top_k, top_p, torch.Generator().manual_seed(5))
+    counts = torch.bincount(draws, minlength=len(SAMPLING_LOGITS)).double()
+    expected = DRAWS * q
+    bound = 5 * (DRAWS * q * (1 - q)).sqrt() + 1
+    bad = [(i, int(counts[i]), round(expected[i].item(), 1)) for i in range(len(q))
+           if (counts[i] - expected[i]).abs() > bound[i] or (q[i] == 0 and counts[i] > 0)]
+    assert not bad, (f"tau={temperature}, top_k={top_k}, top_p={top_p}: (token, drawn, expected of "
+                     f"{DRAWS}) outside 5 binomial sd: {bad}; q = {[round(v, 4) for v in q.tolist()]}")
 
 
 def test_generate_leaves_the_weights_as_it_found_them(model):

@@ -77,6 +77,16 @@ def test_cross_entropy_equals_torch_with_ignored_positions(reduction, seed, N, V
     assert err <= tol, f"cross_entropy ({reduction}) differs from F.cross_entropy by {err:.2e} (tolerance {tol:.0e})"
 
 
+def test_cross_entropy_mean_over_no_kept_row_is_zero_not_nan():
+    """'mean' divides by the kept rows, at least 1: a batch whose targets are all -100 gives 0,
+    with finite gradients (0 / 0 would give NaN and poison the weights)."""
+    logits = torch.randn(4, 5, requires_grad=True)
+    loss = cross_entropy(logits, torch.full((4,), -100), reduction="mean")
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(logits.grad).all(), (
+        f"mean over no kept row gave {loss.item()}, gradient finite: {bool(torch.isfinite(logits.grad).all())}")
+
+
 def test_cross_entropy_rejects_an_unknown_reduction():
     with pytest.raises(ValueError, match=r"reduction must be one of \('mean', 'sum', 'none'\), got 'avg'"):
         cross_entropy(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), reduction="avg")

@@ -18,9 +18,9 @@ query ROWS of their one key/value head, q (B, H_kv, n_rep, d_k) against K (B, H_
 the same scores as repeat_kv, without copying the cache n_rep times every step.
 
 Why a separate path? At batch 1 a step is 4 matrix-vector products per layer plus the head, each
-reading its whole weight matrix from memory (55 MB a token for 6 layers, 384 wide, vocab 8000:
-more than the 32 MB L3 cache, so every step streams them from RAM), and the bookkeeping around
-them. GPT.forward serves any number of tokens, masks and outputs; for one token that generality
+reading its whole weight matrix from memory (4 bytes x ~14M weights for 6 layers, 384 wide,
+vocab 8000: more than a CPU's L3 cache holds, so every step streams them from RAM), and the
+bookkeeping around them. GPT.forward serves any number of tokens, masks and outputs; for one token that generality
 costs many more small operations per step (dropout, the mask and position checks, three
 projections, head reshapes). Here the hidden state stays (B, C), and everything that does not
 change between steps is done once per generate call by DecodeWeights.from_model:
@@ -35,7 +35,8 @@ change between steps is done once per generate call by DecodeWeights.from_model:
 
 This copies the Linear weights once per call (the model's own parameters are not touched).
 tests/test_decode_step.py checks the logits against GPT.forward, tests/test_generate.py the tokens
-against generation without a cache, tests/test_gpt_parity.py against transformers' generate.
+against generation without a cache, tests/test_gpt_parity.py against transformers' generate;
+tests/test_llama.py does all three for every combination of the Llama switches.
 """
 from __future__ import annotations
 

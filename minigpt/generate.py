@@ -34,7 +34,7 @@ from common.nn.sampling import apply_temperature, next_token, top_k_filter, top_
 
 
 # Packing the weights for decode steps copies each of them once, which a few faster steps repay
-# (docs/results/minigpt.md has the timings behind this number).
+# (docs/results/bench.md, item 9, has the timings behind this number).
 MIN_STEPS_TO_PACK = 8
 
 

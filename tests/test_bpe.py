@@ -130,6 +130,24 @@ def test_invalid_utf8_decodes_to_replacement_characters_like_gpt2(gpt2_pair):
 
 
 @needs_gpt2
+def test_a_folder_saved_by_transformers_with_only_tokenizer_json_loads(gpt2_pair, tmp_path):
+    _, ref = gpt2_pair
+    ref.save_pretrained(tmp_path)
+    assert not (tmp_path / "vocab.json").exists(), "transformers wrote vocab.json after all: test the other path"
+    tok = load_tokenizer(tmp_path)
+    text = "Hello world<|endoftext|> 東京 it's"
+    assert isinstance(tok, BPETokenizer) and tok.encode(text) == ref.encode(text)
+
+
+def test_a_tokenizer_json_of_another_kind_is_refused_in_one_line(tmp_path):
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {}},
+                                                         "pre_tokenizer": {"type": "BertPreTokenizer"}}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer"}))
+    with pytest.raises(CheckpointError, match="not GPT-2's byte-level BPE"):
+        load_tokenizer(tmp_path)
+
+
+@needs_gpt2
 def test_a_hugging_face_gpt2_folder_loads_with_load_tokenizer(gpt2_pair, tmp_path):
     _, ref = gpt2_pair
     ref.save_pretrained(tmp_path)  # transformers' own tokenizer_config.json (tokenizer_class GPT2Tokenizer)

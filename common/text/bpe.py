@@ -41,6 +41,8 @@ Files (GPT-2's Hugging Face format, read by transformers.GPT2Tokenizer):
                  (printable bytes stand for themselves, the others are shifted to U+0100 + n:
                  a space is "Ġ", a newline "Ċ")
     merges.txt   "#version: 0.2", then one merge per line, "Ġ t", in rank order
+A folder saved by transformers 5 may hold only tokenizer.json; its vocabulary and merges are read
+from there when vocab.json is absent.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ from common.text.base import BaseTokenizer, special_kwargs, write_file_atomic
 
 VOCAB_JSON_NAME = "vocab.json"
 MERGES_NAME = "merges.txt"
+TOKENIZER_JSON_NAME = "tokenizer.json"
 MERGES_HEADER = "#version: 0.2"
 ENDOFTEXT = "<|endoftext|>"
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -414,8 +417,11 @@ class BPETokenizer(BaseTokenizer):
 
     @classmethod
     def _from_folder(cls, folder: Path, config: dict[str, Any]) -> "BPETokenizer":
-        vocab = read_vocab_json(folder / VOCAB_JSON_NAME)
-        merges = read_merges(folder / MERGES_NAME, vocab)
+        if not (folder / VOCAB_JSON_NAME).is_file() and (folder / TOKENIZER_JSON_NAME).is_file():
+            vocab, merges = read_tokenizer_json(folder / TOKENIZER_JSON_NAME)   # what transformers 5 saves
+        else:
+            vocab = read_vocab_json(folder / VOCAB_JSON_NAME)
+            merges = read_merges(folder / MERGES_NAME, vocab)
         options = {k: config[k] for k in ("additional_special_tokens", "errors") if k in config}
         extra = options.get("additional_special_tokens") or []
         options["additional_special_tokens"] = [t.get("content") if isinstance(t, dict) else t for t in extra]
@@ -470,6 +476,29 @@ def read_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
                                       f"{VOCAB_JSON_NAME}; the two files must come from the same tokenizer")
         merges.append((a, b))
     return merges
+
+
+def read_tokenizer_json(path: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges) of a Hugging Face tokenizer.json that holds a byte-level BPE with GPT-2's
+    pre-tokenization (model.type "BPE", pre_tokenizer ByteLevel without a prefix space); its
+    added tokens join the vocabulary."""
+    try:
+        data = json.loads(read_text(path, what=TOKENIZER_JSON_NAME))
+        model, pre = data["model"], data.get("pre_tokenizer") or {}
+        kind = model.get("type")
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); restore the file") from None
+    except (KeyError, TypeError, AttributeError):
+        raise CheckpointError(f"{path}:1: no \"model\" object; expected a tokenizer.json saved by transformers") from None
+    if kind != "BPE" or pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
+        raise CheckpointError(f"{path}: model {kind!r} with pre-tokenizer {pre.get('type')!r} is not GPT-2's byte-level "
+                              "BPE (model BPE, pre_tokenizer ByteLevel, no prefix space); save vocab.json + merges.txt "
+                              "beside it, or load it with the library that wrote it")
+    vocab = dict(model["vocab"])
+    for added in data.get("added_tokens") or []:
+        vocab.setdefault(added["content"], added["id"])
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return vocab, merges
 
 
 def _line_of(text: str, token: str) -> int:

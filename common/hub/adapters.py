@@ -164,7 +164,8 @@ def from_pretrained_with_adapter(model_class, folder, base_model=None, merge: bo
         own = model.state_dict()
         mismatched = [k for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
         provided = {k[len(PEFT_PREFIX):] for k in load_state_dict_file(folder / ADAPTER_WEIGHTS_NAME)}
-        absent = [k for k in missing + mismatched if k not in provided]
+        tied = set(getattr(model, "_tied_weights_keys", ()))  # copies of a provided weight
+        absent = [k for k in missing + mismatched if k not in provided and k not in tied]
         if absent:
             raise CheckpointError(f"{folder}: {len(absent)} weights are neither in the base model {base} nor in "
                                   f"the adapter (e.g. {absent[0]}); is {base} the model the adapter was trained on?")

@@ -329,3 +329,11 @@ def test_llama_shape_and_its_cache_size():
         n.endswith("bias") for n, _ in model.named_parameters())
     cache = model.new_kv_caches(1, 8)[0]
     assert cache.key.shape == (1, 2, 8, 8), cache.key.shape  # n_kv_head heads: 4x smaller than MHA
+
+
+@pytest.mark.slow
+def test_llama_generation_bench_gives_the_tokens_of_transformers_generate():
+    from bench import llama_generation
+    result = llama_generation.run(quick=True)
+    assert result["same_tokens"], result
+    assert result["kv_cache_mib"]["mha"] == 2 * result["kv_cache_mib"]["gqa"], result["kv_cache_mib"]

@@ -2,9 +2,11 @@
 # # 08 · GPT and the causal language-modelling loss
 #
 # BERT sees the whole sentence and fills in blanks. GPT (Radford et al. 2018, 2019) reads left to
-# right and predicts the **next** token, so it can write text one token at a time. It models
+# right and predicts the **next** token, so it can write text one token at a time: it is
+# *autoregressive*. It models a sequence by the chain rule of probability, which is exact for
+# any distribution (no assumption):
 #
-#     p(x_1 .. x_T) = prod_t p(x_{t+1} | x_1 .. x_t)
+#     p(x) = p(x_1 .. x_T) = prod_{t=1}^{T} p(x_t | x_<t),      x_<t = (x_1, ..., x_{t-1})
 #
 # and is trained to maximise that probability on real text, i.e. to minimise
 #
@@ -13,10 +15,13 @@
 # (the mean over the scored positions t = 2 .. T: the first token has no prefix to predict it from).
 # The network is a stack of **pre-LN decoder blocks** (GPT-2) over token + position embeddings:
 #
-#     h_0 = W_te[x_t] + W_pe[t]
-#     x  <- x + MultiHead(LN_1(x))      with the causal mask: position t sees positions <= t only
-#     x  <- x + FFN(LN_2(x))
-#     p(x_{t+1} | x_{<=t}) = softmax(LN_f(h_L)[t] W_te^T)        (the output layer reuses W_te)
+#     H_0[t] = W_te[x_t] + W_pe[t]
+#     X  <- X + MultiHead(LN_1(X))      with the causal mask: position t sees positions <= t only
+#     X  <- X + FFN(LN_2(X))
+#     p(x_{t+1} | x_<=t) = softmax(LN_f(H_L)[t] W_te^T)        (the output layer reuses W_te)
+#
+# (`MultiHead` includes `W^O`, tutorial 01; the output layer is tied to the token embeddings as
+# BERT's MLM decoder is, tutorial 04.)
 #
 # "Pre-LN" puts the LayerNorm before each sub-layer (BERT's post-LN of tutorial 03 puts it after
 # the residual sum); the residual path is then a clean sum from input to output, which trains
@@ -136,7 +141,7 @@ print("attention weights of layer 0, head 0 (zero above the diagonal):\n", weigh
 
 # %%
 block = model.transformer.h[0]
-h = torch.randn(1, 8, config.n_embd)  # (B, T, C)
+h = torch.randn(1, 8, config.n_embd)  # (B, T, d)
 mask = causal_mask(8)  # (1, 1, T, T)
 with torch.no_grad():
     attended, _ = block.attn(block.ln_1(h), mask=mask)  # MultiHead(LN_1(x)), W^O included
@@ -194,6 +199,50 @@ if plt is not None:
     _setup.save_plot(fig, "08_gpt_loss.png")
 
 # %% [markdown]
+# ## Predict, then run: remove the causal mask
+#
+# Take the trained GPT above and evaluate it on the held-out blocks **without** the causal mask:
+# every position may now attend to every other, the token it must predict included. **Does the
+# held-out loss go down (the answer is in plain sight) or up?** Guess, then run. We swap the mask
+# function the model calls for one that allows everything, and restore it afterwards.
+
+# %%
+import minigpt.model as gpt_module
+
+causal = gpt_module.causal_mask
+
+
+def everything_allowed(T_q, T_k=None, device=None):
+    return torch.ones(1, 1, T_q, T_q if T_k is None else T_k, dtype=torch.bool, device=device)
+
+
+def heldout_loss(m, n=64):
+    with torch.no_grad():
+        ids = torch.stack([heldout_blocks[i]["input_ids"] for i in range(min(n, len(heldout_blocks)))])
+        return float(m(ids, labels=ids).loss)
+
+
+model.eval()
+with_mask = heldout_loss(model)
+gpt_module.causal_mask = everything_allowed
+try:
+    without_mask = heldout_loss(model)
+finally:
+    gpt_module.causal_mask = causal
+print(f"held-out L_LM with the causal mask {with_mask:.3f}, without it {without_mask:.3f}   (ln V = {math.log(V):.3f})")
+assert without_mask > with_mask, "the model never learned to read the future: more context is noise to it"
+
+# %% [markdown]
+# Up. The model was trained with the mask, so its weights never learned what to do with a
+# later token; giving it the answer changes every attention average and breaks what it learned.
+# The other way round (train without the mask) is worse still: the "prediction" of `x_{t+1}` can
+# read `x_{t+1}`, so the model only needs to learn to copy it; its training loss heads for 0 and
+# it cannot generate, because when generating the next token is not there to copy (try it: train
+# with `gpt_module.causal_mask = everything_allowed`, more steps than quick mode's, and watch the
+# training loss against `ln V`). The mask is what makes `L_LM` the chain rule. BERT has no such
+# mask and so reads the right context, but pays with `[MASK]` tokens and cannot generate left to
+# right: tutorial 16.
+#
 # ## What it writes
 #
 # Greedy decoding, the most likely character at every step (`model.generate`; tutorial 09 is

@@ -226,6 +226,11 @@ CATALOGUE: list[Case] = [
     Case("gpt-output-dir-holds-a-run", "minigpt.train", gpt_train(),
          r"output_dir: .*out already holds a training run .*--overwrite_output_dir",
          {"train.txt": TEXT, "out": previous_run}),
+    Case("gpt-output-dir-holds-a-saved-model", "minigpt.train", gpt_train(),
+         r"output_dir: .*out already holds a saved model \(config\.json, model\.safetensors\) that this run would "
+         r"overwrite; pass --overwrite_output_dir to replace it when training ends, another --output_dir to keep it, "
+         r"or --model_name_or_path .*out with another --output_dir to start from it",
+         {"train.txt": TEXT, "out": tiny_gpt()}),
     Case("gpt-resume-missing-checkpoint", "minigpt.train", gpt_train("--resume_from_checkpoint", "{tmp}/out/checkpoint-9"),
          r"--resume_from_checkpoint .*checkpoint-9: the folder does not exist", {"train.txt": TEXT}),
     Case("gpt-resume-another-model", "minigpt.train",

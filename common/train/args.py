@@ -40,8 +40,8 @@ class TrainingArguments:
     output_dir: str = field(default="trainer_output", metadata=_help(
         "Folder for checkpoints (checkpoint-<step>/), log.jsonl and the final model."))
     overwrite_output_dir: bool = field(default=False, metadata=_help(
-        "Start afresh in an output_dir that holds a previous run: its checkpoint-* folders and "
-        "log.jsonl are deleted first."))
+        "Start afresh in an output_dir that holds a previous run (its checkpoint-* folders and "
+        "log.jsonl are deleted first) or a saved model (replaced when training ends)."))
     num_train_epochs: float = field(default=3.0, metadata=_help(
         "Passes over the training set (a fraction stops part-way). Ignored when max_steps > 0."))
     max_steps: int = field(default=-1, metadata=_help(

@@ -50,6 +50,9 @@ from common.train.utils import (EvalPrediction, LogWindow, PredictionOutput, Tra
 from common.train.args import TrainingArguments
 
 LOG_NAME = "log.jsonl"
+# what save_pretrained / an adapter save leave in a folder: a model that a new run would overwrite
+SAVED_MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                     "adapter_config.json", "adapter_model.safetensors")
 
 
 class TrainingDivergedError(UserError):
@@ -439,7 +442,8 @@ class Trainer:
             tqdm.write(message, file=sys.stderr)
 
     def _prepare_output_dir(self, resume: Optional[Path]) -> None:
-        """Refuse to mix two runs in one output_dir, unless told to resume or overwrite."""
+        """Refuse to mix two runs in one output_dir, or to overwrite a saved model, unless told to
+        resume or overwrite."""
         output_dir = Path(self.args.output_dir)
         previous = list_checkpoints(output_dir) + [p for p in (output_dir / LOG_NAME,) if p.exists()]
         if previous and resume is None:
@@ -452,6 +456,12 @@ class Trainer:
             if self.ctx.is_main_process:
                 for p in previous:
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
+        saved = [name for name in SAVED_MODEL_FILES if (output_dir / name).is_file()]
+        if saved and not previous and resume is None and not self.args.overwrite_output_dir:
+            raise ConfigError(f"output_dir: {output_dir} already holds a saved model ({', '.join(saved)}) that this run "
+                              "would overwrite; pass --overwrite_output_dir to replace it when training ends, another "
+                              f"--output_dir to keep it, or --model_name_or_path {output_dir} with another "
+                              "--output_dir to start from it")
         if self.ctx.is_main_process:
             output_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temp_folders(output_dir)

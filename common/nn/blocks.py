@@ -111,7 +111,7 @@ class SwiGLU(nn.Module):
 
     Names as Llama: W_1 = `gate_proj`, W_3 = `up_proj`, W_2 = `down_proj`. Three (C x I) matrices
     instead of two, so I = 8C/3 gives the parameter count of a 4C-wide GELU feed-forward.
-    silu runs as PyTorch's fused F.silu; tests/test_blocks.py pins it to the formula `silu` above.
+    silu runs as PyTorch's fused F.silu; tests/test_bench.py and tests/test_llama.py pin it to `silu` above.
     """
 
     def __init__(self, hidden_size: int, intermediate_size: int, bias: bool = False):

@@ -7,8 +7,10 @@
 
 The folder is one written by `minigpt.train` (config.json, model.safetensors and the tokenizer
 files), or a Hugging Face GPT-2 folder (its Conv1D weights are converted on load; its vocab.json +
-merges.txt are read by common/text/bpe.py, GPT-2's byte-level BPE). --prompt_ids gives the prompt
-as token ids (the output is then ids, and text when a tokenizer is found).
+merges.txt are read by common/text/bpe.py, GPT-2's byte-level BPE), or a Hugging Face Llama folder
+(model_type "llama": loaded into the Llama shape of GPTConfig; a tokenizer.model is read as
+SentencePiece). --prompt_ids gives the prompt as token ids (the output is then ids, and text when a
+tokenizer is found).
 
 Each new token is x_{t+1} ~ softmax(filter(z / temperature)) with the top-k / top-p filters of
 minigpt.generate, or argmax z with --greedy. --seed makes sampling repeat exactly.
@@ -34,7 +36,7 @@ from minigpt.model import GPT
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minigpt.sample", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Continue a prompt with a GPT saved by minigpt.train (or a Hugging Face GPT-2 folder).",
+        description="Continue a prompt with a GPT saved by minigpt.train (or a Hugging Face GPT-2 or Llama folder).",
         epilog="Flags accept dashes too (--max-new-tokens). --debug shows the traceback of an error.")
     add = parser.add_argument
     add("--model_name_or_path", "--model-name-or-path", required=True,

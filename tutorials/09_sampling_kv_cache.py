@@ -12,9 +12,10 @@
 #                         (Holtzman et al. 2020): few tokens when the model is sure, many when not
 #
 # The second half is about speed. Step `t` needs the keys and values of all earlier tokens, and
-# those never change (the causal property of tutorial 08). Recomputing them at every step costs
-# `O(t)` per step and `O(T^2)` for the whole text; the **KV cache** keeps them, so a step feeds
-# only the newest token.
+# those never change (the causal property of tutorial 08). Without a cache every step re-runs
+# the whole prefix; the **KV cache** keeps the keys and values, so a step feeds only the newest
+# token. Attention still reads all `t` cached keys (`O(t)` work per step); what is saved is
+# recomputing the prefix's `K, V` and its rows through every weight (section "What a step costs").
 #
 # Code: `minigpt/generate.py` (`apply_temperature`, `top_k_filter`, `top_p_filter`, `next_token`,
 # `generate`), `common/nn/attention.py:KVCache`. Tests: `tests/test_generate.py`,
@@ -225,46 +226,48 @@ if plt is not None:
     _setup.save_plot(fig, "09_kv_cache_speed.png")
 
 # %% [markdown]
-# ## One token at a time: the weights, and the cores
+# ## What a step costs
 #
-# With the cache, a step multiplies ONE row vector by every weight matrix: `(1 x in) (in x out)`.
-# That is 2 multiply-adds per weight, each weight read once from memory, so a step costs about
-# what it takes to stream the weights (a 6-layer, 384-wide GPT with 8000 tokens: 55 MB per token).
-# PyTorch's CPU kernel runs such a product on one core. `minigpt/decode_step.py:BlockedLinear`
-# cuts `W^T` into `P` blocks of output columns, `[W_1^T | ... | W_P^T]`, and multiplies the row by
-# all of them with one `torch.bmm`, block `p` on core `p`; the outputs side by side are `x W^T`.
-# The same numbers, and on several cores the weights stream several times as fast:
+# A forward pass does **one multiply-add per weight per token**: a multiply and an add, 2 FLOPs,
+# so about `2 |theta|` FLOPs per token (`|theta|` the weights of the matrix products; the
+# embedding lookup is a read, not a product). On top of that, attention compares the new query
+# with every earlier key: `O(t)` work at step `t`, **with or without the cache**. What the cache
+# saves is the rest of the prefix:
+#
+#     without the cache, step t re-runs all t tokens: O(t) rows through every weight, O(t^2) in
+#                        attention; T tokens cost O(T^2) in the weights and O(T^3) in attention
+#     with the cache,    step t runs 1 token: 1 row through every weight, O(t) in attention;
+#                        T tokens cost O(T) in the weights and O(T^2) in attention
+#
+# **Predict, then run.** A prompt of 8 tokens, 6 new tokens, greedy. How many token rows go
+# through the key projection `W^K` of layer 0 with the cache? Without it? (The first new token
+# comes from the prompt's own forward pass.) We count them with a forward hook:
 
 # %%
-from minigpt.decode_step import BlockedLinear  # noqa: E402
-
-# The full run uses six LM-head-sized matrices in turn, 74 MB in all: more than a CPU's
-# last-level cache (tens of MB), so every product reads its weights from memory, as in a real
-# step. The quick run's 2 MB stay in the cache.
-width, vocab, count = (128, 2000, 2) if QUICK else (384, 8000, 6)
-heads = [torch.nn.Linear(width, vocab, bias=False) for _ in range(count)]
-x = torch.randn(1, width)
-blocks = torch.get_num_threads()
-blocked = [BlockedLinear.from_weight(h.weight, None, blocks) for h in heads]
-weights_t = [h.weight.detach().t().contiguous() for h in heads]  # (in, out), one product each
-with torch.inference_mode():
-    assert torch.allclose(blocked[0](x), x @ weights_t[0], atol=1e-5), "the blocks must give x W^T"
-    timing = {"one product": lambda: [x @ w for w in weights_t],
-              f"{blocks} blocks, one bmm": lambda: [b(x) for b in blocked]}
-    per_call = {name: [] for name in timing}
-    for _ in range(repeats):
-        for name, fn in timing.items():
-            begin = time.perf_counter()
-            for _ in range(10):
-                fn()
-            per_call[name].append((time.perf_counter() - begin) / 10)
-megabytes = sum(h.weight.numel() for h in heads) * 4 / 1e6
-for name, t in per_call.items():
-    median = statistics.median(t)
-    print(f"{name:>18}: {median * 1e3:6.2f} ms for {megabytes:.0f} MB of weights = {megabytes / 1e3 / median:5.1f} GB/s")
-print(f"({blocks} torch threads; with 1 thread both are the same product)")
+rows = []
+hook = model.transformer.h[0].attn.key.register_forward_hook(
+    lambda module, inputs, output: rows.append(inputs[0].shape[1]))  # tokens in this call
+counted = {}
+P, n = 8, 6
+for use_cache in (True, False):
+    rows.clear()
+    model.generate(prompt[:, :P], n, use_cache=use_cache)  # fewer than 8 steps: GPT.forward every step
+    counted[use_cache] = sum(rows)
+hook.remove()
+print(f"rows through layer 0's W^K: with the cache {counted[True]} (= P + n - 1 = {P + n - 1}), "
+      f"without {counted[False]} (= sum of P .. P + n - 1 = {sum(range(P, P + n))})")
+assert counted[True] == P + n - 1 and counted[False] == sum(range(P, P + n))
+flops = 2 * sum(p.numel() for name, p in model.named_parameters() if p.ndim == 2 and "wte" not in name and "wpe" not in name)
+flops += 2 * model.transformer.wte.weight.numel()  # the tied output layer is a product too
+print(f"this GPT: about {flops:,} FLOPs per token in its matrix products (2 per weight), plus attention")
 
 # %% [markdown]
+# The weights are read once per step whatever `t` is; with the cache a step is one row-vector
+# product per matrix, so on a CPU it is bound by how fast the weights stream from memory, not by
+# FLOPs. How `minigpt/decode_step.py` spreads that product over the cores, with measured GB/s, is
+# benchmark engineering and lives in `docs/results/bench.md` ("One decode step: the weights and
+# the cores").
+#
 # ## Your turn: exercises `sampling` and `kv_cache` (Gold)
 #
 # - `sampling` in `minigpt/generate.py`: `apply_temperature`, `top_k_filter`, `top_p_filter`,

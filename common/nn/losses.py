@@ -6,9 +6,10 @@ mathematically but keeps exp() from overflowing):
 
 Cross-entropy of a target y:  CE(z, y) = -log p_y.  Positions whose label is -100 are ignored.
 
-BERT (Devlin et al. 2019), I = the set of masked positions:
-    L_MLM = -sum_{i in I} log p(x_i | x_{-i}; theta)        (reduction="sum"; "mean" divides by |I|)
-    L_NSP = -log p(IsNext or NotNext | [CLS])               (label 0 = IsNext, 1 = NotNext)
+BERT (Devlin et al. 2019), I = the masked positions (each token chosen with Bernoulli(0.15)),
+x~ = the corrupted input (every prediction reads the same x~: the independence assumption):
+    L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~; theta)   (reduction="mean", the default; "sum" drops 1/|I|)
+    L_NSP = -log p(y | c),  c = tanh(H_L[0] W_p + b_p)       (y: 0 = IsNext, 1 = NotNext)
     L     = alpha * L_MLM + beta * L_NSP
 GPT (Radford et al. 2018), the chain rule p(x) = prod_{t=1}^{T} p(x_t | x_<t):
     L_LM = -(1/N) sum over the N predicted positions t of log p(x_t | x_<t)
@@ -98,10 +99,10 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
 # BEGIN EXERCISE mlm_loss
 def mlm_loss(prediction_logits: torch.Tensor, labels: torch.Tensor,
              reduction: str = "mean") -> torch.Tensor:
-    """L_MLM = -sum_{i in I} log p(x_i | x_{-i}; theta), I = {i : labels_i != -100}.
+    """L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~; theta), I = {i : labels_i != -100}.
 
     prediction_logits: (B, T, V) or (N, V); labels: (B, T) or (N,), -100 outside I.
-    "sum" is the formula; "mean" divides by |I| (what BERT reports). Empty I gives 0.
+    "mean" (the default, what BERT reports) is the formula; "sum" drops the 1/|I|. Empty I gives 0.
     """
     V = prediction_logits.size(-1)
     return cross_entropy(prediction_logits.reshape(-1, V), labels.reshape(-1), reduction=reduction)
@@ -111,7 +112,7 @@ def mlm_loss(prediction_logits: torch.Tensor, labels: torch.Tensor,
 # BEGIN EXERCISE nsp_loss
 def nsp_loss(seq_relationship_logits: torch.Tensor, next_sentence_label: torch.Tensor,
              reduction: str = "mean") -> torch.Tensor:
-    """L_NSP = -log p(y | [CLS]) with y = 0 if B follows A (IsNext), 1 if B is random (NotNext).
+    """L_NSP = -log p(y | c), c the pooled [CLS] vector; y = 0 if B follows A (IsNext), 1 if not (NotNext).
     seq_relationship_logits: (B, 2); next_sentence_label: (B,)."""
     return cross_entropy(seq_relationship_logits.reshape(-1, 2), next_sentence_label.reshape(-1),
                          reduction=reduction)

@@ -53,7 +53,7 @@ if (DATA / "tinyshakespeare.txt").is_file():
 else:
     from demo import corpus as demo_data
     text = "\n\n".join("\n".join(doc) for doc in demo_data.generate_corpus(num_documents=3000, seed=0)) + "\n"
-text = text[:120_000] if QUICK else text
+text = text[:50_000] if QUICK else text
 cut = int(0.9 * len(text))
 train_text, heldout_text = text[:cut], text[cut:]
 print(f"{len(train_text):,} training characters, {len(heldout_text):,} held out; "
@@ -97,9 +97,10 @@ for _ in range(3):
 # in seconds:
 
 # %%
+COMPARED_BPE = 500 if QUICK else 1000
 start = time.perf_counter()
-learned, merges = train_bpe([train_text], 1000)
-print(f"1,000 tokens learned in {time.perf_counter() - start:.1f} s; the first ten merges:",
+learned, merges = train_bpe([train_text], COMPARED_BPE)
+print(f"{COMPARED_BPE:,} tokens learned in {time.perf_counter() - start:.1f} s; the first ten merges:",
       [learned[a] + learned[b] for a, b in merges[:10]])
 
 # %% [markdown]
@@ -109,7 +110,7 @@ print(f"1,000 tokens learned in {time.perf_counter() - start:.1f} s; the first t
 # adjacent pairs, merge the one of lowest rank, all its occurrences, until no pair was ever merged.
 
 # %%
-bpe = BPETokenizer.train([train_text], 1000)
+bpe = BPETokenizer.train([train_text], COMPARED_BPE)
 word = " thereupon"
 ids = bpe_encode([bpe.encoder[table[b]] for b in word.encode("utf-8")], bpe.ranks)
 print(f"{word!r} -> {[bpe.decoder[i] for i in ids]} -> ids {ids}")
@@ -159,7 +160,8 @@ def wordpiece(train, vocab_size):
     return BertTokenizer(vocab=[token for token, _ in vocab], do_lower_case=False)
 
 
-SIZES = [300, 1000] if QUICK else [300, 1000, 2000, 4000]
+SIZES = [300, 500] if QUICK else [300, 1000, 2000, 4000]
+COMPARED = SIZES[1]  # the vocabulary size of the models below
 builders = {
     "BPE (bytes)": lambda v: BPETokenizer.train([train_text], v),
     "SentencePiece": lambda v: SentencePieceTokenizer.train([train_text], v, special_tokens_style="gpt"),
@@ -178,7 +180,7 @@ for name, build in builders.items():
             break
         n = len(tok.encode(heldout_text, add_special_tokens=False))
         curve[name].append((len(tok), n / heldout_chars))
-        if v == 1000:
+        if v == COMPARED:
             tokenizers[name] = tok
 print(f"{'tokenizer':15} " + "  ".join(f"V={v:>5}" for v in SIZES) + "   (held-out tokens per character)")
 for name, points in curve.items():
@@ -196,8 +198,8 @@ for name, points in curve.items():
 # characters of context), trained for the same wall-clock time.
 
 # %%
-SECONDS = 2.0 if QUICK else 60.0
-MIN_STEPS = 20 if QUICK else 0  # quick mode on a busy machine: a few steps at least, whatever the clock says
+SECONDS = 1.0 if QUICK else 60.0
+MIN_STEPS = 10 if QUICK else 0  # quick mode on a busy machine: a few steps at least, whatever the clock says
 BLOCK, BATCH = 64, 32
 
 

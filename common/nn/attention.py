@@ -4,11 +4,12 @@ Vaswani et al. (2017), eq. 1, with an attention mask M (0 = allowed, very negati
 
     Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V
 
-Multi-head attention projects the input H times into d_k = C / H dimensional heads, attends in
-each head independently, and concatenates the heads again:
+Multi-head attention projects the width-d input h times into d_k = d / h dimensional heads,
+attends in each head independently, and concatenates the heads again (notation: docs/notation.md;
+the code's tensors name the width C and the heads H):
 
-    head_h = Attention(X W_h^Q, Y W_h^K, Y W_h^V)        (Y = X for self-attention)
-    MultiHead(X, Y) = Concat(head_1, ..., head_H) W^O
+    head_i = Attention(X W_i^Q, Y W_i^K, Y W_i^V)        (Y = X for self-attention)
+    MultiHead(X, Y) = Concat(head_1, ..., head_h) W^O     (W^O applied once)
 
 W^O is optional here (`output_projection=True` creates it as `out_proj`): BERT keeps W^O in its
 residual + LayerNorm sub-layer (`attention.output.dense`), so its checkpoints need it outside.
@@ -125,7 +126,8 @@ class KVCache:
     """A preallocated key/value cache for one attention layer, for fast generation.
 
     Generating token t+1 needs the keys and values of tokens 1..t. Recomputing them costs
-    O(t) per layer per step; caching them costs one write. The buffers are allocated once at
+    O(t) rows through W^K and W^V per layer per step; caching them costs one write. Attention
+    itself still reads all t cached keys (O(t) per step): T tokens cost O(T^2), not O(T^3). The buffers are allocated once at
     full size (B, H, max_length, d) so a step never reallocates or copies the past.
     """
 

@@ -153,7 +153,8 @@ class ResidualLayerNorm(nn.Module):
 
 
 class EncoderAttention(nn.Module):
-    """Self-attention sub-layer of BERT: LayerNorm(x + Dropout(MultiHead(x, x) W^O))."""
+    """Self-attention sub-layer of BERT: LayerNorm(X + Dropout(MultiHead(X))), MultiHead = Concat(heads) W^O;
+    `self` computes Concat(head_1..head_h), `output.dense` is the one W^O."""
 
     def __init__(self, hidden_size: int, num_heads: int, attention_dropout: float,
                  hidden_dropout: float, eps: float, attn_impl: str = "eager"):
@@ -180,8 +181,8 @@ class Intermediate(nn.Module):
 
 class EncoderBlock(nn.Module):
     """BERT layer (post-LN):
-        h = LayerNorm(x + Dropout(MultiHead(x) W^O))          `attention`
-        y = LayerNorm(h + Dropout(act(h W_1 + b_1) W_2 + b_2))  `intermediate`, `output`
+        X' = LayerNorm(X + Dropout(MultiHead(X)))                 `attention` (W^O = attention.output.dense)
+        Y  = LayerNorm(X' + Dropout(act(X' W_1 + b_1) W_2 + b_2))  `intermediate`, `output`
     Submodule names are transformers' BertLayer names, so `encoder.layer.N.*` keys load as is.
     forward(x (B, T, C), mask) -> (y (B, T, C), attention weights (B, H, T, T) or None).
     """
@@ -207,8 +208,8 @@ class EncoderBlock(nn.Module):
 
 class DecoderBlock(nn.Module):
     """GPT-2 block (pre-LN), optionally with cross-attention to an encoder's output:
-        x = x + Dropout(MultiHead(LN_1(x)) W^O)                   causal self-attention
-        x = x + Dropout(MultiHead(LN_c(x), enc) W^O)              only if add_cross_attention
+        x = x + Dropout(MultiHead(LN_1(x)))                       causal self-attention (W^O inside)
+        x = x + Dropout(MultiHead(LN_c(x), enc))                  only if add_cross_attention
         x = x + Dropout(FFN(LN_2(x)))
     Names as GPT-2 (`ln_1`, `attn`, `ln_cross_attn`, `crossattention`, `ln_2`, `mlp`).
     The Llama block is the same three lines with other parts: norm="rmsnorm" (LN = RMSNorm),

@@ -226,6 +226,22 @@ REGISTRY: dict[str, Exercise] = _exercises(
         hint="RoPE(x) = x * cos + rotate_half(x) * sin, with cos, sin (B, T, d) broadcast over the "
              "heads: (B, 1, T, d)",
     ),
+    Exercise(
+        "lora_linear", "common/nn/lora.py", "tutorials/13_lora.py", ("tests/test_lora.py",),
+        keywords=("step_0", "layer_computes", "outputs_and_gradients", "merged_model", "frozen_weights",
+                  "we_load", "from_pretrained_of"),
+        hint="delta W = (alpha / r) B A; y = base_layer(x) + (alpha / r) lora_B(lora_A(dropout(x))), "
+             "just base_layer(x) once merged",
+        requires=("attention", "masks", "encoder_block", "decoder_block", "embeddings", "cross_entropy",
+                  "log_softmax", "causal_lm_loss"),
+    ),
+    Exercise(
+        "assistant_labels", "common/data/instructions.py", "tutorials/14_instruction_tuning.py",
+        ("tests/test_instructions.py",), keywords=("label", "loss_equals", "packing"),
+        hint="labels[t] = input_ids[t] after an <|assistant|> marker up to and including the <|end|> "
+             "that closes the turn, -100 everywhere else (the marker too)",
+        requires=("attention", "masks", "decoder_block", "cross_entropy", "log_softmax", "causal_lm_loss"),
+    ),
 )
 
 
@@ -246,7 +262,7 @@ LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 "causal_lm_loss", "bpe_merge", "bpe_encode")),
     ("Silver", ("encoder_block", "decoder_block", "mlm_masking", "nsp_pairs", "embeddings")),
     ("Gold", ("kv_cache", "sampling")),
-    ("Platinum", ("rms_norm", "swiglu", "rope")),
+    ("Platinum", ("rms_norm", "swiglu", "rope", "lora_linear", "assistant_labels")),
 )
 
 

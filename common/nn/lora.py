@@ -64,16 +64,19 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
 
+    # BEGIN EXERCISE lora_linear
     def delta_weight(self) -> torch.Tensor:
         """(alpha / r) B A, shape (out, in): what the adapter adds to W."""
         return self.scaling * (self.lora_B.weight @ self.lora_A.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = x W^T + b + (alpha / r) dropout(x) A^T B^T (just x W'^T + b once merged); (..., in) -> (..., out)."""
         y = self.base_layer(x)  # x W^T + b, (..., out)
         if self.merged:
             return y  # W already holds W + (alpha / r) B A
         h = self.lora_A(dropout(x, self.lora_dropout, self.training))  # (..., r)
         return y + self.scaling * self.lora_B(h)  # (..., out)
+    # END EXERCISE lora_linear
 
     @torch.no_grad()
     def merge(self) -> None:

@@ -10,7 +10,9 @@ prompt alone. A row stops at eos_token_id and is padded afterwards.
 
 KV cache: the keys and values of past tokens never change, so each step feeds GPT.forward only
 the tokens the cache has not seen (the whole prompt first, then the newest token) and appends their
-K, V to a preallocated cache (common.nn.attention.KVCache): O(T) work per step instead of O(T^2).
+K, V to a preallocated cache (common.nn.attention.KVCache): one token through the weights per step
+instead of the whole prefix; attention still reads all t cached keys (O(t) per step), so T tokens
+cost O(T^2) attention work instead of O(T^3).
 Once the sequence outgrows block_size the context is cropped to its last block_size tokens; their
 positions then shift, so the cache is emptied and the cropped window fed again. That is the
 textbook path, one line in _decode.

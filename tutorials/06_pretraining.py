@@ -73,9 +73,10 @@ heldout_pairs = TextDatasetForNextSentencePrediction(tokenizer, corpus.heldout_f
 print(f"{len(train_pairs)} training pairs, {len(heldout_pairs)} held-out pairs, at most {block_size} tokens each")
 
 # %% [markdown]
-# ## The model: BERT with H = 64, L = 2, A = 2
+# ## The model: BERT with d = 64, L = 2, h = 2
 #
-# BERT-base has H = 768 hidden units, L = 12 layers, A = 12 heads and 110 M parameters; ours is
+# BERT-base has d = 768 hidden units, L = 12 layers, h = 12 heads (Devlin et al.: H, L, A) and
+# 110 M parameters; ours is
 # about 750 times smaller. Two choices help a model this small on this little data:
 #
 # - no dropout (`hidden_dropout_prob = attention_probs_dropout_prob = 0`): with dropout 0.1 the
@@ -294,7 +295,7 @@ if plt is not None:
 # %% [markdown]
 # ## What did it learn? Fill in the blank
 #
-# The MLM head gives `p(v | x_{-i})` for every word `v` at a `[MASK]`. A trained model puts the
+# The MLM head gives `p(v | x~)` for every word `v` at a `[MASK]`. A trained model puts the
 # words that fit the slot on top: a thing of the bakery after "to bake the", a feeling word after
 # "felt". (After the short quick-mode run the guesses are still mostly frequent words.)
 

@@ -61,7 +61,7 @@ for word, zi, pi in zip(words, z.tolist(), p.tolist()):
 #
 # `softmax(z / tau)`: dividing by `tau < 1` stretches the gaps between logits (the top word takes
 # more), `tau > 1` shrinks them (towards uniform), `tau -> 0` is greedy. The entropy
-# `H = -sum_i p_i ln p_i` measures the spread: `0` for one certain word, `ln 8 = 2.08` for uniform.
+# `-sum_i p_i ln p_i` measures the spread: `0` for one certain word, `ln 8 = 2.08` for uniform.
 
 # %%
 for tau in (0.5, 1.0, 2.0):
@@ -273,7 +273,7 @@ print(f"this GPT: about {flops:,} FLOPs per token in its matrix products (2 per 
 # - `sampling` in `minigpt/generate.py`: `apply_temperature`, `top_k_filter`, `top_p_filter`,
 #   `next_token`, as in the formulas above. The tests check that top-k never emits a token outside
 #   the k largest and that top-p samples only from the smallest set reaching mass p.
-# - `kv_cache`: `KVCache.append` in `common/nn/attention.py`: write the new `(B, H, T_new, d)` keys
+# - `kv_cache`: `KVCache.append` in `common/nn/attention.py`: write the new `(B, h, T_new, d_k)` keys
 #   and values after the filled part of the buffers, return everything filled so far, and raise a
 #   `ValueError` when they do not fit. The tests check that attention with the cache equals full
 #   causal attention, and that `generate` gives the same tokens with and without it.

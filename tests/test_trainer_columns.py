@@ -156,3 +156,24 @@ def test_a_model_that_takes_labels_but_returns_no_loss_says_so_in_one_line(tmp_p
     with pytest.raises(ConfigError, match=r"^NoLoss returned no \.loss for a batch with keys \['input_ids', "
                                           r"'labels'\]; train a"):
         Trainer(NoLoss(), args(tmp_path, "noloss"), train_dataset=clean_items()).train()
+
+
+def test_the_users_script_a_tokenized_datasets_dataset_fine_tunes_a_bert(tmp_path, capsys):
+    """The issue's script: datasets.Dataset -> .map(tokenizer) -> Trainer with DataCollatorWithPadding."""
+    from common.data.language_modeling import DataCollatorWithPadding
+    from common.text.auto import BertTokenizer
+    from minibert import BertConfig, BertForSequenceClassification
+
+    tokenizer = BertTokenizer(vocab=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat ran".split())
+    raw = datasets.Dataset.from_dict({"sentence": ["the cat sat", "a dog ran", "the dog", "a cat ran sat"],
+                                      "label": [1, 0, 0, 1], "idx": [0, 1, 2, 3]})
+    tokenized = raw.map(lambda example: tokenizer(example["sentence"], truncation=True))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=16, num_labels=2)
+    trainer = Trainer(BertForSequenceClassification(config), args(tmp_path, "bert"), train_dataset=tokenized,
+                      eval_dataset=tokenized, data_collator=DataCollatorWithPadding(tokenizer), tokenizer=tokenizer)
+    trainer.train()
+    assert "eval_loss" in trainer.evaluate()
+    dropped = [line for line in capsys.readouterr().err.splitlines() if "remove_unused_columns" in line]
+    assert dropped == ["remove_unused_columns: dropping the dataset column(s) sentence, idx "
+                       "(BertForSequenceClassification.forward does not take them)"], dropped

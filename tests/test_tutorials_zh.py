@@ -43,7 +43,7 @@ def test_chinese_version_has_the_same_cells_and_identical_code(english):
 
 def test_every_chinese_tutorial_has_an_english_original():
     orphans = [p.name for p in CHINESE if not (nbs.TUTORIALS / p.name).is_file()]
-    assert not orphans, f"tutorials/zh/ files without an English tutorial of the same name: {orphans}"
+    assert not orphans, f"tutorials/zh/ files without an English tutorial of that name: {orphans}"
 
 
 @pytest.mark.parametrize("chinese", CHINESE, ids=lambda p: p.stem)
@@ -95,7 +95,8 @@ NOTEBOOK_TOOLS = all(importlib.util.find_spec(m) for m in ("jupytext", "nbclient
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not NOTEBOOK_TOOLS, reason="jupytext, nbclient or ipykernel missing: make notebooks installs them")
+@pytest.mark.skipif(not NOTEBOOK_TOOLS,
+                    reason="jupytext, nbclient or ipykernel missing: make notebooks installs them")
 def test_make_notebooks_writes_executed_notebooks_in_both_languages(tmp_path):
     pairs = [p for p in ENGLISH if nbs.chinese_version(p).is_file()]
     english = min(pairs or ENGLISH, key=lambda p: p.stat().st_size)
@@ -108,8 +109,8 @@ def test_make_notebooks_writes_executed_notebooks_in_both_languages(tmp_path):
     books = {lang: json.loads((tmp_path / "nb" / lang / f"{english.stem}.ipynb").read_text())
              for lang in langs}
     code = {lang: [c for c in nb["cells"] if c["cell_type"] == "code"] for lang, nb in books.items()}
-    assert all(c["outputs"] for c in code["en"][1:]) or sum(bool(c["outputs"]) for c in code["en"]) >= 2, \
-        "the notebook was not executed: its code cells have no outputs"
+    with_output = sum(bool(c["outputs"]) for c in code["en"])
+    assert with_output >= 2, f"only {with_output} code cells have outputs: the notebook was not executed"
     errors = [o for c in code["en"] for o in c["outputs"] if o["output_type"] == "error"]
     assert not errors, f"executing {english.name} raised: {errors[0]['ename']}: {errors[0]['evalue']}"
     if "zh" in books:

@@ -113,7 +113,27 @@ def test_validation_file_is_used_instead_of_a_split(tmp_path):
     assert tokens == n // 16 * 16, f"evaluated {tokens} tokens, the validation file has {n} (windows of 16)"
 
 
-def test_time_budget_stops_training_and_decays_the_learning_rate_to_near_zero(tmp_path):
+class TickingTime:
+    """The `time` module as the Trainer and the budget schedule see it: each monotonic() call
+    advances the clock by `tick` seconds, so a budget lasts the same number of steps on any machine."""
+
+    def __init__(self, tick):
+        self.now, self.tick = 1000.0, tick
+
+    def monotonic(self):
+        self.now += self.tick
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(__import__("time"), name)
+
+
+def test_time_budget_stops_training_and_decays_the_learning_rate_to_near_zero(tmp_path, monkeypatch):
+    import common.train.time_budget as time_budget
+    import common.train.trainer as trainer_module
+    clock = TickingTime(0.01)  # a few monotonic() calls per step: the 2 s budget is some 50 steps
+    monkeypatch.setattr(trainer_module, "time", clock)
+    monkeypatch.setattr(time_budget, "time", clock)
     out = train(tmp_path, "--max_steps", "100000", "--max_time", "2", "--logging_steps", "1",
                 "--learning_rate", "1e-2")
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

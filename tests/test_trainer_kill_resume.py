@@ -1,9 +1,11 @@
 """A run killed with SIGKILL and resumed ends with exactly the weights of a run never killed.
 
 The test writes a training script, runs it once to the end (the reference), runs it again and
-kills it with `kill -9` after a checkpoint exists (no chance to clean up: this is a crash or an
-out-of-memory kill), then resumes with --resume_from_checkpoint latest and compares every weight
-with torch.equal. A kill in the middle of a save must leave no folder that looks complete.
+kills it with `kill -9` at the end of step 5, once checkpoint-4 exists (no chance to clean up:
+this is a crash or an out-of-memory kill), then resumes with --resume_from_checkpoint latest and
+compares every weight with torch.equal. The child announces the moment and blocks, so the kill
+lands there on a fast machine and on a loaded one alike. A kill in the middle of a save
+(tests/test_faults.py) must leave no folder that looks complete.
 """
 from __future__ import annotations
 
@@ -30,9 +32,12 @@ SCRIPT = textwrap.dedent("""
     from common.train.utils import TrainerCallback
     from common.train.args import TrainingArguments
 
-    class Slow(TrainerCallback):
+    class WaitForKill(TrainerCallback):
+        # With KILL_AFTER_STEP=n: at the end of step n, say so (a file) and block until killed.
         def on_step_end(self, trainer):
-            time.sleep(float(os.environ.get("STEP_SLEEP", "0")))
+            if trainer.state.global_step == int(os.environ.get("KILL_AFTER_STEP", "0")):
+                open(output_dir + ".ready", "w").close()
+                time.sleep(600)
 
     output_dir, resume = sys.argv[1], sys.argv[2] == "resume"
     torch.manual_seed(0)
@@ -41,7 +46,7 @@ SCRIPT = textwrap.dedent("""
                              save_steps=2, save_total_limit=2, logging_steps=1, use_cpu=True,
                              disable_tqdm=True, seed=3, resume_from_checkpoint="latest" if resume else None)
     trainer = Trainer(ToyTokenLM(dropout=0.2), args, train_dataset=RaggedTokenDataset(n=20),
-                      data_collator=random_replacement_collator, callbacks=[Slow()])
+                      data_collator=random_replacement_collator, callbacks=[WaitForKill()])
     trainer.train()
     trainer.save_model(os.path.join(output_dir, "final"))
 """)
@@ -57,14 +62,17 @@ def test_sigkill_then_resume_gives_the_same_weights_bit_for_bit(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests")))
     reference = run_script(script, tmp_path / "reference", "fresh")
-    killed = run_script(script, tmp_path / "killed", "fresh", STEP_SLEEP="0.3")
+    # Killed at the end of step 5: after checkpoint-4 was saved, in the middle of the run; the
+    # child announces that moment and blocks, so no sleep decides where the kill lands.
+    killed = run_script(script, tmp_path / "killed", "fresh", KILL_AFTER_STEP="5")
 
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "killed" / "checkpoint-4").is_dir():
+    ready = tmp_path / "killed.ready"
+    deadline = time.monotonic() + 300
+    while not ready.exists():
         assert killed.poll() is None, f"the run ended before it could be killed:\n{killed.communicate()[0]}"
-        assert time.monotonic() < deadline, "no checkpoint-4 after 120 s"
+        assert time.monotonic() < deadline, "step 5 did not end within 300 s"
         time.sleep(0.05)
-    time.sleep(0.4)  # into the next steps, possibly in the middle of the next save
+    assert (tmp_path / "killed" / "checkpoint-4").is_dir(), "step 5 ended without checkpoint-4 saved"
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert killed.returncode == -signal.SIGKILL, f"return code {killed.returncode}"

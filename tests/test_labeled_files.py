@@ -103,3 +103,46 @@ def test_a_missing_column_names_the_delimiter_read(tmp_path):
 def test_a_delimiter_that_is_not_one_character_is_a_config_error():
     with pytest.raises(ConfigError, match=r"^delimiter: 'ab' is not one character; pass tab, comma, semicolon"):
         parse_delimiter("ab")
+
+
+# ------------------------------------------------------------ through minibert.finetune, as a user runs it
+
+BERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat ran on mat good bad".split()
+
+
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory) -> Path:
+    import torch
+
+    from common.text.auto import BertTokenizer
+    from minibert import BertConfig, BertForPreTraining
+
+    folder = tmp_path_factory.mktemp("bert")
+    torch.manual_seed(0)
+    BertForPreTraining(BertConfig(vocab_size=len(BERT_VOCAB), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=16, max_position_embeddings=32)).save_pretrained(folder)
+    BertTokenizer(vocab=BERT_VOCAB).save_pretrained(folder)
+    return folder
+
+
+def finetune(bert_folder, tmp_path, train, dev, *extra) -> tuple[int, str]:
+    from common.errors import run_cli
+    from minibert.finetune import main
+
+    argv = ["--task", "classification", "--model_name_or_path", str(bert_folder), "--train_file", str(train),
+            "--validation_file", str(dev), "--output_dir", str(tmp_path / "out"), "--max_steps", "1",
+            "--disable_tqdm", "--use_cpu", *extra]
+    try:
+        return run_cli(main, argv) or 0, ""
+    except SystemExit as e:
+        return e.code, ""
+
+
+def test_the_cli_fine_tunes_on_a_course_file_a_tab_separated_csv_with_an_index(bert_folder, tmp_path, capsys):
+    frame = pandas.DataFrame({"sentence": ["the cat sat, a dog ran", "a bad mat", "good cat", "the dog ran"],
+                              "label": [1, 0, 1, 0]})
+    frame.to_csv(tmp_path / "train.csv", sep="\t")
+    frame.to_csv(tmp_path / "dev.csv", sep="\t")
+    code, _ = finetune(bert_folder, tmp_path, tmp_path / "train.csv", tmp_path / "dev.csv")
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "eval_results.json").exists()

@@ -152,6 +152,37 @@ print(f"pre-LN block by hand vs DecoderBlock: max difference {float((by_hand - l
 assert torch.allclose(by_hand, library, atol=1e-6)
 
 # %% [markdown]
+# ## Cross-attention: a decoder that reads an encoder
+#
+# The encoder-decoder Transformer (Vaswani et al. 2017; T5) adds a third sub-layer to each decoder
+# block: the queries come from the decoder, the keys and values from the encoder's output `E`
+# (`S` positions), so `Y = E` in `head_i = Attention(X W_i^Q, Y W_i^K, Y W_i^V)` of tutorial 01:
+#
+#     x <- x + MultiHead(LN_c(x), E)          no causal mask: every decoder position reads all of E
+#
+# The scores are `(T, S)`, one row per decoder position. By hand, with the block's own modules
+# (`DecoderBlock(add_cross_attention=True)`, graded by the `decoder_block` exercise):
+
+# %%
+from common.nn.blocks import DecoderBlock
+
+torch.manual_seed(0)
+cross_block = DecoderBlock(hidden_size=32, num_heads=4, add_cross_attention=True).eval()
+x_dec = torch.randn(1, 5, 32)  # (B, T, d): 5 decoder positions
+enc = torch.randn(1, 7, 32)  # (B, S, d): 7 encoder positions
+with torch.no_grad():
+    step = x_dec + cross_block.attn(cross_block.ln_1(x_dec), mask=causal_mask(5))[0]
+    read, cross_weights = cross_block.crossattention(cross_block.ln_cross_attn(step), key_value_states=enc,
+                                                     output_attentions=True)
+    step = step + read
+    by_hand = step + cross_block.mlp(cross_block.ln_2(step))
+    library, _ = cross_block(x_dec, mask=causal_mask(5), encoder_hidden_states=enc)
+print("cross-attention weights", tuple(cross_weights.shape), "(B, h, T, S): decoder positions x encoder positions")
+print(f"block with cross-attention, by hand vs DecoderBlock: max difference {float((by_hand - library).abs().max()):.2e}")
+assert torch.allclose(by_hand, library, atol=1e-6)
+assert cross_weights.shape == (1, 4, 5, 7)
+
+# %% [markdown]
 # ## Training
 #
 # `GroupedTextDataset` cuts the token stream into consecutive blocks of `block_size` tokens;

@@ -325,14 +325,33 @@ def test_ctrl_c_finishes_the_step_saves_and_prints_the_resume_flag(tmp_path, cap
     assert signal.getsignal(signal.SIGINT) is handler_before, "train() must restore the previous SIGINT handler"
 
 
-def test_max_time_stops_after_the_current_step_with_a_checkpoint_and_an_evaluation(tmp_path):
-    slow = TrainerCallback()
-    slow.on_step_end = lambda trainer: __import__("time").sleep(0.05)
-    trainer = make_trainer(tmp_path, max_steps=1000, max_time=0.3, eval_strategy="steps", eval_steps=1000,
-                           callbacks=[slow])
+class FakeTime:
+    """The `time` module as a module under test sees it, with a clock that moves only when told."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(__import__("time"), name)
+
+
+def test_max_time_stops_after_the_current_step_with_a_checkpoint_and_an_evaluation(tmp_path, monkeypatch):
+    """Each step takes 0.1 s on a fake clock: max_time=0.35 stops after step 4 (0.4 s >= 0.35 s),
+    on any machine."""
+    import common.train.trainer as trainer_module
+    clock = FakeTime()
+    monkeypatch.setattr(trainer_module, "time", clock)
+    tick = TrainerCallback()
+    tick.on_step_end = lambda trainer: setattr(clock, "now", clock.now + 0.1)
+    trainer = make_trainer(tmp_path, max_steps=1000, max_time=0.35, eval_strategy="steps", eval_steps=1000,
+                           callbacks=[tick])
     output = trainer.train()
     step = output.global_step
-    assert 1 <= step < 1000 and output.metrics["stop_reason"] == "max_time", f"stopped at {step}: {output.metrics}"
+    assert step == 4 and output.metrics["stop_reason"] == "max_time", (
+        f"0.1 s per step, max_time 0.35 s: expected a stop after step 4, stopped at {step}: {output.metrics}")
     assert (tmp_path / "out" / f"checkpoint-{step}").is_dir()
     evals = [r for r in trainer.state.log_history if "eval_loss" in r]
     assert [r["step"] for r in evals] == [step], f"evaluations at steps {[r['step'] for r in evals]}"

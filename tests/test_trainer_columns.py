@@ -177,3 +177,26 @@ def test_the_users_script_a_tokenized_datasets_dataset_fine_tunes_a_bert(tmp_pat
     dropped = [line for line in capsys.readouterr().err.splitlines() if "remove_unused_columns" in line]
     assert dropped == ["remove_unused_columns: dropping the dataset column(s) sentence, idx "
                        "(BertForSequenceClassification.forward does not take them)"], dropped
+
+
+def test_reading_the_first_example_to_report_columns_leaves_the_random_generators_alone():
+    import random
+
+    import numpy as np
+
+    from common.train.columns import unused_columns
+
+    class Draws(Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return {"input_ids": [int(torch.randint(0, 9, ()))], "noise": random.random() + np.random.rand()}
+
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    accepted = forward_arguments(ToyClassifier())  # building the model draws numbers; the peek must not
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    assert unused_columns(Draws(), accepted) == ["noise"]
+    after = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(after[0], expected[0]) and after[1:] == expected[1:], "the peek drew from a generator"

@@ -13,10 +13,13 @@ A forward that takes **kwargs accepts every column, and nothing is dropped.
 from __future__ import annotations
 
 import inspect
+import random
 import sys
 from collections.abc import Mapping
 from typing import Callable, Optional
 
+import numpy as np
+import torch
 import torch.nn as nn
 
 LABEL_ALIASES = ("label", "label_ids")  # the names datasets and transformers' collators use
@@ -69,10 +72,22 @@ def unused_columns(dataset, accepted: Optional[frozenset]) -> list[str]:
         item = dict.fromkeys(names)
     else:
         try:
-            item = dataset[0]
+            item = _first_item(dataset)
         except (IndexError, KeyError, TypeError):
             return []
     return model_columns(item, accepted)[1] if isinstance(item, Mapping) else []
+
+
+def _first_item(dataset):
+    """dataset[0], leaving python's, numpy's and torch's random generators as they were (an item
+    that draws random numbers must not shift the training run's stream, resumed or not)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return dataset[0]
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def classes_with_a_loss(model: nn.Module, keys) -> list[str]:

@@ -95,7 +95,7 @@ class Trainer:
             resume_from_checkpoint = args.resume_from_checkpoint
         resume = resolve_resume_path(resume_from_checkpoint, args.output_dir)
         self._prepare_output_dir(resume)
-        self._report_unused_columns(self.train_dataset)  # before set_seed: reading an example may draw numbers
+        self._report_unused_columns(self.train_dataset)
         set_seed(args.seed)
         self.should_stop = self._interrupted = False
 

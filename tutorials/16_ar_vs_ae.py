@@ -176,8 +176,10 @@ assert bert_change > 1e-4, "a bidirectional model reads the right context"
 
 # %% [markdown]
 # GPT's distributions are identical to the last bit: at "a" it has not read "market" or
-# "fields" yet, and never will (tutorial 08's causal property). BERT's move, because "near the
-# fields" is evidence for "farmer". On a task that needs the whole sentence (classification,
+# "fields" yet, and never will (tutorial 08's causal property). BERT's move: it reads the words
+# on the right ("near the fields" is evidence for "farmer"; whether its probabilities already
+# follow that evidence depends on how long it trained: compare the full run). On a task that
+# needs the whole sentence (classification,
 # tagging, extractive QA) that is BERT's advantage. Below, every held-out word is guessed by GPT
 # from its left alone and by BERT with that one word masked; with equal steps BERT has had far
 # fewer labels (see above), so run the full version before reading much into the comparison.

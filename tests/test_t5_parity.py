@@ -191,8 +191,7 @@ def generation_pair(feed_forward_proj="relu", tie=True):
     return hf, ours, int(free[0, 4])
 
 
-GENERATION_SETTINGS = [
-    dict(num_beams=1),
+BEAM_SETTINGS = [
     dict(num_beams=3),
     dict(num_beams=4, length_penalty=0.5, early_stopping=True),
     dict(num_beams=3, length_penalty=2.0, early_stopping="never"),
@@ -201,9 +200,7 @@ GENERATION_SETTINGS = [
 ]
 
 
-@pytest.mark.parametrize("settings", GENERATION_SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
-@pytest.mark.parametrize("feed_forward_proj,tie", [("relu", True), ("gated-gelu", False)])
-def test_greedy_and_beam_search_give_transformers_tokens(settings, feed_forward_proj, tie):
+def generate_both(feed_forward_proj, tie, settings):
     hf, ours, eos = generation_pair(feed_forward_proj, tie)
     ids, mask, _ = padded_batch(4)
     for max_new_tokens in (4, 12):
@@ -213,6 +210,17 @@ def test_greedy_and_beam_search_give_transformers_tokens(settings, feed_forward_
                                  do_sample=False, eos_token_id=eos, **settings)
         mine = ours.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=eos, **settings)
         assert upto_eos(mine, eos).tolist() == upto_eos(theirs, eos).tolist(), (settings, mine.tolist(), theirs.tolist())
+
+
+@pytest.mark.parametrize("feed_forward_proj,tie", [("relu", True), ("gated-gelu", False)])
+def test_greedy_decoding_gives_transformers_tokens(feed_forward_proj, tie):
+    generate_both(feed_forward_proj, tie, dict(num_beams=1))
+
+
+@pytest.mark.parametrize("settings", BEAM_SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+@pytest.mark.parametrize("feed_forward_proj,tie", [("relu", True), ("gated-gelu", False)])
+def test_beam_search_gives_transformers_tokens(settings, feed_forward_proj, tie):
+    generate_both(feed_forward_proj, tie, settings)
 
 
 @pytest.mark.parametrize("settings", [dict(num_beams=1), dict(num_beams=3), dict(num_beams=4, early_stopping=True),

@@ -242,6 +242,26 @@ REGISTRY: dict[str, Exercise] = _exercises(
              "that closes the turn, -100 everywhere else (the marker too)",
         requires=("attention", "masks", "decoder_block", "cross_entropy", "log_softmax", "causal_lm_loss"),
     ),
+    Exercise(
+        "relative_position_bucket", "minit5/model.py", "tutorials/12_t5.py", ("tests/test_t5_parity.py",),
+        keywords=("relative_position_bucket",),
+        hint="r = key - query; bidirectional: half the buckets for r > 0, n = |r|; causal: n = max(-r, 0); "
+             "n < N/2 exact, else N/2 + floor(log(n / (N/2)) / log(D / (N/2)) * (N - N/2)), at most N - 1",
+    ),
+    Exercise(
+        "span_corruption", "common/data/span_corruption.py", "tutorials/12_t5.py", ("tests/test_span_corruption.py",),
+        exclude=("known_lengths", "t5s_setting"),
+        hint="mask: noise_span_counts, then random_segmentation of the noise and of the kept tokens into "
+             "n_spans parts each, kept first, alternating; corrupt: each run of noise -> one sentinel "
+             "(first_sentinel_id - k) in the inputs, sentinel + the run in the targets",
+    ),
+    Exercise(
+        "beam_search", "minit5/generate.py", "tutorials/12_t5.py", ("tests/test_t5_parity.py",),
+        keywords=("beam",),
+        hint="per step: log_softmax + running scores, top 2K of K V; among the first K, eos (or max length) "
+             "-> finished with score / length^length_penalty; the K best others run on; reorder the caches",
+        requires=("attention", "masks", "kv_cache", "sampling", "rms_norm", "relative_position_bucket"),
+    ),
 )
 
 
@@ -262,7 +282,8 @@ LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 "causal_lm_loss", "bpe_merge", "bpe_encode")),
     ("Silver", ("encoder_block", "decoder_block", "mlm_masking", "nsp_pairs", "embeddings")),
     ("Gold", ("kv_cache", "sampling")),
-    ("Platinum", ("rms_norm", "swiglu", "rope", "lora_linear", "assistant_labels")),
+    ("Platinum", ("rms_norm", "swiglu", "rope", "lora_linear", "assistant_labels", "relative_position_bucket",
+                  "span_corruption", "beam_search")),
 )
 
 

@@ -35,11 +35,13 @@ def story_questions(story: list[str]) -> list[dict]:
     if match is None or len(story) < 2:
         return []
     context = " ".join(story[:2])
-    name, records = match["name"], [{"instruction": f"{context}\nWhat is {match['name']}'s job?",
+    # Worded with the stories' own characters (no "?", "'" or ":"), so a character tokenizer of the stories
+    # can spell every prompt.
+    name, records = match["name"], [{"instruction": f"{context}\nthe job of {match['name']}",
                                      "input": "", "output": match["job"]}]
     went = WENT.search(story[1])
     if went:
-        records.append({"instruction": f"{context}\nWhere did {name} go?", "input": "", "output": went["where"]})
+        records.append({"instruction": f"{context}\nwhere {name} went", "input": "", "output": went["where"]})
     return records
 
 

@@ -15,4 +15,4 @@ def test_every_answer_is_written_in_its_prompt_and_most_stories_give_questions()
 def test_a_known_opening_gives_the_job_and_the_place():
     story = ["Amy was a musician who lived near the library.", "One day, she went to the library to copy the atlas."]
     answers = {r["instruction"].rsplit("\n", 1)[1]: r["output"] for r in story_questions(story)}
-    assert answers == {"What is Amy's job?": "musician", "Where did Amy go?": "the library"}, answers
+    assert answers == {"the job of Amy": "musician", "where Amy went": "the library"}, answers

@@ -243,6 +243,14 @@ def test_vocab_size_counts_bytes_merges_and_special_tokens():
         BPETokenizer.train(TRAIN_TEXT, 200)
 
 
+def test_training_reads_files_given_as_paths_or_as_strings_naming_files(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text(TRAIN_TEXT, encoding="utf-8")
+    from_text = BPETokenizer.train(TRAIN_TEXT, 300)
+    for source in (path, str(path), [path], [str(path)]):
+        assert BPETokenizer.train(source, 300).merges == from_text.merges, source
+
+
 def test_training_stops_when_no_pair_is_left():
     tok = BPETokenizer.train("ab", 1000)
     assert len(tok.merges) == 1 and tok.vocab_size == 256 + 1 + 1

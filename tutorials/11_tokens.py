@@ -198,6 +198,9 @@ for name, points in curve.items():
 # characters of context), trained for the same wall-clock time.
 
 # %%
+# One thread: on a machine shared with other jobs, two threads wait for each other at every
+# operation (a step can take 30x longer), and what is compared here is only the same budget for each.
+torch.set_num_threads(1)
 SECONDS = 1.0 if QUICK else 60.0
 MIN_STEPS = 10 if QUICK else 0  # quick mode on a busy machine: a few steps at least, whatever the clock says
 BLOCK, BATCH = 64, 32

@@ -527,12 +527,15 @@ def _special_splitter(special_tokens: Sequence[str]):
 
 
 def _training_texts(source) -> list[str]:
-    """Texts from one file (str or Path), a list of Paths, or an iterable of strings."""
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and os.path.isfile(source)):
+    """Texts from one file (str or Path), a list of files (Paths, or strs that all name existing
+    files, as SentencePieceTokenizer.train), or an iterable of text strings."""
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and _is_file(source)):
         source = [Path(source)]
     elif isinstance(source, str):
         source = [source]
     items = list(source)
+    if items and all(isinstance(x, str) and _is_file(x) for x in items):
+        items = [Path(x) for x in items]
     texts = [read_text(x, what="training text") if isinstance(x, os.PathLike) else x for x in items]
     for text in texts:
         if not isinstance(text, str):
@@ -540,3 +543,7 @@ def _training_texts(source) -> list[str]:
     if not any(texts):
         raise DataError("no text to train the tokenizer on: the texts are empty")
     return texts
+
+
+def _is_file(text: str) -> bool:
+    return len(text) < 4096 and "\n" not in text and os.path.isfile(text)

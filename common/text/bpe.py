@@ -282,13 +282,13 @@ class BPETokenizer(BaseTokenizer):
         (a path or list of Paths) or strings; special_tokens[0] is the eos (and bos, unk) token."""
         token_bytes, merges = train_bpe(_training_texts(files_or_texts), vocab_size, special_tokens)
         to_str = _bytes_to_str
-        vocab = {to_str(b): i for i, b in enumerate(token_bytes)}
+        vocab = {to_str(b): i for i, b in enumerate(token_bytes)}       # GPT-2's spelling of each token's bytes
         for token in special_tokens:
             vocab.setdefault(token, len(vocab))
         first = special_tokens[0] if special_tokens else None
         roles = {"unk_token": first, "bos_token": first, "eos_token": first, **kwargs}
         tokenizer = cls(vocab, [(to_str(token_bytes[a]), to_str(token_bytes[b])) for a, b in merges],
-                        additional_special_tokens=[t for t in special_tokens[1:]], **roles)
+                        additional_special_tokens=list(special_tokens[1:]), **roles)
         if output_dir is not None:
             tokenizer.save_pretrained(output_dir)
         return tokenizer
@@ -401,9 +401,6 @@ class BPETokenizer(BaseTokenizer):
             else:
                 data += bytes(self.byte_decoder[c] for c in token)
         return data.decode("utf-8", errors=self.errors)
-
-    def decode(self, token_ids, skip_special_tokens: bool = False) -> str:
-        return super().decode(token_ids, skip_special_tokens)
 
     # ------------------------------------------------------------ files
     def _init_kwargs(self) -> dict[str, Any]:

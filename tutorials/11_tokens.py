@@ -253,9 +253,10 @@ for name, r in results.items():
 assert all(0 < r["bpb"] < 9 for r in results.values()), results
 
 # %% [markdown]
-# The table depends on the time given: with little time a character model wins (few parameters in
-# its embedding, many cheap steps); with more, the subword models' longer context in characters
-# starts to pay. Measured figures for the full run are in docs/results/tokenizers.md.
+# What to look for: a subword model predicts several characters per step and sees more characters
+# of context in its 64 positions, but pays with a larger embedding table and rarer tokens; which
+# wins depends on the time given. The full run's table (60 s each) is in docs/results/tokenizers.md.
+# (WordPiece and SentencePiece do not keep every newline and space, so their target is slightly easier.)
 
 # %%
 plt = _setup.pyplot()

@@ -293,7 +293,7 @@ def test_sample_from_a_hugging_face_gpt2_folder_matches_transformers_greedy(tmp_
     config._attn_implementation = "eager"
     hf = transformers.GPT2LMHeadModel(config).eval()
     hf.save_pretrained(tmp_path / "gpt2")
-    (tmp_path / "gpt2" / "merges.txt").write_text("#version: 0.2\n")  # what a GPT-2 tokenizer folder holds
+    (tmp_path / "gpt2" / "merges.txt").write_text("#version: 0.2\n")  # half a GPT-2 tokenizer: no vocab.json
     prompt = [5, 17, 42, 8]
     expected = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, 4, dtype=torch.long),
                            max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)[0].tolist()

@@ -6,6 +6,7 @@
     norms.py      RMSNorm: x / sqrt(mean(x^2) + eps) * weight (T5, Llama)
     blocks.py     GELU, feed-forward, encoder block (post-LN), decoder block (pre-LN)
     losses.py     log-softmax, cross-entropy, L_MLM, L_NSP, L_LM, classification
+    sampling.py   the next token from the logits: greedy, temperature, top-k, top-p
     lora.py       LoRA: y = x W^T + b + (alpha / r) dropout(x) A^T B^T, W frozen; injection, merging
 
 Nothing here imports from another layer of the project except common/errors.py.

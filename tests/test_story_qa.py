@@ -1,5 +1,5 @@
-"""bench/story_qa.py: the questions of the pretraining-buys-tuning experiment are answerable from the prompt."""
-from bench.story_qa import story_questions
+"""demo/story_qa.py: the questions of the pretraining-buys-tuning experiment are answerable from the prompt."""
+from demo.story_qa import story_questions
 from demo.corpus import generate_corpus
 
 

@@ -1,10 +1,10 @@
 """What pretraining buys instruction tuning: answer a question about a story given in the prompt.
 
-    python -m bench.story_qa write --output_dir out/story_qa          # stories.txt, train.json, test.json
+    python -m demo.story_qa write --output_dir out/story_qa          # stories.txt, train.json, test.json
     python -m minigpt.train --train_file out/story_qa/stories.txt --output_dir out/story_qa/base ...
     python -m minigpt.sft --model_name_or_path out/story_qa/base --train_file out/story_qa/train.json ...
     python -m minigpt.sft --model_name_or_path out/story_qa/base --from_scratch ...     # the baseline
-    python -m bench.story_qa evaluate --model_name_or_path out/story_qa/sft --test_file out/story_qa/test.json
+    python -m demo.story_qa evaluate --model_name_or_path out/story_qa/sft --test_file out/story_qa/test.json
 
 The stories are the demo's (demo/corpus.py). A record's prompt is the opening of a story (its first
 two sentences) and a question whose answer is written in it: the hero's job, or where the hero
@@ -68,7 +68,7 @@ def evaluate(model_name_or_path: str, test_file: str, limit: Optional[int]) -> d
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.story_qa", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m demo.story_qa", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("write", help="write stories.txt (pretraining), train.json and test.json (questions)")
     w.add_argument("--output_dir", required=True)

@@ -170,8 +170,14 @@ def test_rope_score_depends_only_on_the_distance_between_positions(p, s, shift, 
         ck, sk = rope_cos_sin(torch.tensor([[pk]]), d, dtype=torch.float64)
         return (apply_rope(q, cq, sq) * apply_rope(k, ck, sk)).sum().item()
 
-    # the angles are float32 (as in transformers), so a float64 score is exact to ~1e-6 only
-    assert score(p, s) == pytest.approx(score(p + shift, s + shift), rel=1e-5, abs=1e-5)
+    # The angles are float32 (as in transformers): the angle p theta_i is off by up to p 2^-24
+    # radians, so the two scores may differ by up to about |q| |k| (p + s + 2 shift) 2^-24; a
+    # fixed 1e-5 failed for ~2% of the drawn examples (the graded ladder walk replays them).
+    bound = float(q.norm() * k.norm()) * (p + s + 2 * shift) * 2 ** -23
+    before, after = score(p, s), score(p + shift, s + shift)
+    assert abs(before - after) <= bound + 1e-12, (
+        f"score at ({p}, {s}) = {before:.9f}, shifted by {shift}: {after:.9f}; "
+        f"differ by {abs(before - after):.2e} > float32-angle bound {bound:.2e}")
 
 
 def test_rope_at_position_zero_is_the_identity_and_rotates_pairs_i_and_i_plus_half():

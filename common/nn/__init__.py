@@ -8,6 +8,7 @@
     losses.py     log-softmax, cross-entropy, L_MLM, L_NSP, L_LM, classification
     sampling.py   the next token from the logits: greedy, temperature, top-k, top-p
     lora.py       LoRA: y = x W^T + b + (alpha / r) dropout(x) A^T B^T, W frozen; injection, merging
+    dpo.py        DPO: -log sigmoid(beta ((log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))))
 
 Nothing here imports from another layer of the project except common/errors.py.
 """

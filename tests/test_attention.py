@@ -257,3 +257,14 @@ def test_attention_gradient_matches_finite_differences():
     assert ok, "gradcheck failed"
     ok = torch.autograd.gradcheck(lambda q, k, v: sdpa_attention(q, k, v, mask), (q, k, v))
     assert ok, "gradcheck of the sdpa path failed"
+
+
+def test_sdpa_attention_applies_no_dropout_at_evaluation():
+    """The fused path drops attention weights only when training: at evaluation, with dropout_p
+    0.5, it equals the hand-written attention exactly (up to rounding) and repeats itself."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 5, 4, dtype=torch.float64) for _ in range(3))
+    expected, _ = scaled_dot_product_attention(q, k, v)
+    runs = [sdpa_attention(q, k, v, dropout_p=0.5, training=False) for _ in range(2)]
+    err = max((r - expected).abs().max().item() for r in runs)
+    assert err <= 1e-12, f"sdpa at evaluation with dropout_p=0.5 differs from no dropout by {err:.2e}"

@@ -226,6 +226,18 @@ def layer_norm(ln, x):
     return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
 
 
+@pytest.mark.parametrize("activation", ["gelu", "gelu_new", "relu"])
+def test_feed_forward_is_act_of_x_w1_plus_b1_then_w2_plus_b2(activation):
+    """FFN(x) = act(x W_1 + b_1) W_2 + b_2 with the activation's formula (not the kernel)."""
+    torch.manual_seed(5)
+    ffn = perturbed(FeedForward(8, 16, activation=activation).double())
+    x = torch.randn(2, 3, 8, dtype=torch.float64)
+    hidden = ACTIVATIONS[activation](F.linear(x, ffn.c_fc.weight, ffn.c_fc.bias))
+    expected = F.linear(hidden, ffn.c_proj.weight, ffn.c_proj.bias)
+    err = max_diff(ffn(x), expected)
+    assert err <= 1e-10, f"{activation} feed-forward differs from act(x W_1 + b_1) W_2 + b_2 by {err:.2e}"
+
+
 def test_encoder_block_is_the_post_ln_formula_on_perturbed_weights():
     """h = LN_a(x + MultiHead(x) W^O), y = LN_o(h + FFN(h)): the FFN reads h, its residual is h."""
     torch.manual_seed(3)

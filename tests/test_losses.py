@@ -259,3 +259,12 @@ def test_cross_entropy_and_log_softmax_gradients_match_finite_differences():
         assert ok, f"gradcheck of cross_entropy ({reduction}) failed"
     assert torch.autograd.gradcheck(lambda z: log_softmax(z, dim=-1), (logits,)), "gradcheck of log_softmax failed"
     assert torch.autograd.gradcheck(lambda z: log_softmax(z, dim=0), (logits,)), "gradcheck of log_softmax (dim 0) failed"
+
+
+@pytest.mark.parametrize("bad_label", [5, 7, -3])
+def test_cross_entropy_label_outside_the_classes_is_a_data_error_naming_it(bad_label):
+    """A label >= V (or negative, other than -100) would index past the logits: a DataError naming
+    the label and the class count, not a cryptic gather error."""
+    from common.errors import DataError
+    with pytest.raises(DataError, match=rf"label {bad_label} is outside the 5 classes"):
+        cross_entropy(torch.randn(3, 5), torch.tensor([0, bad_label, -100]))

@@ -37,6 +37,23 @@ def test_every_exercise_comes_after_the_exercises_it_requires():
                       f"(reorder LEVELS or fix `requires`): {late}")
 
 
+def test_every_function_an_exercise_asks_for_is_named_in_its_tutorial():
+    """An exercise asks for what its tutorial teaches, not for a helper that exists for speed
+    (shifted_log_normaliser once sat in the log_softmax region). A method `C.forward` counts as
+    named when its class is; `beam_search` when the tutorial says "beam search"."""
+    unnamed = []
+    for region in ex.find_regions(ROOT):
+        e = ex.REGISTRY[region.name]
+        text = (ROOT / e.tutorial).read_text(encoding="utf-8") + e.hint
+        for fn in region.functions:
+            parts = fn.qualname.split(".")
+            word = parts[0] if parts[-1] in ("forward", "__call__") else parts[-1]
+            if word not in text and word.strip("_").replace("_", " ") not in text:
+                unnamed.append(f"{region.name}: {fn.qualname} ({region.path}) is not named in {e.tutorial}")
+    assert not unnamed, ("exercise regions hold functions their tutorial never mentions; move a "
+                         "speed helper out of the region, or teach it:\n" + "\n".join(unnamed))
+
+
 def test_the_ladder_order_is_the_order_grade_lists_and_covers_the_registry():
     order = ex.ladder_order()
     assert sorted(order) == sorted(ex.REGISTRY), f"ladder {order} != registry {sorted(ex.REGISTRY)}"

@@ -4,6 +4,7 @@ training that equals the plain rescanning loop, merge for merge; exact round tri
 transformers reads; corrupt files named by file and line."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -310,6 +311,25 @@ def test_decode_inverts_encode_with_gpt2_vocabulary(gpt2_pair, text):
 
 
 _SMALL = BPETokenizer.train(TRAIN_TEXT, 320)
+_PIECES = st.lists(st.one_of(st.text(max_size=8), st.sampled_from(
+    [ENDOFTEXT, "<|", "|>", " ", "\n", "'s", "'S", "  ", "é", "😀", "東", "12"])), max_size=10).map("".join)
+
+
+@given(_PIECES)
+def test_decode_inverts_encode_with_special_tokens_and_their_fragments_mixed_in(text):
+    ids = _SMALL.encode(text)
+    assert _SMALL.decode(ids) == text
+    assert ids.count(_SMALL.eos_token_id) == text.count(ENDOFTEXT)
+
+
+@given(_PIECES)
+def test_any_text_gets_tiktokens_ids_from_the_same_ranks(text):
+    assert _SMALL.encode(text) == _small_tiktoken().encode(text, allowed_special="all"), repr(text)
+
+
+@functools.lru_cache(maxsize=None)
+def _small_tiktoken():
+    return _tiktoken_for(_SMALL)
 
 
 def test_a_lone_surrogate_is_a_one_line_data_error():
@@ -365,3 +385,12 @@ def test_vocabulary_without_every_byte_is_refused(tmp_path):
     vocab.pop("Ġ")
     with pytest.raises(CheckpointError, match="byte tokens"):
         BPETokenizer({t: i for i, t in enumerate(vocab)}, [])
+
+
+def test_bpe_encode_merges_by_rank_again_and_again_until_no_pair_is_known():
+    # a chain of merges: (a, b) -> ab, then (ab, c) -> abc, then (abc, d) -> abcd: "abcd" is one token
+    a, b, c, d, ab, abc, abcd = range(7)
+    ranks = {(a, b): (0, ab), (ab, c): (1, abc), (abc, d): (2, abcd)}
+    assert bpe_encode([a, b, c, d], ranks) == [abcd], f"{bpe_encode([a, b, c, d], ranks)}: three merges expected"
+    assert bpe_encode([a, b, c, d, a, b], ranks) == [abcd, ab]
+    assert bpe_encode([d, c, b, a], ranks) == [d, c, b, a], "no adjacent pair has a rank: nothing merges"

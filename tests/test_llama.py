@@ -343,3 +343,18 @@ def test_llama_generation_bench_gives_the_tokens_of_transformers_generate():
     result = llama_generation.run(quick=True)
     assert result["same_tokens"], result
     assert result["kv_cache_mib"]["mha"] == 2 * result["kv_cache_mib"]["gqa"], result["kv_cache_mib"]
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1e-3, 1.0])
+def test_rms_norm_eps_sits_inside_the_square_root(scale):
+    """y = x / sqrt(mean(x^2) + eps): for small x (mean(x^2) ~ eps) the place of eps matters;
+    x / (sqrt(mean(x^2)) + eps) differs there by up to a factor ~2."""
+    torch.manual_seed(0)
+    eps = 1e-6
+    x = scale * torch.randn(3, 8, dtype=torch.float64)
+    expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    got = RMSNorm(8, eps=eps).double()(x)
+    err = (got - expected).abs().max().item()
+    assert err <= 1e-5 * max(1.0, expected.abs().max().item()), (  # the mean of squares is float32
+        f"x of scale {scale}: RMSNorm differs from x / sqrt(mean(x^2) + eps) by {err:.2e}; "
+        f"got {got[0, :3].tolist()}, expected {expected[0, :3].tolist()}")

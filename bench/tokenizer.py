@@ -1,6 +1,6 @@
 """Byte-level BPE, ours (common/text/bpe.py, pure Python) against the libraries, in one run:
 
-    python -m bench.tokenizer            # ~5 minutes on 2 busy cores; figures in docs/results/tokenizers.md
+    python -m bench.tokenizer            # ~15 minutes on 2 busy cores; figures in docs/results/tokenizers.md
     python -m bench.tokenizer --quick    # seconds: small slices, to see that it runs
 
 Training: a vocabulary of 8,192 (256 bytes + merges + <|endoftext|>) on tiny shakespeare and on
@@ -195,6 +195,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = measure(size, args.data, memory=not args.no_memory)
     results["seconds"] = time.perf_counter() - start
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))
     print(f"\n({results['seconds']:.0f} s in all)")

@@ -394,3 +394,13 @@ def test_bpe_encode_merges_by_rank_again_and_again_until_no_pair_is_known():
     assert bpe_encode([a, b, c, d], ranks) == [abcd], f"{bpe_encode([a, b, c, d], ranks)}: three merges expected"
     assert bpe_encode([a, b, c, d, a, b], ranks) == [abcd, ab]
     assert bpe_encode([d, c, b, a], ranks) == [d, c, b, a], "no adjacent pair has a rank: nothing merges"
+
+
+def test_overlapping_pairs_count_once_per_position_so_aaa_beats_a_pair_seen_once():
+    # (a, a) occurs at 2 positions of "aaa", (b, c) at 1: counted per position, (a, a) wins;
+    # counted once per word they would tie and the tie-break would pick the greater (b, c)
+    token = [bytes([b]) for b in bytes_to_unicode()]
+    ids = {b[0]: i for i, b in enumerate(token)}
+    a, b, c = ids[ord("a")], ids[ord("b")], ids[ord("c")]
+    pair, _ = bpe_merge({(a, a, a): 1, (b, c): 1}, token, 256)
+    assert pair == (a, a), f"merged {token[pair[0]] + token[pair[1]]!r}; (a, a) occurs twice, (b, c) once"

@@ -395,8 +395,9 @@ MISTAKES: tuple[Mistake, ...] = (
             "bucket = bucket + (relative_position < 0).long() * num_buckets"),
     Mistake("relative_position_bucket", "causal distance of the wrong sign",
             "n = (-relative_position).clamp_min(0)", "n = relative_position.clamp_min(0)"),
-    Mistake("relative_position_bucket", "exact buckets off by one (n <= N_e exact)",
-            "is_small = n < max_exact", "is_small = n <= max_exact"),
+    Mistake("relative_position_bucket", "log-spaced buckets span log D instead of log(D / N_e)",
+            "log_ratio = torch.log(n.float().clamp_min(1) / max_exact) / math.log(max_distance / max_exact)",
+            "log_ratio = torch.log(n.float().clamp_min(1) / max_exact) / math.log(max_distance)"),
     Mistake("relative_position_bucket", "last bucket overflows (no clamp to N - 1)",
             "large = large.clamp_max(num_buckets - 1)", "large = large"),
 

@@ -33,6 +33,7 @@ import torch
 
 from common.hub.pretrained import check_tokenizer_fits_model, load_state_dict, resolve_model_folder
 from common.errors import ConfigError, run_cli
+from common.train.device import set_seed
 from common.text.auto import load_tokenizer
 from common.train.trainer import Trainer
 from minibert import BertConfig
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example (SST-2 from a pretrained checkpoint):\n"
                "  python -m minibert.finetune --task classification --model_name_or_path out/bert "
                "--train_file train.tsv --validation_file dev.tsv --output_dir out/sst2 --max_train_samples 1000\n"
-               "File formats: classification .tsv/.csv/.jsonl with a header; ner CoNLL (`WORD ... TAG` lines, "
+               "File formats: classification .tsv/.csv (tab, comma or semicolon, detected) or .jsonl with a header; ner CoNLL (`WORD ... TAG` lines, "
                "blank line between sentences); qa SQuAD JSON.\n" + FLAG_NOTE)
     group = parser.add_argument_group("task, model and data")
     add = group.add_argument
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="classification: the column with the second text of a pair (default: none).")
     add("--label_column_name", "--label-column-name", default="label",
         help="classification: the column with the label (default: %(default)s).")
+    add("--delimiter", default=None,
+        help="classification .csv/.tsv: the field delimiter (tab, comma, semicolon or the character); "
+             "default: detected from the header line, whatever the extension.")
     add("--max_seq_length", "--max-seq-length", type=int, default=None,
         help="Tokens per example, special tokens included; longer ones are cut (default: 128, 384 for qa, or the model's max_position_embeddings if smaller).")
     add("--doc_stride", "--doc-stride", type=int, default=128,
@@ -143,6 +147,9 @@ def load_model(opts, task, seed: int):
 def main(argv: Optional[Sequence[str]] = None) -> int:
     opts = build_parser().parse_args(argv)
     args = training_arguments(opts)
+    set_seed(args.seed)  # before anything draws a random number: tokenizer, model, head, data
+    if opts.delimiter is not None and opts.task != "classification":
+        raise ConfigError(f"--delimiter is for --task classification files, not --task {opts.task}; drop it")
     task = TASKS[opts.task](opts)
     train_examples = first(task.load(opts.train_file), opts.max_train_samples, "--max_train_samples")
     eval_examples = first(task.load(opts.validation_file), opts.max_eval_samples, "--max_eval_samples")

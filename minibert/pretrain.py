@@ -37,6 +37,7 @@ from common.data.language_modeling import (DataCollatorForLanguageModeling, Grou
 from minibert.metrics import evaluate_pretraining
 from common.errors import ConfigError
 from common.errors import run_cli
+from common.train.device import set_seed
 from common.text.auto import SentencePieceTokenizer, load_tokenizer
 from common.train.trainer import Trainer
 from minibert import BertConfig, BertForMaskedLM, BertForPreTraining
@@ -198,6 +199,7 @@ def final_evaluation(trainer: Trainer, opts, tokenizer, eval_set, seed: int) -> 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     opts = build_parser().parse_args(argv)
     args = training_arguments(opts)
+    set_seed(args.seed)  # before anything draws a random number: tokenizer, model, head, data
     overrides = parse_config_overrides(opts.config_overrides, BertConfig)  # bad values fail before any work
     with tempfile.TemporaryDirectory(prefix="minibert_pretrain_") as scratch:
         train_file, validation_file = prepare_files(opts, Path(scratch))

@@ -36,7 +36,7 @@ from common.cli.training import (add_lora_flags, add_training_flags, apply_lora_
                                  perplexity, save_trained_model, time_budget_callbacks, training_arguments,
                                  write_json)
 from common.data.language_modeling import read_nonempty_text
-from common.train.device import pick_device
+from common.train.device import pick_device, set_seed
 from common.errors import ConfigError, run_cli
 from common.nn.lora import merge_and_unload
 from common.text.auto import BPETokenizer, CharTokenizer, SentencePieceTokenizer, load_tokenizer
@@ -206,6 +206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if opts.bf16 is AUTO:
         opts.bf16 = native_bf16(pick_device(opts.use_cpu))
     args = training_arguments(opts)
+    set_seed(args.seed)  # before anything draws a random number: tokenizer, model, head, data
 
     train_text, validation_text = load_texts(opts)
     if opts.model_name_or_path is not None:

@@ -146,3 +146,10 @@ def test_the_cli_fine_tunes_on_a_course_file_a_tab_separated_csv_with_an_index(b
     code, _ = finetune(bert_folder, tmp_path, tmp_path / "train.csv", tmp_path / "dev.csv")
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "eval_results.json").exists()
+
+
+def test_the_cli_delimiter_flag_reads_a_pipe_separated_txt(bert_folder, tmp_path, capsys):
+    rows = "sentence|label\nthe cat sat, a dog ran|1\na bad mat|0\n"
+    (tmp_path / "train.txt").write_text(rows)
+    code, _ = finetune(bert_folder, tmp_path, tmp_path / "train.txt", tmp_path / "train.txt", "--delimiter", "|")
+    assert code == 0, capsys.readouterr().err

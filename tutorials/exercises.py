@@ -739,8 +739,14 @@ def _stage_extra_tests(root: Path, extra_dir: Path) -> Path:
 
 def pytest_arguments(files: Sequence[str], exercises: Sequence[Exercise], junit: Path
                      ) -> list[str]:
-    """pytest's arguments for one grading run (after `python -m pytest`)."""
-    k_args = ["-k", _union_k(exercises, files)] if files else []
+    """pytest's arguments for one grading run (after `python -m pytest`). One exercise whose
+    files are all its own runs with its exact `-k` (what its stub message tells the student to
+    run); several share one run, selected file by file, and are sorted afterwards."""
+    if len(exercises) == 1 and set(files) <= set(exercises[0].tests):
+        k = exercises[0].k_expression()
+        k_args = ["-k", k] if k else []
+    else:
+        k_args = ["-k", _union_k(exercises, files)] if files else []
     return [*files, *k_args, "-p", "no:cacheprovider", "-p", "tutorials.grading_plugin", "-q",
             f"--junitxml={junit}"]
 

@@ -30,6 +30,7 @@ from common.cli.training import (FLAG_NOTE, add_training_flags, parse_config_ove
                                  training_arguments, write_json)
 from common.errors import ConfigError, run_cli
 from common.hub.pretrained import check_tokenizer_fits_model
+from common.train.device import set_seed
 from common.train.trainer import Trainer
 from minit5.config import T5Config
 from minit5.data import DataCollatorForSeq2Seq, Seq2SeqDataset, read_pairs, translate_texts
@@ -131,6 +132,7 @@ def score(model, tokenizer, pairs, opts, prefix: str) -> tuple[dict, list[str]]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     opts = build_parser().parse_args(argv)
     args = training_arguments(opts)
+    set_seed(args.seed)  # before anything draws a random number: tokenizer, model, data
     train_pairs = first(split_pairs(opts, "train"), opts.max_train_samples, "--max_train_samples")
     if train_pairs is None:
         raise ConfigError("no training data: pass --train_file (with --source_column/--target_column) or "

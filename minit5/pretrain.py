@@ -27,6 +27,7 @@ from common.cli.training import (FLAG_NOTE, add_training_flags, parse_config_ove
 from common.data.span_corruption import DataCollatorForSpanCorruption, compute_input_and_target_lengths
 from common.errors import ConfigError, DataError, read_text, run_cli
 from common.hub.pretrained import check_tokenizer_fits_model
+from common.train.device import set_seed
 from common.train.trainer import Trainer
 from minit5.config import T5Config
 from minit5.model import T5ForConditionalGeneration
@@ -109,6 +110,7 @@ def build_model(opts, tokenizer, seed: int) -> T5ForConditionalGeneration:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     opts = build_parser().parse_args(argv)
     args = training_arguments(opts)
+    set_seed(args.seed)  # before anything draws a random number: tokenizer, model, data
     if not 0.0 < opts.mlm_probability < 1.0:
         raise ConfigError(f"--mlm_probability must be in (0, 1), got {opts.mlm_probability}")
     text = read_text(opts.train_file, encoding=opts.encoding, what="training text")

@@ -218,3 +218,17 @@ def test_minigpt_train_twice_in_one_process_gives_the_same_weights(tmp_path):
         assert run_tool(main, ["--train_file", str(tmp_path / "text.txt"), "--output_dir", str(tmp_path / name),
                                "--max_steps", "2", *GPT_FLAGS[6:]]) == 0
     assert_same_weights(tmp_path / "first", tmp_path / "second", "minigpt.train twice with --seed 7")
+
+
+def test_minit5_pretrain_twice_in_one_process_gives_the_same_weights(tmp_path):
+    pytest.importorskip("minit5")
+    from minit5.pretrain import main
+
+    (tmp_path / "text.txt").write_text("ein hund rennt im park .\na dog runs in the park .\n" * 30)
+    for name in ("first", "second"):
+        torch.rand(7)
+        assert run_tool(main, ["--train_file", str(tmp_path / "text.txt"), "--output_dir", str(tmp_path / name),
+                               "--max_seq_length", "16", "--vocab_size", "160", "--config_overrides",
+                               "d_model=16,d_kv=4,num_heads=4,d_ff=32,num_layers=1,dropout_rate=0.1",
+                               *COMMON]) == 0
+    assert_same_weights(tmp_path / "first", tmp_path / "second", "minit5.pretrain twice with --seed 3")

@@ -37,7 +37,7 @@ def saved_gpt(folder) -> None:
 def gpt_flags(tmp_path, *extra) -> list[str]:
     (tmp_path / "train.txt").write_text(TEXT)
     return ["--train_file", str(tmp_path / "train.txt"), "--output_dir", str(tmp_path / "out"), "--max_steps", "1",
-            "--disable_tqdm", "--use_cpu", "--per_device_train_batch_size", "2", "--bf16", "false",
+            "--disable_tqdm", "--use_cpu", "--per_device_train_batch_size", "2", "--bf16", "false", "--sample_tokens", "0",
             "--config_overrides", "n_layer=1,n_head=2,n_embd=8,block_size=16", *extra]
 
 

@@ -174,3 +174,16 @@ def test_lr_scheduler_kwargs_that_is_not_json_names_the_flag(tmp_path):
     with pytest.raises(ConfigError, match=r"^lr_scheduler_kwargs: not valid JSON .*write an object, e\.g\. "):
         TrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="cosine_with_min_lr",
                           lr_scheduler_kwargs="min_lr_rate=0.1")
+
+
+def test_warmup_stable_decay_under_a_time_budget_says_to_train_by_steps(tmp_path):
+    from types import SimpleNamespace
+
+    from common.train.time_budget import TimeBudgetSchedule
+
+    args = TrainingArguments(output_dir=str(tmp_path), max_time=60, lr_scheduler_type="warmup_stable_decay",
+                             lr_scheduler_kwargs={"num_decay_steps": 10})
+    with pytest.raises(ConfigError, match=r"^lr_scheduler_type: warmup_stable_decay counts its phases in steps and "
+                                          r"cannot follow the --max_time clock; pass --schedule_by_time false"):
+        TimeBudgetSchedule().on_train_begin(SimpleNamespace(args=args, state=SimpleNamespace(max_steps=100,
+                                                                                             global_step=0)))

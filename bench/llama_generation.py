@@ -4,6 +4,11 @@ and the KV cache's memory against full multi-head attention.
 
     python -m bench.llama_generation            # the full size, 5 interleaved repeats
     python -m bench.llama_generation --quick    # tiny sizes, one repeat (a smoke run)
+    python -m bench.llama_generation --train_step   # time per training step, GPT-2 vs Llama shape
+
+--train_step times one AdamW step (forward, backward, update) of the minigpt.train default model
+(4 layers, 4 heads, 128 wide, context 64, batch 32, 65 characters) in the GPT-2 shape and in the
+Llama shape, interleaved: the factor that turns a loss at equal steps into one at equal time.
 
 Batch 1, a 16-token prompt, 256 new tokens; tokens/s = new tokens / wall time of the whole call.
 Both must produce the same tokens (checked). The KV cache figure is arithmetic, not a timing:
@@ -52,8 +57,10 @@ def kv_cache_mib(model: GPT, n_kv_head: int) -> float:
     return 2 * c.n_layer * n_kv_head * c.block_size * c.head_dim * 4 / 2**20
 
 
-def run(quick: bool = False, repeats: int = 5) -> dict:
-    size = QUICK if quick else FULL
+def run(quick: bool = False, repeats: int = 5, new_tokens: int = None) -> dict:
+    size = dict(QUICK if quick else FULL)
+    if new_tokens is not None:
+        size["new_tokens"] = new_tokens
     hf = hf_llama(size)
     ours = ours_from_hf(hf)
     new = size["new_tokens"]
@@ -68,6 +75,7 @@ def run(quick: bool = False, repeats: int = 5) -> dict:
 
     with torch.inference_mode():
         same = torch.equal(theirs_call(), ours_call())
+    print(f"same tokens: {same}; timing {repeats} interleaved repeats", flush=True)
     timings = interleaved({"transformers": theirs_call, "ours": ours_call}, repeats=1 if quick else repeats,
                           steps=1, warmup=1)
     base = timings["transformers"]
@@ -79,12 +87,42 @@ def run(quick: bool = False, repeats: int = 5) -> dict:
                 threads=torch.get_num_threads())
 
 
+def train_step_times(repeats: int = 5, steps: int = 5) -> dict:
+    """Median ms per training step of the two shapes, interleaved (bench/timing.py)."""
+    from minigpt import GPTConfig
+    from minigpt.config import LLAMA_SHAPE
+
+    base = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65)
+    batch = torch.randint(0, 65, (32, 64), generator=torch.Generator().manual_seed(0))
+    candidates, params = {}, {}
+    for name, overrides in (("GPT-2 shape", {}), ("Llama shape", LLAMA_SHAPE)):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(**base, **overrides)).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        params[name] = model.num_parameters()
+
+        def step(model=model, optimizer=optimizer):
+            loss = model(batch, labels=batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        candidates[name] = step
+    timings = interleaved(candidates, repeats=repeats, steps=steps, warmup=2)
+    return {name: dict(ms=t.median * 1e3, spread=t.spread, parameters=params[name]) for name, t in timings.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.llama_generation")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--new_tokens", type=int, default=None, help="tokens to generate (default: 256)")
+    parser.add_argument("--train_step", action="store_true", help="time training steps of the two shapes instead")
     args = parser.parse_args(argv)
-    result = run(args.quick, args.repeats)
+    if args.train_step:
+        for name, row in train_step_times(args.repeats).items():
+            print(f"{name}: {row['ms']:.1f} ms per step (±{row['spread']:.0%}), {row['parameters']:,} parameters")
+        return 0
+    result = run(args.quick, args.repeats, args.new_tokens)
     t, o = result["candidates"]["transformers"], result["candidates"]["ours"]
     print(f"{result['row']}, {result['size']}, {result['threads']} threads")
     print(f"  transformers {t['ms']:.1f} ms ({t['tokens_per_s']:.0f} tokens/s, ±{t['spread']:.0%})")

@@ -10,6 +10,7 @@ Llama-shaped GPTConfig, state-dict keys renamed). Then, in float32, with a left-
 once with grouped-query attention (n_kv_head = 2 < n_head = 4) and once with n_kv_head = n_head.
 """
 import importlib
+import itertools
 import json
 import warnings
 
@@ -279,11 +280,11 @@ SWITCHES = [
 ]
 
 
-def switched_model(position, norm, ff, n_kv_head, bias):
+def switched_model(position, norm, ff, n_kv_head, bias, attn_impl="eager"):
     torch.manual_seed(0)
     config = GPTConfig(n_layer=2, n_head=4, n_embd=16, block_size=16, vocab_size=40, position_embedding=position,
                        normalization=norm, feed_forward=ff, n_kv_head=n_kv_head, bias=bias,
-                       tie_word_embeddings=bias, initializer_range=0.3)
+                       tie_word_embeddings=bias, initializer_range=0.3, attn_impl=attn_impl)
     model = GPT(config).double().eval()
     perturb(model, 0.1)
     return model
@@ -311,6 +312,31 @@ def test_cache_and_fast_path_give_the_logits_and_tokens_of_recomputing(switches)
     cached = model.generate(prompt, 14, attention_mask=prompt_mask)
     recomputed = model.generate(prompt, 14, attention_mask=prompt_mask, use_cache=False)
     assert torch.equal(cached, recomputed), f"\n{cached.tolist()}\n{recomputed.tolist()}"
+
+
+ALL_SWITCHES = list(itertools.product(["learned", "rope"], ["layernorm", "rmsnorm"], ["gelu", "swiglu"], [4, 2, 1],
+                                      [True, False], ["eager", "sdpa"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("switches", ALL_SWITCHES, ids=lambda s: "-".join(map(str, s)))
+def test_every_combination_of_switches_gives_the_same_logits_with_the_cache_and_the_fast_path(switches):
+    """All 96 combinations (the fast test above covers every value and every pair in 7)."""
+    model = switched_model(*switches)
+    ids = torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask).logits
+        caches, fast = model.new_kv_caches(2, 8), DecodeWeights.from_model(model)
+        slow_caches = model.new_kv_caches(2, 8)
+        model(ids[:, :3], attention_mask=mask[:, :3], kv_caches=caches)
+        model(ids[:, :3], attention_mask=mask[:, :3], kv_caches=slow_caches)
+        for t in range(3, 8):
+            step = fast.step(ids[:, t:t + 1], caches, mask[:, :t + 1])
+            textbook = model(ids[:, t:t + 1], attention_mask=mask[:, :t + 1], kv_caches=slow_caches).logits[:, 0]
+            gaps = ((step - full[:, t]).abs().max().item(), (textbook - full[:, t]).abs().max().item())
+            assert max(gaps) < 1e-9, f"t={t}: fast path, cached forward differ from the full forward by {gaps}"
 
 
 def test_the_fast_path_gives_the_tokens_of_the_textbook_path(monkeypatch):

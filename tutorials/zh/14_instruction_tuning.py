@@ -1,0 +1,107 @@
+# %% [markdown]
+# # 14 · 指令微调：从续写文本到助手
+#
+# 在文本上训练的 GPT（教程 08）会续写文本。为了让它*回答*，我们在按固定模板写成的对话上微调它，并且只对
+# 回答部分打分：
+#
+#     <|user|> reverse: abc <|end|> <|assistant|> cba <|end|>
+#
+#     L = -(1/n_A) sum over the n_A assistant tokens of log p(x_t | x_<t)
+#
+# 提示是给定的，从不被预测：它的标签是 -100。模型学习 `<|assistant|>` 之后应该是什么，以及在回答完成时输出
+# `<|end|>`——对话在那里停止生成。这就是有监督微调（SFT），每个对话模型在预训练之后的第一步
+# （InstructGPT，Ouyang et al. 2022）。
+#
+# 代码：`common/data/instructions.py:encode_conversation`、`common/data/instructions.py:assistant_labels`、
+# `common/data/instructions.py:DataCollatorForChat`、`minigpt/sft.py:main`、`minigpt/chat.py:main`。
+# 测试：`tests/test_instructions.py`、`tests/test_sft_chat.py`。`TUTORIAL_QUICK=1`：几秒钟，回答仍然是错的。
+
+# %%
+import _setup
+
+import random
+import tempfile
+
+import torch
+
+from common.data.instructions import (ChatTokenizer, DataCollatorForChat, IGNORE_INDEX, InstructionDataset,
+                                      assistant_labels, encode_conversation)
+from common.text.char import CharTokenizer
+from common.train.args import TrainingArguments
+from common.train.trainer import Trainer
+from minigpt import GPT, GPTConfig
+from minigpt.sft import answer
+
+_setup.seed(0)
+QUICK = _setup.QUICK
+
+# %% [markdown]
+# ## 模板与标签掩码
+#
+# 这四个标记是放在分词器词表之后的新词元，所以任何文本都伪造不了它们。下面列出一段对话的每个词元及其标签：
+# 标签为 -100 处显示为 `.`。
+
+# %%
+LETTERS = "abcdefgh"
+tokenizer = ChatTokenizer(CharTokenizer(sorted(set(LETTERS + " :reversortcpy"))))
+messages = [{"role": "user", "content": "reverse: abc"}, {"role": "assistant", "content": "cba"}]
+ids = encode_conversation(tokenizer, messages)
+labels = assistant_labels(ids, tokenizer.assistant_id, tokenizer.end_id)
+for token, label in zip(ids, labels):
+    print(f"{tokenizer.decode([token])!r:16} label {'.' if label == IGNORE_INDEX else tokenizer.decode([label])!r}")
+
+# %% [markdown]
+# ## 一个任务：关于字符串的三种指令
+#
+# 对一个 3-6 个字母的词做 `reverse`、`sort` 和 `copy`。留出的词从不出现在训练中。
+
+# %%
+def make_record(rng):
+    word = "".join(rng.choice(LETTERS) for _ in range(rng.randint(3, 6)))
+    task = rng.choice(["reverse", "sort", "copy"])
+    out = word[::-1] if task == "reverse" else "".join(sorted(word)) if task == "sort" else word
+    return [{"role": "user", "content": f"{task}: {word}"}, {"role": "assistant", "content": out}]
+
+
+rng = random.Random(0)
+records = [make_record(rng) for _ in range(400 if QUICK else 4000)]
+test = [make_record(random.Random(100 + i)) for i in range(12 if QUICK else 100)]
+seen = {r[0]["content"] for r in records}
+test = [r for r in test if r[0]["content"] not in seen]
+train_set = InstructionDataset(tokenizer, [(r, f"record {i}") for i, r in enumerate(records)], max_length=32)
+batch = DataCollatorForChat(tokenizer.pad_token_id)([train_set[0], train_set[1]])
+print({k: tuple(v.shape) for k, v in batch.items()}, "assistant tokens in the batch:",
+      int((batch["labels"] != IGNORE_INDEX).sum()))
+
+# %% [markdown]
+# ## 之前与之后
+#
+# 一个从随机权重开始的小 GPT，然后做 SFT。完全匹配 = 到 `<|end|>` 为止的回答与期望的字符串完全相同。
+
+# %%
+def exact_match(model, examples):
+    return sum(answer(model, tokenizer, r[:1], max_new_tokens=8) == r[1]["content"] for r in examples) / len(examples)
+
+
+_setup.seed(0)
+model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=len(tokenizer)))
+print("before:", [answer(model, tokenizer, r[:1], max_new_tokens=8) for r in test[:3]],
+      f"exact match {exact_match(model, test):.2f}")
+with tempfile.TemporaryDirectory() as out:
+    args = TrainingArguments(output_dir=out, max_steps=10 if QUICK else 1200, learning_rate=3e-3,
+                             per_device_train_batch_size=32, warmup_steps=20, logging_steps=200,
+                             save_strategy="no", disable_tqdm=True, use_cpu=True, seed=0)
+    Trainer(model, args, train_dataset=train_set, data_collator=DataCollatorForChat(tokenizer.pad_token_id)).train()
+for r in test[:5]:
+    print(f"  {r[0]['content']:16} -> {answer(model, tokenizer, r[:1], max_new_tokens=8)!r:10} "
+          f"(expected {r[1]['content']!r})")
+print(f"after SFT: exact match {exact_match(model, test):.2f} on {len(test)} held-out prompts")
+
+# %% [markdown]
+# 在命令行上做同样的事，可以用任何 GPT 目录和 Alpaca 格式的记录，然后对话：
+#
+#     python -m minigpt.sft --model_name_or_path out/base --train_file ../shared/data/instructions/instruction-data.json \
+#         --output_dir out/sft --max_time 300
+#     python -m minigpt.chat --model_name_or_path out/sft
+#
+# docs/results/lora_sft.md 测量了预训练给这一步带来了什么。

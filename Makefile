@@ -14,7 +14,7 @@ STAMP      := $(VENV)/.installed
 DATA       ?=
 PYTEST_ARGS ?=
 
-.PHONY: help demo test test-fast bench exercises grade notebooks clean venv
+.PHONY: help demo test test-fast bench exercises grade notebooks clean venv mutants
 
 help:
 	@echo "make demo       pretrain BERT, fine-tune it, train + sample GPT (DATA=file.txt for your own text)"
@@ -22,6 +22,7 @@ help:
 	@echo "make test-fast  tests not marked slow"
 	@echo "make bench      speed benchmarks against transformers"
 	@echo "make exercises  write the student copy of the course to ./student"
+	@echo "make mutants    mutation run over common/nn: every hand-written mutant must fail a test"
 	@echo "make notebooks  executed notebooks of every tutorial, English and Chinese, in notebooks/ (QUICK=1 for quick mode)"
 
 venv: $(STAMP)
@@ -52,6 +53,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all
+
+mutants: $(STAMP)
+	$(PY) -m tests.mutants
 
 exercises: $(STAMP)
 	$(PY) -m tutorials.exercises make --out student

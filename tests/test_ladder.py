@@ -12,7 +12,9 @@ The fast tests check the same thing on paper: every exercise's `requires` come b
 
 Speed: one student copy, rewritten in place step by step; one parent process imports torch, pytest
 and hypothesis once and forks a child per step, which imports the copy's modules fresh and runs
-only that exercise's tests (about 1-3 s a step instead of ~5 s with a fresh interpreter).
+only that exercise's tests (about 1-3 s a step instead of ~5 s with a fresh interpreter), with at
+most 8 examples per property test (EXERCISES_MAX_EXAMPLES, tutorials/grading_plugin.py) unless the
+test sets its own.
 """
 import json
 import os
@@ -118,7 +120,7 @@ def test_solving_the_exercises_in_ladder_order_passes_each_as_soon_as_it_is_solv
                      "junit": str(junit), "args": ex.pytest_arguments(files, [e], junit)})
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    env = {**os.environ, "EXERCISES_MAX_EXAMPLES": "8", "PYTHONPATH": os.pathsep.join(
         [str(out)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
     proc = subprocess.run([sys.executable, "-c", RUNNER, str(plan_file)], cwd=out, env=env,
                           capture_output=True, text=True)

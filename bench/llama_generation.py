@@ -87,8 +87,9 @@ def run(quick: bool = False, repeats: int = 5, new_tokens: int = None) -> dict:
                 threads=torch.get_num_threads())
 
 
-def train_step_times(repeats: int = 5, steps: int = 5) -> dict:
-    """Median ms per training step of the two shapes, interleaved (bench/timing.py)."""
+def train_step_times(repeats: int = 5, steps: int = 5, bf16: bool = False) -> dict:
+    """Median ms per training step of the two shapes, interleaved (bench/timing.py); bf16=True runs the
+    forward under CPU bf16 autocast, as minigpt.train does where the CPU has native bf16."""
     from minigpt import GPTConfig
     from minigpt.config import LLAMA_SHAPE
 
@@ -102,7 +103,8 @@ def train_step_times(repeats: int = 5, steps: int = 5) -> dict:
         params[name] = model.num_parameters()
 
         def step(model=model, optimizer=optimizer):
-            loss = model(batch, labels=batch).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(batch, labels=batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -117,9 +119,10 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--new_tokens", type=int, default=None, help="tokens to generate (default: 256)")
     parser.add_argument("--train_step", action="store_true", help="time training steps of the two shapes instead")
+    parser.add_argument("--bf16", action="store_true", help="with --train_step: under bf16 autocast (minigpt.train's)")
     args = parser.parse_args(argv)
     if args.train_step:
-        for name, row in train_step_times(args.repeats).items():
+        for name, row in train_step_times(args.repeats, bf16=args.bf16).items():
             print(f"{name}: {row['ms']:.1f} ms per step (±{row['spread']:.0%}), {row['parameters']:,} parameters")
         return 0
     result = run(args.quick, args.repeats, args.new_tokens)

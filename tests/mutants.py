@@ -3,6 +3,8 @@
     make mutants                          # or: python -m tests.mutants
     python -m tests.mutants --only gelu   # the mutants whose name holds "gelu"
 
+Three more mutants bend the Trainer's update (the scheduler's order, gradient clipping).
+
 A mutant is one plausible wrong line (a wrong constant, a missing term, an off-by-one, a swapped
 argument) written as a source patch: `old` must occur exactly once in `path`, `new` replaces it.
 Each one is applied to a temporary copy of the course, the test files named for it run there
@@ -168,6 +170,18 @@ MUTANTS: tuple[Mutant, ...] = (
            "normalized = x32 / (mean_square.sqrt() + self.eps)", "rms_norm", tests=NN_TESTS + ("tests/test_llama.py",)),
     Mutant("common/nn/norms.py", "RMSNorm: weight ignored", "return self.weight * normalized.to(x.dtype)",
            "return normalized.to(x.dtype)", "rms_norm", tests=NN_TESTS + ("tests/test_llama.py",)),
+    # ------------------------------------------------------------ beyond the math layer: the update
+    Mutant("common/train/trainer.py", "Trainer: scheduler stepped before the optimizer",
+           "        self.optimizer.step()\n        self.lr_scheduler.step()\n",
+           "        self.lr_scheduler.step()\n        self.optimizer.step()\n",
+           "learning_rate_applied", tests=("tests/test_trainer_updates.py",)),
+    Mutant("common/train/trainer.py", "Trainer: gradient clipping off",
+           "max_norm = args.max_grad_norm if args.max_grad_norm > 0 else float(\"inf\")",
+           "max_norm = float(\"inf\")", "max_grad_norm", tests=("tests/test_trainer_updates.py",)),
+    Mutant("common/train/trainer.py", "Trainer: clipping at twice max_grad_norm",
+           "max_norm = args.max_grad_norm if args.max_grad_norm > 0 else float(\"inf\")",
+           "max_norm = 2 * args.max_grad_norm if args.max_grad_norm > 0 else float(\"inf\")",
+           "max_grad_norm", tests=("tests/test_trainer_updates.py",)),
 )
 
 
@@ -211,7 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps([v.__dict__ for v in verdicts], indent=1), encoding="utf-8")
     survivors = [v.label for v in verdicts if not v.caught]
-    print(f"{len(verdicts) - len(survivors)}/{len(verdicts)} mutants of common/nn caught in "
+    print(f"{len(verdicts) - len(survivors)}/{len(verdicts)} mutants caught in "
           f"{time.perf_counter() - start:.0f} s" + (f"; SURVIVED: {survivors}" if survivors else ""))
     return 1 if survivors else 0
 

@@ -28,6 +28,7 @@ from typing import Optional
 import torch
 
 from common.errors import UserError
+from common.nn.lora import LoRALinear
 from minigpt.decode_step import DecodeWeights
 
 
@@ -40,11 +41,14 @@ from common.nn.sampling import apply_temperature, next_token, top_k_filter, top_
 MIN_STEPS_TO_PACK = 8
 
 
-def use_decode_step(prompt_length: int, max_new_tokens: int, block_size: int, use_cache: bool) -> bool:
+def use_decode_step(prompt_length: int, max_new_tokens: int, block_size: int, use_cache: bool,
+                    has_adapters: bool = False) -> bool:
     """The rule for the fast path: pack the weights for minigpt.decode_step iff at least
     MIN_STEPS_TO_PACK single-token steps will read the cache. The prefill gives the first new token;
-    after it, min(max_new_tokens - 1, block_size - prompt_length) steps fit before the cache is full."""
-    if not use_cache or prompt_length > block_size:
+    after it, min(max_new_tokens - 1, block_size - prompt_length) steps fit before the cache is full.
+    A model with LoRA adapters (common/nn/lora.py) keeps the textbook path: the packed weights would
+    miss the adapters' B A (merge_and_unload first for the fast path)."""
+    if not use_cache or prompt_length > block_size or has_adapters:
         return False
     return min(max_new_tokens - 1, block_size - prompt_length) >= MIN_STEPS_TO_PACK
 
@@ -115,7 +119,9 @@ def _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top
     unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)
 
     caches = model.new_kv_caches(B, min(total, block_size)) if use_cache else None
-    fast = DecodeWeights.from_model(model) if use_decode_step(T0, max_new_tokens, block_size, use_cache) else None
+    has_adapters = any(isinstance(m, LoRALinear) for m in model.modules())
+    fast = (DecodeWeights.from_model(model) if use_decode_step(T0, max_new_tokens, block_size, use_cache, has_adapters)
+            else None)
 
     length = T0  # tokens known so far
     for _ in range(max_new_tokens):

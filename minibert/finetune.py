@@ -37,8 +37,8 @@ from common.train.device import set_seed
 from common.text.auto import load_tokenizer
 from common.train.trainer import Trainer
 from minibert import BertConfig
-from common.cli.training import (FLAG_NOTE, add_lora_flags, add_training_flags, apply_lora_flags, save_trained_model,
-                                 time_budget_callbacks, training_arguments, write_json)
+from common.cli.training import (FLAG_NOTE, add_lora_flags, add_training_flags, apply_lora_flags,
+                                 time_budget_callbacks, train_and_save, training_arguments, write_json)
 from minibert.tasks import TASKS
 
 # TrainingArguments defaults of this tool: run_glue's (learning rate 5e-5, 3 epochs, batch 8), but
@@ -177,16 +177,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     trainer = Trainer(model, args, train_dataset=train_set, eval_dataset=eval_set, tokenizer=tokenizer,
                       data_collator=task.collator(tokenizer), compute_metrics=task.compute_metrics(),
                       callbacks=time_budget_callbacks(args, opts))
-    result = trainer.train()
-    save_trained_model(trainer, lora, args.output_dir)
-    if not trainer.ctx.is_main_process:
+    result = train_and_save(trainer, args.output_dir, lora, train_samples=len(train_examples))
+    if result is None:
         return 0
     output_dir = Path(args.output_dir)
     runtime = result.metrics["train_runtime"]
-    write_json(output_dir / "train_results.json", {
-        "train_loss": result.training_loss, "train_runtime": runtime, "train_steps": result.global_step,
-        "stop_reason": result.metrics["stop_reason"], "epoch": trainer.state.epoch,
-        "train_samples": len(train_examples)})
     metrics = task.evaluate(trainer, eval_set, eval_examples, "eval")
     results = {k: v for k, v in metrics.items() if not k.endswith(("_per_second", "_runtime"))}
     results.update(eval_samples=len(eval_examples), train_steps=result.global_step, train_runtime=runtime)

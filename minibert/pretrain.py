@@ -42,7 +42,7 @@ from common.text.auto import SentencePieceTokenizer, load_tokenizer
 from common.train.trainer import Trainer
 from minibert import BertConfig, BertForMaskedLM, BertForPreTraining
 from common.cli.training import (FLAG_NOTE, add_training_flags, parse_config_overrides, perplexity,
-                                time_budget_callbacks, training_arguments, write_json)
+                                 time_budget_callbacks, train_and_save, training_arguments, write_json)
 
 # A small BERT for a CPU: 4 layers of width 256 (BERT-mini's shape; ~5M parameters + the embeddings).
 MODEL_DEFAULTS = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
@@ -217,15 +217,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=opts.mlm_probability,
                                                                     seed=args.seed),
                       callbacks=time_budget_callbacks(args, opts))
-    result = trainer.train()
-    trainer.save_model(args.output_dir)
-    if not trainer.ctx.is_main_process:
+    result = train_and_save(trainer, args.output_dir, train_samples=len(train_set))
+    if result is None:
         return 0
     output_dir = Path(args.output_dir)
-    write_json(output_dir / "train_results.json", {
-        "train_loss": result.training_loss, "train_runtime": result.metrics["train_runtime"],
-        "train_steps": result.global_step, "stop_reason": result.metrics["stop_reason"],
-        "epoch": trainer.state.epoch, "train_samples": len(train_set)})
     if eval_set is None:
         print("no validation data (--validation_split_percentage 0 and no --validation_file): "
               "eval_results.json not written", file=sys.stderr)

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from common.cli.training import (FLAG_NOTE, add_lora_flags, add_training_flags, apply_lora_flags, perplexity,
-                                 save_trained_model, time_budget_callbacks, training_arguments, write_json)
+                                 time_budget_callbacks, train_and_save, training_arguments, write_json)
 from common.data.instructions import (ChatTokenizer, DataCollatorForChat, InstructionDataset, encode_conversation,
                                       has_chat_template, load_instruction_file, pack_examples)
 from common.errors import ConfigError, run_cli
@@ -181,16 +181,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     trainer = Trainer(model, args, train_dataset=train_data, eval_dataset=eval_set, tokenizer=tokenizer,
                       data_collator=DataCollatorForChat(tokenizer.pad_token_id),
                       callbacks=time_budget_callbacks(args, opts))
-    result = trainer.train()
-    save_trained_model(trainer, lora, args.output_dir)
-    if not trainer.ctx.is_main_process:
+    result = train_and_save(trainer, args.output_dir, lora, train_conversations=len(train_set))
+    if result is None:
         return 0
     output_dir = Path(args.output_dir)
     runtime = result.metrics["train_runtime"]
-    write_json(output_dir / "train_results.json", {
-        "train_loss": result.training_loss, "train_runtime": runtime, "train_steps": result.global_step,
-        "stop_reason": result.metrics["stop_reason"], "epoch": trainer.state.epoch,
-        "train_conversations": len(train_set)})
     if eval_set is not None:
         metrics = trainer.evaluate(eval_set)
         results = {"eval_loss": metrics["eval_loss"], "perplexity": perplexity(metrics["eval_loss"]),

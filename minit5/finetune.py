@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import torch
 
 from common.cli.training import (FLAG_NOTE, add_training_flags, parse_config_overrides, time_budget_callbacks,
-                                 training_arguments, write_json)
+                                 train_and_save, training_arguments, write_json)
 from common.errors import ConfigError, run_cli
 from common.hub.pretrained import check_tokenizer_fits_model
 from common.train.device import set_seed
@@ -149,15 +149,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     trainer = Trainer(model, args, train_dataset=train_set, eval_dataset=eval_set, tokenizer=tokenizer,
                       data_collator=DataCollatorForSeq2Seq(tokenizer.pad_token_id),
                       callbacks=time_budget_callbacks(args, opts))
-    result = trainer.train()
-    trainer.save_model(args.output_dir)
-    if not trainer.ctx.is_main_process:
+    result = train_and_save(trainer, args.output_dir, train_samples=len(train_pairs))
+    if result is None:
         return 0
     output_dir = Path(args.output_dir)
-    write_json(output_dir / "train_results.json", {
-        "train_loss": result.training_loss, "train_runtime": result.metrics["train_runtime"],
-        "train_steps": result.global_step, "stop_reason": result.metrics["stop_reason"],
-        "train_samples": len(train_pairs)})
     for prefix, pairs, data in (("eval", eval_pairs, eval_set), ("test", test_pairs, None)):
         if not pairs:
             continue

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from common.cli.training import (FLAG_NOTE, add_training_flags, parse_config_overrides, perplexity,
-                                 time_budget_callbacks, training_arguments, write_json)
+                                 time_budget_callbacks, train_and_save, training_arguments, write_json)
 from common.data.span_corruption import DataCollatorForSpanCorruption, compute_input_and_target_lengths
 from common.errors import ConfigError, DataError, read_text, run_cli
 from common.hub.pretrained import check_tokenizer_fits_model
@@ -132,15 +132,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{raw_length} tokens -> inputs of {opts.max_seq_length}, targets of {target_length}", file=sys.stderr)
     trainer = Trainer(model, args, train_dataset=train_set, eval_dataset=eval_set, tokenizer=tokenizer,
                       data_collator=collator, callbacks=time_budget_callbacks(args, opts))
-    result = trainer.train()
-    trainer.save_model(args.output_dir)
-    if not trainer.ctx.is_main_process:
+    result = train_and_save(trainer, args.output_dir, train_samples=len(train_set))
+    if result is None:
         return 0
     output_dir = Path(args.output_dir)
-    write_json(output_dir / "train_results.json", {
-        "train_loss": result.training_loss, "train_runtime": result.metrics["train_runtime"],
-        "train_steps": result.global_step, "stop_reason": result.metrics["stop_reason"],
-        "train_samples": len(train_set)})
     if eval_set is not None:
         metrics = trainer.evaluate(eval_set)
         metrics["perplexity"] = perplexity(metrics["eval_loss"])

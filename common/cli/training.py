@@ -154,6 +154,22 @@ def apply_lora_flags(model, opts: argparse.Namespace, prog: str, base_model_name
     return config
 
 
+def train_and_save(trainer, output_dir, lora_config=None, **extra):
+    """What every training tool does once its Trainer is built: train, save the model (or with LoRA
+    only its adapter: save_trained_model), and write train_results.json (loss, runtime, steps, why
+    it stopped, epoch, and the tool's `extra` numbers). Returns the TrainOutput on the main process,
+    None on the others (which then have nothing more to write)."""
+    result = trainer.train()
+    save_trained_model(trainer, lora_config, output_dir)
+    if not trainer.ctx.is_main_process:
+        return None
+    write_json(Path(output_dir) / "train_results.json", {
+        "train_loss": result.training_loss, "train_runtime": result.metrics["train_runtime"],
+        "train_steps": result.global_step, "stop_reason": result.metrics["stop_reason"],
+        "epoch": trainer.state.epoch, **extra})
+    return result
+
+
 def save_trained_model(trainer, lora_config, output_dir) -> None:
     """The final model: with LoRA only the adapter (peft's files) + config.json + the tokenizer;
     without, the whole model (trainer.save_model)."""

@@ -66,21 +66,6 @@ class T5Tokenizer(SentencePieceTokenizer):
             return f"<extra_id_{self.sp_size + self.extra_ids - 1 - index}>"
         return super()._id_to_token(index)
 
-    def _tokenize_with_offsets(self, text: str) -> list[tuple[str, tuple[int, int], int]]:
-        """The parent's pieces and word numbers, with sentinel ids named (SentencePiece has no piece for them)."""
-        out, word, previous_special = [], -1, True
-        special = set(self.all_special_ids)
-        for index, (start, end) in self._ids_with_offsets(text):
-            piece = self._id_to_token(index)
-            is_special = index in special and index != self.unk_token_id
-            if piece.startswith("▁") or is_special or previous_special:
-                word += 1
-            previous_special = is_special
-            while start < end - 1 and text[start].isspace():
-                start += 1
-            out.append((piece, (start, end), word))
-        return out
-
     def _ids_with_offsets(self, text: str) -> list[tuple[int, tuple[int, int]]]:
         """Sentinels typed in the text are cut out first; SentencePiece encodes the pieces between."""
         out, start = [], 0

@@ -143,7 +143,7 @@ class SentencePieceTokenizer(BaseTokenizer):
         special = set(self.all_special_ids)
         previous_special = True
         for index, (start, end) in self._ids_with_offsets(text):
-            piece = self.sp.id_to_piece(index)
+            piece = self._id_to_token(index)  # a subclass may name ids SentencePiece has no piece for
             is_special = index in special and index != self.unk_token_id
             if piece.startswith("▁") or is_special or previous_special:
                 word += 1

@@ -23,24 +23,17 @@ A config.json written by transformers loads as is: keys we do not use (`architec
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, ClassVar, Optional
 
 from common.nn.attention import ATTN_IMPLS
 from common.nn.blocks import ACTIVATIONS
-from common.hub.config import PretrainedConfig, check_special_token_ids, require
+from common.hub.config import PretrainedConfig, check_special_token_ids, is_int, is_number, require
 from common.errors import ConfigError
 
 CLASSIFIER_POOLINGS = ("cls", "mean")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclasses.dataclass
@@ -83,7 +76,7 @@ class BertConfig(PretrainedConfig):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size"):
             value = getattr(self, name)
-            require(_is_int(value) and value > 0, name, f"must be a positive integer, got {value!r}")
+            require(is_int(value) and value > 0, name, f"must be a positive integer, got {value!r}")
         require(self.hidden_size % self.num_attention_heads == 0, "hidden_size",
                 f"{self.hidden_size} is not divisible by num_attention_heads "
                 f"({self.num_attention_heads}); each head gets hidden_size / num_attention_heads "
@@ -94,16 +87,16 @@ class BertConfig(PretrainedConfig):
             value = getattr(self, name)
             if name == "classifier_dropout" and value is None:
                 continue  # None = use hidden_dropout_prob, as transformers does
-            require(_is_number(value) and 0.0 <= value < 1.0, name,
+            require(is_number(value) and 0.0 <= value < 1.0, name,
                     f"a dropout probability must be in [0, 1), got {value!r}")
-        require(_is_number(self.initializer_range) and self.initializer_range >= 0,
+        require(is_number(self.initializer_range) and self.initializer_range >= 0,
                 "initializer_range", f"must be a number >= 0, got {self.initializer_range!r}")
-        require(_is_number(self.layer_norm_eps) and self.layer_norm_eps > 0,
+        require(is_number(self.layer_norm_eps) and self.layer_norm_eps > 0,
                 "layer_norm_eps", f"must be a number > 0, got {self.layer_norm_eps!r}")
         check_special_token_ids(self, ("pad_token_id",))  # outside the vocabulary: kept, warned, unused
         for name in ("mlm_alpha", "nsp_beta"):
             value = getattr(self, name)
-            require(_is_number(value) and value >= 0, name,
+            require(is_number(value) and value >= 0, name,
                     f"a loss weight must be a number >= 0, got {value!r}")
         require(self.attn_impl in ATTN_IMPLS, "attn_impl",
                 f"must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
@@ -129,7 +122,7 @@ class BertConfig(PretrainedConfig):
                 self.num_labels = len(self.id2label)
         if self.num_labels is None:
             self.num_labels = 2
-        require(_is_int(self.num_labels) and self.num_labels > 0, "num_labels",
+        require(is_int(self.num_labels) and self.num_labels > 0, "num_labels",
                 f"must be a positive integer, got {self.num_labels!r}")
         if self.id2label is None:
             self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}

@@ -26,13 +26,12 @@ hf_llama_to_minigpt; a model_type this package does not read is one error naming
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, ClassVar, Optional
 
 from common.nn.attention import ATTN_IMPLS
 from common.nn.blocks import ACTIVATIONS, FEED_FORWARDS
 from common.nn.norms import NORMS
-from common.hub.config import PretrainedConfig, check_special_token_ids, require
+from common.hub.config import PretrainedConfig, check_special_token_ids, is_int, is_number, require
 from common.errors import ConfigError
 
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
@@ -56,17 +55,8 @@ def swiglu_width(n_embd: int) -> int:
     return 8 * -(-8 * n_embd // 24)
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_positive_int(value) -> bool:
-    return _is_int(value) and value > 0
-
-
-def _is_number(value) -> bool:
-    """A finite int or float (a string "0.1" from a hand-edited config.json is not)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_int(value) and value > 0
 
 
 @dataclasses.dataclass
@@ -105,11 +95,11 @@ class GPTConfig(PretrainedConfig):
         require(self.n_embd % self.n_head == 0, "n_embd",
                 f"must be divisible by n_head ({self.n_embd} % {self.n_head} = {self.n_embd % self.n_head}); "
                 "each head gets n_embd / n_head dimensions")
-        require(_is_number(self.dropout) and 0.0 <= self.dropout < 1.0, "dropout",
+        require(is_number(self.dropout) and 0.0 <= self.dropout < 1.0, "dropout",
                 f"a dropout probability must be a number in [0, 1), got {self.dropout!r}")
-        require(_is_number(self.layer_norm_epsilon) and self.layer_norm_epsilon > 0, "layer_norm_epsilon",
+        require(is_number(self.layer_norm_epsilon) and self.layer_norm_epsilon > 0, "layer_norm_epsilon",
                 f"must be a positive number, got {self.layer_norm_epsilon!r}")
-        require(_is_number(self.initializer_range) and self.initializer_range >= 0, "initializer_range",
+        require(is_number(self.initializer_range) and self.initializer_range >= 0, "initializer_range",
                 f"must be a number >= 0, got {self.initializer_range!r}")
         for name in ("bias", "tie_word_embeddings"):
             require(isinstance(getattr(self, name), bool), name,
@@ -123,7 +113,7 @@ class GPTConfig(PretrainedConfig):
         for name, allowed in (("position_embedding", POSITION_EMBEDDINGS), ("normalization", NORMS),
                               ("feed_forward", FEED_FORWARDS)):
             require(getattr(self, name) in allowed, name, f"must be one of {allowed}, got {getattr(self, name)!r}")
-        require(_is_number(self.rope_theta) and self.rope_theta > 0, "rope_theta",
+        require(is_number(self.rope_theta) and self.rope_theta > 0, "rope_theta",
                 f"must be a positive number, got {self.rope_theta!r}")
         if self.position_embedding == "rope":
             require(self.head_dim % 2 == 0, "n_embd", f"RoPE rotates pairs of dimensions, so n_embd / n_head "
@@ -213,7 +203,7 @@ def hf_llama_to_minigpt(d: dict[str, Any]) -> dict[str, Any]:
                           "(set them equal or use another model)")
     n_embd, n_head = d.get("hidden_size"), d.get("num_attention_heads")
     head_dim = d.get("head_dim")
-    if head_dim is not None and _is_int(n_embd) and _is_int(n_head) and n_head and head_dim != n_embd // n_head:
+    if head_dim is not None and is_int(n_embd) and is_int(n_head) and n_head and head_dim != n_embd // n_head:
         raise ConfigError(f"head_dim: {head_dim} differs from hidden_size / num_attention_heads = "
                           f"{n_embd // n_head}; minigpt requires them equal")
     out = {k: v for k, v in d.items()

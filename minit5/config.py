@@ -16,20 +16,13 @@ Token ids T5 fixes: pad = 0, eos = 1, and the decoder starts from the pad id (de
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, ClassVar, Optional
 
-from common.hub.config import PretrainedConfig, require
+from common.hub.config import PretrainedConfig, is_int, is_number, require
 
 FEED_FORWARD_PROJS = ("relu", "gelu", "gated-relu", "gated-gelu")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclasses.dataclass
@@ -67,15 +60,15 @@ class T5Config(PretrainedConfig):
         for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
                      "num_heads", "relative_attention_num_buckets", "relative_attention_max_distance"):
             value = getattr(self, name)
-            require(_is_int(value) and value > 0, name, f"must be a positive integer, got {value!r}")
+            require(is_int(value) and value > 0, name, f"must be a positive integer, got {value!r}")
         require(self.relative_attention_num_buckets >= 4, "relative_attention_num_buckets",
                 f"must be at least 4 (half for each direction, half of those exact), "
                 f"got {self.relative_attention_num_buckets}")
-        require(_is_number(self.dropout_rate) and 0.0 <= self.dropout_rate < 1.0, "dropout_rate",
+        require(is_number(self.dropout_rate) and 0.0 <= self.dropout_rate < 1.0, "dropout_rate",
                 f"a dropout probability must be a number in [0, 1), got {self.dropout_rate!r}")
-        require(_is_number(self.layer_norm_epsilon) and self.layer_norm_epsilon > 0, "layer_norm_epsilon",
+        require(is_number(self.layer_norm_epsilon) and self.layer_norm_epsilon > 0, "layer_norm_epsilon",
                 f"must be a positive number, got {self.layer_norm_epsilon!r}")
-        require(_is_number(self.initializer_factor) and self.initializer_factor >= 0, "initializer_factor",
+        require(is_number(self.initializer_factor) and self.initializer_factor >= 0, "initializer_factor",
                 f"must be a number >= 0, got {self.initializer_factor!r}")
         require(self.feed_forward_proj in FEED_FORWARD_PROJS, "feed_forward_proj",
                 f"unknown {self.feed_forward_proj!r}; use 'relu' (T5) or 'gated-gelu' (T5 v1.1, Flan-T5)")
@@ -83,7 +76,7 @@ class T5Config(PretrainedConfig):
                 f"must be true or false, got {self.tie_word_embeddings!r}")
         for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
             value = getattr(self, name)
-            require(_is_int(value) and 0 <= value < self.vocab_size, name,
+            require(is_int(value) and 0 <= value < self.vocab_size, name,
                     f"must be a token id in [0, vocab_size={self.vocab_size}), got {value!r}")
 
     @classmethod

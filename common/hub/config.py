@@ -7,6 +7,8 @@ back on save, so nothing is lost and nothing crashes.
 """
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import json
 import os
@@ -87,6 +89,16 @@ class PretrainedConfig:
     def from_pretrained(cls, folder, **overrides):
         path = folder if str(folder).endswith(".json") else os.path.join(folder, CONFIG_NAME)
         return cls.from_json_file(path, **overrides)
+
+
+def is_int(value) -> bool:
+    """An int that is not a bool (True is an int in Python; a config field of 1 layer is not True)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """A finite int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def require(condition: bool, field: str, message: str) -> None:

@@ -29,11 +29,9 @@ import torch
 
 from common.errors import UserError
 from common.nn.lora import LoRALinear
-from minigpt.decode_step import DecodeWeights
-
-
 # The decoding rules (greedy, temperature, top-k, top-p) are shared with minit5: common/nn/sampling.py.
-from common.nn.sampling import apply_temperature, next_token, top_k_filter, top_p_filter  # noqa: F401
+from common.nn.sampling import check_sampling_arguments, generation_mode, next_token
+from minigpt.decode_step import DecodeWeights
 
 
 # Packing the weights for decode steps copies each of them once, which a few faster steps repay
@@ -63,15 +61,7 @@ def check_arguments(input_ids, attention_mask, max_new_tokens, do_sample, temper
                         f"{tuple(input_ids.shape)}; they must match (1 = token, 0 = left padding)")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise UserError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    if do_sample and not temperature > 0:
-        raise UserError(f"temperature must be > 0 when sampling, got {temperature}; "
-                        "for the most likely token use do_sample=False (greedy)")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise UserError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise UserError(f"top_p must be in (0, 1] or None, got {top_p}")
-    if generator is not None and seed is not None:
-        raise UserError("pass either seed or generator, not both")
+    check_sampling_arguments(do_sample, temperature, top_k, top_p, generator, seed)
 
 
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, do_sample: bool = False,
@@ -90,18 +80,10 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, do_sample: boo
                     generator, seed)
     if seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
-    was_training = model.training
-    model.eval()  # no dropout while generating
-    try:
-        # inference_mode skips autograd's bookkeeping (version counters, view tracking) on every
-        # op of every step, cheaper than no_grad. Its tensors cannot enter autograd later, so the
-        # ids are cloned outside it: the caller may feed them to training.
-        with torch.inference_mode():
-            tokens = _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
-                             eos_token_id, pad_token_id, attention_mask, use_cache, generator)
-        return tokens.clone()
-    finally:
-        model.train(was_training)
+    with generation_mode(model):  # eval, inference_mode
+        tokens = _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
+                         eos_token_id, pad_token_id, attention_mask, use_cache, generator)
+    return tokens.clone()  # out of inference mode: the caller may train on them
 
 
 def _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id,

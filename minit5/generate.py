@@ -18,7 +18,7 @@ from typing import Optional, Union
 import torch
 
 from common.errors import UserError
-from common.nn.sampling import next_token
+from common.nn.sampling import check_sampling_arguments, generation_mode, next_token
 
 
 def check_arguments(input_ids, attention_mask, max_new_tokens, num_beams, do_sample, temperature, top_k,
@@ -36,13 +36,7 @@ def check_arguments(input_ids, attention_mask, max_new_tokens, num_beams, do_sam
     if do_sample and num_beams > 1:
         raise UserError("sampling with beams is not implemented: pass do_sample=True with num_beams=1, "
                         "or num_beams > 1 without do_sample")
-    if do_sample and not temperature > 0:
-        raise UserError(f"temperature must be > 0 when sampling, got {temperature}; "
-                        "for the most likely token use do_sample=False (greedy)")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise UserError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise UserError(f"top_p must be in (0, 1] or None, got {top_p}")
+    check_sampling_arguments(do_sample, temperature, top_k, top_p)
     if not 1 <= num_return_sequences <= num_beams:
         raise UserError(f"num_return_sequences must be in 1..num_beams={num_beams}, got {num_return_sequences}")
     if early_stopping not in (True, False, "never"):
@@ -71,20 +65,15 @@ def generate(model, input_ids: torch.Tensor, attention_mask: Optional[torch.Tens
     start = c.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
     if seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
-    was_training = model.training
-    model.eval()  # no dropout while generating
-    try:
-        with torch.inference_mode():
-            encoded = model.encode(input_ids, attention_mask)  # (B, S, C): once per source
-            if num_beams == 1:
-                tokens = greedy_or_sample(model, encoded, attention_mask, max_new_tokens, do_sample, temperature,
-                                          top_k, top_p, eos, pad, start, use_cache, generator)
-            else:
-                tokens = beam_search(model, encoded, attention_mask, max_new_tokens, num_beams, length_penalty,
-                                     early_stopping, num_return_sequences, eos, pad, start, use_cache)
-        return tokens.clone()  # out of inference mode: the caller may train on them
-    finally:
-        model.train(was_training)
+    with generation_mode(model):  # eval, inference_mode
+        encoded = model.encode(input_ids, attention_mask)  # (B, S, C): once per source
+        if num_beams == 1:
+            tokens = greedy_or_sample(model, encoded, attention_mask, max_new_tokens, do_sample, temperature,
+                                      top_k, top_p, eos, pad, start, use_cache, generator)
+        else:
+            tokens = beam_search(model, encoded, attention_mask, max_new_tokens, num_beams, length_penalty,
+                                 early_stopping, num_return_sequences, eos, pad, start, use_cache)
+    return tokens.clone()  # out of inference mode: the caller may train on them
 
 
 class DecoderState:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from common.errors import UserError
 from minigpt import GPT, GPTConfig, generate
-from minigpt.generate import next_token, top_k_filter, top_p_filter
+from common.nn.sampling import next_token, top_k_filter, top_p_filter
 
 BLOCK = 16
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, vocab_size=40)

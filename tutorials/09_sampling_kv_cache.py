@@ -38,7 +38,7 @@ from common.data.language_modeling import DataCollatorForLanguageModeling, Group
 from common.train.trainer import Trainer
 from common.train.args import TrainingArguments
 from minigpt import GPT, GPTConfig
-from minigpt.generate import apply_temperature, next_token, top_k_filter, top_p_filter
+from common.nn.sampling import apply_temperature, next_token, top_k_filter, top_p_filter
 
 _setup.seed(0)
 torch.set_printoptions(precision=3, sci_mode=False)

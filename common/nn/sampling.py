@@ -7,9 +7,12 @@ minigpt.generate (GPT) and minit5.generate (T5) both call next_token; the filter
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
+
+from common.errors import UserError
 
 
 # BEGIN EXERCISE sampling
@@ -58,3 +61,34 @@ def next_token(logits: torch.Tensor, do_sample: bool, temperature: float, top_k:
     probs = torch.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
 # END EXERCISE sampling
+
+
+def check_sampling_arguments(do_sample: bool, temperature: float, top_k: Optional[int], top_p: Optional[float],
+                             generator=None, seed: Optional[int] = None) -> None:
+    """The decoding rule's arguments, one UserError line for each wrong one (every family's generate)."""
+    if do_sample and not temperature > 0:
+        raise UserError(f"temperature must be > 0 when sampling, got {temperature}; "
+                        "for the most likely token use do_sample=False (greedy)")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise UserError(f"top_k must be a positive integer or None, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise UserError(f"top_p must be in (0, 1] or None, got {top_p}")
+    if generator is not None and seed is not None:
+        raise UserError("pass either seed or generator, not both")
+
+
+@contextlib.contextmanager
+def generation_mode(model):
+    """model.eval() (no dropout) under torch.inference_mode() while generating; the model's mode back after.
+
+    inference_mode skips autograd's bookkeeping (version counters, view tracking) on every op of every
+    step, cheaper than no_grad. Its tensors cannot enter autograd later, so a generate clones the
+    tokens it returns outside this block: the caller may feed them to training.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)

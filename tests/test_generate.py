@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from common.errors import UserError
 from minigpt import GPT, GPTConfig, generate
+from common.nn.lora import LoraConfig, inject_lora, merge_and_unload
 from common.nn.sampling import next_token, top_k_filter, top_p_filter
 
 BLOCK = 16
@@ -250,3 +251,24 @@ def test_generated_ids_can_be_trained_on():
     loss = model(ids, labels=ids).loss
     loss.backward()  # would fail if generate returned inference-mode tensors
     assert model.transformer.wte.weight.grad is not None, "no gradient reached the embeddings"
+
+
+@pytest.mark.parametrize("targets", [["c_fc", "mlp.c_proj"], ["query", "key", "value", "out_proj"]])
+def test_generate_with_unmerged_adapters_gives_the_tokens_of_the_merged_model(targets):
+    """The packed fast decode path reads plain weights; with LoRA layers generate keeps the textbook
+    path, so an unmerged adapter generates exactly what its merged model does."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=64, n_layer=2, n_head=2, n_embd=32))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    inject_lora(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+    with torch.no_grad():  # B = 0 would make the adapter invisible
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(0.3 * torch.randn_like(p))
+    prompt = torch.randint(0, 50, (2, 5))
+    with_adapters = generate(model, prompt, max_new_tokens=20)  # >= MIN_STEPS_TO_PACK steps
+    merged = generate(merge_and_unload(model), prompt, max_new_tokens=20)  # now the fast path
+    assert torch.equal(with_adapters, merged), (
+        f"unmerged adapters generate {with_adapters.tolist()}, the merged model {merged.tolist()}")

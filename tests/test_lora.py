@@ -331,18 +331,3 @@ def test_frozen_weights_get_no_gradient_and_do_not_change_after_a_step(bert_fold
     head = 32 * 3 + 3
     assert trainable == lora + head, f"trainable {trainable}, expected {lora} LoRA + {head} head"
 
-
-@pytest.mark.parametrize("targets", [["c_fc", "mlp.c_proj"], ["query", "key", "value", "out_proj"]])
-def test_generate_with_unmerged_adapters_gives_the_tokens_of_the_merged_model(targets):
-    """The packed fast decode path reads plain weights; with LoRA layers generate keeps the textbook
-    path, so an unmerged adapter generates exactly what its merged model does."""
-    from minigpt import GPTConfig, generate
-    torch.manual_seed(0)
-    model = perturb(GPT(GPTConfig(vocab_size=50, block_size=64, n_layer=2, n_head=2, n_embd=32)), seed=1)
-    inject_lora(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
-    perturb_lora_factors(model, seed=2)
-    prompt = torch.randint(0, 50, (2, 5))
-    with_adapters = generate(model, prompt, max_new_tokens=20)  # >= MIN_STEPS_TO_PACK steps
-    merged = generate(merge_and_unload(model), prompt, max_new_tokens=20)  # now the fast path
-    assert torch.equal(with_adapters, merged), (
-        f"unmerged adapters generate {with_adapters.tolist()}, the merged model {merged.tolist()}")

@@ -39,6 +39,7 @@ from common.errors import ConfigError, run_cli
 from common.hub.pretrained import check_tokenizer_fits_model, resolve_model_folder
 from common.nn.lora import merge_and_unload
 from common.text.auto import load_tokenizer
+from common.train.device import set_seed
 from common.train.trainer import Trainer
 from minigpt.config import GPTConfig
 from minigpt.model import GPT
@@ -165,6 +166,7 @@ def answer(model, tokenizer, messages, max_new_tokens: int = 64, **sampling) -> 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     opts = build_parser().parse_args(argv)
     args = training_arguments(opts)
+    set_seed(args.seed)  # before anything draws a random number: model, template rows, LoRA, data
     model, tokenizer, added = load_model(opts, args.seed)
     max_length = opts.max_seq_length or model.config.block_size
     if max_length > model.config.block_size:

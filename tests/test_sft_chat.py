@@ -161,3 +161,15 @@ def test_chat_exit_command_and_a_model_without_template(folders):
                             stdin=subprocess.DEVNULL, timeout=120)
     errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1 and "minigpt.sft" in errors[0], result.stderr
+
+
+def test_sft_twice_with_the_same_seed_gives_the_same_weights(folders, tmp_path):
+    from safetensors.torch import load_file
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert sft_main(["--model_name_or_path", str(folders["base"]), "--train_file", str(folders["data"]),
+                         "--output_dir", str(out), "--max_steps", "4", "--packing", *FAST]) == 0
+        runs.append(load_file(str(out / "model.safetensors")))
+    differ = {k: float((runs[0][k] - runs[1][k]).abs().max()) for k in runs[0] if not torch.equal(runs[0][k], runs[1][k])}
+    assert not differ, f"minigpt.sft twice with --seed 3: weights differ (max abs difference per tensor): {differ}"

@@ -4,7 +4,10 @@ sentinels <extra_id_0> .. <extra_id_{N-1}> appended AFTER the pieces, counting d
     <extra_id_k> = sp_size + N - 1 - k,   so <extra_id_0> = len(tokenizer) - 1
 
 A Hugging Face T5 folder (spiece.model + tokenizer_config.json with extra_ids) loads as is; a text
-gets </s> appended (A </s>, pairs A </s> B </s>); a sentinel typed in a text is the sentinel.
+gets </s> appended (A </s>, pairs A </s> B </s>). As in transformers' T5Tokenizer, a special token
+typed in a text (<extra_id_k> with k < extra_ids, <pad>, </s>, <unk>) is that token, each stretch of
+text between them is encoded on its own (so it gets its own leading "▁"), and decode writes special
+tokens glued to their neighbours: "<extra_id_0> a dog<extra_id_1></s>".
 T5Tokenizer.train learns the pieces from your text with those ids (unigram, as T5's).
 """
 from __future__ import annotations
@@ -66,19 +69,34 @@ class T5Tokenizer(SentencePieceTokenizer):
             return f"<extra_id_{self.sp_size + self.extra_ids - 1 - index}>"
         return super()._id_to_token(index)
 
+    def _special_tokens_in(self, text: str) -> list[tuple[int, tuple[int, int]]]:
+        """(id, span) of each special token typed in `text`. "<extra_id_100>" with 100 sentinels
+        names no token: it stays text, for SentencePiece to encode."""
+        names = [re.escape(t) for t in (self.pad_token, self.eos_token, self.unk_token) if t]
+        found = []
+        for match in re.finditer("|".join([SENTINEL.pattern, *names]), text):
+            index = self._token_to_id(match.group(0))
+            if index is not None:
+                found.append((index, match.span()))
+        return found
+
     def _ids_with_offsets(self, text: str) -> list[tuple[int, tuple[int, int]]]:
-        """Sentinels typed in the text are cut out first; SentencePiece encodes the pieces between."""
+        """Special tokens typed in the text are cut out first; SentencePiece encodes the text between."""
         out, start = [], 0
-        for match in list(SENTINEL.finditer(text)) + [None]:
-            end = match.start() if match is not None else len(text)
-            if text[start:end].strip():
-                out += [(i, (a + start, b + start)) for i, (a, b) in super()._ids_with_offsets(text[start:end])]
-            if match is not None:
-                index = self._token_to_id(match.group(0))
-                if index is not None:
-                    out.append((index, match.span()))
-                start = match.end()
+        for index, (begin, end) in self._special_tokens_in(text) + [(None, (len(text), len(text)))]:
+            if text[start:begin].strip():
+                out += [(i, (a + start, b + start)) for i, (a, b) in super()._ids_with_offsets(text[start:begin])]
+            if index is not None:
+                out.append((index, (begin, end)))
+            start = end
         return out
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """transformers' T5 rule: join the tokens as they are, "▁" -> " ", and drop the space of the
+        first token only. So special tokens sit glued to the text ("runs<extra_id_1></s>") and a
+        piece after one keeps its space ("<extra_id_0> a dog")."""
+        text = "".join(tokens).replace("▁", " ")
+        return text[1:] if tokens and tokens[0].startswith("▁") else text
 
     def build_inputs_with_special_tokens(self, token_ids_0: list[int],
                                          token_ids_1: Optional[list[int]] = None) -> list[int]:
@@ -126,8 +144,10 @@ class T5Tokenizer(SentencePieceTokenizer):
         names = ["tokenizer.model", "spiece.model"]
         candidates = [folder / n for n in names if (folder / n).is_file()] or sorted(folder.glob("*.model"))
         if not candidates:
-            raise DataError(f"no spiece.model (or other *.model) in {folder}; a T5 folder holds its SentencePiece "
-                            "model; train one with python -m minit5.pretrain, or pass --tokenizer_name")
+            only_json = (" (it has only tokenizer.json, which transformers >= 5 save_pretrained writes: copy the "
+                         "spiece.model of the original checkpoint next to it)") if (folder / "tokenizer.json").is_file() else ""
+            raise DataError(f"no spiece.model (or other *.model) in {folder}{only_json}; a T5 folder holds its "
+                            "SentencePiece model; train one with python -m minit5.pretrain, or pass --tokenizer_name")
         extra = config.get("extra_ids", 100)
         specials = {k: v for k, v in special_kwargs(config).items() if k in T5_SPECIALS}
         return cls(candidates[0], extra_ids=extra, **specials)

@@ -19,6 +19,7 @@ from minit5.config import T5Config  # noqa: E402
 from minit5.model import (  # noqa: E402
     T5EncoderModel,
     T5ForConditionalGeneration,
+    T5Model,
     relative_position_bucket,
     shift_right,
 )
@@ -110,6 +111,95 @@ def test_encoder_model_equals_transformers_T5EncoderModel(feed_forward_proj):
     mine = ours(ids, mask).last_hidden_state
     real = mask.bool()
     assert max_diff(theirs[real], mine[real]) <= TOL, f"hidden states differ by {max_diff(theirs[real], mine[real])}"
+
+
+def bare_pair(feed_forward_proj="relu", **sizes):
+    """transformers' T5Model (perturbed) and ours with its weights: encoder + decoder, no LM head."""
+    kw = {**SMALL, "feed_forward_proj": feed_forward_proj, **sizes}
+    hf = perturbed(transformers.T5Model(transformers.T5Config(**kw, decoder_start_token_id=0,
+                                                               attn_implementation="eager")).eval())
+    ours = T5Model(T5Config(**kw))
+    missing, unexpected = ours.load_pretrained_state_dict(hf.state_dict())
+    assert missing == [] and unexpected == [], (missing, unexpected)
+    return hf, ours.eval()
+
+
+def bare_inputs(seed):
+    """padded_batch's sources, plus decoder inputs whose row 1 has its last 2 positions masked."""
+    ids, mask, labels = padded_batch(seed)
+    decoder_ids = shift_right(labels, 0, 0)
+    decoder_mask = torch.ones_like(decoder_ids)
+    decoder_mask[1, -2:] = 0
+    return dict(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids,
+                decoder_attention_mask=decoder_mask)
+
+
+def readout(out, seed=7):
+    """A scalar that weighs every position and channel of both outputs differently:
+    L = sum(R_dec * decoder states) + sum(R_enc * encoder states), R fixed N(0, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    dec, enc = out.last_hidden_state, out.encoder_last_hidden_state
+    return (torch.randn(dec.shape, generator=g) * dec).sum() + (torch.randn(enc.shape, generator=g) * enc).sum()
+
+
+@pytest.mark.parametrize("feed_forward_proj", ["relu", "gated-gelu"])
+def test_bare_T5Model_states_and_gradients_equal_transformers(feed_forward_proj):
+    """Every position is compared, padded ones included: the decoder_attention_mask only changes the
+    states of row 1's masked positions (a causal query sees them only from there on)."""
+    hf, ours = bare_pair(feed_forward_proj, num_decoder_layers=3)
+    args = bare_inputs(6)
+    theirs, mine = hf(**args), ours(**args)
+    for field in ("encoder_last_hidden_state", "last_hidden_state"):
+        a, b = getattr(mine, field), getattr(theirs, field)
+        assert a.shape == b.shape, f"{field}: shape {tuple(a.shape)} vs transformers' {tuple(b.shape)}"
+        assert max_diff(a, b) <= TOL, f"{field} differs from transformers' by {max_diff(a, b):.2e}"
+    unmasked = ours(**{**args, "decoder_attention_mask": None}).last_hidden_state
+    assert max_diff(unmasked, mine.last_hidden_state) > 1e-3, \
+        "decoder_attention_mask changed nothing: this input would not test it"
+    readout(theirs).backward()
+    readout(mine).backward()
+    their_params = dict(hf.named_parameters())
+    our_params = dict(ours.named_parameters())
+    assert sorted(our_params) == sorted(their_params), \
+        f"parameter names differ: ours only {sorted(set(our_params) - set(their_params))}, " \
+        f"theirs only {sorted(set(their_params) - set(our_params))}"
+    for name, p in our_params.items():
+        g_ref = their_params[name].grad
+        assert g_ref is not None and p.grad is not None, f"{name} got no gradient"
+        assert g_ref.abs().max() > 0, f"{name}: transformers' gradient is 0, the readout does not reach it"
+        assert max_diff(p.grad, g_ref) <= TOL, f"gradient of {name} differs by {max_diff(p.grad, g_ref):.2e}"
+
+
+def test_a_transformers_T5Model_state_dict_and_folder_load_into_ours(tmp_path):
+    """Same keys as transformers' T5Model; an old checkpoint's unused
+    decoder.block.0.layer.1.EncDecAttention.relative_attention_bias is dropped without a warning."""
+    hf, ours = bare_pair("gated-gelu")
+    theirs = hf.state_dict()
+    assert sorted(ours.state_dict()) == sorted(theirs), \
+        f"state-dict keys differ: ours only {sorted(set(ours.state_dict()) - set(theirs))}, " \
+        f"theirs only {sorted(set(theirs) - set(ours.state_dict()))}"
+    stale = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"
+    old = {**theirs, stale: torch.randn(SMALL["relative_attention_num_buckets"], SMALL["num_heads"])}
+    fresh = T5Model(T5Config(**{**SMALL, "feed_forward_proj": "gated-gelu"}))
+    missing, unexpected = fresh.load_pretrained_state_dict(T5Model.convert_state_dict(old, fresh.config))
+    assert missing == [] and unexpected == [], (missing, unexpected)
+
+    hf.save_pretrained(tmp_path / "hf")
+    from safetensors.torch import load_file, save_file
+
+    weights = tmp_path / "hf" / "model.safetensors"
+    save_file({**load_file(weights), stale: old[stale]}, weights, metadata={"format": "pt"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "not used" / "newly initialised" warning
+        loaded = T5Model.from_pretrained(tmp_path / "hf")
+    assert loaded.config.feed_forward_proj == "gated-gelu" and loaded.config.d_kv == SMALL["d_kv"]
+    args = bare_inputs(8)
+    reference = hf(**args)
+    for model in (fresh, loaded):
+        out = model(**args)
+        for field in ("encoder_last_hidden_state", "last_hidden_state"):
+            diff = max_diff(getattr(out, field), getattr(reference, field))
+            assert diff <= TOL, f"{field} after loading differs by {diff:.2e}"
 
 
 def test_real_tokens_do_not_depend_on_the_padding_side():

@@ -22,7 +22,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -30,13 +30,14 @@ from common.cli.training import (FLAG_NOTE, add_training_flags, parse_config_ove
                                  train_and_save, training_arguments, write_json)
 from common.errors import ConfigError, run_cli
 from common.hub.pretrained import check_tokenizer_fits_model
+from common.nn.sampling import generation_mode
 from common.train.device import set_seed
 from common.train.trainer import Trainer
 from minit5.config import T5Config
 from minit5.data import DataCollatorForSeq2Seq, Seq2SeqDataset, read_pairs, translate_texts
 from minit5.metrics import corpus_bleu
 from minit5.model import T5ForConditionalGeneration
-from minit5.pretrain import SMALL_T5
+from minit5.pretrain import SMALL_T5, TRAINING_SWITCHES
 from minit5.tokenizer import T5Tokenizer
 
 RECIPE = dict(learning_rate=1e-3, per_device_train_batch_size=32, per_device_eval_batch_size=64, logging_steps=50,
@@ -100,7 +101,7 @@ def first(pairs, n: Optional[int], flag: str):
     return pairs[:n]
 
 
-def load_tokenizer_and_model(opts, train_pairs, seed: int):
+def load_tokenizer_and_model(opts, train_pairs, seed: int, replace_model: Optional[Callable] = None):
     folder = opts.tokenizer_name or opts.model_name_or_path
     if folder:
         tokenizer = T5Tokenizer.from_pretrained(folder)
@@ -109,27 +110,36 @@ def load_tokenizer_and_model(opts, train_pairs, seed: int):
               file=sys.stderr)
         tokenizer = T5Tokenizer.train([text for pair in train_pairs for text in pair], opts.vocab_size)
     if opts.model_name_or_path:
-        model = T5ForConditionalGeneration.from_pretrained(opts.model_name_or_path)
+        model = T5ForConditionalGeneration.from_pretrained(opts.model_name_or_path, **TRAINING_SWITCHES)
         model.train()
     else:
-        overrides = {**SMALL_T5, **parse_config_overrides(opts.config_overrides, T5Config)}
+        overrides = {**SMALL_T5, **TRAINING_SWITCHES, **parse_config_overrides(opts.config_overrides, T5Config)}
         torch.manual_seed(seed)
         model = T5ForConditionalGeneration(T5Config(**{**overrides, "vocab_size": len(tokenizer)}))
+    if replace_model is not None:
+        model = replace_model(model)
     check_tokenizer_fits_model(tokenizer, model.config.vocab_size, "the model")
     return tokenizer, model
 
 
 def score(model, tokenizer, pairs, opts, prefix: str) -> tuple[dict, list[str]]:
-    """BLEU of the model's translations of the sources against the targets, and the translations."""
+    """BLEU of the model's translations of the sources against the targets, and the translations.
+    Translated in eval mode (no dropout) whatever model.generate does itself: ours switches to it,
+    transformers' generate (bench/t5_translation.py) does not."""
     start = time.perf_counter()
-    hypotheses = translate_texts(model, tokenizer, [s for s, _ in pairs], batch_size=opts.per_device_eval_batch_size,
-                                 max_source_length=opts.max_source_length, max_new_tokens=opts.max_target_length,
-                                 num_beams=opts.num_beams, source_prefix=opts.source_prefix)
+    with generation_mode(model):
+        hypotheses = translate_texts(model, tokenizer, [s for s, _ in pairs],
+                                     batch_size=opts.per_device_eval_batch_size,
+                                     max_source_length=opts.max_source_length, max_new_tokens=opts.max_target_length,
+                                     num_beams=opts.num_beams, source_prefix=opts.source_prefix)
     bleu = corpus_bleu(hypotheses, [t for _, t in pairs])
     return {f"{prefix}_bleu": bleu, f"{prefix}_generation_seconds": time.perf_counter() - start}, hypotheses
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, replace_model: Optional[Callable] = None) -> int:
+    """The tool. replace_model(model) -> the model to train instead of our T5, given ours as built or
+    loaded here (config and weights): bench/t5_translation.py puts transformers' T5 with the same
+    weights in its place, so everything else (data, Trainer, evaluation, files) is this code."""
     opts = build_parser().parse_args(argv)
     args = training_arguments(opts)
     set_seed(args.seed)  # before anything draws a random number: tokenizer, model, data
@@ -139,7 +149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           "--train_source_file and --train_target_file")
     eval_pairs = first(split_pairs(opts, "validation"), opts.max_eval_samples, "--max_eval_samples")
     test_pairs = split_pairs(opts, "test")
-    tokenizer, model = load_tokenizer_and_model(opts, train_pairs, args.seed)
+    tokenizer, model = load_tokenizer_and_model(opts, train_pairs, args.seed, replace_model)
     dataset = lambda pairs: Seq2SeqDataset(tokenizer, pairs, opts.max_source_length, opts.max_target_length,  # noqa: E731
                                            opts.source_prefix)
     train_set = dataset(train_pairs)

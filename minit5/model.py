@@ -42,13 +42,14 @@ from common.nn.dropout import Dropout
 from common.nn.losses import cross_entropy
 from common.nn.masks import causal_mask, combine_masks, padding_mask
 from common.nn.norms import RMSNorm
+from minit5 import logits_at_labels
 from minit5.config import T5Config
 
 
 @dataclasses.dataclass
 class Seq2SeqLMOutput:
     loss: Optional[torch.Tensor]  # scalar mean cross-entropy over labels != -100
-    logits: torch.Tensor  # (B, T, V)
+    logits: torch.Tensor  # (B, T, V); (N, V) under config.logits_at_labels_only with labels
     encoder_last_hidden_state: Optional[torch.Tensor] = None  # (B, S, C)
 
 
@@ -441,9 +442,13 @@ class T5ForConditionalGeneration(T5PreTrainedModel):
         """Logits (B, T, V) for the decoder inputs, given the encoder's output."""
         hidden = self.decoder(decoder_input_ids, decoder_attention_mask, encoder_hidden_states, attention_mask,
                               kv_caches=kv_caches, cross_key_values=cross_key_values)  # (B, T, C)
+        return self.lm_logits(hidden)  # (B, T, V)
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The head: decoder outputs (..., C) -> logits (..., V), h * d_model^-0.5 E^T when tied, h W_lm^T not."""
         if self.config.tie_word_embeddings:
             hidden = hidden * self.config.d_model ** -0.5  # E has unit-variance rows: rescale before E^T
-        return self.lm_head(hidden)  # (B, T, V)
+        return self.lm_head(hidden)  # (..., V)
 
     def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                 decoder_input_ids: Optional[torch.Tensor] = None,
@@ -451,13 +456,19 @@ class T5ForConditionalGeneration(T5PreTrainedModel):
                 encoder_outputs: Optional[torch.Tensor] = None) -> Seq2SeqLMOutput:
         """input_ids (B, S) with attention_mask (B, S); labels (B, T), -100 = not scored. Without
         decoder_input_ids they are shift_right(labels). loss = mean over scored positions of
-        -log P(y_t | y_<t, x) (common/nn/losses.py cross_entropy)."""
+        -log P(y_t | y_<t, x) (common/nn/losses.py cross_entropy). With config.logits_at_labels_only
+        and labels, minit5/logits_at_labels.py runs the head at the scored positions only: the same
+        loss and gradients, logits (N, V) for the N positions with labels != -100."""
         encoded = encoder_outputs if encoder_outputs is not None else self.encode(input_ids, attention_mask)
         if decoder_input_ids is None:
             if labels is None:
                 raise UserError("pass labels (B, T) or decoder_input_ids (B, T) to T5ForConditionalGeneration")
             decoder_input_ids = shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
-        logits = self.decode(decoder_input_ids, encoded, attention_mask, decoder_attention_mask)
+        hidden = self.decoder(decoder_input_ids, decoder_attention_mask, encoded, attention_mask)  # (B, T, C)
+        if logits_at_labels.applies(self.config, labels):  # speed trick
+            logits, loss = logits_at_labels.logits_and_loss(self, hidden, labels)  # (N, V), scalar
+            return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoded)
+        logits = self.lm_logits(hidden)  # (B, T, V)
         loss = None
         if labels is not None:
             loss = cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1))

@@ -37,6 +37,9 @@ RECIPE = dict(learning_rate=1e-3, per_device_train_batch_size=32, per_device_eva
               logging_steps=50, save_strategy="no", warmup_ratio=0.05, weight_decay=0.0)
 # A small T5 for a CPU (T5-small's shape, narrower): override any field with --config_overrides.
 SMALL_T5 = dict(d_model=256, d_kv=32, num_heads=8, d_ff=1024, num_layers=4, dropout_rate=0.1)
+# What the training tools switch on, for a model from scratch and a loaded one alike: the same loss and
+# gradients, the LM head only at the positions the loss reads (minit5/logits_at_labels.py).
+TRAINING_SWITCHES = dict(logits_at_labels_only=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,10 +100,10 @@ def build_tokenizer(opts, what: str):
 
 def build_model(opts, tokenizer, seed: int) -> T5ForConditionalGeneration:
     if opts.model_name_or_path:
-        model = T5ForConditionalGeneration.from_pretrained(opts.model_name_or_path)
+        model = T5ForConditionalGeneration.from_pretrained(opts.model_name_or_path, **TRAINING_SWITCHES)
         model.train()
         return model
-    overrides = {**SMALL_T5, **parse_config_overrides(opts.config_overrides, T5Config)}
+    overrides = {**SMALL_T5, **TRAINING_SWITCHES, **parse_config_overrides(opts.config_overrides, T5Config)}
     config = T5Config(**{**overrides, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
                          "eos_token_id": tokenizer.eos_token_id, "decoder_start_token_id": tokenizer.pad_token_id})
     torch.manual_seed(seed)

@@ -26,12 +26,8 @@ projections, head reshapes). Here the hidden state stays (B, C), and everything 
 change between steps is done once per generate call by DecodeWeights.from_model:
 
   * W^Q, W^K, W^V are concatenated into one matrix (one product per layer instead of three);
-  * every weight W (out, in) is stored as W^T (in, out) cut into P blocks of output columns,
-    (P, in, out / P), P = torch.get_num_threads() (BlockedLinear). PyTorch's CPU kernel runs a
-    (1 x in) (in x out) product on ONE core, so one core streams all the weights; torch.bmm runs
-    the P block products on P cores at once, and their outputs are the columns of the whole one.
-    Each block is (in, n), the layout that kernel streams fastest for a row vector.
-    The bandwidth each layout reaches is measured in docs/results/bench.md.
+  * every weight W (out, in) is stored as W^T cut into P blocks of output columns, one per core
+    (common/nn/blocked_linear.py says why: a product of a few rows otherwise runs on one core).
 
 This copies the Linear weights once per call (the model's own parameters are not touched).
 tests/test_decode_step.py checks the logits against GPT.forward, tests/test_generate.py the tokens
@@ -45,62 +41,11 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from common.nn.attention import KVCache, scaled_dot_product_attention, sdpa_attention
+from common.nn.blocked_linear import BlockedLinear, blocked, stacked
 from common.nn.masks import padding_mask
 from common.nn.rope import apply_rope, rope_cos_sin
-
-
-@dataclasses.dataclass
-class BlockedLinear:
-    """y = x W^T + b for a few rows x, with W^T cut into P blocks of output columns.
-
-        W^T = [W_1^T | W_2^T | ... | W_P^T]   (in, out) -> weight (P, in, n), n = ceil(out / P)
-        x W^T = [x W_1^T | ... | x W_P^T]        each block is an independent product
-
-    The last block is padded with zero columns when P does not divide out; they are cut off.
-    """
-
-    weight: torch.Tensor  # (P, in, n)
-    bias: Optional[torch.Tensor]  # (P, 1, n), or None
-    out_features: int
-
-    @classmethod
-    def from_weight(cls, weight: torch.Tensor, bias: Optional[torch.Tensor], blocks: int) -> "BlockedLinear":
-        """weight (out, in) as nn.Linear stores it, bias (out,) or None."""
-        out_features, in_features = weight.shape
-        n = -(-out_features // blocks)  # ceil(out / P)
-        pad = blocks * n - out_features
-        weight, bias = weight.detach(), None if bias is None else bias.detach()
-        if pad:  # zero rows of W = zero columns of W^T
-            weight = F.pad(weight, (0, 0, 0, pad))  # (P n, in)
-            bias = None if bias is None else F.pad(bias, (0, pad))  # (P n,)
-        blocked = weight.reshape(blocks, n, in_features).transpose(1, 2).contiguous()  # (P, in, n): one copy
-        return cls(blocked, None if bias is None else bias.view(blocks, 1, n), out_features)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in) -> (B, out)."""
-        B = x.size(0)
-        rows = x.expand(self.weight.size(0), B, -1)  # (P, B, in), no copy
-        if self.bias is None:
-            y = torch.bmm(rows, self.weight)  # (P, B, n): block p on one core
-        else:
-            y = torch.baddbmm(self.bias, rows, self.weight)  # (P, B, n), + b in the same kernel
-        # For B = 1 the (P, 1, n) result already lies in memory as the row [x W_1^T | ... | x W_P^T].
-        y = y.view(1, -1) if B == 1 else y.transpose(0, 1).reshape(B, -1)  # (B, P n)
-        return y if y.size(1) == self.out_features else y[:, :self.out_features]  # (B, out)
-
-
-def blocked(linear: nn.Linear, blocks: int) -> BlockedLinear:
-    return BlockedLinear.from_weight(linear.weight, linear.bias, blocks)
-
-
-def stacked(linears: list[nn.Linear], blocks: int) -> BlockedLinear:
-    """Several Linears of one input as one: their outputs side by side, [x W_a^T | x W_b^T | ...]."""
-    biases = [linear.bias for linear in linears]
-    bias = None if biases[0] is None else torch.cat(biases)
-    return BlockedLinear.from_weight(torch.cat([linear.weight for linear in linears]), bias, blocks)
 
 
 @dataclasses.dataclass

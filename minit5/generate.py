@@ -10,6 +10,9 @@ KVCache (common/nn/attention.py), so a step feeds one token, not the whole prefi
 K, V of the source never change while the decoder writes, so T5PreTrainedModel.cross_key_values
 computes them once and every step reads them. use_cache=False recomputes everything each step
 (the textbook path; tests check both give the same tokens).
+
+The one fast path: minit5.decode_step computes the same single-token step with the weights packed
+once per call; use_decode_step below is the rule for when it runs.
 """
 from __future__ import annotations
 
@@ -19,6 +22,16 @@ import torch
 
 from common.errors import UserError
 from common.nn.sampling import check_sampling_arguments, generation_mode, next_token
+from minit5.decode_step import DecodeWeights
+
+# Packing copies each decoder weight once, which a few faster steps repay (as minigpt.generate).
+MIN_STEPS_TO_PACK = 8
+
+
+def use_decode_step(max_new_tokens: int, use_cache: bool) -> bool:
+    """The rule for the fast path: pack the decoder for minit5.decode_step iff the caches are on and
+    at least MIN_STEPS_TO_PACK steps will read them (each step feeds one token)."""
+    return use_cache and max_new_tokens >= MIN_STEPS_TO_PACK
 
 
 def check_arguments(input_ids, attention_mask, max_new_tokens, num_beams, do_sample, temperature, top_k,
@@ -84,12 +97,16 @@ class DecoderState:
         self.model, self.encoded, self.attention_mask = model, encoded, attention_mask
         self.caches = model.new_kv_caches(encoded.size(0), max_length) if use_cache else None
         self.cross = model.cross_key_values(encoded) if use_cache else None  # once per source
+        self.fast = (DecodeWeights.from_model(model, max_length, attention_mask)
+                     if use_decode_step(max_length - 1, use_cache) else None)
 
     def next_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (N, t) written so far -> logits (N, V) of token t + 1. With the cache only the
         newest token is fed; the caches hold the K, V of the ones before."""
         if self.caches is None:
             return self.model.decode(tokens, self.encoded, self.attention_mask)[:, -1]
+        if self.fast is not None:  # the fast path: the same step with the packed weights
+            return self.fast.step(tokens[:, -1:], self.caches, self.cross)
         return self.model.decode(tokens[:, -1:], self.encoded, self.attention_mask, kv_caches=self.caches,
                                  cross_key_values=self.cross)[:, -1]
 

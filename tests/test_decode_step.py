@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from minigpt import GPT, GPTConfig
-from minigpt.decode_step import BlockedLinear, DecodeWeights
+from common.nn.blocked_linear import BlockedLinear
+from minigpt.decode_step import DecodeWeights
 
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=50)
 
@@ -63,7 +64,7 @@ def test_packing_copies_the_weights_and_leaves_the_parameters_alone():
 
 
 @pytest.mark.parametrize("blocks", [1, 2, 3, 7, 64])
-@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("rows", [1, 3, BlockedLinear.MAX_ROWS + 1])
 @pytest.mark.parametrize("bias", [True, False])
 def test_blocked_linear_is_x_w_transpose_plus_b(blocks, rows, bias):
     """Cutting W^T into column blocks (zero-padded when they do not divide `out`) changes nothing:

@@ -136,7 +136,7 @@ class T5Attention(nn.Module):
     def key_value(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K = states W^K, V = states W^V as (B, H, S, d): for cross-attention, computed once per
         source and reused at every decoding step."""
-        return self.split(self.k(states)), self.split(self.v(states))
+        return self.split(self.k(states)), self.split(self.v(states))  # views: (B, S, H d) transposed
 
     def forward(self, hidden_states: torch.Tensor, key_value_states: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None, position_bias: Optional[torch.Tensor] = None,
@@ -366,8 +366,10 @@ class T5PreTrainedModel(PreTrainedModel):
 
     def cross_key_values(self, encoder_hidden_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each decoder layer's cross-attention K, V (B, H, S, d) of the source: computed once per
-        source, since the encoder's output does not change while the decoder writes."""
-        return [block.layer[1].EncDecAttention.key_value(encoder_hidden_states) for block in self.decoder.block]
+        source, since the encoder's output does not change while the decoder writes. Stored contiguous
+        (one copy here): a transposed view would be copied again by every step's Q K^T and A V."""
+        pairs = (block.layer[1].EncDecAttention.key_value(encoder_hidden_states) for block in self.decoder.block)
+        return [(k.contiguous(), v.contiguous()) for k, v in pairs]
 
 
 class T5EncoderModel(T5PreTrainedModel):

@@ -38,9 +38,23 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from common.nn.attention import KVCache, scaled_dot_product_attention
+from common.nn.attention import KVCache
 from common.nn.blocked_linear import BlockedLinear, blocked, stacked
 from common.nn.masks import mask_value
+
+
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """softmax(q K^T + bias) V for ONE query per row and head, T5's (no 1/sqrt(d)): the formula of
+    common.nn.attention.scaled_dot_product_attention with scale 1 and no mask, as two batched
+    products over the B H (row, head) pairs on views of the caches (no broadcasting, no copy of K, V).
+    q (B, H, 1, d); keys, values (B, H, L, d); bias broadcastable to (B, H, 1, L) or None -> (B, H, 1, d)."""
+    B, H, _, d = q.shape
+    L = keys.size(2)
+    scores = torch.bmm(q.reshape(B * H, 1, d), keys.reshape(B * H, L, d).transpose(1, 2)).view(B, H, 1, L)
+    if bias is not None:
+        scores = scores + bias
+    weights = torch.softmax(scores, dim=-1)  # (B, H, 1, L)
+    return torch.bmm(weights.view(B * H, 1, L), values.reshape(B * H, L, d)).view(B, H, 1, d)
 
 
 @dataclasses.dataclass
@@ -122,10 +136,10 @@ class DecodeWeights:
         for layer, cache, (k_x, v_x) in zip(self.layers, caches, cross_key_values):
             q, k, v = layer.qkv(layer.norm_self(x)).view(B, 3, H, 1, -1).unbind(1)  # (B, H, 1, d) each
             keys, values = cache.append(k, v)  # (B, H, p + 1, d)
-            a, _ = scaled_dot_product_attention(q, keys, values, scale=1.0, bias=bias)  # (B, H, 1, d)
+            a = attend(q, keys, values, bias)  # (B, H, 1, d)
             x = x + layer.out_self(a.view(B, -1))  # heads concatenated in order: (B, C)
             q = layer.q_cross(layer.norm_cross(x)).view(B, H, 1, -1)  # (B, H, 1, d)
-            a, _ = scaled_dot_product_attention(q, k_x, v_x, scale=1.0, bias=self.source_bias)  # (B, H, 1, d)
+            a = attend(q, k_x, v_x, self.source_bias)  # (B, H, 1, d): source padding masked additively
             x = x + layer.out_cross(a.view(B, -1))
             h = layer.wi(layer.norm_ff(x))  # (B, d_ff), or (B, 2 d_ff) when gated
             if layer.gated:

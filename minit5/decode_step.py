@@ -25,6 +25,8 @@ what does not change between steps is done once per generate call (DecodeWeights
   * every weight is stored as W^T in column blocks, one per core (common/nn/blocked_linear.py);
   * the causal relative bias b (H, L, L) of all target positions is computed once from block 0's
     table, and the source's padding mask once as an additive M_src (0 or the most negative float).
+Per step, RMSNorm runs as torch's fused F.rms_norm in float32 (rms below) and the single-query
+attention as two batched products (attend below): the same formulas in fewer kernels.
 
 This copies the weights once per call (the model's parameters are not touched).
 tests/test_t5_decode_step.py checks the logits against decode() with the caches and the tokens
@@ -37,10 +39,20 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from common.nn.attention import KVCache
 from common.nn.blocked_linear import BlockedLinear, blocked, stacked
 from common.nn.masks import mask_value
+
+
+def rms(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """RMSNorm(x) = x / sqrt(mean(x^2) + eps) * weight (common/nn/norms.py). In float32 torch's fused
+    F.rms_norm computes exactly this in one kernel instead of six small ones; other dtypes keep the
+    module, whose cast back before the weight is T5's own."""
+    if x.dtype != torch.float32:
+        return norm(x)
+    return F.rms_norm(x, norm.weight.shape, norm.weight, norm.eps)
 
 
 def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -134,21 +146,21 @@ class DecodeWeights:
         x = self.embed(input_ids).view(B, -1)  # (B, C); no dropout: eval
         bias = self.position_bias[:, :, p:p + 1, :p + 1]  # (1, H, 1, p + 1), the row of position p
         for layer, cache, (k_x, v_x) in zip(self.layers, caches, cross_key_values):
-            q, k, v = layer.qkv(layer.norm_self(x)).view(B, 3, H, 1, -1).unbind(1)  # (B, H, 1, d) each
+            q, k, v = layer.qkv(rms(layer.norm_self, x)).view(B, 3, H, 1, -1).unbind(1)  # (B, H, 1, d) each
             keys, values = cache.append(k, v)  # (B, H, p + 1, d)
             a = attend(q, keys, values, bias)  # (B, H, 1, d)
             x = x + layer.out_self(a.view(B, -1))  # heads concatenated in order: (B, C)
-            q = layer.q_cross(layer.norm_cross(x)).view(B, H, 1, -1)  # (B, H, 1, d)
+            q = layer.q_cross(rms(layer.norm_cross, x)).view(B, H, 1, -1)  # (B, H, 1, d)
             a = attend(q, k_x, v_x, self.source_bias)  # (B, H, 1, d): source padding masked additively
             x = x + layer.out_cross(a.view(B, -1))
-            h = layer.wi(layer.norm_ff(x))  # (B, d_ff), or (B, 2 d_ff) when gated
+            h = layer.wi(rms(layer.norm_ff, x))  # (B, d_ff), or (B, 2 d_ff) when gated
             if layer.gated:
                 gate, up = h.chunk(2, dim=1)
                 h = layer.act(gate) * up
             else:
                 h = layer.act(h)
             x = x + layer.wo(h)  # (B, C)
-        x = self.final_norm(x)
+        x = rms(self.final_norm, x)
         if self.head_scale is not None:
             x = x * self.head_scale  # tied: E has unit-variance rows
         return self.head(x)  # (B, V)

@@ -11,7 +11,8 @@ import torch
 
 import minit5.generate as t5_generate
 from minit5.config import T5Config
-from minit5.decode_step import DecodeWeights
+from common.nn.norms import RMSNorm
+from minit5.decode_step import DecodeWeights, rms
 from minit5.model import T5ForConditionalGeneration
 
 SIZES = dict(vocab_size=50, d_model=24, d_kv=8, d_ff=40, num_layers=2, num_decoder_layers=3, num_heads=3,
@@ -93,3 +94,16 @@ def test_generate_writes_the_same_tokens_with_and_without_the_fast_path(settings
     monkeypatch.setattr(t5_generate, "use_decode_step", lambda max_new_tokens, use_cache: False)
     slow = m.generate(ids, attention_mask=mask, max_new_tokens=12, eos_token_id=eos, **settings)
     assert fast.tolist() == slow.tolist(), f"{settings}: fast path {fast.tolist()} != textbook {slow.tolist()}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_is_the_rmsnorm_module(dtype):
+    """The fused kernel the step uses in float32 computes x / sqrt(mean(x^2) + eps) * weight."""
+    norm = RMSNorm(24, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.add_(0.5 * torch.randn(24, generator=torch.Generator().manual_seed(0)))
+    x = (3 * torch.randn(5, 24, generator=torch.Generator().manual_seed(1))).to(dtype)
+    with torch.inference_mode():
+        got, want = rms(norm.to(dtype), x), norm.to(dtype)(x)
+    err = (got.float() - want.float()).abs().max().item()
+    assert got.dtype == dtype and err <= 1e-6 * want.float().abs().max().item(), f"{dtype}: differs by {err:.2e}"

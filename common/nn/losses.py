@@ -40,7 +40,7 @@ def log_softmax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """
     # z - logsumexp(z) = (z - m) - log sum exp(z - m). Subtracting m first keeps log p exact
     # for huge z: m + log(...) would be rounded to the spacing of m (1e-3 at 1e4 in float32).
-    m = logits.detach().amax(dim=dim, keepdim=True)  # a constant shift: no gradient flows through m  # the shift does not change the value
+    m = logits.detach().amax(dim=dim, keepdim=True)  # a constant shift: it does not change the value
     shifted = logits - m  # (z - m) <= 0: exp() cannot overflow
     return shifted - torch.log(torch.exp(shifted).sum(dim=dim, keepdim=True))
 # END EXERCISE log_softmax

@@ -14,7 +14,7 @@ STAMP      := $(VENV)/.installed
 DATA       ?=
 PYTEST_ARGS ?=
 
-.PHONY: help demo test test-fast bench exercises grade notebooks clean venv mutants
+.PHONY: help demo test test-fast bench exercises grade notebooks clean venv mutants browser
 
 help:
 	@echo "make demo       pretrain BERT, fine-tune it, train + sample GPT (DATA=file.txt for your own text)"
@@ -45,10 +45,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m demo $(if $(DATA),--data $(DATA),)
 
-test: $(STAMP)
+# Debian's chromium + chromium-driver for the browser tests of the web pages (apt, when root).
+browser:
+	@bash tools/install_browser.sh
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -42,7 +42,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from common.nn.attention import KVCache, scaled_dot_product_attention, sdpa_attention
+from common.nn.attention import ATTENTION_FUNCTIONS, KVCache
 from common.nn.blocked_linear import BlockedLinear, blocked, stacked
 from common.nn.masks import padding_mask
 from common.nn.rope import apply_rope, rope_cos_sin
@@ -60,7 +60,7 @@ class LayerWeights:
     proj: BlockedLinear  # I -> C
     act: Callable[[torch.Tensor], torch.Tensor]
     gated: bool  # SwiGLU: act(first half) * second half of fc's output
-    sdpa: bool  # the block's attn_impl is "sdpa" (opt-in fused kernel)
+    attend: Callable  # the block's attention implementation (common/nn/attention.py ATTENTION_FUNCTIONS)
 
     @classmethod
     def from_block(cls, block, blocks: int) -> "LayerWeights":
@@ -71,7 +71,7 @@ class LayerWeights:
             ln_1=block.ln_1, qkv=stacked([attn.query, attn.key, attn.value], blocks),
             out=blocked(attn.out_proj, blocks), ln_2=block.ln_2,
             fc=fc, proj=blocked(mlp.down_proj if gated else mlp.c_proj, blocks),
-            act=mlp.act, gated=gated, sdpa=attn.attn_impl == "sdpa",
+            act=mlp.act, gated=gated, attend=ATTENTION_FUNCTIONS[attn.attn_impl],
         )
 
 
@@ -126,10 +126,7 @@ class DecodeWeights:
                 q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             keys, values = cache.append(k, v)  # (B, H_kv, L, d_k)
             q = q.view(B, H_kv, H // H_kv, d)  # a group's query heads as rows of its kv head
-            if layer.sdpa:
-                a = sdpa_attention(q, keys, values, mask)
-            else:
-                a, _ = scaled_dot_product_attention(q, keys, values, mask)  # (B, H_kv, H / H_kv, d_k)
+            a, _ = layer.attend(q, keys, values, mask)  # (B, H_kv, H / H_kv, d_k)
             x = x + layer.out(a.reshape(B, -1))  # heads concatenated in order h: (B, C)
             h = layer.fc(layer.ln_2(x))  # (B, I), or (B, 2I) for SwiGLU
             if layer.gated:

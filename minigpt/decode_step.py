@@ -1,6 +1,7 @@
 """One decode step of a GPT: ONE new token per row through every layer, reusing the KV cache.
 
-The one fast path of minigpt.generate (the rule for when it runs is generate.use_decode_step).
+GPT's packed fast path (common/generation/packed.py: what it trades, its one rule and switch;
+minigpt.generate.use_decode_step counts GPT's steps for the rule).
 A decode step computes exactly what GPT.forward computes for one new token, with fewer operations.
 For the new token's hidden state x (B, C) at position p, in layer l:
 
@@ -42,6 +43,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
+from common.generation.packed import column_blocks
 from common.nn.attention import ATTENTION_FUNCTIONS, KVCache
 from common.nn.blocked_linear import BlockedLinear, blocked, stacked
 from common.nn.masks import padding_mask
@@ -93,8 +95,7 @@ class DecodeWeights:
         """model: a GPT (decoder blocks without cross-attention); call under no_grad/inference_mode.
         blocks: column blocks per weight; default torch.get_num_threads() on the CPU (one per core)."""
         stack = model.transformer
-        if blocks is None:  # a GPU runs one product on all its cores already
-            blocks = torch.get_num_threads() if stack.wte.weight.device.type == "cpu" else 1
+        blocks = column_blocks(stack.wte.weight.device, blocks)
         c = model.config
         return cls(wte=stack.wte, wpe=stack.wpe, layers=[LayerWeights.from_block(b, blocks) for b in stack.h],
                    ln_f=stack.ln_f, head=blocked(model.lm_head, blocks), num_heads=c.n_head,

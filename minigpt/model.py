@@ -274,7 +274,7 @@ class GPT(GPTPreTrainedModel):
             loss = causal_lm_loss(logits, labels)
         return CausalLMOutput(loss=loss, logits=logits, attentions=attentions)
 
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: Optional[int] = None, **kwargs) -> torch.Tensor:
         """See minigpt.generate.generate."""
         return generate(self, input_ids, max_new_tokens, **kwargs)
 

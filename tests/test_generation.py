@@ -15,6 +15,7 @@ from common.generation.speculative import accept_draft, probabilities
 from common.generation.config import GenerationConfig
 from common.generation.streamers import TextStreamer
 from minigpt import GPT, GPTConfig
+import test_t5_parity  # tests/: its beam-search settings
 
 transformers = pytest.importorskip("transformers", reason="transformers (test-only oracle) is not installed")
 
@@ -58,15 +59,9 @@ def upto_eos(tokens, eos, start):
     return rows
 
 
-BEAM_SETTINGS = [
-    dict(num_beams=3),
-    dict(num_beams=4, length_penalty=0.5, early_stopping=True),
-    dict(num_beams=3, length_penalty=2.0, early_stopping="never"),
-    dict(num_beams=2, length_penalty=-1.0),
-    dict(num_beams=3, num_return_sequences=2),
-    dict(num_beams=3, no_repeat_ngram_size=2),
-    dict(num_beams=2, repetition_penalty=1.5),
-]
+# T5's beam settings (tests/test_t5_parity.py) and the processors under beams
+BEAM_SETTINGS = [*test_t5_parity.BEAM_SETTINGS, dict(num_beams=3, no_repeat_ngram_size=2),
+                 dict(num_beams=2, repetition_penalty=1.5)]
 
 
 @pytest.mark.parametrize("settings", BEAM_SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
@@ -273,7 +268,7 @@ def test_probabilities_are_one_hot_when_greedy_and_filtered_when_sampling():
     assert torch.allclose(p[0], expected), p
 
 
-def test_speculative_bad_input_is_one_line_each():
+def test_assistant_model_bad_input_is_one_line_each():
     target = gpt(1, 2)
     prompt = torch.tensor([[3, 4]])
     cases = [

@@ -3,7 +3,7 @@
     step        one training step (forward, cross-entropy, backward, AdamW), same batches
     padded      the same step on batches shaped like Multi30k translation batches: sources and
                 targets of real lengths, padded to the longest of the batch (labels -100 there);
-                ours with T5Config.logits_at_labels_only (the LM head only where labels != -100,
+                ours with forward's logits_at_labels_only=True (the LM head only where labels != -100,
                 minit5/logits_at_labels.py) as the training tools run it, and ours without it
     generation  greedy decoding with the cache (self-attention KV cache, cross-attention K/V once)
     memory      peak RSS of a few training steps, each implementation in a fresh process
@@ -188,13 +188,13 @@ def padded_step(size: dict, quick: bool, repeats: int) -> dict:
     labels != -100 (as minit5.finetune trains), ours with the textbook head. Fresh models with the
     same weights on all three sides; their first losses are reported to be compared before the times."""
     hf, textbook = models(size)
-    at_labels = copy.deepcopy(textbook)  # its own config too (the stacks share the copied one)
-    at_labels.config.logits_at_labels_only = True
+    at_labels = copy.deepcopy(textbook)
     data, source = padded_batches(size)
+    at_labels_data = [{**batch, "logits_at_labels_only": True} for batch in data]  # a forward argument
     with torch.no_grad():
-        first = {name: model(**data[0]).loss.item()
-                 for name, model in (("transformers", hf), ("ours", at_labels), ("ours_textbook_head", textbook))}
-    steps = interleaved({"transformers": train_step(hf, data), "ours": train_step(at_labels, data),
+        first = {name: model(**batch).loss.item() for name, model, batch in (
+            ("transformers", hf, data[0]), ("ours", at_labels, at_labels_data[0]), ("ours_textbook_head", textbook, data[0]))}
+    steps = interleaved({"transformers": train_step(hf, data), "ours": train_step(at_labels, at_labels_data),
                          "ours_textbook_head": train_step(textbook, data)},
                         repeats=1 if quick else repeats, steps=1 if quick else 3, warmup=1)
     return dict(lengths=source, batch_size=size["padded_batch_size"], **padding_share(data), first_loss=first,

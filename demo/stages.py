@@ -35,6 +35,7 @@ from common.data.language_modeling import (DataCollatorForLanguageModeling, Data
                          TextDatasetForNextSentencePrediction)
 from demo.inputs import DemoCorpus
 from common.data.labeled import ClassificationDataset, ClassificationExample, build_label_list
+from common.data.switches import WithSwitches
 from common.train.trainer import Trainer
 from common.train.utils import EvalPrediction, TrainerCallback
 from common.train.args import TrainingArguments
@@ -118,7 +119,7 @@ def bert_config(vocab_size: int, sizes: DemoSizes) -> BertConfig:
     return BertConfig(vocab_size=vocab_size, hidden_size=sizes.hidden_size, num_hidden_layers=sizes.num_layers,
                       num_attention_heads=sizes.num_heads, intermediate_size=sizes.intermediate_size,
                       max_position_embeddings=sizes.block_size, hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0, mlm_logits_at_masked_only=True)
+                      attention_probs_dropout_prob=0.0)
 
 
 def pretrain_bert(corpus: DemoCorpus, tokenizer, sizes: DemoSizes, out_dir: Path, seed: int) -> dict:
@@ -138,7 +139,8 @@ def pretrain_bert(corpus: DemoCorpus, tokenizer, sizes: DemoSizes, out_dir: Path
         return evaluate_pretraining(m, heldout_pairs, lambda: DataCollatorForLanguageModeling(tokenizer, seed=seed))
 
     trainer = Trainer(model, args, train_dataset=train_pairs,
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=True, seed=seed),
+                      data_collator=WithSwitches(DataCollatorForLanguageModeling(tokenizer, mlm=True, seed=seed),
+                                                 mlm_logits_at_masked_only=True),  # common/data/switches.py
                       callbacks=[HeldoutEvaluation(evaluate, sizes.pretrain_eval_every)])
     output = trainer.train()
     folder = out_dir / "bert_pretrained"

@@ -6,11 +6,6 @@ A = 12 attention heads (d_k = H / A = 64), feed-forward size 4H = 3072, vocabula
 Fields that are ours, not transformers':
     attn_impl                  "eager" (hand-written attention, the default) or "sdpa" (PyTorch's kernel)
     mlm_alpha, nsp_beta        the weights of the pre-training loss  L = alpha * L_MLM + beta * L_NSP
-    mlm_logits_at_masked_only  opt-in speed trick, same loss and gradients: with labels, the last
-                               encoder layer and the MLM head run only where the loss reads
-                               (minibert/masked_only.py says how and what it trades); the MLM
-                               logits are then (N, V) for the N masked positions. Off by default:
-                               logits are (B, T, V) as in transformers
     classifier_pooling         "cls" (BERT's, the default) or "mean": the vector the sequence
                                classifier reads, C = tanh(m W_p + b_p) with m = H_L[:, 0] or the
                                mean of H_L over the kept positions (the name and values of
@@ -19,13 +14,18 @@ Fields that are ours, not transformers':
 
 A config.json written by transformers loads as is: keys we do not use (`architectures`,
 `torch_dtype`, `_attn_implementation`, ...) are kept in `extra` and written back on save.
+
+No field is a training switch: the speed trick of minibert.pretrain (the last layer and the MLM head
+only where the loss reads, minibert/masked_only.py) is the forward argument `mlm_logits_at_masked_only`
+of BertForPreTraining and BertForMaskedLM, never saved. A config.json written before that change may
+hold the key: it is ignored, with one warning.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, ClassVar, Optional
 
-from common.nn.attention import ATTN_IMPLS
+from common.nn.attention import ATTENTION_FUNCTIONS
 from common.nn.blocks import ACTIVATIONS
 from common.hub.config import PretrainedConfig, check_special_token_ids, is_int, is_number, require
 from common.errors import ConfigError
@@ -45,6 +45,8 @@ class BertConfig(PretrainedConfig):
     """
 
     model_type: ClassVar[str] = "bert"
+    RETIRED_FIELDS: ClassVar[dict[str, str]] = {
+        "mlm_logits_at_masked_only": "now an argument of forward, passed by minibert.pretrain, never saved"}
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -67,7 +69,6 @@ class BertConfig(PretrainedConfig):
     attn_impl: str = "eager"
     mlm_alpha: float = 1.0
     nsp_beta: float = 1.0
-    mlm_logits_at_masked_only: bool = False
     classifier_pooling: str = "cls"
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -98,12 +99,10 @@ class BertConfig(PretrainedConfig):
             value = getattr(self, name)
             require(is_number(value) and value >= 0, name,
                     f"a loss weight must be a number >= 0, got {value!r}")
-        require(self.attn_impl in ATTN_IMPLS, "attn_impl",
-                f"must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
+        require(self.attn_impl in ATTENTION_FUNCTIONS, "attn_impl",  # the registry of common/nn/attention.py
+                f"must be one of {tuple(ATTENTION_FUNCTIONS)}, got {self.attn_impl!r}")
         require(self.problem_type is None or self.problem_type in PROBLEM_TYPES, "problem_type",
                 f"must be null or one of {PROBLEM_TYPES}, got {self.problem_type!r}")
-        require(isinstance(self.mlm_logits_at_masked_only, bool), "mlm_logits_at_masked_only",
-                f"must be true or false, got {self.mlm_logits_at_masked_only!r}")
         require(self.classifier_pooling in CLASSIFIER_POOLINGS, "classifier_pooling",
                 f"must be one of {CLASSIFIER_POOLINGS}, got {self.classifier_pooling!r}")
         self._resolve_labels()
@@ -157,7 +156,7 @@ class BertConfig(PretrainedConfig):
                 "load it with the matching model class")
         if "num_labels" in overrides and "id2label" not in overrides:
             d = {k: v for k, v in d.items() if k not in ("id2label", "label2id")}
-        merged = {k: v for k, v in {**d, **overrides}.items() if k != "model_type"}
+        merged = {k: v for k, v in cls.drop_retired({**d, **overrides}).items() if k != "model_type"}
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         extra = {k: v for k, v in merged.items() if k not in known}
         return cls(**{k: v for k, v in merged.items() if k in known}, extra=extra)

@@ -34,7 +34,7 @@ from minibert.model import BertModel, BertPreTrainedModel
 class PreTrainingOutput:
     """BertForPreTraining's result (transformers: BertForPreTrainingOutput).
     prediction_logits (B, T, V) - or (N, V) for the N labelled positions when
-    config.mlm_logits_at_masked_only is on and labels are given; seq_relationship_logits (B, 2)."""
+    mlm_logits_at_masked_only is passed and labels are given; seq_relationship_logits (B, 2)."""
 
     loss: Optional[torch.Tensor] = None
     prediction_logits: Optional[torch.Tensor] = None
@@ -127,7 +127,7 @@ class BertForPreTraining(BertPreTrainedModel):
     (B, T) and `next_sentence_label` (B,) are given; alpha * L_MLM or beta * L_NSP alone when only
     one is (transformers returns no loss then).
 
-    With config.mlm_logits_at_masked_only and labels, minibert/masked_only.py computes only what the
+    With mlm_logits_at_masked_only=True and labels, minibert/masked_only.py computes only what the
     loss reads (prediction_logits (N, V)); same loss, same gradients."""
 
     _tied_weights_keys = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
@@ -144,9 +144,9 @@ class BertForPreTraining(BertPreTrainedModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
                 labels=None, next_sentence_label=None, output_attentions: bool = False,
-                output_hidden_states: bool = False) -> PreTrainingOutput:
+                output_hidden_states: bool = False, mlm_logits_at_masked_only: bool = False) -> PreTrainingOutput:
         hidden_states = attentions = None
-        if masked_only.applies(self.config, labels, output_attentions, output_hidden_states):  # speed trick
+        if masked_only.applies(mlm_logits_at_masked_only, labels, output_attentions, output_hidden_states):  # speed trick
             prediction_logits, mlm_labels, seq_relationship_logits = masked_only.pretraining_logits(
                 self, input_ids, attention_mask, token_type_ids, position_ids, labels)  # (N, V), (N,), (B, 2)
         else:
@@ -169,7 +169,7 @@ class BertForPreTraining(BertPreTrainedModel):
 
 class BertForMaskedLM(BertPreTrainedModel):
     """BERT with the MLM head only (no pooler, no NSP). loss = L_MLM (mean over I) given `labels`.
-    logits (B, T, V), or (N, V) under config.mlm_logits_at_masked_only with labels."""
+    logits (B, T, V), or (N, V) with labels and mlm_logits_at_masked_only=True (minibert/masked_only.py)."""
 
     _tied_weights_keys = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 
@@ -185,8 +185,8 @@ class BertForMaskedLM(BertPreTrainedModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
                 labels=None, output_attentions: bool = False,
-                output_hidden_states: bool = False) -> HeadOutput:
-        if masked_only.applies(self.config, labels, output_attentions, output_hidden_states):  # speed trick
+                output_hidden_states: bool = False, mlm_logits_at_masked_only: bool = False) -> HeadOutput:
+        if masked_only.applies(mlm_logits_at_masked_only, labels, output_attentions, output_hidden_states):  # speed trick
             logits, mlm_labels = masked_only.masked_lm_logits(
                 self, input_ids, attention_mask, token_type_ids, position_ids, labels)  # (N, V), (N,)
             return HeadOutput(mlm_loss(logits, mlm_labels), logits)

@@ -13,7 +13,8 @@ tests/test_bench.py::test_encoder_block_at_equals_the_block_at_those_positions),
 come back as (N, V) for the masked positions, in order, instead of (B, T, V), and there are no
 per-layer outputs (with output_attentions or output_hidden_states the textbook path runs instead).
 
-Switched on by BertConfig.mlm_logits_at_masked_only and read in one place: the first line of
+Switched on by the forward argument `mlm_logits_at_masked_only` (minibert.pretrain passes it with
+every batch; it is never saved in config.json) and read in one place: the first line of
 BertForPreTraining.forward and BertForMaskedLM.forward (minibert/heads.py), which hand the batch
 here. Everything else - BertModel, BertEncoder, EncoderBlock - is the textbook computation.
 """
@@ -27,9 +28,9 @@ from common.nn.blocks import EncoderBlock
 from common.nn.losses import IGNORE_INDEX
 
 
-def applies(config, labels: Optional[torch.Tensor], output_attentions: bool, output_hidden_states: bool) -> bool:
+def applies(switch: bool, labels: Optional[torch.Tensor], output_attentions: bool, output_hidden_states: bool) -> bool:
     """The trick runs when it is switched on, a loss will read the labels, and no per-layer output is asked."""
-    return (config.mlm_logits_at_masked_only and labels is not None
+    return (bool(switch) and labels is not None
             and not output_attentions and not output_hidden_states)
 
 

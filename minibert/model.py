@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from common.nn.attention import set_attn_implementation
 from common.nn.blocks import EncoderBlock
 from common.hub.config import in_vocab_token_id
 from common.hub.pretrained import PreTrainedModel, check_token_ids
@@ -82,8 +83,9 @@ class BertEncoder(nn.Module):
             EncoderBlock(config.hidden_size, config.num_attention_heads, config.intermediate_size,
                          activation=config.hidden_act, hidden_dropout=config.hidden_dropout_prob,
                          attention_dropout=config.attention_probs_dropout_prob,
-                         layer_norm_eps=config.layer_norm_eps, attn_impl=config.attn_impl)
+                         layer_norm_eps=config.layer_norm_eps)
             for _ in range(config.num_hidden_layers))
+        set_attn_implementation(self, config.attn_impl)  # chosen once per model (common/nn/attention.py)
 
     def forward(self, hidden_states: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 output_attentions: bool = False, output_hidden_states: bool = False):

@@ -37,6 +37,7 @@ from common.data.language_modeling import (DataCollatorForLanguageModeling, Grou
 from minibert.metrics import evaluate_pretraining
 from common.errors import ConfigError
 from common.errors import run_cli
+from common.data.switches import WithSwitches
 from common.train.device import set_seed
 from common.text.auto import SentencePieceTokenizer, load_tokenizer
 from common.train.trainer import Trainer
@@ -46,7 +47,10 @@ from common.cli.training import (FLAG_NOTE, add_training_flags, parse_config_ove
 
 # A small BERT for a CPU: 4 layers of width 256 (BERT-mini's shape; ~5M parameters + the embeddings).
 MODEL_DEFAULTS = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-                      max_position_embeddings=512, mlm_logits_at_masked_only=True)
+                      max_position_embeddings=512)
+# What this tool passes to forward with every batch (common/data/switches.py), never saved in the model:
+# the same loss and gradients, the last layer and the MLM head only where the loss reads (minibert/masked_only.py).
+TRAINING_SWITCHES = dict(mlm_logits_at_masked_only=True)
 # TrainingArguments defaults of this tool: a small model from scratch takes a larger step than
 # BERT-base's 1e-4; checkpoints every 1000 steps, the newest two kept.
 RECIPE = dict(learning_rate=5e-4, per_device_train_batch_size=32, per_device_eval_batch_size=64, weight_decay=0.01,
@@ -179,7 +183,8 @@ def prepare_files(opts, folder: Path) -> tuple[Path, Optional[Path]]:
 def final_evaluation(trainer: Trainer, opts, tokenizer, eval_set, seed: int) -> dict:
     """eval_loss over the whole validation set with masks drawn from `seed` (the same every call)."""
     def collator():
-        return DataCollatorForLanguageModeling(tokenizer, mlm_probability=opts.mlm_probability, seed=seed)
+        return WithSwitches(DataCollatorForLanguageModeling(tokenizer, mlm_probability=opts.mlm_probability, seed=seed),
+                            **TRAINING_SWITCHES)
     trainer.data_collator = collator()
     metrics = trainer.evaluate(eval_set)
     results = {"eval_loss": metrics["eval_loss"], "eval_samples": len(eval_set)}
@@ -214,8 +219,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{'pairs' if opts.nsp else 'examples'} of <= {opts.max_seq_length} tokens", file=sys.stderr)
 
     trainer = Trainer(model, args, train_dataset=train_set, eval_dataset=eval_set, tokenizer=tokenizer,
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=opts.mlm_probability,
-                                                                    seed=args.seed),
+                      data_collator=WithSwitches(DataCollatorForLanguageModeling(
+                          tokenizer, mlm_probability=opts.mlm_probability, seed=args.seed), **TRAINING_SWITCHES),
                       callbacks=time_budget_callbacks(args, opts))
     result = train_and_save(trainer, args.output_dir, train_samples=len(train_set))
     if result is None:

@@ -23,8 +23,9 @@ from common.cli.args import parse_bool
 from common.data.instructions import ChatTokenizer, encode_conversation, has_chat_template
 from common.errors import CheckpointError, UserError, run_cli
 from common.hub.pretrained import resolve_model_folder
-from common.nn.sampling import next_token
+from common.generation.streamers import TextStreamer
 from common.train.device import pick_device
+from minigpt.generate import generate
 from minigpt.sample import check_sampling_flags, load_model_and_tokenizer
 
 BANNER = "chatting with {folder} (context {block} tokens). /reset starts over, /exit or Ctrl-D quits."
@@ -83,29 +84,21 @@ class Conversation:
         return ids, dropped
 
 
-@torch.inference_mode()
 def stream_reply(model, tokenizer: ChatTokenizer, prompt: list[int], max_new_tokens: int, do_sample: bool,
                  temperature: float, top_k, top_p, generator, write) -> list[int]:
-    """Generate up to max_new_tokens ids after the prompt, calling write(text) as the decoded text
-    grows (a character made of several tokens appears once it is complete). Stops at <|end|>."""
+    """Generate up to max_new_tokens ids after the prompt through minigpt.generate (its KV cache and
+    packed fast path), calling write(text) as the decoded text grows (common/generation/streamers.py:
+    a character made of several tokens appears once it is complete). Stops at <|end|>; the reply
+    and the prompt stay within block_size."""
     device = next(model.parameters()).device
     room = model.config.block_size - len(prompt)
-    caches = model.new_kv_caches(1, model.config.block_size)
-    logits = model(torch.tensor([prompt], device=device), kv_caches=caches, last_token_only=True).logits
-    reply, shown = [], ""
-    for _ in range(min(max_new_tokens, room)):
-        token = int(next_token(logits[:, -1], do_sample, temperature, top_k, top_p, generator)[0])
-        if token == tokenizer.end_id:
-            break
-        reply.append(token)
-        text = tokenizer.decode(reply, skip_special_tokens=True)
-        if not text.endswith("\ufffd"):  # an incomplete UTF-8 sequence waits for its next byte
-            write(text[len(shown):])
-            shown = text
-        if len(prompt) + len(reply) >= model.config.block_size:
-            break
-        logits = model(torch.tensor([[token]], device=device), kv_caches=caches, last_token_only=True).logits
-    return reply
+    streamer = TextStreamer(tokenizer, skip_prompt=True, on_text=lambda text, end: write(text),
+                            stop_ids=(tokenizer.end_id,), skip_special_tokens=True)
+    out = generate(model, torch.tensor([prompt], device=device), min(max_new_tokens, room), do_sample=do_sample,
+                   temperature=temperature, top_k=top_k, top_p=top_p, eos_token_id=tokenizer.end_id,
+                   generator=generator, streamer=streamer)
+    reply = out[0, len(prompt):].tolist()
+    return reply[:reply.index(tokenizer.end_id)] if tokenizer.end_id in reply else reply
 
 
 def load_chat_model(folder_name, use_cpu: bool):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Optional
 
-from common.nn.attention import ATTN_IMPLS
+from common.nn.attention import ATTENTION_FUNCTIONS
 from common.nn.blocks import ACTIVATIONS, FEED_FORWARDS
 from common.nn.norms import NORMS
 from common.hub.config import PretrainedConfig, check_special_token_ids, is_int, is_number, require
@@ -106,8 +106,8 @@ class GPTConfig(PretrainedConfig):
                     f"must be true or false, got {getattr(self, name)!r}")
         require(self.activation_function in ACTIVATIONS, "activation_function",
                 f"unknown {self.activation_function!r}; choose one of {sorted(ACTIVATIONS)}")
-        require(self.attn_impl in ATTN_IMPLS, "attn_impl",
-                f"must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
+        require(self.attn_impl in ATTENTION_FUNCTIONS, "attn_impl",  # the registry of common/nn/attention.py
+                f"must be one of {tuple(ATTENTION_FUNCTIONS)}, got {self.attn_impl!r}")
         require(self.problem_type in PROBLEM_TYPES, "problem_type",
                 f"must be one of {PROBLEM_TYPES}, got {self.problem_type!r}")
         for name, allowed in (("position_embedding", POSITION_EMBEDDINGS), ("normalization", NORMS),

@@ -1,6 +1,7 @@
 """One decode step of a GPT: ONE new token per row through every layer, reusing the KV cache.
 
-The one fast path of minigpt.generate (the rule for when it runs is generate.use_decode_step).
+GPT's packed fast path (common/generation/packed.py: what it trades, its one rule and switch;
+minigpt.generate.use_decode_step counts GPT's steps for the rule).
 A decode step computes exactly what GPT.forward computes for one new token, with fewer operations.
 For the new token's hidden state x (B, C) at position p, in layer l:
 
@@ -42,7 +43,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from common.nn.attention import KVCache, scaled_dot_product_attention, sdpa_attention
+from common.generation.packed import column_blocks
+from common.nn.attention import ATTENTION_FUNCTIONS, KVCache
 from common.nn.blocked_linear import BlockedLinear, blocked, stacked
 from common.nn.masks import padding_mask
 from common.nn.rope import apply_rope, rope_cos_sin
@@ -60,7 +62,7 @@ class LayerWeights:
     proj: BlockedLinear  # I -> C
     act: Callable[[torch.Tensor], torch.Tensor]
     gated: bool  # SwiGLU: act(first half) * second half of fc's output
-    sdpa: bool  # the block's attn_impl is "sdpa" (opt-in fused kernel)
+    attend: Callable  # the block's attention implementation (common/nn/attention.py ATTENTION_FUNCTIONS)
 
     @classmethod
     def from_block(cls, block, blocks: int) -> "LayerWeights":
@@ -71,7 +73,7 @@ class LayerWeights:
             ln_1=block.ln_1, qkv=stacked([attn.query, attn.key, attn.value], blocks),
             out=blocked(attn.out_proj, blocks), ln_2=block.ln_2,
             fc=fc, proj=blocked(mlp.down_proj if gated else mlp.c_proj, blocks),
-            act=mlp.act, gated=gated, sdpa=attn.attn_impl == "sdpa",
+            act=mlp.act, gated=gated, attend=ATTENTION_FUNCTIONS[attn.attn_impl],
         )
 
 
@@ -93,8 +95,7 @@ class DecodeWeights:
         """model: a GPT (decoder blocks without cross-attention); call under no_grad/inference_mode.
         blocks: column blocks per weight; default torch.get_num_threads() on the CPU (one per core)."""
         stack = model.transformer
-        if blocks is None:  # a GPU runs one product on all its cores already
-            blocks = torch.get_num_threads() if stack.wte.weight.device.type == "cpu" else 1
+        blocks = column_blocks(stack.wte.weight.device, blocks)
         c = model.config
         return cls(wte=stack.wte, wpe=stack.wpe, layers=[LayerWeights.from_block(b, blocks) for b in stack.h],
                    ln_f=stack.ln_f, head=blocked(model.lm_head, blocks), num_heads=c.n_head,
@@ -126,10 +127,7 @@ class DecodeWeights:
                 q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             keys, values = cache.append(k, v)  # (B, H_kv, L, d_k)
             q = q.view(B, H_kv, H // H_kv, d)  # a group's query heads as rows of its kv head
-            if layer.sdpa:
-                a = sdpa_attention(q, keys, values, mask)
-            else:
-                a, _ = scaled_dot_product_attention(q, keys, values, mask)  # (B, H_kv, H / H_kv, d_k)
+            a, _ = layer.attend(q, keys, values, mask)  # (B, H_kv, H / H_kv, d_k)
             x = x + layer.out(a.reshape(B, -1))  # heads concatenated in order h: (B, C)
             h = layer.fc(layer.ln_2(x))  # (B, I), or (B, 2I) for SwiGLU
             if layer.gated:

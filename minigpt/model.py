@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from common.nn.attention import KVCache
+from common.nn.attention import KVCache, set_attn_implementation
 from common.nn.blocks import DecoderBlock
 from common.nn.dropout import Dropout
 from common.nn.norms import RMSNorm, make_norm
@@ -74,11 +74,12 @@ class GPTModel(nn.Module):
             DecoderBlock(config.n_embd, config.n_head, config.n_inner, config.activation_function,
                          dropout=config.dropout, attention_dropout=config.dropout,
                          layer_norm_eps=config.layer_norm_epsilon, bias=config.bias,
-                         attn_impl=config.attn_impl, norm=config.normalization,
+                         norm=config.normalization,
                          feed_forward=config.feed_forward, num_kv_heads=config.n_kv_head)
             for _ in range(config.n_layer)
         )
         self.ln_f = make_norm(config.normalization, config.n_embd, config.layer_norm_epsilon, config.bias)
+        set_attn_implementation(self, config.attn_impl)  # chosen once per model (common/nn/attention.py)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 position_ids: Optional[torch.Tensor] = None,
@@ -273,7 +274,7 @@ class GPT(GPTPreTrainedModel):
             loss = causal_lm_loss(logits, labels)
         return CausalLMOutput(loss=loss, logits=logits, attentions=attentions)
 
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: Optional[int] = None, **kwargs) -> torch.Tensor:
         """See minigpt.generate.generate."""
         return generate(self, input_ids, max_new_tokens, **kwargs)
 

@@ -13,12 +13,9 @@ feed_forward_proj chooses the feed-forward sub-layer:
 Token ids T5 fixes: pad = 0, eos = 1, and the decoder starts from the pad id (decoder_start_token_id
 = 0). A config.json written by transformers loads as is: keys we do not use are kept in `extra`.
 
-A field that is ours, not transformers':
-    logits_at_labels_only  opt-in speed trick, same loss and gradients: with labels, the LM head and
-                           the softmax run only at the positions with labels != -100
-                           (minit5/logits_at_labels.py says how and what it trades); the logits are
-                           then (N, V) for those N positions. Off by default: logits are (B, T, V) as
-                           in transformers. minit5.finetune and minit5.pretrain switch it on
+No field is a training switch: the speed trick of the training tools (the LM head only where the
+loss reads, minit5/logits_at_labels.py) is the forward argument `logits_at_labels_only`, never saved.
+A config.json written before that change may hold the key: it is ignored, with one warning.
 """
 from __future__ import annotations
 
@@ -38,6 +35,8 @@ class T5Config(PretrainedConfig):
     Invalid values raise ConfigError naming the field."""
 
     model_type: ClassVar[str] = "t5"
+    RETIRED_FIELDS: ClassVar[dict[str, str]] = {
+        "logits_at_labels_only": "now an argument of forward, passed by the training tools, never saved"}
 
     vocab_size: int = 32128
     d_model: int = 512
@@ -56,7 +55,6 @@ class T5Config(PretrainedConfig):
     pad_token_id: int = 0
     eos_token_id: int = 1
     decoder_start_token_id: Optional[int] = 0  # None (as transformers writes it): pad_token_id
-    logits_at_labels_only: bool = False  # ours: the head only where the loss reads (module docstring)
     extra: Optional[dict] = None
 
     def __post_init__(self):
@@ -82,8 +80,6 @@ class T5Config(PretrainedConfig):
                 f"unknown {self.feed_forward_proj!r}; use 'relu' (T5) or 'gated-gelu' (T5 v1.1, Flan-T5)")
         require(isinstance(self.tie_word_embeddings, bool), "tie_word_embeddings",
                 f"must be true or false, got {self.tie_word_embeddings!r}")
-        require(isinstance(self.logits_at_labels_only, bool), "logits_at_labels_only",
-                f"must be true or false, got {self.logits_at_labels_only!r}")
         for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
             value = getattr(self, name)
             require(is_int(value) and 0 <= value < self.vocab_size, name,

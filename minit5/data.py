@@ -9,6 +9,7 @@ and labels with -100, so the loss skips the padding; the model shifts labels rig
 from __future__ import annotations
 
 from pathlib import Path
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -95,9 +96,21 @@ class DataCollatorForSeq2Seq:
         return batch
 
 
+def target_budget(max_new_tokens: int, source_length: int, max_length_ratio: Optional[float]) -> int:
+    """The longest target for a source of `source_length` tokens: min(max_new_tokens, ceil(r S) + 4)
+    with r = max_length_ratio (None: max_new_tokens). A translation is about as long as its source, so
+    a greedy output that loops stops near there instead of at max_new_tokens."""
+    if max_length_ratio is None:
+        return max_new_tokens
+    return min(max_new_tokens, math.ceil(max_length_ratio * source_length) + 4)
+
+
 def translate_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 32, max_source_length: int = 128,
-                    max_new_tokens: int = 64, num_beams: int = 1, source_prefix: str = "", **generate_kwargs) -> list[str]:
-    """Generate a target for each text, in batches (sources right-padded: T5 has no absolute positions)."""
+                    max_new_tokens: int = 64, num_beams: int = 1, source_prefix: str = "",
+                    max_length_ratio: Optional[float] = None, streamer_for=None, **generate_kwargs) -> list[str]:
+    """Generate a target for each text, in batches (sources right-padded: T5 has no absolute positions).
+    max_length_ratio bounds each target by its own source's length (target_budget); streamer_for(i)
+    gives text i a streamer (common/generation/streamers.py; then batch_size must be 1)."""
     collate = DataCollatorForSeq2Seq(tokenizer.pad_token_id)
     eos = tokenizer.eos_token_id
     out: list[str] = []
@@ -106,9 +119,13 @@ def translate_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 32
         features = [{"input_ids": tokenizer.encode(source_prefix + t, add_special_tokens=False)[:max_source_length - 1]
                      + [eos]} for t in chunk]
         batch = collate(features)
+        budgets = [target_budget(max_new_tokens, int(n), max_length_ratio) for n in batch["attention_mask"].sum(1)]
+        streamer = streamer_for(start) if streamer_for is not None else None
         tokens = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
-                                max_new_tokens=max_new_tokens, num_beams=num_beams, **generate_kwargs)
-        out += tokenizer.batch_decode(tokens.tolist(), skip_special_tokens=True)
+                                max_new_tokens=max(budgets), num_beams=num_beams, streamer=streamer, **generate_kwargs)
+        rows = len(tokens) // len(budgets)  # num_return_sequences rows per source
+        tokens = [row[:1 + budgets[i // rows]] for i, row in enumerate(tokens.tolist())]  # each by its own source
+        out += tokenizer.batch_decode(tokens, skip_special_tokens=True)
     return [s.strip() for s in out]
 
 

@@ -1,6 +1,7 @@
 """One decode step of T5: ONE new target token per row through every decoder layer.
 
-The one fast path of minit5.generate (the rule for when it runs is generate.use_decode_step).
+T5's packed fast path (common/generation/packed.py: what it trades, its one rule and switch;
+minit5.generate.use_decode_step counts T5's steps for the rule).
 A decode step computes exactly what T5ForConditionalGeneration.decode computes for one new token
 with the caches, with fewer operations. For the new token's hidden state x (B, C) at target
 position p (the self-attention cache holds positions 0 .. p - 1), in decoder layer l:
@@ -26,7 +27,8 @@ what does not change between steps is done once per generate call (DecodeWeights
   * the causal relative bias b (H, L, L) of all target positions is computed once from block 0's
     table, and the source's padding mask once as an additive M_src (0 or the most negative float).
 Per step, RMSNorm runs as torch's fused F.rms_norm in float32 (rms below) and the single-query
-attention as two batched products (attend below): the same formulas in fewer kernels.
+attention as two batched products (common/generation/packed.py one_query_attention): the same
+formulas in fewer kernels.
 
 This copies the weights once per call (the model's parameters are not touched).
 tests/test_t5_decode_step.py checks the logits against decode() with the caches and the tokens
@@ -41,6 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.generation.packed import column_blocks, one_query_attention
 from common.nn.attention import KVCache
 from common.nn.blocked_linear import BlockedLinear, blocked, stacked
 from common.nn.masks import mask_value
@@ -53,20 +56,6 @@ def rms(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if x.dtype != torch.float32:
         return norm(x)
     return F.rms_norm(x, norm.weight.shape, norm.weight, norm.eps)
-
-
-def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """softmax(q K^T + bias) V for ONE query per row and head, T5's (no 1/sqrt(d)): the formula of
-    common.nn.attention.scaled_dot_product_attention with scale 1 and no mask, as two batched
-    products over the B H (row, head) pairs on views of the caches (no broadcasting, no copy of K, V).
-    q (B, H, 1, d); keys, values (B, H, L, d); bias broadcastable to (B, H, 1, L) or None -> (B, H, 1, d)."""
-    B, H, _, d = q.shape
-    L = keys.size(2)
-    scores = torch.bmm(q.reshape(B * H, 1, d), keys.reshape(B * H, L, d).transpose(1, 2)).view(B, H, 1, L)
-    if bias is not None:
-        scores = scores + bias
-    weights = torch.softmax(scores, dim=-1)  # (B, H, 1, L)
-    return torch.bmm(weights.view(B * H, 1, L), values.reshape(B * H, L, d)).view(B, H, 1, d)
 
 
 @dataclasses.dataclass
@@ -122,8 +111,7 @@ class DecodeWeights:
         torch.get_num_threads() on the CPU."""
         decoder, c = model.decoder, model.config
         weight = model.shared.weight
-        if blocks is None:  # a GPU runs one product on all its cores already
-            blocks = torch.get_num_threads() if weight.device.type == "cpu" else 1
+        blocks = column_blocks(weight.device, blocks)
         table = decoder.block[0].layer[0].SelfAttention
         position_bias = table.compute_bias(max_length, max_length, device=weight.device)  # (1, H, L, L)
         source_bias = None
@@ -148,10 +136,10 @@ class DecodeWeights:
         for layer, cache, (k_x, v_x) in zip(self.layers, caches, cross_key_values):
             q, k, v = layer.qkv(rms(layer.norm_self, x)).view(B, 3, H, 1, -1).unbind(1)  # (B, H, 1, d) each
             keys, values = cache.append(k, v)  # (B, H, p + 1, d)
-            a = attend(q, keys, values, bias)  # (B, H, 1, d)
+            a = one_query_attention(q, keys, values, bias)  # (B, H, 1, d); T5: no 1/sqrt(d)
             x = x + layer.out_self(a.view(B, -1))  # heads concatenated in order: (B, C)
             q = layer.q_cross(rms(layer.norm_cross, x)).view(B, H, 1, -1)  # (B, H, 1, d)
-            a = attend(q, k_x, v_x, self.source_bias)  # (B, H, 1, d): source padding masked additively
+            a = one_query_attention(q, k_x, v_x, self.source_bias)  # (B, H, 1, d): source padding masked additively
             x = x + layer.out_cross(a.view(B, -1))
             h = layer.wi(rms(layer.norm_ff, x))  # (B, d_ff), or (B, 2 d_ff) when gated
             if layer.gated:

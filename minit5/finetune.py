@@ -28,6 +28,7 @@ import torch
 
 from common.cli.training import (FLAG_NOTE, add_training_flags, parse_config_overrides, time_budget_callbacks,
                                  train_and_save, training_arguments, write_json)
+from common.data.switches import WithSwitches
 from common.errors import ConfigError, run_cli
 from common.hub.pretrained import check_tokenizer_fits_model
 from common.nn.sampling import generation_mode
@@ -110,16 +111,22 @@ def load_tokenizer_and_model(opts, train_pairs, seed: int, replace_model: Option
               file=sys.stderr)
         tokenizer = T5Tokenizer.train([text for pair in train_pairs for text in pair], opts.vocab_size)
     if opts.model_name_or_path:
-        model = T5ForConditionalGeneration.from_pretrained(opts.model_name_or_path, **TRAINING_SWITCHES)
+        model = T5ForConditionalGeneration.from_pretrained(opts.model_name_or_path)
         model.train()
     else:
-        overrides = {**SMALL_T5, **TRAINING_SWITCHES, **parse_config_overrides(opts.config_overrides, T5Config)}
+        overrides = {**SMALL_T5, **parse_config_overrides(opts.config_overrides, T5Config)}
         torch.manual_seed(seed)
         model = T5ForConditionalGeneration(T5Config(**{**overrides, "vocab_size": len(tokenizer)}))
     if replace_model is not None:
         model = replace_model(model)
     check_tokenizer_fits_model(tokenizer, model.config.vocab_size, "the model")
     return tokenizer, model
+
+
+def training_collator(model, collator):
+    """Our T5 gets the training switches with every batch (common/data/switches.py); a replaced model
+    (transformers' T5 in bench/t5_translation.py) has no such forward argument and gets the bare batches."""
+    return WithSwitches(collator, **TRAINING_SWITCHES) if isinstance(model, T5ForConditionalGeneration) else collator
 
 
 def score(model, tokenizer, pairs, opts, prefix: str) -> tuple[dict, list[str]]:
@@ -157,7 +164,7 @@ def main(argv: Optional[Sequence[str]] = None, replace_model: Optional[Callable]
     print(f"minit5.finetune: {model.num_parameters() / 1e6:.2f}M parameters, {len(train_pairs):,} training pairs"
           + (f", {len(eval_pairs):,} validation pairs" if eval_pairs else ""), file=sys.stderr)
     trainer = Trainer(model, args, train_dataset=train_set, eval_dataset=eval_set, tokenizer=tokenizer,
-                      data_collator=DataCollatorForSeq2Seq(tokenizer.pad_token_id),
+                      data_collator=training_collator(model, DataCollatorForSeq2Seq(tokenizer.pad_token_id)),
                       callbacks=time_budget_callbacks(args, opts))
     result = train_and_save(trainer, args.output_dir, train_samples=len(train_pairs))
     if result is None:

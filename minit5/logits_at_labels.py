@@ -22,8 +22,8 @@ row-major order (b, then t: the order of labels[labels != -100]), instead of (B,
 reads logits of every position (generation, a tutorial's picture of P(y_t)) calls without labels,
 or with the switch off.
 
-Switched on by T5Config.logits_at_labels_only (the training tools minit5/finetune.py and
-minit5/pretrain.py turn it on) and read in one place: T5ForConditionalGeneration.forward
+Switched on by the forward argument `logits_at_labels_only` (the training tools minit5/finetune.py
+and minit5/pretrain.py pass it with every batch; it is never saved in config.json) and read in one place: T5ForConditionalGeneration.forward
 (minit5/model.py), which hands the decoder's output here. Everything else - the encoder, the
 decoder, `lm_logits` with its d_model^-0.5 - is the textbook computation.
 """
@@ -36,9 +36,9 @@ import torch
 from common.nn.losses import IGNORE_INDEX, cross_entropy
 
 
-def applies(config, labels: Optional[torch.Tensor]) -> bool:
+def applies(switch: bool, labels: Optional[torch.Tensor]) -> bool:
     """The trick runs when it is switched on and a loss will read the labels."""
-    return bool(config.logits_at_labels_only) and labels is not None
+    return bool(switch) and labels is not None
 
 
 def logits_and_loss(model, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

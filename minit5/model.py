@@ -49,7 +49,7 @@ from minit5.config import T5Config
 @dataclasses.dataclass
 class Seq2SeqLMOutput:
     loss: Optional[torch.Tensor]  # scalar mean cross-entropy over labels != -100
-    logits: torch.Tensor  # (B, T, V); (N, V) under config.logits_at_labels_only with labels
+    logits: torch.Tensor  # (B, T, V); (N, V) with labels and logits_at_labels_only=True
     encoder_last_hidden_state: Optional[torch.Tensor] = None  # (B, S, C)
 
 
@@ -455,11 +455,11 @@ class T5ForConditionalGeneration(T5PreTrainedModel):
     def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                 decoder_input_ids: Optional[torch.Tensor] = None,
                 decoder_attention_mask: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
-                encoder_outputs: Optional[torch.Tensor] = None) -> Seq2SeqLMOutput:
+                encoder_outputs: Optional[torch.Tensor] = None, logits_at_labels_only: bool = False) -> Seq2SeqLMOutput:
         """input_ids (B, S) with attention_mask (B, S); labels (B, T), -100 = not scored. Without
         decoder_input_ids they are shift_right(labels). loss = mean over scored positions of
-        -log P(y_t | y_<t, x) (common/nn/losses.py cross_entropy). With config.logits_at_labels_only
-        and labels, minit5/logits_at_labels.py runs the head at the scored positions only: the same
+        -log P(y_t | y_<t, x) (common/nn/losses.py cross_entropy). With logits_at_labels_only=True
+        (a training switch, never saved) and labels, minit5/logits_at_labels.py runs the head at the scored positions only: the same
         loss and gradients, logits (N, V) for the N positions with labels != -100."""
         encoded = encoder_outputs if encoder_outputs is not None else self.encode(input_ids, attention_mask)
         if decoder_input_ids is None:
@@ -467,7 +467,7 @@ class T5ForConditionalGeneration(T5PreTrainedModel):
                 raise UserError("pass labels (B, T) or decoder_input_ids (B, T) to T5ForConditionalGeneration")
             decoder_input_ids = shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
         hidden = self.decoder(decoder_input_ids, decoder_attention_mask, encoded, attention_mask)  # (B, T, C)
-        if logits_at_labels.applies(self.config, labels):  # speed trick
+        if logits_at_labels.applies(logits_at_labels_only, labels):  # speed trick
             logits, loss = logits_at_labels.logits_and_loss(self, hidden, labels)  # (N, V), scalar
             return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoded)
         logits = self.lm_logits(hidden)  # (B, T, V)

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from common.cli.training import (FLAG_NOTE, add_training_flags, parse_config_overrides, perplexity,
                                  time_budget_callbacks, train_and_save, training_arguments, write_json)
+from common.data.switches import WithSwitches
 from common.data.span_corruption import DataCollatorForSpanCorruption, compute_input_and_target_lengths
 from common.errors import ConfigError, DataError, read_text, run_cli
 from common.hub.pretrained import check_tokenizer_fits_model
@@ -37,8 +38,8 @@ RECIPE = dict(learning_rate=1e-3, per_device_train_batch_size=32, per_device_eva
               logging_steps=50, save_strategy="no", warmup_ratio=0.05, weight_decay=0.0)
 # A small T5 for a CPU (T5-small's shape, narrower): override any field with --config_overrides.
 SMALL_T5 = dict(d_model=256, d_kv=32, num_heads=8, d_ff=1024, num_layers=4, dropout_rate=0.1)
-# What the training tools switch on, for a model from scratch and a loaded one alike: the same loss and
-# gradients, the LM head only at the positions the loss reads (minit5/logits_at_labels.py).
+# What the training tools pass to forward with every batch (common/data/switches.py), never saved in the
+# model: the same loss and gradients, the LM head only at the positions the loss reads (minit5/logits_at_labels.py).
 TRAINING_SWITCHES = dict(logits_at_labels_only=True)
 
 
@@ -100,10 +101,10 @@ def build_tokenizer(opts, what: str):
 
 def build_model(opts, tokenizer, seed: int) -> T5ForConditionalGeneration:
     if opts.model_name_or_path:
-        model = T5ForConditionalGeneration.from_pretrained(opts.model_name_or_path, **TRAINING_SWITCHES)
+        model = T5ForConditionalGeneration.from_pretrained(opts.model_name_or_path)
         model.train()
         return model
-    overrides = {**SMALL_T5, **TRAINING_SWITCHES, **parse_config_overrides(opts.config_overrides, T5Config)}
+    overrides = {**SMALL_T5, **parse_config_overrides(opts.config_overrides, T5Config)}
     config = T5Config(**{**overrides, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
                          "eos_token_id": tokenizer.eos_token_id, "decoder_start_token_id": tokenizer.pad_token_id})
     torch.manual_seed(seed)
@@ -134,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"minit5.pretrain: {model.num_parameters() / 1e6:.2f}M parameters, {len(train_set):,} blocks of "
           f"{raw_length} tokens -> inputs of {opts.max_seq_length}, targets of {target_length}", file=sys.stderr)
     trainer = Trainer(model, args, train_dataset=train_set, eval_dataset=eval_set, tokenizer=tokenizer,
-                      data_collator=collator, callbacks=time_budget_callbacks(args, opts))
+                      data_collator=WithSwitches(collator, **TRAINING_SWITCHES), callbacks=time_budget_callbacks(args, opts))
     result = train_and_save(trainer, args.output_dir, train_samples=len(train_set))
     if result is None:
         return 0

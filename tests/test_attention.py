@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.nn.attention import KVCache, MultiHeadAttention, scaled_dot_product_attention, sdpa_attention
+from common.nn.attention import (ATTENTION_FUNCTIONS, KVCache, MultiHeadAttention, scaled_dot_product_attention,
+                                  sdpa_attention, set_attn_implementation)
 from common.nn.masks import causal_mask, combine_masks, padding_mask
 
 seeds = st.integers(0, 2**31 - 1)
@@ -100,14 +101,16 @@ def test_hand_written_attention_equals_torch_sdpa(mask_kind, seed, B, H, T, d, d
 
 
 @given(seed=seeds, B=small, H=st.integers(1, 4), T_q=small, T_k=small, dtype=float_dtypes,
-       shape=st.sampled_from(MASK_SHAPES), output_projection=st.booleans())
-def test_multi_head_attention_eager_and_sdpa_give_the_same_numbers(seed, B, H, T_q, T_k, dtype, shape,
-                                                                  output_projection):
-    """Also on fully blocked rows: both paths give the uniform average of the values there."""
+       shape=st.sampled_from(MASK_SHAPES), output_projection=st.booleans(),
+       impl=st.sampled_from([name for name in ATTENTION_FUNCTIONS if name != "eager"]))
+def test_multi_head_attention_every_registered_implementation_gives_eager_numbers(seed, B, H, T_q, T_k, dtype, shape,
+                                                                                 output_projection, impl):
+    """Every entry of the registry (sdpa, and any added later) against the hand-written path; also on
+    fully blocked rows: every path gives the uniform average of the values there."""
     C = 2 * H
     torch.manual_seed(seed)
-    eager = MultiHeadAttention(C, H, attn_impl="eager", output_projection=output_projection).to(dtype)
-    sdpa = MultiHeadAttention(C, H, attn_impl="sdpa", output_projection=output_projection).to(dtype)
+    eager = MultiHeadAttention(C, H, output_projection=output_projection).to(dtype)
+    sdpa = set_attn_implementation(MultiHeadAttention(C, H, output_projection=output_projection).to(dtype), impl)
     sdpa.load_state_dict(eager.state_dict())
     x = torch.randn(B, T_q, C, dtype=dtype)
     y = torch.randn(B, T_k, C, dtype=dtype)
@@ -116,7 +119,7 @@ def test_multi_head_attention_eager_and_sdpa_give_the_same_numbers(seed, B, H, T
     b, _ = sdpa(x, key_value_states=y, mask=mask)
     tol = 1e-6 if dtype == torch.float64 else 1e-5
     err = max_diff(a, b)
-    assert err <= tol, f"eager vs sdpa differ by {err:.2e} (tolerance {tol:.0e}), {dtype}, mask {shape}"
+    assert err <= tol, f"eager vs {impl} differ by {err:.2e} (tolerance {tol:.0e}), {dtype}, mask {shape}"
 
 
 # ---------------------------------------------------------------- multi-head structure
@@ -146,7 +149,7 @@ def test_with_a_causal_mask_a_later_token_never_changes_earlier_outputs(seed, B,
     later = data.draw(st.integers(t + 1, T - 1), label="t + k")
     C = 2 * H
     torch.manual_seed(seed)
-    mha = MultiHeadAttention(C, H, attn_impl=attn_impl, output_projection=True).double()
+    mha = set_attn_implementation(MultiHeadAttention(C, H, output_projection=True).double(), attn_impl)
     x = torch.randn(B, T, C, dtype=torch.float64)
     x2 = x.clone()
     x2[:, later] = 10 * torch.randn(B, C, dtype=torch.float64)
@@ -167,7 +170,7 @@ def test_need_weights_and_cross_attention_shapes(seed, B, H, T_q, T_k):
     assert w.shape == (B, H, T_q, T_k), f"weights shape {tuple(w.shape)}, expected {(B, H, T_q, T_k)}"
     assert scaled_dot_product_attention(q, k, v)[1] is None, "weights returned without need_weights"
     for impl in ("eager", "sdpa"):
-        mha = MultiHeadAttention(C, H, attn_impl=impl)
+        mha = set_attn_implementation(MultiHeadAttention(C, H), impl)
         x, y = torch.randn(B, T_q, C), torch.randn(B, T_k, C)
         context, weights = mha(x, key_value_states=y, output_attentions=True)
         assert context.shape == (B, T_q, C), f"{impl}: context {tuple(context.shape)}, expected {(B, T_q, C)}"
@@ -217,7 +220,7 @@ def test_incremental_attention_with_kv_cache_equals_full_causal_attention(seed, 
     n = data.draw(st.integers(1, T), label="prompt length")
     C = 2 * H
     torch.manual_seed(seed)
-    mha = MultiHeadAttention(C, H, attn_impl=attn_impl, output_projection=True).double().eval()
+    mha = set_attn_implementation(MultiHeadAttention(C, H, output_projection=True).double(), attn_impl).eval()
     x = torch.randn(B, T, C, dtype=torch.float64)
     full, _ = mha(x, mask=causal_mask(T))
     cache = KVCache(B, H, max_length=T, head_dim=C // H, dtype=torch.float64)
@@ -244,7 +247,26 @@ def test_multi_head_attention_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"hidden_size \(10\) must be divisible by num_heads \(4\)"):
         MultiHeadAttention(10, 4)
     with pytest.raises(ValueError, match="attn_impl must be one of"):
-        MultiHeadAttention(8, 2, attn_impl="flash")
+        set_attn_implementation(MultiHeadAttention(8, 2), "no-such-kernel")
+
+
+def test_no_block_or_layer_constructor_takes_attn_impl():
+    """The implementation is chosen once per model (set_attn_implementation), never threaded through layers."""
+    import inspect
+
+    from common.nn import blocks
+    for cls in (MultiHeadAttention, blocks.EncoderAttention, blocks.EncoderBlock, blocks.DecoderBlock):
+        assert "attn_impl" not in inspect.signature(cls.__init__).parameters, f"{cls.__name__}.__init__ takes attn_impl"
+
+
+def test_a_model_switches_every_attention_layer_at_once():
+    from minigpt import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8, attn_impl="sdpa"))
+    impls = {m.attn_impl for m in model.modules() if isinstance(m, MultiHeadAttention)}
+    assert impls == {"sdpa"}, f"config attn_impl='sdpa' gave layers with {impls}"
+    set_attn_implementation(model, "eager")
+    impls = {m.attn_impl for m in model.modules() if isinstance(m, MultiHeadAttention)}
+    assert impls == {"eager"} and model.config.attn_impl == "eager", f"after switching: {impls}, {model.config.attn_impl}"
 
 
 # ---------------------------------------------------------------- gradients

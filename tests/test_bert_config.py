@@ -46,10 +46,9 @@ def test_defaults_equal_transformers_defaults():
     ("pad_token_id", -1),  # not a token id (one >= vocab_size is kept with a warning: tests/test_hf_token_ids.py)
     ("num_labels", 0),
     ("problem_type", "ranking"),
-    ("attn_impl", "flash"),
+    ("attn_impl", "no-such-kernel"),  # not in common/nn/attention.py's ATTENTION_FUNCTIONS
     ("mlm_alpha", -1.0),
     ("nsp_beta", float("nan")),
-    ("mlm_logits_at_masked_only", "yes"),
 ])
 def test_invalid_value_fails_at_construction_naming_the_field(field, value):
     with pytest.raises(ConfigError) as info:
@@ -74,8 +73,7 @@ def test_num_labels_and_id2label_must_agree():
 def test_round_trip_through_config_json(tmp_path):
     c = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                    intermediate_size=37, id2label={0: "neg", 1: "pos"}, problem_type="single_label_classification",
-                   classifier_dropout=0.2, attn_impl="sdpa", mlm_alpha=0.5, nsp_beta=2.0,
-                   mlm_logits_at_masked_only=True)
+                   classifier_dropout=0.2, attn_impl="sdpa", mlm_alpha=0.5, nsp_beta=2.0)
     c.save_pretrained(tmp_path)
     written = json.loads((tmp_path / "config.json").read_text())
     assert written["model_type"] == "bert" and written["id2label"] == {"0": "neg", "1": "pos"}, written

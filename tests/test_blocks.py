@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.nn.attention import KVCache
+from common.nn.attention import KVCache, set_attn_implementation
 from common.nn.blocks import (ACTIVATIONS, DecoderBlock, EncoderBlock, FeedForward, gelu, gelu_tanh,
                            get_activation, relu)
 from common.nn.masks import causal_mask, padding_mask
@@ -74,7 +74,8 @@ def test_unknown_activation_is_a_clear_error_naming_the_known_ones(build):
 
 
 def encoder(H, C, attn_impl="eager"):
-    return EncoderBlock(C, H, 2 * C, hidden_dropout=0.0, attention_dropout=0.0, attn_impl=attn_impl).double().eval()
+    return set_attn_implementation(EncoderBlock(C, H, 2 * C, hidden_dropout=0.0, attention_dropout=0.0).double().eval(),
+                                   attn_impl)
 
 
 @given(seed=seeds, B=small, T=st.integers(1, 6), H=small, use_mask=st.booleans())

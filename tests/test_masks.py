@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.nn.attention import MultiHeadAttention, scaled_dot_product_attention, sdpa_attention
+from common.nn.attention import MultiHeadAttention, scaled_dot_product_attention, sdpa_attention, set_attn_implementation
 from common.nn.masks import (additive_mask, causal_mask, combine_masks, mask_value, mlm_mask_tokens,
                           padding_mask)
 
@@ -113,7 +113,7 @@ def test_a_fully_blocked_row_gives_finite_outputs_never_nan(dtype):
     fused = sdpa_attention(q, k, v, mask)
     assert torch.isfinite(fused).all(), f"sdpa path, {dtype}: non-finite output on a fully blocked row"
     for impl in ("eager", "sdpa"):
-        mha = MultiHeadAttention(16, 2, attn_impl=impl).to(dtype)
+        mha = set_attn_implementation(MultiHeadAttention(16, 2), impl).to(dtype)
         context, _ = mha(torch.randn(2, 4, 16).to(dtype), mask=mask)
         assert torch.isfinite(context).all(), f"MultiHeadAttention({impl}), {dtype}: non-finite output"
 

@@ -133,6 +133,29 @@ def test_mlm_pretraining_writes_model_tokenizer_and_eval_results(mlm_checkpoint)
     assert model.config.hidden_size == 32, "--config_overrides hidden_size=32 was not applied"
 
 
+def test_the_pretrained_folder_reloads_giving_full_logits_with_labels(mlm_checkpoint, tmp_path):
+    """minibert.pretrain trains with mlm_logits_at_masked_only (a forward argument it passes with every
+    batch); config.json never holds it, so the folder gives (B, T, V) logits with labels. A folder saved
+    before the switch left the config loads with the key ignored and one warning."""
+    import shutil
+    import warnings
+    written = read_json(mlm_checkpoint / "config.json")
+    assert "mlm_logits_at_masked_only" not in written, f"config.json holds a training switch: {sorted(written)}"
+    old = tmp_path / "old"
+    shutil.copytree(mlm_checkpoint, old)
+    (old / "config.json").write_text(json.dumps({**written, "mlm_logits_at_masked_only": True}), encoding="utf-8")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = BertForMaskedLM.from_pretrained(old)
+    about = [str(w.message) for w in caught if "mlm_logits_at_masked_only" in str(w.message)]
+    assert len(about) == 1, f"expected one warning about the ignored key, got {about}"
+    input_ids = torch.randint(5, model.config.vocab_size, (2, 7))
+    labels = torch.full((2, 7), -100)
+    labels[:, 2] = input_ids[:, 2]
+    logits = model(input_ids, labels=labels).logits
+    assert logits.shape == (2, 7, model.config.vocab_size), f"logits {tuple(logits.shape)}, expected (2, 7, V)"
+
+
 def test_eval_loss_is_the_mlm_loss_of_the_saved_model_on_the_validation_split(mlm_checkpoint, data):
     """Recompute eval_loss from the saved model, the last 5% of the lines and masks seeded like the tool's."""
     from common.data.language_modeling import DataCollatorForLanguageModeling, LineByLineTextDataset

@@ -144,3 +144,25 @@ def test_bleu_equals_sacrebleu_on_punctuation_numbers_short_outputs_and_two_refe
         assert abs(ours - theirs) <= 0.01, f"BLEU {ours:.4f} vs sacrebleu {theirs:.4f} with {len(refs)} references"
     assert corpus_bleu(["a b c d"], ["a b c d"]) == pytest.approx(100.0)
     assert tokenize_13a("It costs 1,000.50 dollars, ok?") == ["It", "costs", "1,000.50", "dollars", ",", "ok", "?"]
+
+
+def test_translate_streams_the_same_targets_and_bounds_them_by_the_source(tmp_path, monkeypatch, capsys):
+    from minit5.data import target_budget
+    assert [target_budget(128, s, 2.0) for s in (3, 10, 100)] == [10, 24, 128], "min(max_new, ceil(r S) + 4)"
+    assert target_budget(50, 1000, None) == 50
+    de, en = parallel(tmp_path, n=10)
+    out = tmp_path / "de-en"
+    assert finetune_main(["--source_file", str(de), "--target_file", str(en), "--output_dir", str(out),
+                          "--max_target_length", "12", *TINY]) == 0
+    lines = "ein hund rennt .\neine katze .\n"
+    flags = ["--model_name_or_path", str(out), "--max_new_tokens", "30", "--no_repeat_ngram_size", "2"]
+    results = {}
+    for stream in ("false", "true"):
+        monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+        capsys.readouterr()
+        assert translate_main([*flags, "--stream", stream]) == 0
+        results[stream] = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert results["true"] == results["false"] and len(results["true"]) == 2, results
+    tokenizer = T5Tokenizer.from_pretrained(out)
+    for line in results["false"]:
+        assert len(tokenizer.encode(line, add_special_tokens=False)) <= 2 * 6 + 4, f"not bounded by the source: {line!r}"

@@ -1,6 +1,6 @@
 """minit5/logits_at_labels.py: the head only at the scored positions gives the textbook loss and gradients.
 
-The textbook path (T5Config.logits_at_labels_only = False) computes the logits at all B T positions
+The textbook path (forward's logits_at_labels_only=False, the default) computes the logits at all B T positions
 and lets the cross-entropy skip labels == -100; the trick computes them at the N scored positions.
 Same model, same batch, both switches: the loss to 1e-6 and every gradient to 1e-5 (relative to the
 tensor's largest value when that exceeds 1), the trick's (N, V) logits equal to the textbook's at
@@ -14,8 +14,7 @@ import types
 import pytest
 import torch
 
-from common.errors import ConfigError
-from minit5 import finetune, pretrain
+from minit5 import finetune
 from minit5.config import T5Config
 from minit5.model import T5ForConditionalGeneration, shift_right
 
@@ -60,9 +59,8 @@ def relative_diff(a, b):
 
 
 def loss_logits_grads(model, batch, trick: bool):
-    model.config.logits_at_labels_only = trick
     model.zero_grad(set_to_none=True)
-    out = model(**batch)
+    out = model(**batch, logits_at_labels_only=trick)
     out.loss.backward()
     grads = {name: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
              for name, p in model.named_parameters()}
@@ -126,20 +124,20 @@ def test_dropout_draws_the_same_masks_so_training_losses_match():
     model, batch = perturbed_model(dropout_rate=0.2).train(), padded_batch()
     losses = []
     for trick in (False, True):
-        model.config.logits_at_labels_only = trick
         torch.manual_seed(7)
-        losses.append(model(**batch).loss.item())
+        losses.append(model(**batch, logits_at_labels_only=trick).loss.item())
     gap = abs(losses[1] - losses[0]) / max(1.0, abs(losses[0]))
     assert gap <= LOSS_TOL, f"training loss with dropout: {losses[1]:.8f} trick vs {losses[0]:.8f} textbook"
 
 
 def test_the_switch_is_off_by_default_and_never_changes_logits_without_labels():
-    assert T5Config().logits_at_labels_only is False, "the textbook (B, T, V) logits must be the model's default"
-    model, batch = perturbed_model(logits_at_labels_only=True), padded_batch()
+    model, batch = perturbed_model(), padded_batch()
+    assert model(**batch).logits.shape == (*batch["labels"].shape, model.config.vocab_size), (
+        "the textbook (B, T, V) logits must be forward's default")
     decoder_input_ids = shift_right(batch["labels"], 0, 0)
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       decoder_input_ids=decoder_input_ids).logits
+                       decoder_input_ids=decoder_input_ids, logits_at_labels_only=True).logits
         decoded = model.decode(decoder_input_ids, model.encode(batch["input_ids"], batch["attention_mask"]),
                                batch["attention_mask"])
     assert logits.shape == (*decoder_input_ids.shape, model.config.vocab_size), (
@@ -147,31 +145,20 @@ def test_the_switch_is_off_by_default_and_never_changes_logits_without_labels():
     assert torch.equal(logits, decoded), "forward without labels should be decode()"
 
 
-def test_config_field_round_trips_through_config_json(tmp_path):
-    config = T5Config(**SMALL, logits_at_labels_only=True)
-    config.save_pretrained(tmp_path)
-    written = json.loads((tmp_path / "config.json").read_text())
-    assert written["logits_at_labels_only"] is True, f"config.json should hold the switch: {written}"
-    back = T5Config.from_pretrained(tmp_path)
-    assert back == config, f"round trip changed the config:\n{back}\n!=\n{config}"
-    del written["logits_at_labels_only"]  # a transformers config.json has no such key: the textbook path
-    (tmp_path / "config.json").write_text(json.dumps(written))
-    assert T5Config.from_pretrained(tmp_path).logits_at_labels_only is False, "a missing key should mean off"
-    assert T5Config.from_pretrained(tmp_path, logits_at_labels_only=True).logits_at_labels_only is True
-
-
-def test_a_saved_model_keeps_the_switch(tmp_path):
-    model = perturbed_model(logits_at_labels_only=True)
+def test_the_switch_is_not_a_config_field_and_an_old_config_json_loads_with_it_ignored(tmp_path):
+    assert not hasattr(T5Config(), "logits_at_labels_only"), "a training switch must not be a config field"
+    model = perturbed_model()
     model.save_pretrained(tmp_path)
-    loaded = T5ForConditionalGeneration.from_pretrained(tmp_path)
-    assert loaded.config.logits_at_labels_only is True, "from_pretrained lost logits_at_labels_only"
-
-
-def test_a_non_bool_switch_is_one_config_error_naming_the_field():
-    with pytest.raises(ConfigError) as info:
-        T5Config(logits_at_labels_only="yes")
-    message = str(info.value)
-    assert message.startswith("logits_at_labels_only:") and "\n" not in message, message
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert "logits_at_labels_only" not in written, f"config.json holds a training switch: {written}"
+    written["logits_at_labels_only"] = True  # a folder saved before the switch left the config
+    (tmp_path / "config.json").write_text(json.dumps(written))
+    with pytest.warns(UserWarning, match="ignoring logits_at_labels_only") as caught:
+        loaded = T5ForConditionalGeneration.from_pretrained(tmp_path)
+    assert len([w for w in caught if "logits_at_labels_only" in str(w.message)]) == 1, "expected one warning"
+    batch = padded_batch()
+    assert loaded(**batch).logits.shape == (*batch["labels"].shape, SMALL["vocab_size"]), (
+        "an old folder with the switch set must reload giving (B, T, V) logits with labels")
 
 
 class FakeTokenizer:
@@ -183,29 +170,28 @@ class FakeTokenizer:
         return SMALL["vocab_size"]
 
 
-def test_pretrain_switches_it_on_for_new_and_loaded_models(tmp_path):
-    tokenizer = FakeTokenizer()
-    sizes = "d_model=16,d_kv=4,num_heads=2,d_ff=16,num_layers=1"
-    opts = types.SimpleNamespace(model_name_or_path=None, config_overrides=sizes)
-    new = pretrain.build_model(opts, tokenizer, seed=0)
-    assert new.config.logits_at_labels_only is True, "minit5.pretrain should build its model with the switch on"
-    off = pretrain.build_model(types.SimpleNamespace(model_name_or_path=None,
-                                                     config_overrides=sizes + ",logits_at_labels_only=false"),
-                               tokenizer, seed=0)
-    assert off.config.logits_at_labels_only is False, "--config_overrides logits_at_labels_only=false should win"
-    perturbed_model().save_pretrained(tmp_path)  # saved with the switch off
-    loaded = pretrain.build_model(types.SimpleNamespace(model_name_or_path=str(tmp_path), config_overrides=""),
-                                  tokenizer, seed=0)
-    assert loaded.config.logits_at_labels_only is True, "a loaded model should be trained with the switch on"
-
-
-def test_finetune_switches_it_on_for_new_and_loaded_models(tmp_path, monkeypatch):
+def test_finetune_passes_the_switch_to_our_model_only(monkeypatch):
     monkeypatch.setattr(finetune.T5Tokenizer, "from_pretrained", classmethod(lambda cls, folder: FakeTokenizer()))
     sizes = "d_model=16,d_kv=4,num_heads=2,d_ff=16,num_layers=1"
     opts = types.SimpleNamespace(tokenizer_name="any", model_name_or_path=None, config_overrides=sizes)
-    _, new = finetune.load_tokenizer_and_model(opts, [], seed=0)
-    assert new.config.logits_at_labels_only is True, "minit5.finetune should build its model with the switch on"
-    perturbed_model().save_pretrained(tmp_path)  # saved with the switch off
-    opts = types.SimpleNamespace(tokenizer_name="any", model_name_or_path=str(tmp_path), config_overrides="")
-    _, loaded = finetune.load_tokenizer_and_model(opts, [], seed=0)
-    assert loaded.config.logits_at_labels_only is True, "a loaded model should be fine-tuned with the switch on"
+    _, model = finetune.load_tokenizer_and_model(opts, [], seed=0)
+    collate = finetune.training_collator(model, lambda features: {"labels": features})
+    assert collate([1])["logits_at_labels_only"] is True, "minit5.finetune should pass the switch with every batch"
+    bare = finetune.training_collator(torch.nn.Linear(1, 1), lambda features: {"labels": features})
+    assert "logits_at_labels_only" not in bare([1]), "a replaced model (transformers' T5) takes no such argument"
+
+
+def test_folders_written_by_the_training_tools_reload_with_full_logits(tmp_path):
+    """minit5.finetune trains with the switch; the folder it writes gives (B, T, V) logits with labels."""
+    from test_minit5_cli import TINY, parallel
+
+    de, en = parallel(tmp_path, n=8)
+    out = tmp_path / "de-en"
+    assert finetune.main(["--source_file", str(de), "--target_file", str(en), "--output_dir", str(out),
+                          "--max_target_length", "8", *TINY]) == 0
+    assert "logits_at_labels_only" not in json.loads((out / "config.json").read_text())
+    model = T5ForConditionalGeneration.from_pretrained(out)
+    labels = torch.full((2, 5), 4)
+    labels[1, 3:] = -100
+    out = model(input_ids=torch.full((2, 4), 5), labels=labels)
+    assert out.logits.shape == (2, 5, model.config.vocab_size), f"logits {tuple(out.logits.shape)}, expected (2, 5, V)"

@@ -40,6 +40,7 @@ import torch
 
 from demo import corpus as demo_data
 from common.data.language_modeling import DataCollatorForLanguageModeling, TextDatasetForNextSentencePrediction
+from common.data.switches import WithSwitches
 from demo.inputs import BERT_SPECIALS, builtin_corpus
 from demo.stages import HeldoutEvaluation
 from minibert.metrics import evaluate_pretraining
@@ -81,14 +82,15 @@ print(f"{len(train_pairs)} training pairs, {len(heldout_pairs)} held-out pairs, 
 #
 # - no dropout (`hidden_dropout_prob = attention_probs_dropout_prob = 0`): with dropout 0.1 the
 #   same steps left tutorial 07's gain from pre-training at a few points (`demo/corpus.py`);
-# - `mlm_logits_at_masked_only=True`: the `V`-way output layer runs only at the masked 15% of the
-#   positions, the only ones the loss reads. Same loss, same gradients, less work
+# - `mlm_logits_at_masked_only=True`, a forward argument the collator below adds to every batch
+#   (`common/data/switches.py`; never saved in config.json): the `V`-way output layer runs only at the
+#   masked 15% of the positions, the only ones the loss reads. Same loss, same gradients, less work
 #   (`minibert/masked_only.py`, pinned to the full computation by `tests/test_bert_parity.py`).
 
 # %%
 config = BertConfig(vocab_size=V, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                     intermediate_size=256, max_position_embeddings=block_size, hidden_dropout_prob=0.0,
-                    attention_probs_dropout_prob=0.0, mlm_logits_at_masked_only=True)
+                    attention_probs_dropout_prob=0.0)
 model = BertForPreTraining(config)
 embedding_share = V * config.hidden_size / model.num_parameters()
 print(f"{model.num_parameters():,} parameters, {embedding_share:.0%} of them in the token embeddings ({V} x 64)")
@@ -240,7 +242,8 @@ def heldout_scores(m):
 
 
 trainer = Trainer(model, args, train_dataset=train_pairs,
-                  data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=0),
+                  data_collator=WithSwitches(DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=0),
+                                             mlm_logits_at_masked_only=True),
                   callbacks=[HeldoutEvaluation(heldout_scores, eval_every)])
 output = trainer.train()
 print(f"trained {output.global_step} steps; mean training loss {output.training_loss:.3f}")

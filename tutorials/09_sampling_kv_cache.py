@@ -17,10 +17,14 @@
 # token. Attention still reads all `t` cached keys (`O(t)` work per step); what is saved is
 # recomputing the prefix's `K, V` and its rows through every weight (section "What a step costs").
 #
-# Code: `minigpt/generate.py` (`apply_temperature`, `top_k_filter`, `top_p_filter`, `next_token`,
-# `generate`), `common/nn/attention.py:KVCache`. Tests: `tests/test_generate.py`,
-# `tests/test_attention.py` (`test_incremental_attention_with_kv_cache_*`), `tests/test_blocks.py`
-# (`test_decoder_block_with_kv_cache_*`).
+# The last section: **speculative decoding**, a small draft model proposing tokens that the GPT
+# checks several at a time, with the same output.
+#
+# Code: `common/nn/sampling.py` (`apply_temperature`, `top_k_filter`, `top_p_filter`, `next_token`),
+# `common/generation/` (the one generation loop `loop.py`, `speculative.py`), `minigpt/generate.py`
+# (`generate`, GPT's adapter), `common/nn/attention.py:KVCache`. Tests: `tests/test_generate.py`,
+# `tests/test_generation.py`, `tests/test_attention.py` (`test_incremental_attention_with_kv_cache_*`),
+# `tests/test_blocks.py` (`test_decoder_block_with_kv_cache_*`).
 #
 # Run it: `python tutorials/09_sampling_kv_cache.py`; `TUTORIAL_QUICK=1` for a few seconds.
 
@@ -192,7 +196,9 @@ for kwargs in ({}, {"do_sample": True, "temperature": 1.0, "top_k": 20, "seed": 
 # cache the model processes the whole prefix of `t` tokens, with it one token against `t` cached
 # keys. We time `generate` both ways, a few times each, interleaved (so a busy machine slows both
 # alike), and compare the medians. The numbers depend on your machine; the ratio grows with the
-# number of generated tokens.
+# number of generated tokens. `packed_step=False` switches off the packed fast path
+# (`common/generation/packed.py`), so what is measured is the KV cache alone: `GPT.forward` on one
+# token per step; `return_dict_in_generate=True` says which path ran.
 
 # %%
 torch.manual_seed(0)
@@ -204,7 +210,7 @@ times = {True: [], False: []}
 for _ in range(repeats):
     for use_cache in (True, False):
         begin = time.perf_counter()
-        out = big.generate(start_ids, n_new, use_cache=use_cache)
+        out = big.generate(start_ids, n_new, use_cache=use_cache, packed_step=False)
         times[use_cache].append(time.perf_counter() - begin)
 tokens_per_second = {use_cache: n_new / statistics.median(t) for use_cache, t in times.items()}
 print(f"{n_new} new tokens after an {start_ids.size(1)}-token prompt, median of {repeats}:")
@@ -212,6 +218,9 @@ print(f"  with the cache    {tokens_per_second[True]:8.0f} tokens/s")
 print(f"  without the cache {tokens_per_second[False]:8.0f} tokens/s")
 print(f"  ratio {tokens_per_second[True] / tokens_per_second[False]:.1f}x "
       "(measured on this machine now; other jobs running alongside change it)")
+paths = {flags: big.generate(start_ids, 16, return_dict_in_generate=True, **dict(flags)).decode_path
+         for flags in ((), (("packed_step", False),), (("use_cache", False),))}
+print("which path ran:", {", ".join(f"{k}={v}" for k, v in flags) or "default": path for flags, path in paths.items()})
 c = big.config
 cache_bytes = 2 * c.n_layer * 1 * c.n_head * c.block_size * c.head_dim * 4
 print(f"the cost: a cache of 2 (K, V) x {c.n_layer} layers x {c.n_head} heads x {c.block_size} positions x "
@@ -268,15 +277,69 @@ print(f"this GPT: about {flops:,} FLOPs per token in its matrix products (2 per 
 # benchmark engineering and lives in `docs/results/bench.md` ("One decode step: the weights and
 # the cores").
 #
-# ## Your turn: exercises `sampling` and `kv_cache` (Gold)
+# ## Speculative decoding: a draft proposes, the GPT checks
 #
-# - `sampling` in `minigpt/generate.py`: `apply_temperature`, `top_k_filter`, `top_p_filter`,
+# At batch 1 a step is bound by reading the weights (above), and feeding `g + 1` tokens reads them
+# once, as feeding 1 does. Speculative decoding (Leviathan et al. 2023; Chen et al. 2023) spends
+# that: a small **draft** model writes `g` tokens `d_1 .. d_g` one at a time (it is cheap), then the
+# **target** scores all of them in ONE forward, giving its distributions `p_1 .. p_{g+1}` at once.
+# The drafted tokens are checked in order:
+#
+#     keep d_i with probability min(1, p_i(d_i) / q_i(d_i))      q_i: the draft's distribution
+#     at the first rejection draw the token from norm(max(0, p_i - q_i)) instead, and stop
+#     if all g are kept, draw one more from p_{g+1}: g + 1 tokens for one target forward
+#
+# **Why it is exact.** Token `x` comes out of step `i` with probability
+# `q(x) min(1, p(x)/q(x)) + P(reject) max(0, p(x) - q(x)) / sum_y max(0, p(y) - q(y))`. The first
+# term is `min(q(x), p(x))`; the rejection probability is `1 - sum_y min(q(y), p(y)) = sum_y max(0,
+# p(y) - q(y))`, which cancels the normaliser: the second term is `max(0, p(x) - q(x))`. Their sum is
+# `p(x)`: **every token has the target's distribution**, whatever the draft. A bad draft only
+# costs speed. Greedy is the same rule with one-hot `p` and `q`: a drafted token is kept iff it is
+# the target's argmax, so the output is the target's own greedy text, token for token.
+#
+# **What it buys.** If each drafted token is kept with probability `a` (the acceptance rate), a
+# round yields `1 + a + a^2 + ... + a^g = (1 - a^(g+1)) / (1 - a)` tokens per target forward. With
+# `a = 0.8, g = 4`: 3.4 tokens per forward instead of 1.
+#
+# `model.generate(prompt, n, assistant_model=draft, num_assistant_tokens=g)` (transformers' names;
+# `common/generation/speculative.py`). Here the draft is the GPT's own first layer (its embeddings,
+# block 0, final norm and head: no training at all); a separately trained small model does better
+# (`docs/results/generation.md` measures a 6-layer target with a 1-layer draft).
+
+# %%
+import dataclasses
+
+draft = GPT(dataclasses.replace(model.config, n_layer=1))
+draft.load_state_dict(model.state_dict(), strict=False)  # embeddings, block 0, ln_f, head: no training
+n_spec = min(new, 48 if QUICK else new)
+plain = model.generate(prompt, n_spec)
+for gamma in (1, 2, 4):
+    out = model.generate(prompt, n_spec, assistant_model=draft, num_assistant_tokens=gamma,
+                         return_dict_in_generate=True)
+    a = out.accepted_tokens / max(1, out.draft_tokens)
+    per_forward = (out.sequences.size(1) - prompt.size(1)) / out.target_forwards
+    expected = (1 - a ** (gamma + 1)) / (1 - a) if a < 1 else gamma + 1
+    print(f"gamma {gamma}: same tokens as plain greedy: {torch.equal(out.sequences, plain)}; acceptance "
+          f"a = {a:.2f}; {per_forward:.2f} tokens per target forward (formula {expected:.2f}); "
+          f"{out.target_forwards} target forwards instead of {n_spec}")
+    assert torch.equal(out.sequences, plain), "speculative greedy must be the target's greedy output"
+sampled = model.generate(prompt, n_spec, do_sample=True, top_k=20, seed=0, assistant_model=draft)
+print("sampled with the draft:", repr(tokenizer.decode(sampled[0].tolist())))
+
+# %% [markdown]
+# ## Your turn: exercises `sampling`, `kv_cache` and `speculative_sampling` (Gold)
+#
+# - `sampling` in `common/nn/sampling.py`: `apply_temperature`, `top_k_filter`, `top_p_filter`,
 #   `next_token`, as in the formulas above. The tests check that top-k never emits a token outside
 #   the k largest and that top-p samples only from the smallest set reaching mass p.
 # - `kv_cache`: `KVCache.append` in `common/nn/attention.py`: write the new `(B, h, T_new, d_k)` keys
 #   and values after the filled part of the buffers, return everything filled so far, and raise a
 #   `ValueError` when they do not fit. The tests check that attention with the cache equals full
 #   causal attention, and that `generate` gives the same tokens with and without it.
+# - `speculative_sampling`: `accept_draft` in `common/generation/speculative.py`, the rule above:
+#   keep or reject each drafted token, the residual at the first rejection, the bonus token when
+#   all are kept. The tests draw it thousands of times and compare every token's frequencies with
+#   the target's `p` (a chi-square test), and check that speculative greedy equals plain greedy.
 #
 #     make exercises && cd student && make grade                           # every exercise
 #     python -m tutorials.exercises grade --only sampling --only kv_cache   # in ./student: just these two
@@ -287,5 +350,5 @@ print(f"this GPT: about {flops:,} FLOPs per token in its matrix products (2 per 
 # %%
 from tutorials.exercises import REGISTRY
 
-for name in ("sampling", "kv_cache"):
+for name in ("sampling", "kv_cache", "speculative_sampling"):
     print(f"{name:<9} {REGISTRY[name].pytest_command()}")

@@ -12,7 +12,7 @@
 #     d   = d + FFN(RMS(d))
 #
 # Pretraining fills corrupted *spans* (section 3), and generation can keep several candidates
-# (beam search, section 4). Code: `minit5/model.py`, `minit5/generate.py`,
+# (beam search, section 4). Code: `minit5/model.py`, `minit5/generate.py`, `common/generation/beam_search.py`,
 # `common/data/span_corruption.py`. Tests: `tests/test_t5_parity.py` (equal to transformers' T5),
 # `tests/test_span_corruption.py`.
 #

@@ -166,6 +166,13 @@ REGISTRY: dict[str, Exercise] = _exercises(
         requires=("attention", "masks", "decoder_block", "kv_cache"),
     ),
     Exercise(
+        "speculative_sampling", "common/generation/speculative.py", "tutorials/09_sampling_kv_cache.py",
+        ("tests/test_generation.py",), keywords=("accept_draft", "speculative"),
+        hint="for each drafted token d_i: keep it with probability min(1, p_i(d_i) / q_i(d_i)) (r q < p, r ~ U[0, 1)); "
+             "at the first rejection draw from max(0, p_i - q_i) normalised and stop; all kept: one more from p_g",
+        requires=("sampling",),
+    ),
+    Exercise(
         "log_softmax", "common/nn/losses.py", "tutorials/04_mlm.py", ("tests/test_losses.py",),
         keywords=("test_log_softmax",),
         hint="log p = z - logsumexp(z), logsumexp(z) = m + log sum exp(z - m), m = max z",
@@ -256,7 +263,7 @@ REGISTRY: dict[str, Exercise] = _exercises(
              "(first_sentinel_id - k) in the inputs, sentinel + the run in the targets",
     ),
     Exercise(
-        "beam_search", "minit5/generate.py", "tutorials/12_t5.py", ("tests/test_t5_parity.py",),
+        "beam_search", "common/generation/beam_search.py", "tutorials/12_t5.py", ("tests/test_t5_parity.py",),
         keywords=("beam",),
         hint="per step: log_softmax + running scores, top 2K of K V; among the first K, eos (or max length) "
              "-> finished with score / length^length_penalty; the K best others run on; reorder the caches",
@@ -281,7 +288,7 @@ LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Bronze", ("masks", "attention", "log_softmax", "cross_entropy", "mlm_loss", "nsp_loss",
                 "causal_lm_loss", "bpe_merge", "bpe_encode")),
     ("Silver", ("encoder_block", "decoder_block", "mlm_masking", "nsp_pairs", "embeddings")),
-    ("Gold", ("kv_cache", "sampling")),
+    ("Gold", ("kv_cache", "sampling", "speculative_sampling")),
     ("Platinum", ("rms_norm", "swiglu", "rope", "lora_linear", "assistant_labels", "relative_position_bucket",
                   "span_corruption", "beam_search")),
 )

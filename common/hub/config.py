@@ -4,6 +4,9 @@ A model config subclasses `PretrainedConfig` (a plain @dataclass) and validates 
 `__post_init__`, raising `ConfigError` with the field name. Keys of a config.json that the
 dataclass does not know (a transformers config carries many) are kept in `extra` and written
 back on save, so nothing is lost and nothing crashes.
+
+A key a config once had and no longer does (RETIRED_FIELDS: a training switch that became a forward
+argument, say) is dropped on load with one warning saying where it went, so an old folder loads.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ CONFIG_NAME = "config.json"
 @dataclasses.dataclass
 class PretrainedConfig:
     model_type: ClassVar[str] = ""
+    RETIRED_FIELDS: ClassVar[dict[str, str]] = {}  # key -> what replaced it; dropped on load, one warning
 
     def __post_init__(self):
         if not hasattr(self, "extra") or self.extra is None:
@@ -37,12 +41,21 @@ class PretrainedConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], **overrides):
         known = {f.name for f in dataclasses.fields(cls)}
-        merged = {**d, **overrides}
+        merged = cls.drop_retired({**d, **overrides})
         kwargs = {k: v for k, v in merged.items() if k in known and k != "extra"}
         extra = {k: v for k, v in merged.items() if k not in known and k != "model_type"}
         config = cls(**kwargs)
         config.extra = extra
         return config
+
+    @classmethod
+    def drop_retired(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """d without the keys of RETIRED_FIELDS, with one warning naming those it held and where they went."""
+        retired = [k for k in d if k in cls.RETIRED_FIELDS]
+        if retired:
+            warnings.warn(f"{cls.__name__}: ignoring {', '.join(retired)} of an older config.json ("
+                          + "; ".join(f"{k}: {cls.RETIRED_FIELDS[k]}" for k in retired) + ")", stacklevel=3)
+        return {k: v for k, v in d.items() if k not in cls.RETIRED_FIELDS}
 
     def write_json(self, path) -> None:
         with open(path, "w", encoding="utf-8") as f:

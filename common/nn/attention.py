@@ -16,12 +16,33 @@ residual + LayerNorm sub-layer (`attention.output.dense`), so its checkpoints ne
 
 Why written out instead of calling `torch.nn.functional.scaled_dot_product_attention`? So that
 every step (scores, mask, softmax, dropout, weighted sum) is a line you can read and test.
-`attn_impl="sdpa"` is an explicit opt-in fast path; the tests check it gives the same numbers.
+
+The attention implementation is chosen once per model, as transformers' `attn_implementation`: the
+config's `attn_impl` names an entry of ATTENTION_FUNCTIONS, and the model calls
+set_attn_implementation(self, config.attn_impl) once after building its layers (no block or layer
+constructor takes it). The registry:
+
+    "eager"  scaled_dot_product_attention below, the hand-written default the course teaches
+    "sdpa"   PyTorch's fused kernel (sdpa_attention), an explicit opt-in fast path and test oracle
+
+Every entry has one signature, the one of scaled_dot_product_attention's first six arguments:
+
+    fn(query (B, H, T_q, d), key (B, H, T_k, d), value (B, H, T_k, d_v), mask bool or None,
+       dropout_p, training) -> (output (B, H, T_q, d_v), weights (B, H, T_q, T_k) or None)
+
+Adding one is a line next to the others, for example a memory-efficient kernel written in
+common/nn/flash_attention.py:
+
+    ATTENTION_FUNCTIONS["flash"] = flash_attention   # (with its import at the top of this file)
+
+after which `GPTConfig(attn_impl="flash")` and `BertConfig(attn_impl="flash")` accept it. A call that
+asks for the weights (output_attentions=True) always runs "eager": only it forms them. The tests
+check every entry against "eager" (tests/test_attention.py).
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -30,9 +51,6 @@ import torch.nn.functional as F
 from common.nn.dropout import dropout
 from common.nn.masks import mask_value
 from common.nn.rope import apply_rope
-
-ATTN_IMPLS = ("eager", "sdpa")
-
 
 # BEGIN EXERCISE attention
 def scaled_dot_product_attention(
@@ -94,6 +112,39 @@ def sdpa_attention(
     return F.scaled_dot_product_attention(
         query, key, value, attn_mask=mask, dropout_p=dropout_p if training else 0.0
     )
+
+
+def _sdpa_entry(query, key, value, mask=None, dropout_p=0.0, training=False):
+    """The registry's "sdpa": sdpa_attention with the registry's return value (no weights)."""
+    return sdpa_attention(query, key, value, mask, dropout_p, training), None
+
+
+# name -> attention function, the signature in the module docstring; add an implementation here.
+ATTENTION_FUNCTIONS: dict[str, Callable] = {
+    "eager": scaled_dot_product_attention,
+    "sdpa": _sdpa_entry,
+}
+
+
+def check_attn_implementation(name: str) -> None:
+    """ValueError naming the registered implementations unless `name` is one."""
+    if name not in ATTENTION_FUNCTIONS:
+        raise ValueError(f"attn_impl must be one of {tuple(ATTENTION_FUNCTIONS)}, got {name!r}")
+
+
+def set_attn_implementation(model: nn.Module, name: str) -> nn.Module:
+    """Make every MultiHeadAttention inside `model` attend with ATTENTION_FUNCTIONS[name]; returns model.
+
+    The one place the choice is made: a model calls it once with its config's attn_impl, and a user
+    may call it again later (model.config.attn_impl is updated too, so a save keeps the choice)."""
+    check_attn_implementation(name)
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.attn_impl = name
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "attn_impl"):
+        config.attn_impl = name
+    return model
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -168,10 +219,11 @@ class MultiHeadAttention(nn.Module):
     to (B, H, T_q, T_k), kv_cache, rotary = RoPE's (cos, sin) or None)
         -> (context (B, T_q, C), weights (B, H, T_q, T_k) or None).
     num_kv_heads < num_heads projects (and caches) only that many key/value heads (see repeat_kv).
+    attn_impl: the registry entry it attends with, "eager" until set_attn_implementation says otherwise.
     """
 
     def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 attn_impl: str = "eager", output_projection: bool = False,
+                 output_projection: bool = False,
                  num_kv_heads: Optional[int] = None):
         super().__init__()
         if hidden_size % num_heads != 0:
@@ -181,13 +233,11 @@ class MultiHeadAttention(nn.Module):
         num_kv_heads = num_kv_heads or num_heads
         if num_heads % num_kv_heads != 0:
             raise ValueError(f"num_heads ({num_heads}) must be divisible by num_kv_heads ({num_kv_heads})")
-        if attn_impl not in ATTN_IMPLS:
-            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}")
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads  # < num_heads: grouped-query attention (see repeat_kv)
         self.head_dim = hidden_size // num_heads
         self.dropout_p = dropout
-        self.attn_impl = attn_impl
+        self.attn_impl = "eager"  # chosen per model: set_attn_implementation
         kv_size = num_kv_heads * self.head_dim
         self.query = nn.Linear(hidden_size, hidden_size, bias=bias)
         self.key = nn.Linear(hidden_size, kv_size, bias=bias)
@@ -214,12 +264,11 @@ class MultiHeadAttention(nn.Module):
             k, v = kv_cache.append(k, v)  # (B, H_kv, T_past + T_k, d): the cache holds H_kv heads
         n_rep = self.num_heads // self.num_kv_heads
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, T_k, d)
-        if self.attn_impl == "sdpa" and not output_attentions:
-            out, weights = sdpa_attention(q, k, v, mask, self.dropout_p, self.training), None
+        if output_attentions:  # only the hand-written path forms the weights
+            out, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout_p, self.training,
+                                                        need_weights=True)
         else:
-            out, weights = scaled_dot_product_attention(
-                q, k, v, mask, self.dropout_p, self.training, need_weights=output_attentions
-            )
+            out, weights = ATTENTION_FUNCTIONS[self.attn_impl](q, k, v, mask, self.dropout_p, self.training)
         context = merge_heads(out)  # (B, T_q, C)
         if self.out_proj is not None:
             context = self.out_proj(context)

@@ -157,9 +157,9 @@ class EncoderAttention(nn.Module):
     `self` computes Concat(head_1..head_h), `output.dense` is the one W^O."""
 
     def __init__(self, hidden_size: int, num_heads: int, attention_dropout: float,
-                 hidden_dropout: float, eps: float, attn_impl: str = "eager"):
+                 hidden_dropout: float, eps: float):
         super().__init__()
-        self.self = MultiHeadAttention(hidden_size, num_heads, attention_dropout, attn_impl=attn_impl)
+        self.self = MultiHeadAttention(hidden_size, num_heads, attention_dropout)
         self.output = ResidualLayerNorm(hidden_size, hidden_size, hidden_dropout, eps)
 
     def forward(self, x, mask=None, output_attentions=False):
@@ -189,11 +189,10 @@ class EncoderBlock(nn.Module):
 
     def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int,
                  activation: str = "gelu", hidden_dropout: float = 0.1,
-                 attention_dropout: float = 0.1, layer_norm_eps: float = 1e-12,
-                 attn_impl: str = "eager"):
+                 attention_dropout: float = 0.1, layer_norm_eps: float = 1e-12):
         super().__init__()
         self.attention = EncoderAttention(hidden_size, num_heads, attention_dropout,
-                                          hidden_dropout, layer_norm_eps, attn_impl)
+                                          hidden_dropout, layer_norm_eps)
         self.intermediate = Intermediate(hidden_size, intermediate_size, activation)
         self.output = ResidualLayerNorm(intermediate_size, hidden_size, hidden_dropout, layer_norm_eps)
 
@@ -222,20 +221,18 @@ class DecoderBlock(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, intermediate_size: Optional[int] = None,
                  activation: str = "gelu_new", dropout: float = 0.0, attention_dropout: float = 0.0,
                  layer_norm_eps: float = 1e-5, bias: bool = True,
-                 add_cross_attention: bool = False, attn_impl: str = "eager",
+                 add_cross_attention: bool = False,
                  norm: str = "layernorm", feed_forward: str = "gelu",
                  num_kv_heads: Optional[int] = None):
         super().__init__()
         intermediate_size = intermediate_size or 4 * hidden_size
         self.ln_1 = make_norm(norm, hidden_size, layer_norm_eps, bias)
         self.attn = MultiHeadAttention(hidden_size, num_heads, attention_dropout, bias=bias,
-                                       attn_impl=attn_impl, output_projection=True,
-                                       num_kv_heads=num_kv_heads)
+                                       output_projection=True, num_kv_heads=num_kv_heads)
         if add_cross_attention:
             self.ln_cross_attn = make_norm(norm, hidden_size, layer_norm_eps, bias)
             self.crossattention = MultiHeadAttention(hidden_size, num_heads, attention_dropout,
-                                                     bias=bias, attn_impl=attn_impl,
-                                                     output_projection=True)
+                                                     bias=bias, output_projection=True)
         else:
             self.ln_cross_attn = self.crossattention = None
         self.ln_2 = make_norm(norm, hidden_size, layer_norm_eps, bias)

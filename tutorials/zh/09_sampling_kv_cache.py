@@ -16,9 +16,13 @@
 # 全部 `t` 个缓存的键（每步 `O(t)` 的工作量）；省下的是重新计算前缀的 `K, V`，以及前缀各行通过每个权重
 # 的计算（见“一步的代价”一节）。
 #
-# 代码：`minigpt/generate.py`（`apply_temperature`、`top_k_filter`、`top_p_filter`、`next_token`、
-# `generate`）、`common/nn/attention.py:KVCache`。测试：`tests/test_generate.py`、`tests/test_attention.py`
-# （`test_incremental_attention_with_kv_cache_*`）、`tests/test_blocks.py`（`test_decoder_block_with_kv_cache_*`）。
+# 最后一节：**投机解码**（speculative decoding），由一个小的草稿模型提出词元，GPT 一次检查好几个，输出不变。
+#
+# 代码：`common/nn/sampling.py`（`apply_temperature`、`top_k_filter`、`top_p_filter`、`next_token`）、
+# `common/generation/`（唯一的生成循环 `loop.py`、`speculative.py`）、`minigpt/generate.py`（`generate`，
+# GPT 的适配器）、`common/nn/attention.py:KVCache`。测试：`tests/test_generate.py`、`tests/test_generation.py`、
+# `tests/test_attention.py`（`test_incremental_attention_with_kv_cache_*`）、`tests/test_blocks.py`
+# （`test_decoder_block_with_kv_cache_*`）。
 #
 # 运行：`python tutorials/zh/09_sampling_kv_cache.py`；`TUTORIAL_QUICK=1` 只需几秒。
 
@@ -184,6 +188,8 @@ for kwargs in ({}, {"do_sample": True, "temperature": 1.0, "top_k": 20, "seed": 
 # 一个更大的（随机）GPT 配上更长的上下文能显示出差别：每生成一个新词元，没有缓存时模型要处理 `t` 个词元的
 # 整个前缀，有缓存时只处理一个词元，对照 `t` 个缓存的键。我们用两种方式给 `generate` 计时，每种几次，交替
 # 进行（这样机器忙碌时两者被同等拖慢），然后比较中位数。数字取决于你的机器；比值随生成的词元数增大。
+# `packed_step=False` 关掉打包的快速路径（`common/generation/packed.py`），于是测到的只是 KV 缓存本身：
+# 每步对一个词元调用 `GPT.forward`；`return_dict_in_generate=True` 会告诉你实际走的是哪条路径。
 
 # %%
 torch.manual_seed(0)
@@ -195,7 +201,7 @@ times = {True: [], False: []}
 for _ in range(repeats):
     for use_cache in (True, False):
         begin = time.perf_counter()
-        out = big.generate(start_ids, n_new, use_cache=use_cache)
+        out = big.generate(start_ids, n_new, use_cache=use_cache, packed_step=False)
         times[use_cache].append(time.perf_counter() - begin)
 tokens_per_second = {use_cache: n_new / statistics.median(t) for use_cache, t in times.items()}
 print(f"{n_new} new tokens after an {start_ids.size(1)}-token prompt, median of {repeats}:")
@@ -203,6 +209,9 @@ print(f"  with the cache    {tokens_per_second[True]:8.0f} tokens/s")
 print(f"  without the cache {tokens_per_second[False]:8.0f} tokens/s")
 print(f"  ratio {tokens_per_second[True] / tokens_per_second[False]:.1f}x "
       "(measured on this machine now; other jobs running alongside change it)")
+paths = {flags: big.generate(start_ids, 16, return_dict_in_generate=True, **dict(flags)).decode_path
+         for flags in ((), (("packed_step", False),), (("use_cache", False),))}
+print("which path ran:", {", ".join(f"{k}={v}" for k, v in flags) or "default": path for flags, path in paths.items()})
 c = big.config
 cache_bytes = 2 * c.n_layer * 1 * c.n_head * c.block_size * c.head_dim * 4
 print(f"the cost: a cache of 2 (K, V) x {c.n_layer} layers x {c.n_head} heads x {c.block_size} positions x "
@@ -254,14 +263,65 @@ print(f"this GPT: about {flops:,} FLOPs per token in its matrix products (2 per 
 # 权重从内存流出的速度，而不是 FLOPs。`minigpt/decode_step.py` 如何把这个乘积分摊到各个核上（附实测的
 # GB/s）属于基准测试工程，写在 `docs/results/bench.md`（"One decode step: the weights and the cores"）中。
 #
-# ## 轮到你了：练习 `sampling` 和 `kv_cache`（Gold）
+# ## 投机解码：草稿模型提出，GPT 检查
 #
-# - `minigpt/generate.py` 中的 `sampling`：`apply_temperature`、`top_k_filter`、`top_p_filter`、
+# 批大小为 1 时，一步受限于读取权重（见上文），而送入 `g + 1` 个词元和送入 1 个一样，只读一遍权重。投机解码
+# （Leviathan et al. 2023；Chen et al. 2023）就利用这一点：一个小的**草稿**模型逐个写出 `g` 个词元
+# `d_1 .. d_g`（它很便宜），然后**目标**模型用一次前向传播给所有这些位置打分，一次得到它的分布
+# `p_1 .. p_{g+1}`。草稿词元按顺序检查：
+#
+#     以概率 min(1, p_i(d_i) / q_i(d_i)) 保留 d_i               q_i：草稿模型的分布
+#     第一次被拒绝时，改从 norm(max(0, p_i - q_i)) 中抽取该词元，然后停止
+#     若 g 个全部保留，再从 p_{g+1} 抽一个：一次目标前向传播得到 g + 1 个词元
+#
+# **为什么是精确的。** 词元 `x` 在第 `i` 步出现的概率是
+# `q(x) min(1, p(x)/q(x)) + P(拒绝) max(0, p(x) - q(x)) / sum_y max(0, p(y) - q(y))`。第一项是
+# `min(q(x), p(x))`；拒绝概率是 `1 - sum_y min(q(y), p(y)) = sum_y max(0, p(y) - q(y))`，恰好约掉归一化
+# 因子：第二项是 `max(0, p(x) - q(x))`。两者之和为 `p(x)`：**每个词元都服从目标模型的分布**，无论草稿模型
+# 好坏。差的草稿模型只损失速度。贪心解码是同一规则配上独热的 `p` 和 `q`：草稿词元当且仅当是目标的 argmax
+# 时才保留，所以输出逐词元等于目标自己的贪心文本。
+#
+# **能换来什么。** 若每个草稿词元以概率 `a`（接受率）被保留，一轮得到
+# `1 + a + a^2 + ... + a^g = (1 - a^(g+1)) / (1 - a)` 个词元，只花一次目标前向传播。`a = 0.8, g = 4` 时：
+# 每次前向 3.4 个词元，而不是 1 个。
+#
+# `model.generate(prompt, n, assistant_model=draft, num_assistant_tokens=g)`（transformers 的名字；
+# `common/generation/speculative.py`）。这里的草稿模型就是这个 GPT 自己的第一层（它的嵌入、第 0 块、最终
+# 归一化和输出头：完全不用训练）；单独训练的小模型效果更好（`docs/results/generation.md` 测量了 6 层目标
+# 配 1 层草稿的情形）。
+
+# %%
+import dataclasses
+
+draft = GPT(dataclasses.replace(model.config, n_layer=1))
+draft.load_state_dict(model.state_dict(), strict=False)  # embeddings, block 0, ln_f, head: no training
+n_spec = min(new, 48 if QUICK else new)
+plain = model.generate(prompt, n_spec)
+for gamma in (1, 2, 4):
+    out = model.generate(prompt, n_spec, assistant_model=draft, num_assistant_tokens=gamma,
+                         return_dict_in_generate=True)
+    a = out.accepted_tokens / max(1, out.draft_tokens)
+    per_forward = (out.sequences.size(1) - prompt.size(1)) / out.target_forwards
+    expected = (1 - a ** (gamma + 1)) / (1 - a) if a < 1 else gamma + 1
+    print(f"gamma {gamma}: same tokens as plain greedy: {torch.equal(out.sequences, plain)}; acceptance "
+          f"a = {a:.2f}; {per_forward:.2f} tokens per target forward (formula {expected:.2f}); "
+          f"{out.target_forwards} target forwards instead of {n_spec}")
+    assert torch.equal(out.sequences, plain), "speculative greedy must be the target's greedy output"
+sampled = model.generate(prompt, n_spec, do_sample=True, top_k=20, seed=0, assistant_model=draft)
+print("sampled with the draft:", repr(tokenizer.decode(sampled[0].tolist())))
+
+# %% [markdown]
+# ## 轮到你了：练习 `sampling`、`kv_cache` 和 `speculative_sampling`（Gold）
+#
+# - `common/nn/sampling.py` 中的 `sampling`：`apply_temperature`、`top_k_filter`、`top_p_filter`、
 #   `next_token`，按上面的公式实现。测试检查 top-k 从不输出最大的 k 个之外的词元，top-p 只从概率达到 p 的
 #   最小集合中抽样。
 # - `kv_cache`：`common/nn/attention.py` 中的 `KVCache.append`：把新的 `(B, h, T_new, d_k)` 键和值写在缓冲区
 #   已填充部分之后，返回到目前为止填充的全部内容，放不下时抛出 `ValueError`。测试检查使用缓存的注意力等于
 #   完整的因果注意力，以及 `generate` 有无缓存给出相同的词元。
+# - `speculative_sampling`：`common/generation/speculative.py` 中的 `accept_draft`，即上面的规则：逐个保留或
+#   拒绝草稿词元，第一次拒绝时从残差分布抽取，全部保留时多抽一个。测试把它抽几千次，用卡方检验比较每个词元的
+#   频率和目标的 `p`，并检查投机贪心解码等于普通贪心解码。
 #
 #     make exercises && cd student && make grade                           # 所有练习
 #     python -m tutorials.exercises grade --only sampling --only kv_cache   # 在 ./student 中：只评这两个
@@ -272,5 +332,5 @@ print(f"this GPT: about {flops:,} FLOPs per token in its matrix products (2 per 
 # %%
 from tutorials.exercises import REGISTRY
 
-for name in ("sampling", "kv_cache"):
+for name in ("sampling", "kv_cache", "speculative_sampling"):
     print(f"{name:<9} {REGISTRY[name].pytest_command()}")

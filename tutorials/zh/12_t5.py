@@ -11,7 +11,7 @@
 #     d   = d + FFN(RMS(d))
 #
 # 预训练填充被破坏的*片段*（第 3 节），生成时可以保留多个候选（束搜索，第 4 节）。代码：`minit5/model.py`、
-# `minit5/generate.py`、`common/data/span_corruption.py`。测试：`tests/test_t5_parity.py`（与 transformers
+# `minit5/generate.py`、`common/generation/beam_search.py`、`common/data/span_corruption.py`。测试：`tests/test_t5_parity.py`（与 transformers
 # 的 T5 相等）、`tests/test_span_corruption.py`。
 #
 # 运行：`python tutorials/zh/12_t5.py`（约两分钟）；`TUTORIAL_QUICK=1` 只需几秒。

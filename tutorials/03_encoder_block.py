@@ -305,7 +305,7 @@ print("parameters:", sum(p.numel() for p in model.parameters()))
 # ## The same names as Hugging Face transformers
 #
 # Every parameter has the name transformers gives it, so a real BERT checkpoint loads by name
-# with nothing renamed (tutorial 10 loads the real MiniLM weights):
+# with nothing renamed (tutorial 11 loads the real MiniLM weights):
 
 # %%
 names = list(model.state_dict())

@@ -23,7 +23,7 @@
 # - **the independence assumption**: two masked tokens are predicted from the same `x~`, each
 #   without the other, so `p(x_i, x_j | x~)` is modelled as `p(x_i | x~) p(x_j | x~)`. In
 #   "[MASK] [MASK] is a city", "New York" and "Los Angeles" both score well, and so does
-#   "New Angeles" (tutorial 16 measures this);
+#   "New Angeles" (tutorial 10 measures this);
 # - **the mismatch**: `[MASK]` never occurs when the model is used later (fine-tuning reads real
 #   text). The 10% random and 10% unchanged tokens (for which `x_i` itself is visible in `x~`)
 #   make the model predict a token for *every* input it sees, not only for `[MASK]`; the

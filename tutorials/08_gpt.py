@@ -272,7 +272,7 @@ assert without_mask > with_mask, "the model never learned to read the future: mo
 # with `gpt_module.causal_mask = everything_allowed`, more steps than quick mode's, and watch the
 # training loss against `ln V`). The mask is what makes `L_LM` the chain rule. BERT has no such
 # mask and so reads the right context, but pays with `[MASK]` tokens and cannot generate left to
-# right: tutorial 16.
+# right: tutorial 10.
 #
 # ## What it writes
 #

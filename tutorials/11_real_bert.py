@@ -22,7 +22,7 @@
 # Test: `tests/test_bert_minilm.py` (equal to transformers' output within 1e-4, paraphrases closer
 # than unrelated sentences, padding changes nothing).
 #
-# Run it: `python tutorials/10_real_bert.py` (a few seconds; QUICK mode runs the same).
+# Run it: `python tutorials/11_real_bert.py` (a few seconds; QUICK mode runs the same).
 
 # %%
 import _setup

@@ -19,7 +19,7 @@
 # Tests: `tests/test_bpe.py` (the same ids as transformers' GPT2Tokenizer and tiktoken),
 # `tests/test_bpe_cli.py`. Exercises: `bpe_merge`, `bpe_encode`.
 #
-# Run it: `python tutorials/11_tokens.py` (about 5 minutes: four models of 60 s each);
+# Run it: `python tutorials/12_tokens.py` (about 5 minutes: four models of 60 s each);
 # `TUTORIAL_QUICK=1` for a few seconds.
 
 # %%
@@ -270,4 +270,4 @@ if plt is not None:
     right.bar(list(results), [r["bpb"] for r in results.values()])
     right.set(ylabel="held-out bits per byte", title=f"same GPT, {SECONDS:.0f} s of training each")
     right.tick_params(axis="x", rotation=20)
-    _setup.save_plot(fig, "11_tokens.png")
+    _setup.save_plot(fig, "12_tokens.png")

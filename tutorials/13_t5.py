@@ -16,7 +16,7 @@
 # `common/data/span_corruption.py`. Tests: `tests/test_t5_parity.py` (equal to transformers' T5),
 # `tests/test_span_corruption.py`.
 #
-# Run it: `python tutorials/12_t5.py` (about two minutes); `TUTORIAL_QUICK=1` for a few seconds.
+# Run it: `python tutorials/13_t5.py` (about two minutes); `TUTORIAL_QUICK=1` for a few seconds.
 
 # %%
 import _setup
@@ -93,7 +93,7 @@ if plt is not None:
         ax.set_title(title)
         ax.set_xlabel("key j")
         ax.set_ylabel("query i")
-    _setup.save_plot(fig, "12_t5_buckets.png")
+    _setup.save_plot(fig, "13_t5_buckets.png")
 
 # %% [markdown]
 # ## 3. Span corruption on a sentence

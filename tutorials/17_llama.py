@@ -18,7 +18,7 @@
 # `common/nn/attention.py:repeat_kv`, `minigpt/config.py`. Tests: `tests/test_llama.py` (equal to
 # transformers' `LlamaForCausalLM`, and the properties checked below).
 #
-# Run it: `python tutorials/15_llama.py` (about 7 minutes: six 60-second trainings);
+# Run it: `python tutorials/17_llama.py` (about 7 minutes: six 60-second trainings);
 # `TUTORIAL_QUICK=1` for a few seconds.
 
 # %%
@@ -207,7 +207,7 @@ if plt is not None:
     ax.set_ylabel("training loss")
     ax.set_title(f"tiny shakespeare, {BUDGET:.0f} s each" + (" (quick mode)" if QUICK else ""))
     ax.legend()
-    _setup.save_plot(fig, "15_llama_curves.png")
+    _setup.save_plot(fig, "17_llama_curves.png")
 
 # %% [markdown]
 # ## 6. Loading a Llama checkpoint
@@ -221,7 +221,7 @@ if plt is not None:
 # round trip of the Llama-shaped model trained above.
 
 # %%
-folder = _setup.OUT / "15_llama"
+folder = _setup.OUT / "17_llama"
 model.save_pretrained(folder)
 again = GPT.from_pretrained(folder)
 prompt = torch.tensor([tokenizer.encode("ROMEO:" if DATA.is_file() else "Shall", add_special_tokens=False)])

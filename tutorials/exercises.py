@@ -198,36 +198,36 @@ REGISTRY: dict[str, Exercise] = _exercises(
         requires=("cross_entropy",),
     ),
     Exercise(
-        "bpe_merge", "common/text/bpe.py", "tutorials/11_tokens.py", ("tests/test_bpe.py",),
+        "bpe_merge", "common/text/bpe.py", "tutorials/12_tokens.py", ("tests/test_bpe.py",),
         keywords=("rescanning", "ties_go", "overlapping_pairs"),
         hint="count(a, b) = sum_w freq(w) x #{i: w[i] = a, w[i+1] = b}; take the max count (ties: the "
              "greatest (bytes(a), bytes(b))); rewrite every word with merge_pair",
     ),
     Exercise(
-        "bpe_encode", "common/text/bpe.py", "tutorials/11_tokens.py", ("tests/test_bpe.py",),
+        "bpe_encode", "common/text/bpe.py", "tutorials/12_tokens.py", ("tests/test_bpe.py",),
         keywords=("bpe_encode_merges_by_rank", "transformers_ids_on_real_text", "trained_vocabulary_gives"),
         hint="while some adjacent pair has a rank: merge the pair of LOWEST rank (all its occurrences, "
              "left to right, merge_pair) into ranks[pair][1]",
     ),
     Exercise(
-        "rms_norm", "common/nn/norms.py", "tutorials/15_llama.py", ("tests/test_llama.py",),
+        "rms_norm", "common/nn/norms.py", "tutorials/17_llama.py", ("tests/test_llama.py",),
         keywords=("test_rms_norm_",),
         hint="y = x / sqrt(mean(x^2) + eps) * weight over the last dimension; the mean of squares in "
              "float32, cast back to x's dtype before the weight",
     ),
     Exercise(
-        "swiglu", "common/nn/blocks.py", "tutorials/15_llama.py", ("tests/test_llama.py",),
+        "swiglu", "common/nn/blocks.py", "tutorials/17_llama.py", ("tests/test_llama.py",),
         keywords=("test_swiglu_is",),
         hint="SwiGLU(x) = W_2 (silu(x W_1) * (x W_3)): down_proj(act(gate_proj(x)) * up_proj(x))",
     ),
     Exercise(
-        "rope", "common/nn/rope.py", "tutorials/15_llama.py", ("tests/test_llama.py",),
+        "rope", "common/nn/rope.py", "tutorials/17_llama.py", ("tests/test_llama.py",),
         keywords=("test_rope_",),
         hint="RoPE(x) = x * cos + rotate_half(x) * sin, with cos, sin (B, T, d) broadcast over the "
              "heads: (B, 1, T, d)",
     ),
     Exercise(
-        "lora_linear", "common/nn/lora.py", "tutorials/13_lora.py", ("tests/test_lora.py",),
+        "lora_linear", "common/nn/lora.py", "tutorials/15_lora.py", ("tests/test_lora.py",),
         keywords=("step_0", "layer_computes", "outputs_and_gradients", "merged_model", "frozen_weights",
                   "we_load", "from_pretrained_of"),
         hint="delta W = (alpha / r) B A; y = base_layer(x) + (alpha / r) lora_B(lora_A(dropout(x))), "
@@ -236,27 +236,27 @@ REGISTRY: dict[str, Exercise] = _exercises(
                   "log_softmax", "causal_lm_loss"),
     ),
     Exercise(
-        "assistant_labels", "common/data/instructions.py", "tutorials/14_instruction_tuning.py",
+        "assistant_labels", "common/data/instructions.py", "tutorials/16_instruction_tuning.py",
         ("tests/test_instructions.py",), keywords=("label", "loss_equals", "packing"),
         hint="labels[t] = input_ids[t] after an <|assistant|> marker up to and including the <|end|> "
              "that closes the turn, -100 everywhere else (the marker too)",
         requires=("attention", "masks", "decoder_block", "cross_entropy", "log_softmax", "causal_lm_loss"),
     ),
     Exercise(
-        "relative_position_bucket", "minit5/model.py", "tutorials/12_t5.py", ("tests/test_t5_parity.py",),
+        "relative_position_bucket", "minit5/model.py", "tutorials/13_t5.py", ("tests/test_t5_parity.py",),
         keywords=("relative_position_bucket",),
         hint="r = key - query; bidirectional: half the buckets for r > 0, n = |r|; causal: n = max(-r, 0); "
              "n < N/2 exact, else N/2 + floor(log(n / (N/2)) / log(D / (N/2)) * (N - N/2)), at most N - 1",
     ),
     Exercise(
-        "span_corruption", "common/data/span_corruption.py", "tutorials/12_t5.py", ("tests/test_span_corruption.py",),
+        "span_corruption", "common/data/span_corruption.py", "tutorials/13_t5.py", ("tests/test_span_corruption.py",),
         exclude=("known_lengths", "t5s_setting"),
         hint="mask: noise_span_counts, then random_segmentation of the noise and of the kept tokens into "
              "n_spans parts each, kept first, alternating; corrupt: each run of noise -> one sentinel "
              "(first_sentinel_id - k) in the inputs, sentinel + the run in the targets",
     ),
     Exercise(
-        "beam_search", "minit5/generate.py", "tutorials/12_t5.py", ("tests/test_t5_parity.py",),
+        "beam_search", "minit5/generate.py", "tutorials/13_t5.py", ("tests/test_t5_parity.py",),
         keywords=("beam",),
         hint="per step: log_softmax + running scores, top 2K of K V; among the first K, eos (or max length) "
              "-> finished with score / length^length_penalty; the K best others run on; reorder the caches",

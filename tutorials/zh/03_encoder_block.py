@@ -294,7 +294,7 @@ print("parameters:", sum(p.numel() for p in model.parameters()))
 # ## 与 Hugging Face transformers 相同的名字
 #
 # 每个参数的名字都与 transformers 给它的名字相同，所以真实的 BERT 检查点可以按名字加载，无需改名
-# （教程 10 加载真实的 MiniLM 权重）：
+# （教程 11 加载真实的 MiniLM 权重）：
 
 # %%
 names = list(model.state_dict())

@@ -259,7 +259,7 @@ assert without_mask > with_mask, "the model never learned to read the future: mo
 # 复制它；训练损失趋向 0，而它不能生成，因为生成时下一个词元并不在那里供它复制（试试看：用
 # `gpt_module.causal_mask = everything_allowed` 训练，步数比快速模式多一些，观察训练损失与 `ln V` 的对比）。
 # 正是掩码让 `L_LM` 成为链式法则。BERT 没有这样的掩码，因此能读取右侧的上下文，但代价是 `[MASK]` 词元，
-# 而且不能从左往右生成：见教程 16。
+# 而且不能从左往右生成：见教程 10。
 #
 # ## 它写出了什么
 #

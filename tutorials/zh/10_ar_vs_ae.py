@@ -23,7 +23,7 @@
 #
 # 它是 `T` 个条件概率的和，而这些条件概率相乘得不到任何句子上的分布。
 #
-# 运行：`python tutorials/zh/16_ar_vs_ae.py`（几分钟）；`TUTORIAL_QUICK=1` 做一次简短的运行，模型几乎没有
+# 运行：`python tutorials/zh/10_ar_vs_ae.py`（几分钟）；`TUTORIAL_QUICK=1` 做一次简短的运行，模型几乎没有
 # 训练（精确的检查照样成立）。
 
 # %%

@@ -20,7 +20,7 @@
 # `common/text/wordpiece.py`（分词器）。测试：`tests/test_bert_minilm.py`（与 transformers 的输出相差
 # 在 1e-4 以内，释义句比无关句更接近，填充不改变任何结果）。
 #
-# 运行：`python tutorials/zh/10_real_bert.py`（几秒钟；QUICK 模式运行的内容相同）。
+# 运行：`python tutorials/zh/11_real_bert.py`（几秒钟；QUICK 模式运行的内容相同）。
 
 # %%
 import _setup

@@ -17,7 +17,7 @@
 # 测试：`tests/test_bpe.py`（与 transformers 的 GPT2Tokenizer 和 tiktoken 给出相同的 id）、
 # `tests/test_bpe_cli.py`。练习：`bpe_merge`、`bpe_encode`。
 #
-# 运行：`python tutorials/zh/11_tokens.py`（约 5 分钟：四个模型，各 60 秒）；
+# 运行：`python tutorials/zh/12_tokens.py`（约 5 分钟：四个模型，各 60 秒）；
 # `TUTORIAL_QUICK=1` 只需几秒。
 
 # %%
@@ -263,4 +263,4 @@ if plt is not None:
     right.bar(list(results), [r["bpb"] for r in results.values()])
     right.set(ylabel="held-out bits per byte", title=f"same GPT, {SECONDS:.0f} s of training each")
     right.tick_params(axis="x", rotation=20)
-    _setup.save_plot(fig, "11_tokens.png")
+    _setup.save_plot(fig, "12_tokens.png")

@@ -14,7 +14,7 @@
 # `minit5/generate.py`、`common/data/span_corruption.py`。测试：`tests/test_t5_parity.py`（与 transformers
 # 的 T5 相等）、`tests/test_span_corruption.py`。
 #
-# 运行：`python tutorials/zh/12_t5.py`（约两分钟）；`TUTORIAL_QUICK=1` 只需几秒。
+# 运行：`python tutorials/zh/13_t5.py`（约两分钟）；`TUTORIAL_QUICK=1` 只需几秒。
 
 # %%
 import _setup
@@ -89,7 +89,7 @@ if plt is not None:
         ax.set_title(title)
         ax.set_xlabel("key j")
         ax.set_ylabel("query i")
-    _setup.save_plot(fig, "12_t5_buckets.png")
+    _setup.save_plot(fig, "13_t5_buckets.png")
 
 # %% [markdown]
 # ## 3. 在一个句子上做片段破坏

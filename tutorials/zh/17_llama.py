@@ -18,7 +18,7 @@
 # `common/nn/attention.py:repeat_kv`、`minigpt/config.py`。测试：`tests/test_llama.py`（与 transformers
 # 的 `LlamaForCausalLM` 相等，以及下面检查的各项性质）。
 #
-# 运行：`python tutorials/zh/15_llama.py`（约 7 分钟：六次各 60 秒的训练）；`TUTORIAL_QUICK=1` 只需几秒。
+# 运行：`python tutorials/zh/17_llama.py`（约 7 分钟：六次各 60 秒的训练）；`TUTORIAL_QUICK=1` 只需几秒。
 
 # %%
 import _setup
@@ -201,7 +201,7 @@ if plt is not None:
     ax.set_ylabel("training loss")
     ax.set_title(f"tiny shakespeare, {BUDGET:.0f} s each" + (" (quick mode)" if QUICK else ""))
     ax.legend()
-    _setup.save_plot(fig, "15_llama_curves.png")
+    _setup.save_plot(fig, "17_llama_curves.png")
 
 # %% [markdown]
 # ## 6. 加载 Llama 检查点
@@ -214,7 +214,7 @@ if plt is not None:
 # 和贪心生成的词元与 transformers 对照。下面对上面训练的 Llama 形态模型做一次保存再加载的往返。
 
 # %%
-folder = _setup.OUT / "15_llama"
+folder = _setup.OUT / "17_llama"
 model.save_pretrained(folder)
 again = GPT.from_pretrained(folder)
 prompt = torch.tensor([tokenizer.encode("ROMEO:" if DATA.is_file() else "Shall", add_special_tokens=False)])

@@ -62,7 +62,7 @@ mutants: $(STAMP)
 # no solution line: the teachers' material (tutorials/mistakes.py, tests/mutants.py) stays here.
 # `make grade` in a student copy (it has STUDENT_COPY.md) grades that copy; here, in the reference,
 # it grades the copy at $(STUDENT), never the reference itself (a teacher: `... grade --reference`).
-STUDENT ?= ../$(notdir $(CURDIR))-student
+STUDENT ?= ../student
 exercises: $(STAMP)
 	$(PY) -m tutorials.exercises make --out $(STUDENT)
 

@@ -219,8 +219,8 @@ if plt is not None:
 # In the student copy (`make exercises`), `padding_mask` and `causal_mask` raise
 # `NotImplementedError`. Write them from the docstrings and the formulas above, then grade:
 #
-#     python -m tutorials.exercises make --out student --only masks
-#     cd student && python -m tutorials.exercises grade --only masks     # or: make grade
+#     python -m tutorials.exercises make --out ../student --only masks
+#     cd ../student && python -m tutorials.exercises grade --only masks     # or: make grade
 #
 # The exercise `attention` builds on this one: its tests pass masks into the attention.
 

@@ -349,8 +349,8 @@ if transformers is not None:
 # - `BertEmbeddings.forward` in `minibert/model.py`: the sum of the three embeddings (positions
 #   `0..T-1` and segment 0 when not given), LayerNorm, dropout.
 #
-#     python -m tutorials.exercises make --out student --only encoder_block --only embeddings
-#     cd student && python -m tutorials.exercises grade --only encoder_block --only embeddings
+#     python -m tutorials.exercises make --out ../student --only encoder_block --only embeddings
+#     cd ../student && python -m tutorials.exercises grade --only encoder_block --only embeddings
 
 # %%
 from tutorials.exercises import REGISTRY

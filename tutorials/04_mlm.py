@@ -343,8 +343,8 @@ assert accuracy["80/10/10"] > accuracy["100% [MASK]"] + 0.05, accuracy
 # - `log_softmax`, `cross_entropy`, `mlm_loss` in `common/nn/losses.py` (each builds on the one
 #   before it, as above).
 #
-#     python -m tutorials.exercises make --out student     # `make exercises`: all exercises
-#     cd student && python -m tutorials.exercises grade --only log_softmax --only cross_entropy
+#     python -m tutorials.exercises make --out ../student     # `make exercises`: all exercises
+#     cd ../student && python -m tutorials.exercises grade --only log_softmax --only cross_entropy
 
 # %%
 from tutorials.exercises import REGISTRY

@@ -240,8 +240,8 @@ assert silent == ["bert.pooler.dense.bias", "bert.pooler.dense.weight",
 #   that IsNext's B really follows A, and that NotNext's B comes from another document.
 # - `nsp_loss` in `common/nn/losses.py`: two-class cross-entropy on the `(B, 2)` logits.
 #
-#     python -m tutorials.exercises make --out student --only nsp_pairs --only nsp_loss
-#     cd student && python -m tutorials.exercises grade --only nsp_pairs --only nsp_loss
+#     python -m tutorials.exercises make --out ../student --only nsp_pairs --only nsp_loss
+#     cd ../student && python -m tutorials.exercises grade --only nsp_pairs --only nsp_loss
 
 # %%
 from tutorials.exercises import REGISTRY

@@ -380,4 +380,4 @@ assert same_logits
 # - Train for 6000 steps (what `make demo` does) and watch the mood gap above grow.
 # - The exercises behind this tutorial are those of 04 and 05 (`mlm_masking`, `mlm_loss`,
 #   `nsp_pairs`, `nsp_loss`): once they pass in your copy (`make exercises`, then
-#   `cd student && make grade`), run this tutorial there: it trains on your code.
+#   `cd ../student && make grade`), run this tutorial there: it trains on your code.

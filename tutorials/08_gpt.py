@@ -298,13 +298,13 @@ print(f"saved to {_setup.OUT / '08_gpt'} (tutorial 09 can load it)")
 #   an encoder's output). Its tests check causality, the identity when the sub-layers output zero,
 #   and cross-attention.
 #
-#     make exercises                  # the student copy in ./student, every exercise stubbed
-#     cd student && make grade        # the table and the grade ladder
+#     make exercises                  # the student copy in ../student, every exercise stubbed
+#     cd ../student && make grade        # the table and the grade ladder
 #
 # or only these two:
 #
-#     python -m tutorials.exercises make --out student --only causal_lm_loss --only decoder_block
-#     cd student && python -m tutorials.exercises grade --only causal_lm_loss --only decoder_block
+#     python -m tutorials.exercises make --out ../student --only causal_lm_loss --only decoder_block
+#     cd ../student && python -m tutorials.exercises grade --only causal_lm_loss --only decoder_block
 
 # %%
 from tutorials.exercises import REGISTRY

@@ -278,8 +278,8 @@ print(f"this GPT: about {flops:,} FLOPs per token in its matrix products (2 per 
 #   `ValueError` when they do not fit. The tests check that attention with the cache equals full
 #   causal attention, and that `generate` gives the same tokens with and without it.
 #
-#     make exercises && cd student && make grade                           # every exercise
-#     python -m tutorials.exercises grade --only sampling --only kv_cache   # in ./student: just these two
+#     make exercises && cd ../student && make grade                           # every exercise
+#     python -m tutorials.exercises grade --only sampling --only kv_cache   # in ../student: just these two
 #
 # Gold needs Silver and Bronze first: `sampling` and `kv_cache` run the attention, the masks and
 # the decoder block, so `make grade` shows "needs X first" while one of those still fails.

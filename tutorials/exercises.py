@@ -523,11 +523,11 @@ def _check_out_folder(out: Path, root: Path, force: bool) -> None:
     out_r, root_r = out.resolve(), root.resolve()
     if out_r == root_r or out_r in root_r.parents:
         raise ExerciseError(f"--out {out} is the course folder or contains it; choose a new "
-                            f"folder outside it, e.g. --out {root_r.parent / (root_r.name + '-student')}")
+                            f"folder outside it, e.g. --out {root_r.parent / 'student'}")
     if root_r in out_r.parents:
         raise ExerciseError(f"--out {out} is inside the reference course {root_r}, beside its solutions "
                             f"(and a `git add -A` there would commit it); choose a folder outside it, "
-                            f"e.g. --out {root_r.parent / (root_r.name + '-student')}")
+                            f"e.g. --out {root_r.parent / 'student'}")
     if out.exists() and not out.is_dir():
         raise ExerciseError(f"--out {out} is a file; choose a folder")
     if out.is_dir() and any(out.iterdir()):

@@ -275,13 +275,13 @@ if plt is not None:
 #
 # ## 轮到你了：练习 `attention`
 #
-# `make exercises` 把课程复制到 `student/`，其中 `scaled_dot_product_attention` 的函数体被替换为
+# `make exercises` 把课程复制到 `../student/`，其中 `scaled_dot_product_attention` 的函数体被替换为
 # `raise NotImplementedError(...)`。在那里把它写出来（上面的三步，加上教程 02 的掩码，以及
-# `training` 时对权重做 dropout），然后 `cd student && make grade` 运行该练习的测试并打印你的等级。
+# `training` 时对权重做 dropout），然后 `cd ../student && make grade` 运行该练习的测试并打印你的等级。
 # 一次做一个练习：
 #
-#     python -m tutorials.exercises make --out student --only attention
-#     cd student && python -m tutorials.exercises grade --only attention
+#     python -m tutorials.exercises make --out ../student --only attention
+#     cd ../student && python -m tutorials.exercises grade --only attention
 #
 # 给它评分的测试：
 

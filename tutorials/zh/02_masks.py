@@ -212,8 +212,8 @@ if plt is not None:
 # 在学生副本中（`make exercises`），`padding_mask` 和 `causal_mask` 会抛出 `NotImplementedError`。
 # 根据文档字符串和上面的公式把它们写出来，然后评分：
 #
-#     python -m tutorials.exercises make --out student --only masks
-#     cd student && python -m tutorials.exercises grade --only masks     # 或：make grade
+#     python -m tutorials.exercises make --out ../student --only masks
+#     cd ../student && python -m tutorials.exercises grade --only masks     # 或：make grade
 #
 # 练习 `attention` 建立在这个练习之上：它的测试会把掩码传入注意力。
 

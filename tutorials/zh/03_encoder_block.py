@@ -337,8 +337,8 @@ if transformers is not None:
 # - `minibert/model.py` 中的 `BertEmbeddings.forward`：三个嵌入之和（未给出时位置为 `0..T-1`、
 #   段为 0），然后 LayerNorm、dropout。
 #
-#     python -m tutorials.exercises make --out student --only encoder_block --only embeddings
-#     cd student && python -m tutorials.exercises grade --only encoder_block --only embeddings
+#     python -m tutorials.exercises make --out ../student --only encoder_block --only embeddings
+#     cd ../student && python -m tutorials.exercises grade --only encoder_block --only embeddings
 
 # %%
 from tutorials.exercises import REGISTRY

@@ -326,8 +326,8 @@ assert accuracy["80/10/10"] > accuracy["100% [MASK]"] + 0.05, accuracy
 # - `common/nn/losses.py` 中的 `log_softmax`、`cross_entropy`、`mlm_loss`（如上，每一个都建立在前一个
 #   之上）。
 #
-#     python -m tutorials.exercises make --out student     # `make exercises`：所有练习
-#     cd student && python -m tutorials.exercises grade --only log_softmax --only cross_entropy
+#     python -m tutorials.exercises make --out ../student     # `make exercises`：所有练习
+#     cd ../student && python -m tutorials.exercises grade --only log_softmax --only cross_entropy
 
 # %%
 from tutorials.exercises import REGISTRY

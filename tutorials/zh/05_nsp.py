@@ -227,8 +227,8 @@ assert silent == ["bert.pooler.dense.bias", "bert.pooler.dense.weight",
 #   第 1-5 步。测试检查每个句对都放得下，IsNext 的 B 确实紧跟在 A 后面，NotNext 的 B 来自另一篇文档。
 # - `common/nn/losses.py` 中的 `nsp_loss`：在 `(B, 2)` 的 logits 上计算两类交叉熵。
 #
-#     python -m tutorials.exercises make --out student --only nsp_pairs --only nsp_loss
-#     cd student && python -m tutorials.exercises grade --only nsp_pairs --only nsp_loss
+#     python -m tutorials.exercises make --out ../student --only nsp_pairs --only nsp_loss
+#     cd ../student && python -m tutorials.exercises grade --only nsp_pairs --only nsp_loss
 
 # %%
 from tutorials.exercises import REGISTRY

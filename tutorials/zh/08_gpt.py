@@ -283,13 +283,13 @@ print(f"saved to {_setup.OUT / '08_gpt'} (tutorial 09 can load it)")
 #   （使用 `add_cross_attention` 时，两者之间还有一个子层，关注编码器的输出）。它的测试检查因果性、子层
 #   输出为零时的恒等性，以及交叉注意力。
 #
-#     make exercises                  # 学生副本在 ./student，所有练习都被挖空
-#     cd student && make grade        # 结果表和等级阶梯
+#     make exercises                  # 学生副本在 ../student，所有练习都被挖空
+#     cd ../student && make grade        # 结果表和等级阶梯
 #
 # 或者只做这两个：
 #
-#     python -m tutorials.exercises make --out student --only causal_lm_loss --only decoder_block
-#     cd student && python -m tutorials.exercises grade --only causal_lm_loss --only decoder_block
+#     python -m tutorials.exercises make --out ../student --only causal_lm_loss --only decoder_block
+#     cd ../student && python -m tutorials.exercises grade --only causal_lm_loss --only decoder_block
 
 # %%
 from tutorials.exercises import REGISTRY

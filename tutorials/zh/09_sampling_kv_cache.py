@@ -263,8 +263,8 @@ print(f"this GPT: about {flops:,} FLOPs per token in its matrix products (2 per 
 #   已填充部分之后，返回到目前为止填充的全部内容，放不下时抛出 `ValueError`。测试检查使用缓存的注意力等于
 #   完整的因果注意力，以及 `generate` 有无缓存给出相同的词元。
 #
-#     make exercises && cd student && make grade                           # 所有练习
-#     python -m tutorials.exercises grade --only sampling --only kv_cache   # 在 ./student 中：只评这两个
+#     make exercises && cd ../student && make grade                           # 所有练习
+#     python -m tutorials.exercises grade --only sampling --only kv_cache   # 在 ../student 中：只评这两个
 #
 # Gold 要求先达到 Silver 和 Bronze：`sampling` 和 `kv_cache` 会运行注意力、掩码和解码器块，所以其中任何
 # 一个还没通过时，`make grade` 会显示 "needs X first"。

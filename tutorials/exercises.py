@@ -264,7 +264,7 @@ REGISTRY: dict[str, Exercise] = _exercises(
              "(first_sentinel_id - k) in the inputs, sentinel + the run in the targets",
     ),
     Exercise(
-        "beam_search", "minit5/generate.py", "tutorials/13_t5.py", ("tests/test_t5_parity.py",),
+        "beam_search", "minit5/generate.py", "tutorials/14_t5_decoding.py", ("tests/test_t5_parity.py",),
         keywords=("beam",),
         hint="per step: log_softmax + running scores, top 2K of K V; among the first K, eos (or max length) "
              "-> finished with score / length^length_penalty; the K best others run on; reorder the caches",

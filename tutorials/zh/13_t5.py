@@ -1,44 +1,43 @@
 # %% [markdown]
-# # 12 · T5：一个负责读的编码器，一个边读边写的解码器
+# # 13 · T5：一个负责读的编码器，一个边读边写的解码器
 #
-# BERT（教程 03-07）是编码器：每个词元都看得到其他所有词元，它填充被掩码的词元。GPT（08-09）是解码器：
-# 每个词元只看得到它之前的词元，它写出下一个。T5（Raffel et al. 2020）把两者结合起来。编码器读取源序列 x；
-# 解码器一次一个词元地写出目标序列 y，并且在每一层中*关注编码器的状态*：
+# BERT（教程 03-07）是编码器：每个词元都能看到其他所有词元，它的任务是补全被掩码的词元。GPT（08-09）是
+# 解码器：每个词元只能看到它前面的词元，它的任务是写出下一个。T5（Raffel et al. 2020）把两者接在一起：
+# 编码器读入源序列 x，解码器逐个词元写出目标序列 y，并且每一层都要*回看编码器的输出*：
 #
-#     enc = Encoder(x)                                          (B, S, C)，只计算一次
-#     d   = d + SelfAttn(RMS(d))          因果的，作用于 y_<t
-#     d   = d + CrossAttn(RMS(d), enc)    Q 来自解码器，K 和 V 来自 enc
-#     d   = d + FFN(RMS(d))
+#     enc = Encoder(x)                                          (B, S, d)，只算一次
+#     h   = h + SelfAttn(RMS(h))          因果的，只看 y_<t
+#     h   = h + CrossAttn(RMS(h), enc)    Q 来自解码器，K 和 V 来自 enc
+#     h   = h + FFN(RMS(h))
 #
-# 预训练填充被破坏的*片段*（第 3 节），生成时可以保留多个候选（束搜索，第 4 节）。代码：`minit5/model.py`、
-# `minit5/generate.py`、`common/data/span_corruption.py`。测试：`tests/test_t5_parity.py`（与 transformers
-# 的 T5 相等）、`tests/test_span_corruption.py`。
+# （`RMS` 即 RMSNorm，`x / sqrt(mean(x^2) + eps) * weight`，教程 17 会手写它；`h` 是解码器的隐藏状态，
+# `d` 与全课程一样表示模型宽度，见 docs/notation.md。）本教程讲结构和预训练目标：交叉注意力（第 1 节）、
+# 相对位置分桶（第 2 节）、片段遮盖（第 3 节）。T5 怎样在句对上训练、怎样生成（教师强制、贪心解码与束搜索、
+# BLEU）放在教程 14。代码：`minit5/model.py`、`common/data/span_corruption.py`。测试：
+# `tests/test_t5_parity.py`（与 transformers 的 T5 结果一致）、`tests/test_span_corruption.py`。
 #
-# 运行：`python tutorials/zh/13_t5.py`（约两分钟）；`TUTORIAL_QUICK=1` 只需几秒。
+# 运行：`python tutorials/zh/13_t5.py`（几秒钟，不训练）。
 
 # %%
 import _setup
 
 import random
-import time
 
 import torch
 
 from common.data.span_corruption import (compute_input_and_target_lengths, corrupt_spans,
                                          random_spans_noise_mask)
 from minit5.config import T5Config
-from minit5.metrics import corpus_bleu
 from minit5.model import T5ForConditionalGeneration, relative_position_bucket
 
 _setup.seed(0)
 torch.set_printoptions(precision=3, sci_mode=False)
-QUICK = _setup.QUICK
 
 # %% [markdown]
 # ## 1. 交叉注意力：查询来自目标，键和值来自源
 #
-# 在自注意力中，Q、K、V 都来自同一个序列。在交叉注意力中，T 个目标位置提问（Q，T 行），S 个源位置回答
-# （K、V，S 行）：权重的形状是 (T, S)。被填充的源位置被掩码屏蔽，所以那里放的是什么都不会改变输出。
+# 自注意力里，Q、K、V 都来自同一个序列。交叉注意力里，T 个目标位置提问（Q，T 行），S 个源位置作答
+# （K、V，S 行）：注意力权重的形状是 (T, S)。源序列中的填充位置被掩码挡住，所以那里放什么都不会影响输出。
 
 # %%
 config = T5Config(vocab_size=60, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, dropout_rate=0.0,
@@ -62,12 +61,19 @@ with torch.no_grad():
 print("max change of the logits when the padded source tokens change:", (logits - logits_other).abs().max().item())
 
 # %% [markdown]
-# ## 2. 相对位置桶
+# ## 2. 相对位置分桶
 #
-# T5 没有位置嵌入。每个注意力分数都加上一个可学习的偏置，它只取决于从查询 i 到键 j 的距离 r = j - i，并通过
-# 一个桶来查：小于 N/4 的距离（这里共 32 个桶：0..7）各占一个桶，更长的距离按对数间隔共享桶，直到
-# max_distance（128），超过它的都归入最后一个桶。编码器用一半的桶表示查询之前的键，另一半表示查询之后的键；
-# 解码器从不看到未来，所以全部桶都用于过去。
+# T5 没有位置嵌入。每个注意力分数加上一个可学习的偏置 `b_h[bucket(r)]`（每个头 h、每个桶一个标量），
+# 它只取决于查询 i 到键 j 的距离 r = j - i。近的距离各占一个桶；远的距离按对数间隔共用桶，直到
+# max_distance D（128），超过 D 的全部落进最后一个桶。记 `n_b` 为**一个方向**上的桶数：
+#
+# - 编码器（双向）把 32 个桶一分为二，查询之前的键用 `n_b = 16` 个，之后的键用另外 16 个；解码器（因果）
+#   看不到未来，32 个桶全部留给过去，`n_b = 32`；
+# - 在一个方向内，记 n = |r|：n < n_b/2 时 `bucket(n) = n`（精确），否则
+#   `n_b/2 + floor(log(n / (n_b/2)) / log(D / (n_b/2)) (n_b - n_b/2))`，最大为 `n_b - 1`。
+#
+# **先预测，再运行。** 共 32 个桶时，编码器在多大的距离以内给每个距离单独一个桶？解码器呢？
+# （提示：两者都是 n_b/2 - 1。）
 
 # %%
 distances = torch.arange(-20, 21)
@@ -78,6 +84,20 @@ print("encoder ", " ".join(f"{int(b):3d}" for b in both[::2]))
 print("decoder ", " ".join(f"{int(b):3d}" for b in causal[::2]))
 far = relative_position_bucket(torch.tensor([-8, -16, -32, -64, -127, -128, -1000]), True, 32, 128)
 print("encoder buckets of r = -8, -16, -32, -64, -127, -128, -1000:", far.tolist())
+past = torch.arange(0, -200, -1)  # r = 0, -1, ..., -199: keys at or before the query
+
+
+def own_bucket_up_to(buckets):
+    """The largest n such that every distance 0..n has a bucket no other distance shares."""
+    alone = torch.bincount(buckets)[buckets] == 1  # (200,) distance n alone in its bucket
+    return int(alone.long().cumprod(0).sum()) - 1
+
+
+exact_encoder = own_bucket_up_to(relative_position_bucket(past, True, 32, 128))
+exact_decoder = own_bucket_up_to(relative_position_bucket(past, False, 32, 128))
+print(f"one bucket per distance up to |r| = {exact_encoder} (encoder, n_b = 16) and "
+      f"{exact_decoder} (decoder, n_b = 32)")
+assert (exact_encoder, exact_decoder) == (7, 15), "n < n_b/2 is exact: 8 = 16/2 and 16 = 32/2"
 
 plt = _setup.pyplot()
 if plt is not None:
@@ -92,11 +112,13 @@ if plt is not None:
     _setup.save_plot(fig, "13_t5_buckets.png")
 
 # %% [markdown]
-# ## 3. 在一个句子上做片段破坏
+# ## 3. 在一个句子上做片段遮盖
 #
-# 15% 的词元以平均长度 3 的片段被去掉：round(L * 0.15) 个噪声词元分成 round(noise / 3) 个片段，随机切分。
-# 每个片段在输入中变成一个哨兵词元；目标依次列出每个哨兵词元及其替换掉的内容。哨兵词元从词表顶端往下数
-# （<extra_id_0> = vocab_size - 1）。对于 128 个词元的输入，T5 切出 141 个词元的原始块。
+# 15% 的词元按平均长度 3 成段地被拿掉：round(L * 0.15) 个噪声词元，分成 round(noise / 3) 段，切分位置随机。
+# 输入里每一段换成一个哨兵词元；目标依次写出每个哨兵词元和它遮住的内容（最后一段之后不再加哨兵：T5 的代码
+# 就此结束，论文图 2 多画了一个）。之后组批器（collator）在两者末尾各加一个 </s>。哨兵词元从词表顶端往下
+# 编号（<extra_id_0> = vocab_size - 1）。要得到 128 个词元的输入，T5 每次切 141 个原始词元：
+# 141 - 21 个噪声词元 + 7 个哨兵 + </s> = 128。
 
 # %%
 words = ("the quick brown fox jumps over the lazy dog while the small cat watches from the warm "
@@ -113,57 +135,22 @@ print("target:", " ".join(map(name, targets)))
 print("compute_input_and_target_lengths(128) =", compute_input_and_target_lengths(128), "(raw tokens, target)")
 
 # %% [markdown]
-# ## 4. 贪心与束搜索
+# 在打印出来的这一对里，输入中的每个哨兵在目标中恰好出现一次，后面跟着它遮住的词：解码器学的正是编码器
+# 看不到的那部分；目标长度约为输入的四分之一（128 个输入词元对应 21 + 7 + 1 个目标词元），所以这种预训练
+# 很省算力。
 #
-# 贪心解码在每一步取最可能的词元；束搜索保留 num_beams 个最可能的前缀（对数概率之和），最后完成最好的那个，
-# 得分为 log P / length^alpha。一个玩具翻译任务：目标是把源序列倒过来、每个字母重复一次，一分钟就能学会。
-# 然后两种解码器翻译留出的源序列；这里测量 BLEU 和时间（机器是共享的：时间每次运行都不同，比值变化较小）。
+# ## 轮到你了：练习 `relative_position_bucket` 和 `span_corruption`
+#
+# 在学生副本里（`make exercises`），`relative_position_bucket`（`minit5/model.py`）以及
+# `random_spans_noise_mask` / `corrupt_spans`（`common/data/span_corruption.py`）会抛出
+# `NotImplementedError`。按第 2 节的公式和第 3 节的规则写出它们，然后评分：
+#
+#     python -m tutorials.exercises make --out ../student --only relative_position_bucket --only span_corruption
+#     cd ../student && python -m tutorials.exercises grade --only relative_position_bucket --only span_corruption
 
 # %%
-letters = list(range(3, 23))  # 20 "letters", ids 3..22
-def pair(rng):
-    src = [rng.choice(letters) for _ in range(rng.randint(3, 8))]
-    return src, [t for s in reversed(src) for t in (s, s)]
+from tutorials.exercises import REGISTRY
 
-rng = random.Random(0)
-train_pairs = [pair(rng) for _ in range(2000)]
-test_pairs = [pair(rng) for _ in range(16 if QUICK else 200)]
-toy = T5ForConditionalGeneration(T5Config(vocab_size=30, d_model=64, d_kv=16, num_heads=4, d_ff=128, num_layers=2,
-                                          dropout_rate=0.0, relative_attention_num_buckets=16,
-                                          relative_attention_max_distance=32))
-optimizer = torch.optim.AdamW(toy.parameters(), lr=3e-3)
-
-
-def batch(pairs):
-    S = max(len(s) for s, _ in pairs) + 1
-    T = max(len(t) for _, t in pairs) + 1
-    x = torch.zeros(len(pairs), S, dtype=torch.long)
-    y = torch.full((len(pairs), T), -100)
-    for i, (s, t) in enumerate(pairs):
-        x[i, :len(s) + 1] = torch.tensor(s + [1])
-        y[i, :len(t) + 1] = torch.tensor(t + [1])
-    return x, (x != 0).long(), y
-
-
-steps = 15 if QUICK else 400
-for step in range(steps):
-    x, m, y = batch(rng.sample(train_pairs, 32))
-    loss = toy(input_ids=x, attention_mask=m, labels=y).loss
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-print(f"after {steps} steps: loss {loss.item():.3f}")
-
-x, m, _ = batch(test_pairs)
-references = [" ".join(map(str, t)) for _, t in test_pairs]
-for num_beams in (1, 4):
-    start = time.perf_counter()
-    out = toy.generate(x, attention_mask=m, max_new_tokens=20, num_beams=num_beams)
-    seconds = time.perf_counter() - start
-    hypotheses = [" ".join(str(t) for t in row[1:] if t > 2) for row in out.tolist()]
-    print(f"num_beams={num_beams}: BLEU {corpus_bleu(hypotheses, references):6.2f}   {seconds * 1000:7.1f} ms "
-          f"for {len(test_pairs)} sources")
-
-# %% [markdown]
-# 束搜索每一步的解码器工作量大约是 num_beams 倍（编码器以及交叉注意力的键和值对每个源序列只计算一次，由它的
-# 各个束共享）。在训练得好的模型上，贪心往往一样好；当模型在早期没有把握时，束搜索最有帮助。
+for name in ("relative_position_bucket", "span_corruption"):
+    print(REGISTRY[name].pytest_command())
+    print("hint:", REGISTRY[name].hint)

@@ -85,3 +85,11 @@ def test_tutorial_runs_in_quick_mode(path, tmp_path):
         plots = sorted(p.name for p in tmp_path.rglob("*.png"))
         assert plots, (f"{path.name} calls save_plot and matplotlib is installed, but no .png appeared "
                        f"in TUTORIAL_OUT={tmp_path}; plots must go to _setup.OUT")
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
+def test_tutorial_title_carries_its_file_number(path):
+    title = path.read_text(encoding="utf-8").splitlines()[1]
+    number = re.match(r"^# # (\d\d)\b", title)
+    assert number is None or number.group(1) == path.name[:2], (
+        f"{path.name}: its title {title!r} carries number {number.group(1)}, its file {path.name[:2]}")

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 16 · Autoregressive or autoencoding? GPT and BERT side by side
+# # 10 · Autoregressive or autoencoding? GPT and BERT side by side
 #
 # Tutorials 04-08 trained the two families apart. Here they meet on the same sentences, with the
 # same vocabulary, the same size and the same number of steps, so that what differs is the

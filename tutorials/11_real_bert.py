@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 10 · Real BERT weights: sentence embeddings with all-MiniLM-L6-v2
+# # 11 · Real BERT weights: sentence embeddings with all-MiniLM-L6-v2
 #
 # Everything so far was trained here, on toy text. The same code also runs a real pretrained
 # model: all-MiniLM-L6-v2 (Wang et al. 2020, MiniLM; fine-tuned by sentence-transformers on a

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 11 · Tokens: characters, WordPiece, SentencePiece and GPT-2's byte-level BPE
+# # 12 · Tokens: characters, WordPiece, SentencePiece and GPT-2's byte-level BPE
 #
 # A language model never sees text, only ids. How the text is cut decides how long the sequences
 # are, how big the embedding table is, and what the model must learn by itself (spelling, for a

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 13 · LoRA: fine-tuning through a low-rank update
+# # 15 · LoRA: fine-tuning through a low-rank update
 #
 # Fine-tuning (tutorial 07) trains every weight. For a model of a billion weights that means a
 # billion gradients, two billion Adam moments, and a full copy of the model per task. LoRA (Hu et

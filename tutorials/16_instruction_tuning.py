@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 14 · Instruction tuning: from a text continuer to an assistant
+# # 16 · Instruction tuning: from a text continuer to an assistant
 #
 # A GPT trained on text (tutorial 08) continues text. To make it *answer*, we fine-tune it on
 # conversations written in a fixed template, and score only the answers:

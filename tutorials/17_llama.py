@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 15 · From GPT-2 to Llama
+# # 17 · From GPT-2 to Llama
 #
 # The decoders trained today (Llama, Mistral, Qwen, ...) are GPT-2 (tutorial 08) with four parts
 # swapped, each a few lines of math. In minigpt each one is a switch on `GPTConfig`:

@@ -26,7 +26,7 @@
 # | `Q, K, V, M` | 查询、键、值、加性掩码 | `query`, `key`, `value`, `mask` |
 # | `W_i^Q, W_i^K, W_i^V, W^O` | 每个头的投影 `(d, d_k)`；输出投影 `(d, d)` | `query`, `key`, `value`, `out_proj` |
 # | `c` | BERT 池化后的 [CLS] 向量 `tanh(H_L[0] W_p + b_p)`（Devlin：`C`） | `pooler` |
-# | `x`, `x_<t`, `x~`, `I` | 词元 id、`t` 之前的前缀、经 MLM 破坏后的输入、被掩码的位置集合 | `input_ids`, `labels != -100` |
+# | `x`, `x_<t`, `x~`, `I` | 词元 id、`t` 之前的前缀、经 MLM 加噪后的输入、被掩码的位置集合 | `input_ids`, `labels != -100` |
 #
 # ## 公式
 #

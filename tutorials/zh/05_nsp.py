@@ -154,7 +154,7 @@ if plt is not None:
 # ## 一个预训练批次
 #
 # `DataCollatorForLanguageModeling` 对句对做填充，把 `token_type_ids` 和 `next_sentence_label` 原样
-# 传下去，并加上教程 04 的掩码语言模型破坏和 `labels`。这就是 `BertForPreTraining` 需要的全部。
+# 传下去，并加上教程 04 的掩码语言模型加噪和 `labels`。这就是 `BertForPreTraining` 需要的全部。
 
 # %%
 collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=0)

@@ -5,7 +5,7 @@
 # 无标签的句对 `[CLS] A [SEP] B [SEP]`，其中一些词元被掩码，并最小化
 #
 #     L = alpha L_MLM + beta L_NSP                  （alpha = beta = 1，与 BERT 相同）
-#     L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~)     （I = 被掩码的位置，x~ 为被破坏的输入）
+#     L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~)     （I = 被掩码的位置，x~ 为加噪后的输入）
 #     L_NSP = -log p(y | c)                             （y = IsNext / NotNext，c 为池化后的 [CLS] 向量）
 #
 # 优化器是 AdamW，学习率在最初若干步线性预热，然后线性衰减到 0（Devlin et al. 2019 附录 A.2 用的是
@@ -208,7 +208,7 @@ assert torch.allclose(big, shares, atol=1e-6)
 # ## 用 Trainer 训练
 #
 # `TrainingArguments` 用 transformers 的参数名描述训练方案；`Trainer` 运行循环：从数据集取批次，
-# 整理器为每个批次生成新的 80/10/10 掩码（所以模型从不会两次见到同样的空），`loss.backward()`，按范数 1
+# 组批器（collator，把若干样本拼成一个批次的函数）为每个批次生成新的 80/10/10 掩码（所以模型从不会两次见到同样的空），`loss.backward()`，按范数 1
 # 裁剪梯度，一步 AdamW，一步调度，每 `logging_steps` 步记一条日志。权重衰减（0.01）只作用于权重矩阵，
 # 不作用于偏置和 LayerNorm（`common/train/optim.py`）。
 #

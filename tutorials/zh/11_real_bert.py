@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 10 · 真实的 BERT 权重：用 all-MiniLM-L6-v2 计算句向量
+# # 11 · 真实的 BERT 权重：用 all-MiniLM-L6-v2 计算句向量
 #
 # 到目前为止的一切都是在这里、在玩具文本上训练的。同样的代码也能运行真实的预训练模型：
 # all-MiniLM-L6-v2（Wang et al. 2020，MiniLM；由 sentence-transformers 在十亿个句对上微调）是一个

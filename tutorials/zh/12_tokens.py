@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 11 · 词元：字符、WordPiece、SentencePiece 与 GPT-2 的字节级 BPE
+# # 12 · 词元：字符、WordPiece、SentencePiece 与 GPT-2 的字节级 BPE
 #
 # 语言模型从来看不到文本，只看到 id。文本怎么切分，决定了序列有多长、嵌入表有多大，以及模型必须
 # 自己学会什么（对字符模型来说，还要学拼写）。GPT-2（Radford et al. 2019）读取经 **BPE**

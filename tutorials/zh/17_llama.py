@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 15 · 从 GPT-2 到 Llama
+# # 17 · 从 GPT-2 到 Llama
 #
 # 如今训练的解码器（Llama、Mistral、Qwen 等）就是把 GPT-2（教程 08）换掉了四个部件，每个部件只是几行
 # 数学。在 minigpt 中，每一个都是 `GPTConfig` 上的一个开关：

@@ -128,8 +128,9 @@ print("max |by hand - EncoderBlock|:", float((y_by_hand - y).abs().max()))
 assert torch.allclose(y_by_hand, y, atol=1e-5)
 
 # %% [markdown]
-# The last operation is a LayerNorm, `LN(z) = gamma * (z - mean(z)) / sqrt(var(z) + eps) + beta`
-# over the `d` channels of each position. At initialisation `gamma = 1` and `beta = 0`, so every
+# The last operation is a LayerNorm, `LN(z) = g * (z - mean(z)) / sqrt(var(z) + eps) + b`
+# (`g`, `b`: PyTorch's `weight` and `bias`)
+# over the `d` channels of each position. At initialisation `g = 1` and `b = 0`, so every
 # output row has mean 0 and standard deviation 1 - the property
 # `test_encoder_block_output_is_layer_normalised_rows_of_the_input_shape` checks:
 

@@ -13,6 +13,8 @@
 #     L_LM = -(1/N) sum over the N predicted positions t of log p(x_t | x_<t)
 #
 # (the mean over the scored positions t = 2 .. T: the first token has no prefix to predict it from).
+# So what training fits is log p(x_2 .. x_T | x_1) = sum_{t=2}^{T} log p(x_t | x_<t): the chain rule
+# without its first factor p(x_1), which no position predicts.
 # The network is a stack of **pre-LN decoder blocks** (GPT-2) over token + position embeddings:
 #
 #     H_0[t] = W_te[x_t] + W_pe[t]

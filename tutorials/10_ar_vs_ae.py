@@ -25,7 +25,8 @@
 #
 #     PLL(x) = sum_{t=1}^{T} log p(x_t | x with x_t replaced by [MASK])
 #
-# a sum of `T` conditionals that do not multiply to any distribution over sentences.
+# a sum of `T` log-conditionals, each seeing both sides, that do not multiply to any distribution over
+# sentences.
 #
 # Run it: `python tutorials/10_ar_vs_ae.py` (a few minutes); `TUTORIAL_QUICK=1` for a short run
 # whose models have barely trained (the exact checks hold all the same).
@@ -142,10 +143,10 @@ assert torch.allclose(ar.sum(), -model_loss * (len(ids) - 1), rtol=1e-4), "log p
 
 # %% [markdown]
 # Which column is larger depends on how far each model has trained: per step GPT learns from
-# every position and BERT from the ~15% it masked, so after equal steps BERT has seen about a
+# every position and BERT from the about 15% it masked, so after equal steps BERT has seen about a
 # seventh of the labels (the quick run shows it). Whatever the numbers, they are not comparable:
-# `log p(x)` is the log of a probability of the sentence, `PLL(x)` a sum of conditionals that
-# each see both sides of the word.
+# `log p(x)` is the log of a probability of the sentence, `PLL(x)` a sum of log-conditionals
+# that each see both sides of the word.
 #
 # ## Predict, then run: what GPT cannot see
 #
@@ -271,7 +272,7 @@ assert 0.10 < share < 0.14, share
 # | | GPT (autoregressive) | BERT (autoencoding) |
 # | --- | --- | --- |
 # | objective | `L_LM`, the chain rule | `L_MLM` on `x~` |
-# | a sentence's score | `log p(x)`, a real log-probability | `PLL(x)`, a sum of conditionals |
+# | a sentence's score | `log p(x)`, a real log-probability | `PLL(x)`, a sum of log-conditionals |
 # | right context | never (asserted above) | always |
 # | generation | one token at a time | no order; masks filled independently |
 # | train / use mismatch | none | `[MASK]` in training only |

@@ -8,7 +8,12 @@
 #     y = x W^T + b + (alpha / r) * dropout(x) A^T B^T,      A: (r, in),  B: (out, r),  r << in, out
 #
 # `B A` is an (out x in) matrix of rank at most r, made of r (in + out) numbers instead of
-# in x out. `alpha / r` scales the update so that changing r does not change its size much.
+# in x out. (PyTorch and peft store weights as (out, in), so this line is written with transposes;
+# in the course's row-vector convention, docs/notation.md, it is y = x W + b + (alpha / r) x A B.)
+# `alpha / r` scales the update; Hu et al. chose it so that one learning rate serves several ranks.
+# It does not make the update's size independent of r: Kalajdzievski (2023) shows that under
+# alpha / r the update shrinks as r grows, and that alpha / sqrt(r) (rsLoRA, peft's `use_rslora`)
+# keeps it steady. The course, like peft's default, uses alpha / r.
 #
 # Code: `common/nn/lora.py:LoRALinear`, `common/nn/lora.py:inject_lora`, `common/nn/lora.py:merge_and_unload`,
 # `common/hub/adapters.py:save_adapter` (peft's file format). Tests: `tests/test_lora.py` (against

@@ -6,9 +6,9 @@
 #
 # | switch | GPT-2 | Llama | formula |
 # |---|---|---|---|
-# | `position_embedding` | `learned`: h_0 = W_te[x] + W_pe[p] | `rope` | q, k rotated by p theta_i, theta_i = base^(-2i/d) |
+# | `position_embedding` | `learned`: h_0 = W_te[x] + W_pe[p] | `rope` | q, k rotated by p omega_i, omega_i = base^(-2i/d_k) |
 # | `normalization` | `layernorm` | `rmsnorm` | x / sqrt(mean(x^2) + eps) * weight |
-# | `feed_forward` | `gelu`: GELU(x W_1) W_2 | `swiglu` | W_2 (silu(x W_1) * (x W_3)) |
+# | `feed_forward` | `gelu`: GELU(x W_1) W_2 | `swiglu` | (silu(x W_1) * (x W_3)) W_2 |
 # | `n_kv_head` | = n_head | < n_head | n_head / n_kv_head query heads share one key/value head |
 #
 # plus no biases (`bias=False`) and, in most Llama checkpoints, an LM head of its own
@@ -46,11 +46,12 @@ QUICK = _setup.QUICK
 #
 # GPT-2 adds a learned vector W_pe[p] to each input: the model must learn what "3 tokens back"
 # means separately at every position, and it has no vector for a position past block_size.
-# RoPE (Su et al. 2021) instead turns each query and key, viewed as d/2 planes, by the angle
-# p theta_i in plane i. A rotation by p theta then the inverse of one by s theta is a rotation by
-# (p - s) theta, so the score q . k sees only the distance p - s. Rotations keep lengths, so no
+# RoPE (Su et al. 2021) instead turns each head's query and key, viewed as d_k/2 planes, by the
+# angle p omega_i in plane i, omega_i = base^(-2i/d_k) for i = 0 .. d_k/2 - 1 (Su et al. write
+# theta_i; theta is the parameters in this course). A rotation by p omega then the inverse of one
+# by s omega is a rotation by (p - s) omega, so the score q . k sees only the distance p - s. Rotations keep lengths, so no
 # vector grows with position. We use Hugging Face's "rotate-half" order (plane i = dimensions i and
-# i + d/2); Meta's original code pairs (2i, 2i + 1), the same function after permuting W^Q, W^K.
+# i + d_k/2); Meta's original code pairs (2i, 2i + 1), the same function after permuting W^Q, W^K.
 
 # %%
 d = 8
@@ -84,9 +85,9 @@ print("its mean is not 0 (no centring):", rms.mean(-1))
 # ## 3. SwiGLU: a gated feed-forward
 #
 # Shazeer (2020) replaced GELU(x W_1) W_2 by a product of two projections, one passed through
-# silu(x) = x sigmoid(x): W_2 (silu(x W_1) * (x W_3)). The gate lets each hidden unit scale another
-# multiplicatively. Three matrices instead of two: width 8C/3 (rounded up to a multiple of 8)
-# keeps the parameter count of GPT-2's 4C-wide feed-forward.
+# silu(x) = x sigmoid(x): (silu(x W_1) * (x W_3)) W_2, in the course's row-vector form. The gate lets each hidden unit scale another
+# multiplicatively. Three matrices instead of two: width 8d/3 (rounded up to a multiple of 8)
+# keeps the parameter count of GPT-2's 4d-wide feed-forward.
 
 # %%
 C = 48

@@ -125,8 +125,8 @@ print("max |by hand - EncoderBlock|:", float((y_by_hand - y).abs().max()))
 assert torch.allclose(y_by_hand, y, atol=1e-5)
 
 # %% [markdown]
-# 最后一步运算是 LayerNorm，`LN(z) = gamma * (z - mean(z)) / sqrt(var(z) + eps) + beta`，在每个位置
-# 的 `d` 个通道上计算。初始化时 `gamma = 1`、`beta = 0`，所以每个输出行的均值为 0、标准差为 1——
+# 最后一步运算是 LayerNorm，`LN(z) = g * (z - mean(z)) / sqrt(var(z) + eps) + b` （`g`、`b` 即 PyTorch 的 `weight`、`bias`），在每个位置
+# 的 `d` 个通道上计算。初始化时 `g = 1`、`b = 0`，所以每个输出行的均值为 0、标准差为 1——
 # `test_encoder_block_output_is_layer_normalised_rows_of_the_input_shape` 检查的正是这个性质：
 
 # %%

@@ -1,10 +1,12 @@
 # %% [markdown]
 # # 04 · 掩码语言模型：加噪与损失
 #
-# BERT 通过填空从纯文本中学习（Devlin et al. 2019，第 3.1 节）。每个普通词元以概率 0.15 被独立地
-# 选中，每个词元做一次 Bernoulli(0.15) 抽样，`m_i ~ Bernoulli(0.15)`（所以是*平均* 15%：一个短句可能
-# 一个都没选中，另一个可能选中三个）；把被选中位置的集合记为 `I = {i : m_i = 1}`。然后替换每个被选中
-# 的词元：
+# BERT 通过填空从纯文本中学习（Devlin et al. 2019，第 3.1 节：15% 的词元）。这 15% 怎么抽，做法不一：
+# Google 的 `create_pretraining_data.py` 在 n 个普通词元中恰好取 round(0.15 n) 个（至少 1 个，至多
+# `max_predictions_per_seq` 个）；我们照 transformers 的 MLM 组批器（`DataCollatorForLanguageModeling`；
+# 组批器即 collator，把一组样本拼成一个批次的函数）的做法：每个普通词元独立地做一次 Bernoulli(0.15)
+# 抽样，`m_i ~ Bernoulli(0.15)`（所以只是*平均* 15%：一个短句可能一个都没选中，另一个可能选中三个）；
+# 把被选中位置的集合记为 `I = {i : m_i = 1}`。然后替换每个被选中的词元：
 #
 #     概率 0.8   替换为 [MASK]               "the cat [MASK] on the mat"
 #     概率 0.1   替换为一个随机词元           "the cat apple on the mat"
@@ -13,9 +15,9 @@
 # 得到加噪后的序列 `x~`，模型必须在 `I` 的每个位置上预测原来的词元。`I` 中的位置是*同时*加噪的，
 # 每个预测读取的都是同一个 `x~`：
 #
-#     L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~; theta)
+#     L_MLM = E_{(I, x~) ~ corrupt(x)} [ -(1/|I|) sum_{i in I} log p(x_i | x~; theta) ]
 #
-# 即在被掩码位置上的均值（`mlm_loss` 的默认值，也是 BERT 报告的值；`reduction="sum"` 去掉 `1/|I|`）。
+# 这是对随机加噪取的期望：每个批次抽一次加噪，算一次损失，即在被掩码位置上的均值（`mlm_loss` 的默认值，也是 BERT 报告的值；`reduction="sum"` 去掉 `1/|I|`）。
 # 注意模型的条件是什么：是 `x~`，而不是“只遮住位置 `i` 的句子”。由此得出两点：
 #
 # - **独立性假设**：两个被掩码的词元从同一个 `x~` 预测，各自都看不到对方，所以 `p(x_i, x_j | x~)`

@@ -6,9 +6,9 @@
 #
 # | 开关 | GPT-2 | Llama | 公式 |
 # |---|---|---|---|
-# | `position_embedding` | `learned`：h_0 = W_te[x] + W_pe[p] | `rope` | q、k 按 p theta_i 旋转，theta_i = base^(-2i/d) |
+# | `position_embedding` | `learned`：h_0 = W_te[x] + W_pe[p] | `rope` | q、k 按 p omega_i 旋转，omega_i = base^(-2i/d_k) |
 # | `normalization` | `layernorm` | `rmsnorm` | x / sqrt(mean(x^2) + eps) * weight |
-# | `feed_forward` | `gelu`：GELU(x W_1) W_2 | `swiglu` | W_2 (silu(x W_1) * (x W_3)) |
+# | `feed_forward` | `gelu`：GELU(x W_1) W_2 | `swiglu` | (silu(x W_1) * (x W_3)) W_2 |
 # | `n_kv_head` | = n_head | < n_head | 每 n_head / n_kv_head 个查询头共享一个键/值头 |
 #
 # 另外没有偏置（`bias=False`），而且大多数 Llama 检查点有自己单独的语言模型头
@@ -44,10 +44,11 @@ QUICK = _setup.QUICK
 # ## 1. RoPE：把位置表示为旋转
 #
 # GPT-2 给每个输入加上一个可学习的向量 W_pe[p]：模型必须在每个位置上分别学会“往前 3 个词元”是什么意思，
-# 而且超过 block_size 的位置没有对应的向量。RoPE（Su et al. 2021）则把每个查询和键看作 d/2 个平面，在
-# 第 i 个平面上旋转角度 p theta_i。先旋转 p theta、再做旋转 s theta 的逆，等于旋转 (p - s) theta，
+# 而且超过 block_size 的位置没有对应的向量。RoPE（Su et al. 2021）则把每个头的查询和键看作 d_k/2 个
+# 平面，在第 i 个平面上旋转角度 p omega_i，omega_i = base^(-2i/d_k)，i = 0 .. d_k/2 - 1（原文写作 theta_i；
+# 本课程中 theta 表示参数）。先旋转 p omega、再做旋转 s omega 的逆，等于旋转 (p - s) omega，
 # 所以分数 q . k 只看得到距离 p - s。旋转保持长度不变，所以没有向量会随位置增大。我们使用 Hugging Face
-# 的 "rotate-half" 顺序（第 i 个平面 = 第 i 维和第 i + d/2 维）；Meta 的原始代码把 (2i, 2i + 1) 配成一对，
+# 的 "rotate-half" 顺序（第 i 个平面 = 第 i 维和第 i + d_k/2 维）；Meta 的原始代码把 (2i, 2i + 1) 配成一对，
 # 在对 W^Q、W^K 做置换之后是同一个函数。
 
 # %%
@@ -81,8 +82,8 @@ print("its mean is not 0 (no centring):", rms.mean(-1))
 # ## 3. SwiGLU：带门控的前馈网络
 #
 # Shazeer（2020）把 GELU(x W_1) W_2 换成两个投影的乘积，其中一个经过 silu(x) = x sigmoid(x)：
-# W_2 (silu(x W_1) * (x W_3))。门控让每个隐藏单元可以乘性地缩放另一个单元。用三个矩阵而不是两个：宽度取
-# 8C/3（向上取整到 8 的倍数），参数量与 GPT-2 宽度为 4C 的前馈网络相同。
+# (silu(x W_1) * (x W_3)) W_2（课程的行向量写法）。门控让每个隐藏单元可以乘性地缩放另一个单元。用三个矩阵而不是两个：宽度取
+# 8d/3（向上取整到 8 的倍数），参数量与 GPT-2 宽度为 4d 的前馈网络相同。
 
 # %%
 C = 48

@@ -142,3 +142,10 @@ def test_the_chinese_write_up_uses_the_glossary_of_docs_notation():
     drift = [f"{p.name}: {bad} -> {good}" for p in places for bad, good in terms.items()
              if bad in p.read_text(encoding="utf-8")]
     assert not drift, "use docs/notation.md's Chinese terms:\n" + "\n".join(drift)
+
+
+@pytest.mark.parametrize("chinese", CHINESE, ids=lambda p: p.stem)
+def test_chinese_tutorial_asks_and_names_its_exercise_too(chinese):
+    source = chinese.read_text(encoding="utf-8")
+    assert "先预测，再运行" in source, f"{chinese.name}: no '先预测，再运行' question (the English one has it)"
+    assert re.search(r"^# ## 轮到你了", source, re.M), f"{chinese.name}: no '## 轮到你了' section"

@@ -154,6 +154,9 @@ print("max |log_softmax - torch.log_softmax| on random logits:",
 # ## Cross-entropy, with ignored rows
 #
 #     CE(z, y) = -log p_y        rows with y = -100 are skipped; "mean" divides by the kept rows
+#
+# `log` is the natural logarithm, so losses come in *nats* (1 nat = 1 / ln 2 = 1.44 bits); every
+# loss of the course is in nats.
 
 # %%
 logits = torch.randn(4, 5)  # (N, V)

@@ -378,6 +378,9 @@ assert same_logits
 # - Set `hidden_dropout_prob=0.1` and compare the held-out numbers, the mood gap, and tutorial
 #   07's result.
 # - Train for 6000 steps (what `make demo` does) and watch the mood gap above grow.
-# - The exercises behind this tutorial are those of 04 and 05 (`mlm_masking`, `mlm_loss`,
-#   `nsp_pairs`, `nsp_loss`): once they pass in your copy (`make exercises`, then
-#   `cd ../student && make grade`), run this tutorial there: it trains on your code.
+#
+# ## Your turn: exercises `mlm_masking`, `mlm_loss`, `nsp_pairs`, `nsp_loss`
+#
+# The exercises behind this tutorial are those of 04 and 05: once they pass in your copy
+# (`make exercises`, then `cd ../student && make grade`), run this tutorial there: it trains on
+# your code, and its numbers are your implementation's.

@@ -77,7 +77,7 @@ print(f"parameters: BERT {sum(p.numel() for p in bert.parameters()):,}, GPT {sum
 # ## Training both, the same way
 #
 # The same batches of 32 sentences, AdamW at the same rate, the same number of steps. BERT's
-# batch is corrupted by the collator (a fresh 80/10/10 draw each step); GPT's labels are the
+# batch is corrupted by the collator (tutorial 04: the function that builds each batch; a fresh 80/10/10 draw each step); GPT's labels are the
 # token ids themselves with `-100` on the padding (the shift by one happens in the loss).
 
 # %%
@@ -109,7 +109,7 @@ torch.set_grad_enabled(False)
 # GPT: one forward pass gives `log p(x_t | x_<t)` at every position, and their sum is `log p(x)`,
 # exactly `-N L_LM` (checked against the model's own loss). BERT: `T` forward passes, the
 # `t`-th with `x_t` replaced by `[MASK]` (batched as `T` rows), and `PLL(x)` the sum of
-# `log p(x_t | ...)` read at the masked position.
+# `log p(x_t | ...)` read at the masked position. Both are in nats (natural logarithms, tutorial 04).
 
 
 # %%
@@ -280,3 +280,19 @@ assert 0.10 < share < 0.14, share
 # XLNet (Yang et al. 2019) and T5-style span corruption are attempts to keep both columns' good
 # rows. Tutorial 04 measures the mismatch's remedy (80/10/10); tutorial 08 what removing the
 # causal mask does to GPT.
+#
+# ## Your turn: exercises `causal_lm_loss` and `mlm_loss`
+#
+# The two objectives compared here are two graded exercises: `causal_lm_loss` (tutorial 08) and
+# `mlm_loss` (tutorial 04), both in `common/nn/losses.py`. In the student copy (`make exercises`)
+# they raise `NotImplementedError`; once they pass, run this tutorial in your copy: every number
+# above then comes from your own losses.
+#
+#     python -m tutorials.exercises make --out ../student --only causal_lm_loss --only mlm_loss
+#     cd ../student && python -m tutorials.exercises grade --only causal_lm_loss --only mlm_loss
+
+# %%
+from tutorials.exercises import REGISTRY
+
+for name in ("causal_lm_loss", "mlm_loss"):
+    print(REGISTRY[name].pytest_command())

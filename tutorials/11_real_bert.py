@@ -306,6 +306,12 @@ if have_sst2:
 #   fine-tuned with mean pooling, so its `[CLS]` vector was never trained to stand for the sentence.
 # - Compare with transformers: `tests/test_bert_minilm.py::test_last_hidden_state_matches_transformers`
 #   runs `transformers.BertModel` on the same folder and checks the difference is below 1e-4.
-# - The `embeddings` and `encoder_block` exercises (`make exercises`, then `cd ../student &&
-#   make grade`) are the code this tutorial runs: once they pass in your copy, run this tutorial
-#   there and get the same numbers from your own implementation.
+#
+# ## Your turn: exercises `embeddings` and `encoder_block`
+#
+# They are the code this tutorial runs on real weights. In the student copy (`make exercises`)
+# `BertEmbeddings.forward` and the encoder block's forward raise `NotImplementedError`; once they
+# pass, run this tutorial in your copy and get the same numbers from your own implementation:
+#
+#     python -m tutorials.exercises make --out ../student --only embeddings --only encoder_block
+#     cd ../student && python -m tutorials.exercises grade --only embeddings --only encoder_block

@@ -91,6 +91,21 @@ for _ in range(3):
     print(f"merge {len(token_bytes) - 257}: {token_bytes[pair[0]]!r} + {token_bytes[pair[1]]!r} -> {token_bytes[-1]!r}")
 
 # %% [markdown]
+# **Predict, then run.** A corpus of two words: "aaa" once and "ba" twice. The pair (a, a) sits at
+# positions 0-1 and 1-2 of "aaa"; (b, a) once in each "ba". Which pair does `bpe_merge` take
+# (ties go to the greatest `(bytes(a), bytes(b))`)? And with "aaa" alone, what does it become?
+
+# %%
+pair, _ = bpe_merge({(0, 0, 0): 1, (1, 0): 2}, [b"a", b"b"], 2)
+print("'aaa' x 1 and 'ba' x 2: merged", [b"a", b"b"][pair[0]] + [b"a", b"b"][pair[1]])
+pair_alone, merged = bpe_merge({(0, 0, 0): 1}, [b"a"], 1)
+print("'aaa' alone: merged (a, a), the word becomes", [[b"a", b"aa"][i] for i in next(iter(merged))])
+assert pair == (1, 0) and list(merged) == [(1, 0)]
+
+# %% [markdown]
+# (a, a) counts 2 in "aaa" (both overlapping places), (b, a) counts 2 as well: a tie, and b"ba" >
+# b"aa" wins it. Merging (a, a) in "aaa" rewrites left to right: "aa" + "a", not "a" + "aa".
+#
 # Rescanning every word for every merge costs (merges) x (corpus). `train_bpe` keeps the pair counts
 # and, after a merge, updates only the words that contained the merged pair; a heap finds the next
 # best pair. Same merges (tests/test_bpe.py checks it merge for merge), a vocabulary of thousands
@@ -271,3 +286,20 @@ if plt is not None:
     right.set(ylabel="held-out bits per byte", title=f"same GPT, {SECONDS:.0f} s of training each")
     right.tick_params(axis="x", rotation=20)
     _setup.save_plot(fig, "12_tokens.png")
+
+# %% [markdown]
+# ## Your turn: exercises `bpe_merge` and `bpe_encode`
+#
+# In the student copy (`make exercises`), `bpe_merge` and `bpe_encode` (`common/text/bpe.py`)
+# raise `NotImplementedError`. Write them from the two sections above (counting pairs, the
+# tie-break, merging left to right; replaying merges by rank), then grade:
+#
+#     python -m tutorials.exercises make --out ../student --only bpe_merge --only bpe_encode
+#     cd ../student && python -m tutorials.exercises grade --only bpe_merge --only bpe_encode
+
+# %%
+from tutorials.exercises import REGISTRY
+
+for name in ("bpe_merge", "bpe_encode"):
+    print(REGISTRY[name].pytest_command())
+    print("hint:", REGISTRY[name].hint)

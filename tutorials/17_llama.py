@@ -49,9 +49,12 @@ QUICK = _setup.QUICK
 # RoPE (Su et al. 2021) instead turns each head's query and key, viewed as d_k/2 planes, by the
 # angle p omega_i in plane i, omega_i = base^(-2i/d_k) for i = 0 .. d_k/2 - 1 (Su et al. write
 # theta_i; theta is the parameters in this course). A rotation by p omega then the inverse of one
-# by s omega is a rotation by (p - s) omega, so the score q . k sees only the distance p - s. Rotations keep lengths, so no
-# vector grows with position. We use Hugging Face's "rotate-half" order (plane i = dimensions i and
+# by s omega is a rotation by (p - s) omega, so the score q . k sees only the distance p - s.
+# Rotations keep lengths, so no vector grows with position. We use Hugging Face's "rotate-half" order (plane i = dimensions i and
 # i + d_k/2); Meta's original code pairs (2i, 2i + 1), the same function after permuting W^Q, W^K.
+#
+# **Predict, then run.** The same q and k, placed at positions (3, 1), (10, 8) and (107, 105):
+# will the three scores q . k differ? And the norm of q after a rotation by position 50?
 
 # %%
 d = 8
@@ -67,6 +70,8 @@ for p, s in [(3, 1), (10, 8), (107, 105)]:
     score = (rotated(q, p) * rotated(k, s)).sum().item()
     print(f"q at {p:3d}, k at {s:3d} (distance {p - s}): score {score:+.6f}")
 print("norm before / after rotation:", q.norm().item(), rotated(q, 50).norm().item())
+scores = [(rotated(q, p) * rotated(k, s)).sum().item() for p, s in [(3, 1), (10, 8), (107, 105)]]
+assert max(scores) - min(scores) < 1e-5 and abs(q.norm() - rotated(q, 50).norm()) < 1e-5  # float32 angles
 
 # %% [markdown]
 # ## 2. RMSNorm: only the rescaling
@@ -229,10 +234,21 @@ prompt = torch.tensor([tokenizer.encode("ROMEO:" if DATA.is_file() else "Shall",
 print(repr(tokenizer.decode(again.generate(prompt, 80 if not QUICK else 20, do_sample=True, top_k=20, seed=0)[0].tolist())))
 
 # %% [markdown]
-# ## Exercises
+# ## Your turn: exercises `rms_norm`, `swiglu` and `rope`
 #
 # `make exercises` stubs `rms_norm` (`common/nn/norms.py`), `swiglu` (`common/nn/blocks.py`) and
-# `rope` (`common/nn/rope.py:apply_rope`); `make grade` runs their tests in tests/test_llama.py.
+# `rope` (`common/nn/rope.py:apply_rope`); their tests are in tests/test_llama.py:
+#
+#     python -m tutorials.exercises make --out ../student --only rms_norm --only swiglu --only rope
+#     cd ../student && python -m tutorials.exercises grade --only rms_norm --only swiglu --only rope
+#
 # Then: which plausible wrong versions would still pass the tests? (Rotating pairs (2i, 2i + 1)
 # keeps norms and relative scores but fails the transformers parity test; forgetting the float32
-# cast in RMSNorm changes nothing in float32 and a lot in bfloat16.)
+# cast in RMSNorm changes nothing in float32 and a lot in bfloat16, the 16-bit float with
+# float32's 8 exponent bits and only 7 mantissa bits: the same range, about 3 significant digits.)
+
+# %%
+from tutorials.exercises import REGISTRY
+
+for name in ("rms_norm", "swiglu", "rope"):
+    print(REGISTRY[name].pytest_command())

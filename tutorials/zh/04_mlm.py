@@ -143,6 +143,9 @@ print("max |log_softmax - torch.log_softmax| on random logits:",
 # ## 交叉熵，以及被忽略的行
 #
 #     CE(z, y) = -log p_y        y = -100 的行被跳过；"mean" 除以保留下来的行数
+#
+# 这里的 `log` 是自然对数，所以损失的单位是*奈特*（nat；1 奈特 = 1 / ln 2 = 1.44 比特）；本课程所有损失
+# 都以奈特计。
 
 # %%
 logits = torch.randn(4, 5)  # (N, V)

@@ -364,6 +364,8 @@ assert same_logits
 #
 # - 设 `hidden_dropout_prob=0.1`，比较留出集上的数字、情绪差距以及教程 07 的结果。
 # - 训练 6000 步（`make demo` 就是这样做的），看上面的情绪差距变大。
-# - 本教程背后的练习是教程 04 和 05 的那些（`mlm_masking`、`mlm_loss`、`nsp_pairs`、`nsp_loss`）：它们在
-#   你的副本中通过之后（`make exercises`，然后 `cd ../student && make grade`），在那里运行本教程：它训练的
-#   就是你的代码。
+#
+# ## 轮到你了：练习 `mlm_masking`、`mlm_loss`、`nsp_pairs`、`nsp_loss`
+#
+# 本教程背后的练习是教程 04 和 05 的那些：它们在你的副本中通过之后（`make exercises`，然后
+# `cd ../student && make grade`），在那里运行本教程：它训练的就是你的代码，得到的数字也出自你的实现。

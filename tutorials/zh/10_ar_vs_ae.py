@@ -71,7 +71,7 @@ print(f"parameters: BERT {sum(p.numel() for p in bert.parameters()):,}, GPT {sum
 # %% [markdown]
 # ## 用同样的方式训练两者
 #
-# 同样的每批 32 个句子，同样学习率的 AdamW，同样的步数。BERT 的批次由组批器加噪（每步重新抽取 80/10/10）；
+# 同样的每批 32 个句子，同样学习率的 AdamW，同样的步数。BERT 的批次由组批器（教程 04：构造每个批次的函数）加噪（每步重新抽取 80/10/10）；
 # GPT 的标签就是词元 id 本身，填充处为 `-100`（错一位在损失中完成）。
 
 # %%
@@ -102,7 +102,7 @@ torch.set_grad_enabled(False)
 #
 # GPT：一次前向传播给出每个位置上的 `log p(x_t | x_<t)`，它们的和就是 `log p(x)`，恰好等于 `-N L_LM`（与模型
 # 自己的损失对照检查）。BERT：`T` 次前向传播，第 `t` 次把 `x_t` 替换为 `[MASK]`（作为 `T` 行组成一个批次），
-# `PLL(x)` 是在被掩码位置读出的 `log p(x_t | ...)` 之和。
+# `PLL(x)` 是在被掩码位置读出的 `log p(x_t | ...)` 之和。两者的单位都是奈特（自然对数，见教程 04）。
 
 # %%
 def gpt_log_probs(ids: torch.Tensor) -> torch.Tensor:
@@ -261,3 +261,18 @@ assert 0.10 < share < 0.14, share
 #
 # XLNet（Yang et al. 2019）和 T5 式的片段遮盖都试图同时保留两列中好的那几行。教程 04 测量了对不匹配的补救
 # （80/10/10）；教程 08 测量了去掉因果掩码对 GPT 的影响。
+#
+# ## 轮到你了：练习 `causal_lm_loss` 和 `mlm_loss`
+#
+# 这里比较的两个目标正是两个计分练习：`causal_lm_loss`（教程 08）和 `mlm_loss`（教程 04），都在
+# `common/nn/losses.py` 里。在学生副本中（`make exercises`）它们会抛出 `NotImplementedError`；等它们通过后，
+# 在你的副本里运行本教程：上面的每个数字就都出自你自己写的损失函数。
+#
+#     python -m tutorials.exercises make --out ../student --only causal_lm_loss --only mlm_loss
+#     cd ../student && python -m tutorials.exercises grade --only causal_lm_loss --only mlm_loss
+
+# %%
+from tutorials.exercises import REGISTRY
+
+for name in ("causal_lm_loss", "mlm_loss"):
+    print(REGISTRY[name].pytest_command())

@@ -294,5 +294,12 @@ if have_sst2:
 #   向量从没被训练来代表整个句子。
 # - 与 transformers 比较：`tests/test_bert_minilm.py::test_last_hidden_state_matches_transformers`
 #   在同一个目录上运行 `transformers.BertModel`，检查差异小于 1e-4。
-# - 练习 `embeddings` 和 `encoder_block`（`make exercises`，然后 `cd ../student && make grade`）就是本教程
-#   运行的代码：它们在你的副本中通过之后，在那里运行本教程，就能从你自己的实现得到同样的数值。
+#
+# ## 轮到你了：练习 `embeddings` 和 `encoder_block`
+#
+# 本教程在真实权重上运行的正是这两段代码。在学生副本中（`make exercises`），`BertEmbeddings.forward` 和
+# 编码器块的 forward 会抛出 `NotImplementedError`；它们通过之后，在你的副本里运行本教程，就能从你自己的
+# 实现得到同样的数值：
+#
+#     python -m tutorials.exercises make --out ../student --only embeddings --only encoder_block
+#     cd ../student && python -m tutorials.exercises grade --only embeddings --only encoder_block

@@ -89,6 +89,21 @@ for _ in range(3):
     print(f"merge {len(token_bytes) - 257}: {token_bytes[pair[0]]!r} + {token_bytes[pair[1]]!r} -> {token_bytes[-1]!r}")
 
 # %% [markdown]
+# **先预测，再运行。** 语料只有两个词：“aaa” 出现一次，“ba” 出现两次。(a, a) 在 “aaa” 里出现在位置 0-1 和
+# 1-2；(b, a) 在每个 “ba” 里出现一次。`bpe_merge` 会合并哪一对（并列时取 `(bytes(a), bytes(b))` 最大的）？
+# 如果只有 “aaa”，合并后它变成什么？
+
+# %%
+pair, _ = bpe_merge({(0, 0, 0): 1, (1, 0): 2}, [b"a", b"b"], 2)
+print("'aaa' x 1 and 'ba' x 2: merged", [b"a", b"b"][pair[0]] + [b"a", b"b"][pair[1]])
+pair_alone, merged = bpe_merge({(0, 0, 0): 1}, [b"a"], 1)
+print("'aaa' alone: merged (a, a), the word becomes", [[b"a", b"aa"][i] for i in next(iter(merged))])
+assert pair == (1, 0) and list(merged) == [(1, 0)]
+
+# %% [markdown]
+# (a, a) 在 “aaa” 里计 2 次（两处重叠的位置都算），(b, a) 也是 2 次：并列，b"ba" > b"aa"，所以合并 (b, a)。
+# 在 “aaa” 里合并 (a, a) 是从左往右改写：得到 “aa” + “a”，而不是 “a” + “aa”。
+#
 # 每次合并都重新扫描所有词，代价是（合并次数）x（语料大小）。`train_bpe` 保存词元对的计数，合并之后
 # 只更新包含被合并词元对的那些词；用一个堆找出下一个最好的词元对。合并结果相同（tests/test_bpe.py
 # 逐次检查每一次合并），几秒钟就能得到几千个词元的词表：
@@ -264,3 +279,19 @@ if plt is not None:
     right.set(ylabel="held-out bits per byte", title=f"same GPT, {SECONDS:.0f} s of training each")
     right.tick_params(axis="x", rotation=20)
     _setup.save_plot(fig, "12_tokens.png")
+
+# %% [markdown]
+# ## 轮到你了：练习 `bpe_merge` 和 `bpe_encode`
+#
+# 在学生副本中（`make exercises`），`bpe_merge` 和 `bpe_encode`（`common/text/bpe.py`）会抛出
+# `NotImplementedError`。按上面两节写出它们（数词元对、并列时的规则、从左往右合并；按秩重放合并），然后评分：
+#
+#     python -m tutorials.exercises make --out ../student --only bpe_merge --only bpe_encode
+#     cd ../student && python -m tutorials.exercises grade --only bpe_merge --only bpe_encode
+
+# %%
+from tutorials.exercises import REGISTRY
+
+for name in ("bpe_merge", "bpe_encode"):
+    print(REGISTRY[name].pytest_command())
+    print("hint:", REGISTRY[name].hint)

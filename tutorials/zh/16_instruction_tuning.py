@@ -51,9 +51,25 @@ for token, label in zip(ids, labels):
     print(f"{tokenizer.decode([token])!r:16} label {'.' if label == IGNORE_INDEX else tokenizer.decode([label])!r}")
 
 # %% [markdown]
+# **先预测，再运行。** 一段两轮的对话：“reverse: abc” -> “cba”，然后 “copy: de” -> “de”。它有多少个词元
+# 带标签（也就是要学的）？标记词元也要数上。
+
+# %%
+two_turns = messages + [{"role": "user", "content": "copy: de"}, {"role": "assistant", "content": "de"}]
+ids2 = encode_conversation(tokenizer, two_turns)
+labelled = [tokenizer.decode([t]) for t, y in zip(ids2, assistant_labels(ids2, tokenizer.assistant_id,
+                                                                            tokenizer.end_id)) if y != IGNORE_INDEX]
+print(f"{len(labelled)} of {len(ids2)} tokens learned:", labelled)
+assert len(labelled) == len("cba") + 1 + len("de") + 1, "each answer and the <|end|> that closes it"
+
+# %% [markdown]
+# 每个回答的字符，加上结束这一轮的 `<|end|>`：3 + 1 + 2 + 1 = 7。`<|assistant|>` 标记不学（提示里总会给出它），
+# 用户那一轮的 `<|end|>` 也不学。
+#
 # ## 一个任务：关于字符串的三种指令
 #
-# 对一个 3-6 个字母的词做 `reverse`、`sort` 和 `copy`。留出的词从不出现在训练中。
+# 对一个 3-6 个字母的词做 `reverse`、`sort` 和 `copy`。留出的词从不出现在训练中。`DataCollatorForChat` 是
+# 组批器（collator）：Trainer 调用它把一组样本拼成一个批次（这里：`input_ids` 用填充 id 补齐，`labels` 用 -100 补齐）。
 
 # %%
 def make_record(rng):
@@ -105,3 +121,18 @@ print(f"after SFT: exact match {exact_match(model, test):.2f} on {len(test)} hel
 #     python -m minigpt.chat --model_name_or_path out/sft
 #
 # docs/results/lora_sft.md 测量了预训练给这一步带来了什么。
+#
+# ## 轮到你了：练习 `assistant_labels`
+#
+# 在学生副本中（`make exercises`），`assistant_labels`（`common/data/instructions.py`）会抛出
+# `NotImplementedError`。按上面的标签规则写出它（学每个助手词元以及结束这一轮的 `<|end|>`，其余全部为 -100），
+# 然后评分：
+#
+#     python -m tutorials.exercises make --out ../student --only assistant_labels
+#     cd ../student && python -m tutorials.exercises grade --only assistant_labels
+
+# %%
+from tutorials.exercises import REGISTRY
+
+print(REGISTRY["assistant_labels"].pytest_command())
+print("hint:", REGISTRY["assistant_labels"].hint)

@@ -50,6 +50,9 @@ QUICK = _setup.QUICK
 # 所以分数 q . k 只看得到距离 p - s。旋转保持长度不变，所以没有向量会随位置增大。我们使用 Hugging Face
 # 的 "rotate-half" 顺序（第 i 个平面 = 第 i 维和第 i + d_k/2 维）；Meta 的原始代码把 (2i, 2i + 1) 配成一对，
 # 在对 W^Q、W^K 做置换之后是同一个函数。
+#
+# **先预测，再运行。** 同样的 q 和 k，分别放在位置 (3, 1)、(10, 8) 和 (107, 105)：三个分数 q . k 会不同吗？
+# 把 q 按位置 50 旋转之后，它的范数呢？
 
 # %%
 d = 8
@@ -65,6 +68,8 @@ for p, s in [(3, 1), (10, 8), (107, 105)]:
     score = (rotated(q, p) * rotated(k, s)).sum().item()
     print(f"q at {p:3d}, k at {s:3d} (distance {p - s}): score {score:+.6f}")
 print("norm before / after rotation:", q.norm().item(), rotated(q, 50).norm().item())
+scores = [(rotated(q, p) * rotated(k, s)).sum().item() for p, s in [(3, 1), (10, 8), (107, 105)]]
+assert max(scores) - min(scores) < 1e-5 and abs(q.norm() - rotated(q, 50).norm()) < 1e-5  # float32 angles
 
 # %% [markdown]
 # ## 2. RMSNorm：只保留重新缩放
@@ -222,10 +227,21 @@ prompt = torch.tensor([tokenizer.encode("ROMEO:" if DATA.is_file() else "Shall",
 print(repr(tokenizer.decode(again.generate(prompt, 80 if not QUICK else 20, do_sample=True, top_k=20, seed=0)[0].tolist())))
 
 # %% [markdown]
-# ## 练习
+# ## 轮到你了：练习 `rms_norm`、`swiglu` 和 `rope`
 #
 # `make exercises` 把 `rms_norm`（`common/nn/norms.py`）、`swiglu`（`common/nn/blocks.py`）和 `rope`
-# （`common/nn/rope.py:apply_rope`）挖空；`make grade` 运行它们在 tests/test_llama.py 中的测试。然后想一想：
+# （`common/nn/rope.py:apply_rope`）挖空；它们的测试在 tests/test_llama.py 里：
+#
+#     python -m tutorials.exercises make --out ../student --only rms_norm --only swiglu --only rope
+#     cd ../student && python -m tutorials.exercises grade --only rms_norm --only swiglu --only rope
+#
+# 然后想一想：
 # 哪些看似合理的错误版本仍能通过测试？（旋转 (2i, 2i + 1) 这样的配对保持范数和相对分数不变，但通不过与
-# transformers 的对照测试；在 RMSNorm 中忘了转换到 float32，在 float32 下没有任何影响，在 bfloat16 下
-# 影响很大。）
+# transformers 的对照测试；在 RMSNorm 中忘了转换到 float32，在 float32 下没有任何影响，在 bfloat16（16 位浮点格式，
+# 指数位与 float32 一样是 8 位，尾数只有 7 位：范围相同，只有约 3 位有效数字）下影响很大。）
+
+# %%
+from tutorials.exercises import REGISTRY
+
+for name in ("rms_norm", "swiglu", "rope"):
+    print(REGISTRY[name].pytest_command())

@@ -207,7 +207,7 @@ print(f"held-out words guessed right: GPT (left context) {gpt_hits / total:.1%},
 # chain rule. BERT has no such order. Asked to fill several `[MASK]`s at once, it fills each one
 # from the same `x~`, independently of what it puts in the others:
 #
-#     BERT:          p(x_i, x_j | x~) ~ p(x_i | x~) p(x_j | x~)        (the independence assumption)
+#     BERT:          p(x_i, x_j | x~) ≈ p(x_i | x~) p(x_j | x~)        (the independence assumption)
 #     chain rule:    p(x_i, x_j | x~) = p(x_i | x~) p(x_j | x~, x_i)
 #
 # **Predict, then run.** Mask two adjacent words of each held-out sentence. Score the true pair

@@ -24,8 +24,8 @@
 #
 # 它是 `T` 个对数条件概率之和，每一项都看得到两侧；这些条件概率相乘，得不到任何句子上的分布。
 #
-# 运行：`python tutorials/zh/10_ar_vs_ae.py`（几分钟）；`TUTORIAL_QUICK=1` 做一次简短的运行，模型几乎没有
-# 训练（精确的检查照样成立）。
+# 运行：`python tutorials/zh/10_ar_vs_ae.py`（几分钟）；`TUTORIAL_QUICK=1` 只跑一小段，模型几乎没怎么
+# 训练（但精确的检查照样成立）。
 
 # %%
 import _setup
@@ -49,7 +49,7 @@ torch.set_num_threads(1)  # models this small train faster on one core than spli
 # %% [markdown]
 # ## 同样的句子，同样的词表
 #
-# 演示语料（`demo/corpus.py`，生成的，不下载任何东西）配一个词级词表。两个模型都读取 `[CLS] sentence [SEP]`：
+# 语料用演示语料（`demo/corpus.py` 现场生成，不下载任何东西），词表按词切分。两个模型都读取 `[CLS] sentence [SEP]`：
 # 对 GPT 来说，`[CLS]` 是起始词元（这样第一个词 `x_1` 也有可以用来预测它的前缀），`[SEP]` 是句子的结尾。
 
 # %%
@@ -72,7 +72,7 @@ print(f"parameters: BERT {sum(p.numel() for p in bert.parameters()):,}, GPT {sum
 # ## 用同样的方式训练两者
 #
 # 同样的每批 32 个句子，同样学习率的 AdamW，同样的步数。BERT 的批次由组批器（教程 04：构造每个批次的函数）加噪（每步重新抽取 80/10/10）；
-# GPT 的标签就是词元 id 本身，填充处为 `-100`（错一位在损失中完成）。
+# GPT 的标签就是词元 id 本身，填充处为 `-100`（标签与输入错开一位，这一步在损失函数里完成）。
 
 # %%
 steps = 150 if QUICK else 2000
@@ -165,9 +165,9 @@ assert gpt_change == 0.0, "a causal model's prediction cannot depend on the toke
 assert bert_change > 1e-4, "a bidirectional model reads the right context"
 
 # %% [markdown]
-# GPT 的分布一丝不差地相同：在 "a" 处它还没有读到 "market" 或 "fields"，而且永远不会读到（教程 08 的因果
-# 性质）。BERT 的会变：它读取右侧的词（"near the fields" 是 "farmer" 的证据；它的概率是否已经跟随这一证据，
-# 取决于它训练了多久：对比完整运行）。在需要整个句子的任务上（分类、序列标注、抽取式问答），这就是 BERT 的
+# GPT 给出的分布分毫不差：在 "a" 处它还没有读到 "market" 或 "fields"，而且永远不会读到（教程 08 的因果
+# 性质）。BERT 的会变：它读取右侧的词（"near the fields" 暗示这里是 "farmer"；它的概率有没有随之变化，
+# 取决于训练了多久，可以对照完整运行的结果）。在需要整个句子的任务上（分类、序列标注、抽取式问答），这就是 BERT 的
 # 优势。下面，每个留出的词由 GPT 只凭左侧去猜，由 BERT 在只掩码这一个词时去猜；步数相同时 BERT 拿到的标签
 # 少得多（见上文），所以先跑一遍完整版本，再从这个对比中下结论。
 
@@ -190,9 +190,9 @@ print(f"held-out words guessed right: GPT (left context) {gpt_hits / total:.1%},
 # ## BERT 做不到的事：生成，以及联合预测两个掩码
 #
 # GPT 的生成方式是先抽样 `x_1`，再在给定 `x_1` 时抽样 `x_2`，依此类推：每一步都是链式法则中的一个因子。
-# BERT 没有这样的顺序。要求它同时填多个 `[MASK]` 时，它从同一个 `x~` 填每一个，与它在其他位置填了什么无关：
+# BERT 没有这样的顺序。让它同时填多个 `[MASK]` 时，每个空都只根据同一个 `x~` 来填，不管别的空填了什么：
 #
-#     BERT：         p(x_i, x_j | x~) ~ p(x_i | x~) p(x_j | x~)        （独立性假设）
+#     BERT：         p(x_i, x_j | x~) ≈ p(x_i | x~) p(x_j | x~)        （独立性假设）
 #     链式法则：     p(x_i, x_j | x~) = p(x_i | x~) p(x_j | x~, x_i)
 #
 # **先预测，再运行。** 在每个留出句子中掩码两个相邻的词。用 BERT 以两种方式给真实的词对打分：一次全部预测
@@ -219,8 +219,8 @@ print(f"true pair, mean log p over {len(heldout)} sentences: independent {mean_i
 assert mean_sequential > mean_independent, (mean_sequential, mean_independent)
 
 # %% [markdown]
-# 看到第一个词有助于预测第二个：独立的乘积把这一点丢掉了，这也是 BERT 会把两个从不一起出现的词并排放在一起
-# 的原因。生成需要链式法则；GPT 在构造上就具备它：
+# 看到第一个词，第二个词就更好猜：独立的乘积丢掉了这一点，所以 BERT 会把两个从不连用的词并排填进去。
+# 生成需要链式法则，而 GPT 生来就是按链式法则构造的：
 
 # %%
 start = torch.tensor([tokenizer.encode("tom was a", add_special_tokens=False)])
@@ -236,7 +236,7 @@ print("BERT, six [MASK]s filled at once:", " ".join(tokenizer.convert_ids_to_tok
 # %% [markdown]
 # ## 不匹配，数一数
 #
-# BERT 训练时的输入中约有 12% 的词是 `[MASK]`（被选中的 15% 中的 80%）；它将要被微调的句子里一个都没有。
+# BERT 训练时的输入中约有 12% 的词是 `[MASK]`（被选中的 15% 中的 80%）；而微调时读到的句子里一个也没有。
 # GPT 在训练和使用时读的是同一类文本。
 
 # %%
@@ -259,7 +259,7 @@ assert 0.10 < share < 0.14, share
 # | 生成 | 一次一个词元 | 没有顺序；各个掩码独立填充 |
 # | 训练 / 使用不匹配 | 没有 | `[MASK]` 只在训练中出现 |
 #
-# XLNet（Yang et al. 2019）和 T5 式的片段遮盖都试图同时保留两列中好的那几行。教程 04 测量了对不匹配的补救
+# XLNet（Yang et al. 2019）和 T5 式的片段遮盖都是想兼得两列长处的尝试。教程 04 测量了对不匹配的补救
 # （80/10/10）；教程 08 测量了去掉因果掩码对 GPT 的影响。
 #
 # ## 轮到你了：练习 `causal_lm_loss` 和 `mlm_loss`

@@ -124,7 +124,7 @@ for n_kv in (6, 2, 1):
 #
 # Same data, same recipe, the same wall-clock budget for every model: GPT-2, then one switch at a
 # time, then the whole Llama shape. Parameter counts stay within a few percent (RoPE drops the
-# block_size x C position table, `bias=False` the biases, GQA some of W^K, W^V), printed beside
+# block_size x d position table, `bias=False` the biases, GQA some of W^K, W^V), printed beside
 # each loss. The machine is shared, so a model that gets fewer steps in its budget shows it in the
 # `steps` column; docs/results/minigpt.md has the three-seed medians of the full comparison.
 

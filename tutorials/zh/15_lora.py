@@ -6,11 +6,13 @@
 #
 #     y = x W^T + b + (alpha / r) * dropout(x) A^T B^T,      A: (r, in),  B: (out, r),  r << in, out
 #
-# `B A` 是一个秩至多为 r 的 (out x in) 矩阵，由 r (in + out) 个数构成，而不是 in x out 个。（PyTorch 和 peft（Hugging Face 的参数高效微调库，LoRA 是其中一种方法）
-# 按 (out, in) 存放权重，所以这一行写成转置的形式；按课程的行向量约定（docs/notation.md）就是
-# y = x W + b + (alpha / r) x A B。）`alpha / r` 对更新做缩放，Hu 等人这样选，是为了换几个秩也能用同一个
-# 学习率。它并不能让更新的大小与 r 无关：Kalajdzievski（2023）指出，在 alpha / r 下，r 越大更新越小，
-# 而 alpha / sqrt(r)（rsLoRA，peft 的 `use_rslora`）能让它保持稳定。本课程与 peft 的默认做法一样，用 alpha / r。
+# `B A` 是一个秩至多为 r 的 (out x in) 矩阵，只由 r (in + out) 个数构成，而不是 in x out 个。PyTorch 和
+# peft（Hugging Face 的参数高效微调库，LoRA 是其中一种方法）都按 (out, in) 存放权重，所以上式带着转置；
+# 按课程的行向量约定（docs/notation.md）写，就是 y = x W + b + (alpha / r) x A B。
+#
+# `alpha / r` 对更新做缩放。Hu 等人这样选，是为了换几个秩也能沿用同一个学习率；但它并不能让更新的大小与 r
+# 无关：Kalajdzievski（2023）指出，在 alpha / r 下 r 越大更新越小，而 alpha / sqrt(r)（rsLoRA，peft 的
+# `use_rslora`）能让它保持稳定。本课程与 peft 的默认做法一样，用 alpha / r。
 #
 # 代码：`common/nn/lora.py:LoRALinear`、`common/nn/lora.py:inject_lora`、`common/nn/lora.py:merge_and_unload`、
 # `common/hub/adapters.py:save_adapter`（peft 的文件格式）。测试：`tests/test_lora.py`（在 BERT 和 GPT 上与

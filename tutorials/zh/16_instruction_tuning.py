@@ -8,9 +8,9 @@
 #
 #     L = -(1/n_A) sum over the n_A assistant tokens of log p(x_t | x_<t)
 #
-# 提示是给定的，从不被预测：它的标签是 -100。模型学习 `<|assistant|>` 之后应该是什么，以及在回答完成时输出
-# `<|end|>`——对话在那里停止生成。这就是有监督微调（SFT），每个对话模型在预训练之后的第一步
-# （InstructGPT，Ouyang et al. 2022）。
+# 提示是现成给出的，模型不必预测它：它的标签是 -100。模型要学的是 `<|assistant|>` 之后该写什么，以及回答
+# 写完时输出 `<|end|>`——对话就在那里停止生成。这就是监督微调（SFT），几乎每个对话模型在预训练之后都从
+# 这一步开始（InstructGPT，Ouyang et al. 2022）。
 #
 # 代码：`common/data/instructions.py:encode_conversation`、`common/data/instructions.py:assistant_labels`、
 # `common/data/instructions.py:DataCollatorForChat`、`minigpt/sft.py:main`、`minigpt/chat.py:main`。
@@ -38,7 +38,7 @@ QUICK = _setup.QUICK
 # %% [markdown]
 # ## 模板与标签掩码
 #
-# 这四个标记是放在分词器词表之后的新词元，所以任何文本都伪造不了它们。下面列出一段对话的每个词元及其标签：
+# 这四个标记是排在分词器词表之后的新词元，所以任何文本都冒充不了它们。下面列出一段对话的每个词元及其标签：
 # 标签为 -100 处显示为 `.`。
 
 # %%

@@ -2,7 +2,7 @@
 # # 17 · 从 GPT-2 到 Llama
 #
 # 如今训练的解码器（Llama、Mistral、Qwen 等）就是把 GPT-2（教程 08）换掉了四个部件，每个部件只是几行
-# 数学。在 minigpt 中，每一个都是 `GPTConfig` 上的一个开关：
+# 数学。在 minigpt 里，每个部件都是 `GPTConfig` 上的一个开关：
 #
 # | 开关 | GPT-2 | Llama | 公式 |
 # |---|---|---|---|
@@ -87,8 +87,8 @@ print("its mean is not 0 (no centring):", rms.mean(-1))
 # ## 3. SwiGLU：带门控的前馈网络
 #
 # Shazeer（2020）把 GELU(x W_1) W_2 换成两个投影的乘积，其中一个经过 silu(x) = x sigmoid(x)：
-# (silu(x W_1) * (x W_3)) W_2（课程的行向量写法）。门控让每个隐藏单元可以乘性地缩放另一个单元。用三个矩阵而不是两个：宽度取
-# 8d/3（向上取整到 8 的倍数），参数量与 GPT-2 宽度为 4d 的前馈网络相同。
+# (silu(x W_1) * (x W_3)) W_2（课程的行向量写法）。门控让一个隐藏单元按乘法去放大或压低另一个。矩阵从两个
+# 变成三个，所以宽度取 8d/3（向上取整到 8 的倍数），参数量才与 GPT-2 中宽度为 4d 的前馈网络相同。
 
 # %%
 C = 48
@@ -102,7 +102,7 @@ print(f"C = {C}: SwiGLU width {swiglu_width(C)}, parameters {3 * C * swiglu_widt
 # ## 4. 分组查询注意力：更小的 KV 缓存
 #
 # 生成一个词元要读取每一层的整个 KV 缓存；上下文很长时，内存流量的大头是它，而不是权重。Ainslie et al.
-# （2023）：只投影 n_kv_head 个键/值头，让每 n_head / n_kv_head 个查询头共享其中一个（n_kv_head = 1 就是
+# （2023）的做法是只投影 n_kv_head 个键/值头，让每 n_head / n_kv_head 个查询头共享其中一个（n_kv_head = 1 就是
 # 多查询注意力）。缓存因此缩小这么多倍；`repeat_kv` 把第 h // (n_head / n_kv_head) 个 kv 头交给查询头 h。
 
 # %%
@@ -118,7 +118,7 @@ for n_kv in (6, 2, 1):
 # ## 5. 每个开关在 tiny shakespeare 上的效果
 #
 # 相同的数据、相同的方案，每个模型的墙钟时间预算相同：先是 GPT-2，然后一次换一个开关，最后是完整的
-# Llama 形态。参数量相差不超过几个百分点（RoPE 去掉了 block_size x C 的位置表，`bias=False` 去掉了偏置，
+# Llama 形态。参数量相差不超过几个百分点（RoPE 去掉了 block_size x d 的位置表，`bias=False` 去掉了偏置，
 # GQA 去掉了 W^K、W^V 的一部分），打印在每个损失旁边。机器是共享的，所以在预算内步数较少的模型会在
 # `steps` 列中显示出来；完整比较的三种子中位数见 docs/results/minigpt.md。
 

@@ -21,7 +21,8 @@ help:
 	@echo "make test       full test suite (what CI runs)"
 	@echo "make test-fast  tests not marked slow"
 	@echo "make bench      speed benchmarks against transformers"
-	@echo "make exercises  write the student copy of the course to ./student"
+	@echo "make exercises  write the student copy of the course to $(STUDENT) (outside this folder)"
+	@echo "make grade      grade the student copy (in a student copy: this folder; here: $(STUDENT))"
 	@echo "make mutants    mutation run over common/nn: every hand-written mutant must fail a test"
 	@echo "make notebooks  executed notebooks of every tutorial, English and Chinese, in notebooks/ (QUICK=1 for quick mode)"
 
@@ -61,11 +62,16 @@ bench: $(STAMP)
 mutants: $(STAMP)
 	$(PY) -m tests.mutants
 
+# The student copy lives outside the reference course (`make` refuses a folder inside it) and holds
+# no solution line: the teachers' material (tutorials/mistakes.py, tests/mutants.py) stays here.
+# `make grade` in a student copy (it has STUDENT_COPY.md) grades that copy; here, in the reference,
+# it grades the copy at $(STUDENT), never the reference itself (a teacher: `... grade --reference`).
+STUDENT ?= ../student
 exercises: $(STAMP)
-	$(PY) -m tutorials.exercises make --out student
+	$(PY) -m tutorials.exercises make --out $(STUDENT)
 
 grade: $(STAMP)
-	$(PY) -m tutorials.exercises grade
+	$(PY) -m tutorials.exercises grade $(if $(wildcard STUDENT_COPY.md),,--root $(STUDENT))
 
 # Executed notebooks (outputs included) of every tutorial, English and Chinese, in notebooks/
 # (git-ignored). Installs jupytext, nbconvert and ipykernel into $(VENV) when missing.

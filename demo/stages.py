@@ -3,8 +3,8 @@
     pretrain_bert     BERT on sentence pairs [CLS] A [SEP] B [SEP] with  L = L_MLM + L_NSP
                       (Devlin et al. 2019, section 3.1). Every `eval_every` steps, and before the
                       first, it is scored on held-out pairs with fixed masks:
-                          MLM loss      -1/|I| sum_{i in I} log p(x_i | x_{-i})   (I = masked positions)
-                          MLM accuracy  share of i in I with argmax_v p(v | x_{-i}) = x_i
+                          MLM loss      -1/|I| sum_{i in I} log p(x_i | x~)   (I = masked positions, x~ the corrupted pair)
+                          MLM accuracy  share of i in I with argmax_v p(v | x~) = x_i
                           NSP accuracy  share of pairs whose IsNext / NotNext is predicted right
     finetune_compare  one classifier, logits = C W + b on the [CLS] vector, fine-tuned twice on
                       the same few labels: from the pretrained encoder and from random weights

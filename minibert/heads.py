@@ -1,12 +1,12 @@
-"""The task heads on top of BertModel, each a few lines over H_L (B, T, C) or the pooled C (B, C).
+"""The task heads on top of BertModel, each a few lines over H_L (B, T, d) or the pooled c (B, d).
 
 Pre-training (Devlin et al. 2019, section 3.1), I = the masked positions (labels != -100):
-    MLM:  p(x_i | x_{-i}) = softmax(LayerNorm(act(H_L[i] W_t + b_t)) E_token^T + b),  i in I
+    MLM:  p(x_i | x~) = softmax(LayerNorm(act(H_L[i] W_t + b_t)) E_token^T + b),  i in I, x~ the corrupted input
           (the output layer reuses the token embedding table E_token: "weight tying")
-    NSP:  p(IsNext | A, B) = softmax(C W_nsp + b_nsp)
-    L = alpha * L_MLM + beta * L_NSP                                   (common.nn.losses.pretraining_loss)
+    NSP:  p(IsNext | A, B) = softmax(c W_nsp + b_nsp)
+    L = w_MLM * L_MLM + w_NSP * L_NSP                                   (common.nn.losses.pretraining_loss)
 Fine-tuning (section 4):
-    sequence classification   logits = Dropout(C) W + b                 (B, K)
+    sequence classification   logits = Dropout(c) W + b                 (B, K)
     token classification      logits = Dropout(H_L) W + b               (B, T, K)
     question answering        start, end = H_L W_qa + b_qa              (B, T) each
 

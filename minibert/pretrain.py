@@ -4,9 +4,9 @@
         --output_dir out/bert --max_time 600
     python -m minibert.finetune --task classification --model_name_or_path out/bert ...
 
-Without --nsp: BertForMaskedLM learns L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x_{-i}) on
+Without --nsp: BertForMaskedLM learns L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~) on
 [CLS] line [SEP] examples (--line_by_line) or on the whole file cut into blocks of --max_seq_length
-tokens; I = the positions the collator selected (--mlm_probability, then 80% [MASK] / 10% random /
+tokens; x~ the corrupted input, I = the positions the collator selected (--mlm_probability, then 80% [MASK] / 10% random /
 10% unchanged, common/data/language_modeling.py:DataCollatorForLanguageModeling).
 With --nsp: BertForPreTraining on [CLS] A [SEP] B [SEP] pairs (one sentence per line, a blank line
 between documents; common/data/language_modeling.py:TextDatasetForNextSentencePrediction) learns

@@ -71,9 +71,10 @@ def relative_position_bucket(relative_position: torch.Tensor, bidirectional: boo
 
     bidirectional (encoder): half the buckets for r > 0, half for r <= 0 (n = |r|);
     causal (decoder): only r <= 0 exists, all buckets for n = -r (r > 0 would be masked anyway: n = 0).
-    Within one direction, with N buckets and N_e = N / 2 of them exact:
-        bucket(n) = n                                                       n < N_e
-        bucket(n) = min(N - 1, N_e + floor(log(n / N_e) / log(D / N_e) * (N - N_e)))   otherwise
+    Within one direction, with n_b buckets (encoder num_buckets / 2, decoder num_buckets) and
+    n_e = n_b / 2 of them exact (so with 32 buckets: distances up to 7 in the encoder, 15 in the decoder):
+        bucket(n) = n                                                       n < n_e
+        bucket(n) = min(n_b - 1, n_e + floor(log(n / n_e) / log(D / n_e) * (n_b - n_e)))   otherwise
     so near tokens get one bucket per distance and far ones share log-spaced buckets; every n >=
     max_distance D lands in the last bucket. relative_position: long, any shape -> same shape.
     """

@@ -317,6 +317,89 @@ def test_copy_makefile_uses_the_course_python_and_never_installs(tmp_path):
     assert f"{venv}/bin/python -m tutorials.exercises grade" in dry.stdout, dry.stdout
 
 
+# Body lines that answer nothing although no library line outside the regions holds them.
+GENERIC_LINES = {"if self.rng.random() < 0.5:": "a coin flip (demo/corpus.py draws one too)",
+                 "reduction=reduction)": "the last argument of a call (tests pass it on too)"}
+
+
+def code_of(line: str) -> str:
+    return line.split("  #")[0].strip()
+
+
+def solution_lines(root: Path = ROOT) -> dict[str, str]:
+    """{line: exercise} for the lines a stub removes that would give an answer away: the stripped
+    code lines of every exercise body, 16 characters or longer, that the library code outside the
+    regions does not also hold (`raise ValueError(` or `if mask is not None:` answer nothing)."""
+    found: dict[str, str] = {}
+    library: list[str] = []
+    for path in ex._source_files(root):
+        rel = path.relative_to(root).as_posix()
+        lines = path.read_text(encoding="utf-8").splitlines()
+        inside = set()
+        for region in ex.find_regions_in_text("\n".join(lines), rel):
+            inside.update(range(region.begin, region.end + 1))
+            for fn in region.functions:
+                doc = ex._docstring_node(fn.node)
+                first = doc.end_lineno if doc else fn.node.body[0].lineno - 1
+                for line in lines[first:fn.end]:
+                    code = code_of(line)
+                    if len(code) >= 16 and not code.startswith("#"):
+                        found.setdefault(code, region.name)
+        library.append("\n".join(line for i, line in enumerate(lines, 1) if i not in inside))
+    library_text = "\n".join(library)
+    return {line: name for line, name in found.items()
+            if line not in library_text and line not in GENERIC_LINES}
+
+
+def leaks(folder: Path, lines: dict[str, str]) -> dict[str, list[str]]:
+    """{file of `folder`: the solution lines it holds}, every file of it read as text."""
+    out: dict[str, list[str]] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # a binary file (a plot) holds no source line
+        hits = [f"{lines[line]}: {line}" for line in lines if line in text]
+        if hits:
+            out[path.relative_to(folder).as_posix()] = hits
+    return out
+
+
+@pytest.mark.skipif(ex.is_student_copy(ROOT), reason="a student copy: the reference's check")
+def test_the_student_copy_carries_no_solution_line_in_any_file(tmp_path):
+    lines = solution_lines()
+    assert len(set(lines.values())) >= 0.8 * len(ex.REGISTRY), (
+        f"only {sorted(set(lines.values()))} have a distinctive body line: the search would miss the others")
+    # The search finds what it looks for: the teachers' material holds the reference lines.
+    teacher = leaks(ROOT / "tutorials", lines)
+    assert "mistakes.py" in teacher, "no solution line found in tutorials/mistakes.py: the search is broken"
+    out = tmp_path / "student"
+    ex.make_student_copy(out)
+    found = leaks(out, lines)
+    assert not found, "the student copy gives answers away:\n" + "\n".join(
+        f"  {f}: {len(hits)} line(s), e.g. {hits[0]}" for f, hits in found.items())
+    assert not [f for f in ex.TEACHER_FILES if (out / f).exists()], "teachers' material in the copy"
+    assert (out / ex.STUDENT_MARK).is_file(), f"the copy lacks its mark {ex.STUDENT_MARK}"
+
+
+@pytest.mark.skipif(ex.is_student_copy(ROOT), reason="a student copy: the reference's check")
+def test_make_refuses_a_folder_inside_the_reference_course():
+    with pytest.raises(ExerciseError, match="inside the reference course .* outside it"):
+        ex.make_student_copy(ROOT / "student")
+    assert not (ROOT / "student" / ex.STUDENT_MARK).exists()
+
+
+@pytest.mark.skipif(ex.is_student_copy(ROOT), reason="a student copy: the reference's check")
+def test_grade_refuses_the_reference_course_unless_a_teacher_asks(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tutorials.exercises", "grade", "--json", ""],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "reference course" in proc.stderr and "--reference" in proc.stderr, (
+        f"grade at the reference root exited {proc.returncode}: {proc.stderr or proc.stdout[-500:]}")
+    missing = subprocess.run([sys.executable, "-m", "tutorials.exercises", "grade", "--root",
+                              str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2 and "make exercises" in missing.stderr, missing.stderr
+
+
 # ---------------------------------------------------------------------------- grading
 
 

@@ -111,7 +111,7 @@ def test_require_level_exits_1_below_the_level(required, reached, status, tmp_pa
                         lambda *a, **k: ex.RunResult(dict(results), 0, ""))
     out = tmp_path / "grade.json"
     # The parser's --require-level choices are read from LEVELS when it is built.
-    got = ex.main(["grade", "--require-level", required, "--json", str(out)])
+    got = ex.main(["grade", "--reference", "--require-level", required, "--json", str(out)])
     assert got == status, f"--require-level {required} with '{reached}' exited {got}, not {status}"
     assert json.loads(out.read_text())["exercises_total"] == 3
     if status:

@@ -4,6 +4,7 @@ L_LM was once written four ways (a sum, a mean over T-1, over n, over T) in the 
 tutorial 08, minigpt/train.py and the demo. Now each of those places states the one formula of
 docs/notation.md, and the code's default (causal_lm_loss's reduction="mean") is that mean.
 """
+import re
 from pathlib import Path
 
 import torch
@@ -42,3 +43,100 @@ def test_the_default_reduction_is_that_mean_over_the_predicted_positions():
     assert len(terms) == 7, "2 rows x 4 predicted positions, one without a label"
     got = causal_lm_loss(logits, labels)
     assert torch.allclose(got, by_hand, atol=1e-12), f"causal_lm_loss {float(got):.6f} != the mean {float(by_hand):.6f}"
+
+
+# ------------------------------------------------------------------ every tutorial, one convention
+
+NOTATION = (REPO / "docs/notation.md").read_text(encoding="utf-8")
+HEADING = re.compile(r"^## Tutorials? (\d\d)(?:-(\d\d))?\b", re.M)
+
+
+def covered_tutorials() -> set[int]:
+    """The tutorial numbers docs/notation.md's headings cover ("## Tutorials 13-14: T5" -> {13, 14})."""
+    return {n for m in HEADING.finditer(NOTATION) for n in range(int(m[1]), int(m[2] or m[1]) + 1)}
+
+
+def test_notation_covers_every_tutorial_and_the_planned_ones():
+    on_disk = {int(p.name[:2]) for p in (REPO / "tutorials").glob("[0-9][0-9]_*.py")}
+    missing = sorted(on_disk - covered_tutorials())
+    assert not missing, f"docs/notation.md has no '## Tutorial NN' section covering tutorials {missing}"
+    planned = {18, 19, 20, 21}  # this round's new chapters (rewards, looking inside, smaller, costs)
+    assert planned <= covered_tutorials(), f"no section yet for {sorted(planned - covered_tutorials())}"
+
+
+# Each entry: a formula docs/notation.md must state, as it states it.
+ENTRIES = {
+    "row vectors": "`y = x W + b` with `W` of shape `(d_in, d_out)`",
+    "PyTorch's (out, in)": "PyTorch stores `nn.Linear.weight` the other way, `(out, in)`",
+    "MLM sampling": "`m_i ~ Bernoulli(0.15)`",
+    "MLM as an expectation": "L_MLM = E_{(I, x~) ~ corrupt(x)} [ -(1/|I|) sum_{i in I} log p(x_i | x~) ]",
+    "PLL": "`PLL(x) = sum_{t=1}^{T} log p(x_t | x_{-t})`",
+    "T5 buckets": "bucket(n) = min(n_b - 1, n_b/2 + floor(log(n / (n_b/2)) / log(D / (n_b/2)) (n_b - n_b/2)))",
+    "beam length penalty": "`log P(y | x) / n^lp`, `n` = tokens generated, `</s>` included",
+    "BLEU": "`BLEU = 100 BP exp((1/4) sum_n log p_n)`",
+    "RoPE": "omega_i = base^(-2i / d_k),   i = 0, ..., d_k/2 - 1",
+    "SwiGLU": "SwiGLU `(silu(x W_1) * (x W_3)) W_2`",
+    "LoRA": "`y = x W + b + (alpha / r) dropout(x) A B`",
+    "rsLoRA": "rsLoRA's `alpha / sqrt(r)`",
+    "SFT": "`L_SFT = -(1/n_A) sum over the n_A assistant tokens t of log p(x_t | x_<t)`",
+    "DPO": "`L_DPO = -log sigmoid(beta ((log pi(y_w) - log pi_ref(y_w))",
+    "warm-up": "`eta_s = eta_max s / S_w` for `s < S_w`",
+}
+
+
+def test_notation_states_each_new_entry():
+    missing = {name: statement for name, statement in ENTRIES.items() if statement not in NOTATION}
+    assert not missing, "docs/notation.md lacks these statements (or states them differently):\n" + "\n".join(
+        f"  {name}: {statement}" for name, statement in missing.items())
+
+
+# Slips that were found, and the places that must not carry them again.
+COURSE = sorted({*REPO.glob("tutorials/[0-9][0-9]_*.py"), *REPO.glob("tutorials/zh/[0-9][0-9]_*.py"),
+                 REPO / "README.md", REPO / "README.zh-CN.md", REPO / "docs/notation.md",
+                 REPO / "tutorials/exercises.py", REPO / "minibert/pretrain.py", REPO / "minibert/heads.py",
+                 REPO / "demo/stages.py", REPO / "common/nn/blocks.py", REPO / "common/nn/rope.py"})
+SLIPS = {
+    "W_2 (silu(": "SwiGLU in column form; the course writes (silu(x W_1) * (x W_3)) W_2",
+    "base^(-2i/d)": "RoPE's exponent is over d_k, the head width: base^(-2i/d_k)",
+    "p(x_i | x_{-i})": "the MLM loss conditions on the corrupted x~, not x_{-i} (that is the PLL)",
+    "n^alpha": "the beam length penalty is lp (length_penalty); alpha is LoRA's",
+    "sum of conditionals": "PLL is a sum of LOG-conditionals",
+    "个条件概率的和": "PLL 是对数条件概率之和",
+    "`PLL(x)`，条件概率之和": "PLL 是对数条件概率之和",
+    "(N - N/2)": "the bucket count of one direction is n_b (N is the number of predicted positions)",
+}
+
+
+def test_no_place_repeats_a_fixed_slip():
+    found = [f"{path.relative_to(REPO)}: '{slip}' ({why})" for path in COURSE if path.is_file()
+             for slip, why in SLIPS.items() if slip in path.read_text(encoding="utf-8")]
+    assert not found, "slips the notation fixed are back:\n" + "\n".join(found)
+
+
+def test_the_bucket_claims_hold():
+    from minit5.model import relative_position_bucket
+    past = torch.arange(0, -200, -1)
+    for bidirectional, exact in ((True, 7), (False, 15)):
+        buckets = relative_position_bucket(past, bidirectional, 32, 128)
+        alone = torch.bincount(buckets)[buckets] == 1
+        got = int(alone.long().cumprod(0).sum()) - 1
+        assert got == exact, (f"{'encoder' if bidirectional else 'decoder'}: each distance has its own "
+                              f"bucket up to {got}, docs/notation.md says {exact}")
+
+
+def test_the_span_corruption_docstring_example_is_what_corrupt_spans_returns():
+    from common.data import span_corruption
+    shown = {}
+    for line in span_corruption.__doc__.splitlines():
+        words = line.split()
+        if line.startswith("    ") and words and words[0] in ("tokens", "inputs", "targets"):
+            shown.setdefault(words[0], words[1:])
+    tokens = shown["tokens"]
+    noise = [w in shown["targets"] for w in tokens]  # the example's noise words occur once each
+    inputs, targets = span_corruption.corrupt_spans(list(range(len(tokens))), noise, first_sentinel_id=99)
+    name = {99: "<X>", 98: "<Y>", 97: "<Z>"}
+    got = ([name.get(i, tokens[i] if i < len(tokens) else "?") for i in inputs],
+           [name.get(i, tokens[i] if i < len(tokens) else "?") for i in targets])
+    assert got == (shown["inputs"], shown["targets"]), (
+        f"common/data/span_corruption.py's example shows inputs {shown['inputs']}, targets "
+        f"{shown['targets']}; corrupt_spans returns {got[0]}, {got[1]}")

@@ -85,3 +85,27 @@ def test_tutorial_runs_in_quick_mode(path, tmp_path):
         plots = sorted(p.name for p in tmp_path.rglob("*.png"))
         assert plots, (f"{path.name} calls save_plot and matplotlib is installed, but no .png appeared "
                        f"in TUTORIAL_OUT={tmp_path}; plots must go to _setup.OUT")
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
+def test_tutorial_title_carries_its_file_number(path):
+    title = path.read_text(encoding="utf-8").splitlines()[1]
+    number = re.match(r"^# # (\d\d)\b", title)
+    assert number is None or number.group(1) == path.name[:2], (
+        f"{path.name}: its title {title!r} carries number {number.group(1)}, its file {path.name[:2]}")
+
+
+ASKS = re.compile(r"^# (?:## |\*\*)?Predict, then run", re.M)
+YOUR_TURN = re.compile(r"^# ## Your turn\b(.*?)(?=^# %%|\Z)", re.M | re.S)
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
+def test_tutorial_asks_a_question_and_names_its_graded_exercise(path):
+    from tutorials.exercises import REGISTRY
+    source = path.read_text(encoding="utf-8")
+    assert ASKS.search(source), f"{path.name} has no 'Predict, then run' question for the learner to answer first"
+    turn = YOUR_TURN.search(source)
+    assert turn, f"{path.name} has no '## Your turn: exercise `name`' section naming its graded exercise"
+    named = [n for n in re.findall(r"`(\w+)`", turn.group(1)) if n in REGISTRY]
+    assert named, (f"{path.name}: its 'Your turn' section names no graded exercise in backquotes; "
+                   f"they are {sorted(REGISTRY)}")

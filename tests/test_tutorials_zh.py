@@ -26,7 +26,9 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 # The write-up's terms; the variants on the left are what a translation must not drift into.
 TERMS = {"预先训练": "预训练", "精调": "微调", "遮蔽语言模型": "掩码语言模型",
          "掩蔽语言模型": "掩码语言模型", "屏蔽语言模型": "掩码语言模型", "下句预测": "下一句预测",
-         "自动回归": "自回归", "自动编码": "自编码"}
+         "自动回归": "自回归", "自动编码": "自编码",
+         # docs/notation.md's glossary (中文部分：术语表)
+         "片段破坏": "片段遮盖", "整理器": "组批器", "被破坏的": "加噪后的", "集束搜索": "束搜索"}
 
 
 @pytest.mark.parametrize("english", ENGLISH, ids=lambda p: p.stem)
@@ -121,3 +123,29 @@ def test_make_notebooks_writes_executed_notebooks_in_both_languages(tmp_path):
         assert [c["outputs"] for c in code["zh"]] == [c["outputs"] for c in code["en"]]
         prose = "".join("".join(c["source"]) for c in books["zh"]["cells"] if c["cell_type"] == "markdown")
         assert CJK.search(prose), "the Chinese notebook's prose is not Chinese"
+
+
+def glossary() -> dict[str, str]:
+    """docs/notation.md's Chinese glossary: {a variant not to use: the course's term}."""
+    text = (ROOT / "docs" / "notation.md").read_text(encoding="utf-8")
+    part = text[text.index("## 中文部分：术语表"):]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in part.splitlines()
+            if line.startswith("| ") and not line.startswith("| English") and "---" not in line]
+    return {bad: row[1] for row in rows if len(row) >= 3 for bad in row[2].split("、") if bad}
+
+
+def test_the_chinese_write_up_uses_the_glossary_of_docs_notation():
+    terms = glossary()
+    assert {"破坏", "片段破坏", "整理器"} <= set(terms), (
+        f"docs/notation.md's glossary lost its entries for corruption and collator: {terms}")
+    places = CHINESE + [ROOT / "README.zh-CN.md"]
+    drift = [f"{p.name}: {bad} -> {good}" for p in places for bad, good in terms.items()
+             if bad in p.read_text(encoding="utf-8")]
+    assert not drift, "use docs/notation.md's Chinese terms:\n" + "\n".join(drift)
+
+
+@pytest.mark.parametrize("chinese", CHINESE, ids=lambda p: p.stem)
+def test_chinese_tutorial_asks_and_names_its_exercise_too(chinese):
+    source = chinese.read_text(encoding="utf-8")
+    assert "先预测，再运行" in source, f"{chinese.name}: no '先预测，再运行' question (the English one has it)"
+    assert re.search(r"^# ## 轮到你了", source, re.M), f"{chinese.name}: no '## 轮到你了' section"

@@ -289,14 +289,14 @@ if plt is not None:
 #
 # ## Your turn: exercise `attention`
 #
-# `make exercises` writes a copy of the course to `student/` in which the body of
+# `make exercises` writes a copy of the course to `../student/` in which the body of
 # `scaled_dot_product_attention` is replaced by `raise NotImplementedError(...)`. Write it there
 # (the three steps above, plus the mask of tutorial 02 and dropout on the weights when
-# `training`), then `cd student && make grade` runs the exercise's tests and prints your grade.
+# `training`), then `cd ../student && make grade` runs the exercise's tests and prints your grade.
 # One exercise at a time:
 #
-#     python -m tutorials.exercises make --out student --only attention
-#     cd student && python -m tutorials.exercises grade --only attention
+#     python -m tutorials.exercises make --out ../student --only attention
+#     cd ../student && python -m tutorials.exercises grade --only attention
 #
 # The tests that grade it:
 

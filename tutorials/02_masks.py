@@ -14,7 +14,7 @@
 #   tokens on both sides of it: BERT is *bidirectional*.
 # - **causality**: a language model that predicts the next token `x_{t+1}` from `x_1..x_t` must
 #   not peek at it. Query `i` sees keys `j <= i` only. GPT uses this mask (and the padding one):
-#   it reads left to right, which is what lets it generate (tutorials 08 and 16).
+#   it reads left to right, which is what lets it generate (tutorials 08 and 10).
 #
 # In code, a mask is a **boolean tensor, True = may attend** (`common/nn/masks.py`). It is built
 # with the shape that broadcasts against the scores `(B, h, T_q, T_k)` (`h` heads):
@@ -190,7 +190,7 @@ assert changed["bidirectional"] == list(range(8)), changed
 # later token (`test_with_a_causal_mask_a_later_token_never_changes_earlier_outputs` proves it on
 # random shapes). Bidirectional: every row, the earlier ones too. That one difference is the
 # whole split between GPT (autoregressive: each position predicts from its left) and BERT
-# (autoencoding: each position reads both sides), studied in tutorial 16.
+# (autoencoding: each position reads both sides), studied in tutorial 10.
 #
 # ## The three masks as pictures
 
@@ -219,8 +219,8 @@ if plt is not None:
 # In the student copy (`make exercises`), `padding_mask` and `causal_mask` raise
 # `NotImplementedError`. Write them from the docstrings and the formulas above, then grade:
 #
-#     python -m tutorials.exercises make --out student --only masks
-#     cd student && python -m tutorials.exercises grade --only masks     # or: make grade
+#     python -m tutorials.exercises make --out ../student --only masks
+#     cd ../student && python -m tutorials.exercises grade --only masks     # or: make grade
 #
 # The exercise `attention` builds on this one: its tests pass masks into the attention.
 

@@ -128,8 +128,9 @@ print("max |by hand - EncoderBlock|:", float((y_by_hand - y).abs().max()))
 assert torch.allclose(y_by_hand, y, atol=1e-5)
 
 # %% [markdown]
-# The last operation is a LayerNorm, `LN(z) = gamma * (z - mean(z)) / sqrt(var(z) + eps) + beta`
-# over the `d` channels of each position. At initialisation `gamma = 1` and `beta = 0`, so every
+# The last operation is a LayerNorm, `LN(z) = g * (z - mean(z)) / sqrt(var(z) + eps) + b`
+# (`g`, `b`: PyTorch's `weight` and `bias`)
+# over the `d` channels of each position. At initialisation `g = 1` and `b = 0`, so every
 # output row has mean 0 and standard deviation 1 - the property
 # `test_encoder_block_output_is_layer_normalised_rows_of_the_input_shape` checks:
 
@@ -305,7 +306,7 @@ print("parameters:", sum(p.numel() for p in model.parameters()))
 # ## The same names as Hugging Face transformers
 #
 # Every parameter has the name transformers gives it, so a real BERT checkpoint loads by name
-# with nothing renamed (tutorial 10 loads the real MiniLM weights):
+# with nothing renamed (tutorial 11 loads the real MiniLM weights):
 
 # %%
 names = list(model.state_dict())
@@ -349,8 +350,8 @@ if transformers is not None:
 # - `BertEmbeddings.forward` in `minibert/model.py`: the sum of the three embeddings (positions
 #   `0..T-1` and segment 0 when not given), LayerNorm, dropout.
 #
-#     python -m tutorials.exercises make --out student --only encoder_block --only embeddings
-#     cd student && python -m tutorials.exercises grade --only encoder_block --only embeddings
+#     python -m tutorials.exercises make --out ../student --only encoder_block --only embeddings
+#     cd ../student && python -m tutorials.exercises grade --only encoder_block --only embeddings
 
 # %%
 from tutorials.exercises import REGISTRY

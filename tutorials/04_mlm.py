@@ -1,11 +1,14 @@
 # %% [markdown]
 # # 04 · Masked language modelling: the corruption and the loss
 #
-# BERT learns from plain text by filling in blanks (Devlin et al. 2019, section 3.1). Each
-# ordinary token is chosen independently with probability 0.15, one Bernoulli(0.15) draw per
-# token, `m_i ~ Bernoulli(0.15)` (so 15% *on average*: a short sentence may get none, another
-# three); call the set of chosen positions `I = {i : m_i = 1}`. Each chosen token is then
-# replaced:
+# BERT learns from plain text by filling in blanks (Devlin et al. 2019, section 3.1: 15% of the
+# tokens). How the 15% are drawn differs: Google's `create_pretraining_data.py` takes exactly
+# round(0.15 n) of the n ordinary tokens (at least 1, at most `max_predictions_per_seq`); we do
+# what transformers' MLM collator (`DataCollatorForLanguageModeling`; a *collator* is the function
+# that turns a list of examples into one batch) does: each ordinary token is chosen independently,
+# one Bernoulli(0.15) draw per token, `m_i ~ Bernoulli(0.15)` (so 15% *on average*: a short
+# sentence may get none, another three); call the set of chosen positions `I = {i : m_i = 1}`.
+# Each chosen token is then replaced:
 #
 #     with probability 0.8   by [MASK]               "the cat [MASK] on the mat"
 #     with probability 0.1   by a random token       "the cat apple on the mat"
@@ -14,16 +17,17 @@
 # giving the corrupted sequence `x~`, and the model must predict the original token at every
 # position of `I`. All of `I` is corrupted *at once*, and every prediction reads the same `x~`:
 #
-#     L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~; theta)
+#     L_MLM = E_{(I, x~) ~ corrupt(x)} [ -(1/|I|) sum_{i in I} log p(x_i | x~; theta) ]
 #
-# the mean over the masked positions (`mlm_loss`'s default, what BERT reports; `reduction="sum"`
+# an expectation over the random corruption: each batch draws one corruption and its loss, the
+# mean over the masked positions (`mlm_loss`'s default, what BERT reports; `reduction="sum"`
 # drops the `1/|I|`). Note what the model conditions on: `x~`, not "the sentence with only
 # position `i` hidden". Two things follow:
 #
 # - **the independence assumption**: two masked tokens are predicted from the same `x~`, each
 #   without the other, so `p(x_i, x_j | x~)` is modelled as `p(x_i | x~) p(x_j | x~)`. In
 #   "[MASK] [MASK] is a city", "New York" and "Los Angeles" both score well, and so does
-#   "New Angeles" (tutorial 16 measures this);
+#   "New Angeles" (tutorial 10 measures this);
 # - **the mismatch**: `[MASK]` never occurs when the model is used later (fine-tuning reads real
 #   text). The 10% random and 10% unchanged tokens (for which `x_i` itself is visible in `x~`)
 #   make the model predict a token for *every* input it sees, not only for `[MASK]`; the
@@ -124,7 +128,7 @@ print("labels at the chosen positions are the originals:",
 assert int((chosen & special).sum()) == 0
 
 # %% [markdown]
-# (A random draw can hit the original word by chance, 1 time in ~540 here; it then counts as
+# (A random draw can hit the original word by chance, about 1 time in 540 here; it then counts as
 # "kept".) `tests/test_masks.py::test_mlm_split_is_80_10_10_within_binomial_noise` and
 # `tests/test_data.py::test_mlm_selection_rate_and_exact_80_10_10_split` check these proportions.
 #
@@ -150,6 +154,9 @@ print("max |log_softmax - torch.log_softmax| on random logits:",
 # ## Cross-entropy, with ignored rows
 #
 #     CE(z, y) = -log p_y        rows with y = -100 are skipped; "mean" divides by the kept rows
+#
+# `log` is the natural logarithm, so losses come in *nats* (1 nat = 1 / ln 2 = 1.44 bits); every
+# loss of the course is in nats.
 
 # %%
 logits = torch.randn(4, 5)  # (N, V)
@@ -343,8 +350,8 @@ assert accuracy["80/10/10"] > accuracy["100% [MASK]"] + 0.05, accuracy
 # - `log_softmax`, `cross_entropy`, `mlm_loss` in `common/nn/losses.py` (each builds on the one
 #   before it, as above).
 #
-#     python -m tutorials.exercises make --out student     # `make exercises`: all exercises
-#     cd student && python -m tutorials.exercises grade --only log_softmax --only cross_entropy
+#     python -m tutorials.exercises make --out ../student     # `make exercises`: all exercises
+#     cd ../student && python -m tutorials.exercises grade --only log_softmax --only cross_entropy
 
 # %%
 from tutorials.exercises import REGISTRY

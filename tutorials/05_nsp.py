@@ -17,7 +17,7 @@
 #
 # The same pairs are also masked (tutorial 04), and the two losses are added:
 #
-#     L = alpha * L_MLM + beta * L_NSP            (alpha = beta = 1 in BERT)
+#     L = w_MLM * L_MLM + w_NSP * L_NSP            (w_MLM = w_NSP = 1 in BERT)
 #
 # with `L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~)` of tutorial 04 and `L_NSP` averaged over
 # the pairs of the batch: both are means.
@@ -172,11 +172,11 @@ for key, value in batch.items():
 print("next_sentence_label:", batch["next_sentence_label"].tolist())
 
 # %% [markdown]
-# ## L_NSP and L = alpha L_MLM + beta L_NSP, by hand
+# ## L_NSP and L = w_MLM L_MLM + w_NSP L_NSP, by hand
 #
 # `BertForPreTraining` returns `prediction_logits` `(B, T, V)` for the MLM and
 # `seq_relationship_logits` `(B, 2)` for NSP, and their weighted sum as `loss`. The weights are
-# config fields, `mlm_alpha` and `nsp_beta`. We take `alpha = 1`, `beta = 0.5` to tell the terms
+# config fields, `mlm_alpha` and `nsp_beta`. We take `w_MLM = 1`, `w_NSP = 0.5` to tell the terms
 # apart:
 
 # %%
@@ -228,7 +228,7 @@ assert silent == ["bert.pooler.dense.bias", "bert.pooler.dense.weight",
 
 # %% [markdown]
 # The pooler too: `c = tanh(H_L[0] W_p + b_p)` feeds only the NSP classifier, and MLM reads the
-# token rows of `H_L`, never `c`. So with `beta = 0` the pooler of a pre-trained checkpoint is
+# token rows of `H_L`, never `c`. So with `w_NSP = 0` the pooler of a pre-trained checkpoint is
 # still its random initialisation, and a classifier fine-tuned on top of it (tutorial 07) starts
 # from an untrained layer; this is why some recipes pool differently (the mean of `H_L`).
 #
@@ -240,8 +240,8 @@ assert silent == ["bert.pooler.dense.bias", "bert.pooler.dense.weight",
 #   that IsNext's B really follows A, and that NotNext's B comes from another document.
 # - `nsp_loss` in `common/nn/losses.py`: two-class cross-entropy on the `(B, 2)` logits.
 #
-#     python -m tutorials.exercises make --out student --only nsp_pairs --only nsp_loss
-#     cd student && python -m tutorials.exercises grade --only nsp_pairs --only nsp_loss
+#     python -m tutorials.exercises make --out ../student --only nsp_pairs --only nsp_loss
+#     cd ../student && python -m tutorials.exercises grade --only nsp_pairs --only nsp_loss
 
 # %%
 from tutorials.exercises import REGISTRY

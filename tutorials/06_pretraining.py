@@ -5,15 +5,15 @@
 # and train: a small BERT reads thousands of unlabeled sentence pairs `[CLS] A [SEP] B [SEP]`,
 # some of their tokens masked, and minimises
 #
-#     L = alpha L_MLM + beta L_NSP                  (alpha = beta = 1, as in BERT)
+#     L = w_MLM L_MLM + w_NSP L_NSP                  (w_MLM = w_NSP = 1, as in BERT)
 #     L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~)     (I = the masked positions, x~ the corrupted input)
 #     L_NSP = -log p(y | c)                             (y = IsNext / NotNext, c the pooled [CLS] vector)
 #
 # with AdamW, the learning rate warmed up linearly for the first steps and then decayed linearly
 # to 0 (Devlin et al. 2019, appendix A.2, used the same schedule):
 #
-#     lr(s) = lr_max * s / s_warm                       for s < s_warm
-#     lr(s) = lr_max * (S - s) / (S - s_warm)           afterwards (S = all steps)
+#     eta_s = eta_max * s / S_w                       for s < S_w
+#     eta_s = eta_max * (S - s) / (S - S_w)           afterwards (S = all steps)
 #
 # Two numbers tell us it learns, both measured on held-out stories it never trains on:
 #
@@ -99,16 +99,16 @@ print(f"{model.num_parameters():,} parameters, {embedding_share:.0%} of them in 
 # ## The learning-rate schedules
 #
 # BERT's is `linear`. Language-model recipes now often decay to a floor instead of to 0, or hold
-# the rate and decay only at the end (`common/train/optim.py`, with W warmup steps, S all steps,
-# r the floor as a fraction of lr_max; transformers' names, `--lr_scheduler_kwargs` on the command line):
+# the rate and decay only at the end (`common/train/optim.py`, with S_w warm-up steps, S all steps,
+# r the floor as a fraction of eta_max; transformers' names, `--lr_scheduler_kwargs` on the command line):
 #
-#     cosine              lr(s) = lr_max * (1 + cos(pi p)) / 2                  p = (s - W) / (S - W)
-#     cosine_with_min_lr  lr(s) = lr_max * (r + (1 - r) (1 + cos(pi p)) / 2)    {"min_lr_rate": r}
-#     warmup_stable_decay lr(s) = lr_max * (r + (1 - r) a(s / W))  for s < W, then lr_max, and over the
-#                         last D steps lr_max * (r + (1 - r) d(q)), q = (s - (S - D)) / D   {"num_decay_steps": D}
+#     cosine              eta_s = eta_max * (1 + cos(pi p)) / 2                 p = (s - S_w) / (S - S_w)
+#     cosine_with_min_lr  eta_s = eta_max * (r + (1 - r) (1 + cos(pi p)) / 2)   {"min_lr_rate": r}
+#     warmup_stable_decay eta_s = eta_max * (r + (1 - r) a(s / S_w))  for s < S_w, then eta_max, and over the
+#                         last D steps eta_max * (r + (1 - r) d(q)), q = (s - (S - D)) / D   {"num_decay_steps": D}
 #                         (a, d: linear, cosine or 1-sqrt ramps; cosine decay by default)
 #
-# Each phase starts where the previous one ended, and none goes below r * lr_max after warmup.
+# Each phase starts where the previous one ended, and none goes below r * eta_max after warm-up.
 
 # %%
 from common.train.optim import get_scheduler
@@ -130,7 +130,7 @@ for name, kwargs in curves.items():
 # of arithmetic; here each is checked on numbers small enough to follow
 # (`common/train/trainer.py`'s docstring states the step; `docs/notation.md` the symbols).
 #
-# **Warmup.** For the first `W` steps the rate rises linearly, `eta_s = eta s / W`: at step 0
+# **Warm-up.** For the first `S_w` steps the rate rises linearly, `eta_s = eta_max s / S_w`: at step 0
 # Adam's moment estimates are built from one gradient and a full-size step would be taken on
 # noise.
 #
@@ -152,7 +152,7 @@ from common.nn.losses import IGNORE_INDEX, cross_entropy
 
 warm = get_scheduler("linear", torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 10, 100)
 warm_rates = [warm.lr_lambdas[0](s) for s in range(11)]
-print("warmup, eta_s / eta for s = 0..10:", [round(r, 2) for r in warm_rates])
+print("warmup, eta_s / eta_max for s = 0..10:", [round(r, 2) for r in warm_rates])
 assert all(abs(warm_rates[s] - s / 10) < 1e-12 for s in range(11))
 
 landed = {}
@@ -381,6 +381,9 @@ assert same_logits
 # - Set `hidden_dropout_prob=0.1` and compare the held-out numbers, the mood gap, and tutorial
 #   07's result.
 # - Train for 6000 steps (what `make demo` does) and watch the mood gap above grow.
-# - The exercises behind this tutorial are those of 04 and 05 (`mlm_masking`, `mlm_loss`,
-#   `nsp_pairs`, `nsp_loss`): once they pass in your copy (`make exercises`, then
-#   `cd student && make grade`), run this tutorial there: it trains on your code.
+#
+# ## Your turn: exercises `mlm_masking`, `mlm_loss`, `nsp_pairs`, `nsp_loss`
+#
+# The exercises behind this tutorial are those of 04 and 05: once they pass in your copy
+# (`make exercises`, then `cd ../student && make grade`), run this tutorial there: it trains on
+# your code, and its numbers are your implementation's.

@@ -287,3 +287,9 @@ assert i <= j and bool(in_passage[i]) and bool(in_passage[j])
 #   there yet, and `demo/corpus.py` reports that with half the steps the gain here was only a
 #   few points.
 # - `make demo` runs 06 and 07 (and a GPT) in one go and writes a summary table.
+#
+# ## Your turn: exercises `cross_entropy` and `embeddings`
+#
+# Fine-tuning adds no new formula: the classifier's loss is `cross_entropy` (tutorial 04) on the
+# pooled vector of the encoder whose input is `embeddings` (tutorial 03). Once both pass in your
+# copy (`make exercises`, then `cd ../student && make grade`), run this tutorial there.

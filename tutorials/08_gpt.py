@@ -13,6 +13,8 @@
 #     L_LM = -(1/N) sum over the N predicted positions t of log p(x_t | x_<t)
 #
 # (the mean over the scored positions t = 2 .. T: the first token has no prefix to predict it from).
+# So what training fits is log p(x_2 .. x_T | x_1) = sum_{t=2}^{T} log p(x_t | x_<t): the chain rule
+# without its first factor p(x_1), which no position predicts.
 # The network is a stack of **pre-LN decoder blocks** (GPT-2) over token + position embeddings:
 #
 #     H_0[t] = W_te[x_t] + W_pe[t]
@@ -272,7 +274,7 @@ assert without_mask > with_mask, "the model never learned to read the future: mo
 # with `gpt_module.causal_mask = everything_allowed`, more steps than quick mode's, and watch the
 # training loss against `ln V`). The mask is what makes `L_LM` the chain rule. BERT has no such
 # mask and so reads the right context, but pays with `[MASK]` tokens and cannot generate left to
-# right: tutorial 16.
+# right: tutorial 10.
 #
 # ## What it writes
 #
@@ -298,13 +300,13 @@ print(f"saved to {_setup.OUT / '08_gpt'} (tutorial 09 can load it)")
 #   an encoder's output). Its tests check causality, the identity when the sub-layers output zero,
 #   and cross-attention.
 #
-#     make exercises                  # the student copy in ./student, every exercise stubbed
-#     cd student && make grade        # the table and the grade ladder
+#     make exercises                  # the student copy in ../student, every exercise stubbed
+#     cd ../student && make grade        # the table and the grade ladder
 #
 # or only these two:
 #
-#     python -m tutorials.exercises make --out student --only causal_lm_loss --only decoder_block
-#     cd student && python -m tutorials.exercises grade --only causal_lm_loss --only decoder_block
+#     python -m tutorials.exercises make --out ../student --only causal_lm_loss --only decoder_block
+#     cd ../student && python -m tutorials.exercises grade --only causal_lm_loss --only decoder_block
 
 # %%
 from tutorials.exercises import REGISTRY

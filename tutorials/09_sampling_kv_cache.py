@@ -341,8 +341,8 @@ print("sampled with the draft:", repr(tokenizer.decode(sampled[0].tolist())))
 #   all are kept. The tests draw it thousands of times and compare every token's frequencies with
 #   the target's `p` (a chi-square test), and check that speculative greedy equals plain greedy.
 #
-#     make exercises && cd student && make grade                           # every exercise
-#     python -m tutorials.exercises grade --only sampling --only kv_cache   # in ./student: just these two
+#     make exercises && cd ../student && make grade                           # every exercise
+#     python -m tutorials.exercises grade --only sampling --only kv_cache   # in ../student: just these two
 #
 # Gold needs Silver and Bronze first: `sampling` and `kv_cache` run the attention, the masks and
 # the decoder block, so `make grade` shows "needs X first" while one of those still fails.

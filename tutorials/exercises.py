@@ -1,9 +1,10 @@
 """The graded exercises of the course: write a student copy of the code, then grade it.
 
     python -m tutorials.exercises list                           # exercises, tutorials, tests
-    python -m tutorials.exercises make --out student [--force]   # `make exercises`
-    cd student && python -m tutorials.exercises grade [--strict] # `make grade`
+    python -m tutorials.exercises make --out ../student [--force]   # `make exercises`
+    cd ../student && python -m tutorials.exercises grade [--strict] # `make grade`
     ... grade --require-level Silver --junit grade.xml --extra-tests ../teacher_tests   # autograder
+    python -m tutorials.exercises grade --reference   # a teacher: the reference passes its graders
 
 The reference code marks each exercise with two comment lines around whole functions:
 
@@ -15,7 +16,11 @@ The reference code marks each exercise with two comment lines around whole funct
 
 `make` copies the course (packages, tests, tutorials, Makefile, pyproject.toml, the READMEs) and
 replaces the BODY of every function in a region by `raise NotImplementedError("<what to do>")`;
-signature, docstring and markers stay, so the copy can be graded (and stubbed) again. `grade`
+signature, docstring and markers stay, so the copy can be graded (and stubbed) again. The copy
+carries no line of a solution: the teachers' material (TEACHER_FILES: the named mistakes and the
+mutants, whose `old=` patches are reference lines) stays in the reference tree, and the copy is
+written outside the reference folder, marked by STUDENT_MARK. `grade` grades a student copy; in the
+reference tree (no mark) it refuses unless --reference says a teacher means it. `grade`
 runs each exercise's tests (REGISTRY below: test files + `-k` keywords) in ONE pytest run, reads
 the outcomes from pytest's JUnit XML, and prints a table and the grade ladder (LEVELS), in the
 ladder's order, which is an order in which the exercises can be solved one after the other
@@ -46,8 +51,11 @@ from common.errors import UserError, run_cli  # noqa: E402
 
 # The folders whose .py files may hold exercise regions, and what a student copy contains.
 SOURCE_DIRS = ("common", "minibert", "minigpt", "minit5")
-COPY_DIRS = ("common", "minibert", "minigpt", "minit5", "demo", "tests", "tutorials", "bench")
+COPY_DIRS = ("common", "minibert", "minigpt", "minit5", "demo", "tests", "tutorials", "bench", "docs")
 COPY_FILES = ("Makefile", "pyproject.toml", "README.md", "README.zh-CN.md", ".gitignore", "LICENSE")
+# Teachers' material: its `old=` patches are the reference solution lines, so it never enters a copy.
+TEACHER_FILES = ("tutorials/mistakes.py", "tests/mutants.py", "tests/test_mistakes.py")
+STUDENT_MARK = "STUDENT_COPY.md"  # at the root of every student copy; grade checks for it
 SKIP_PARTS = ("__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints")
 SKIP_SUFFIXES = (".pyc", ".ipynb", ".egg-info")
 
@@ -205,36 +213,36 @@ REGISTRY: dict[str, Exercise] = _exercises(
         requires=("cross_entropy",),
     ),
     Exercise(
-        "bpe_merge", "common/text/bpe.py", "tutorials/11_tokens.py", ("tests/test_bpe.py",),
+        "bpe_merge", "common/text/bpe.py", "tutorials/12_tokens.py", ("tests/test_bpe.py",),
         keywords=("rescanning", "ties_go", "overlapping_pairs"),
         hint="count(a, b) = sum_w freq(w) x #{i: w[i] = a, w[i+1] = b}; take the max count (ties: the "
              "greatest (bytes(a), bytes(b))); rewrite every word with merge_pair",
     ),
     Exercise(
-        "bpe_encode", "common/text/bpe.py", "tutorials/11_tokens.py", ("tests/test_bpe.py",),
+        "bpe_encode", "common/text/bpe.py", "tutorials/12_tokens.py", ("tests/test_bpe.py",),
         keywords=("bpe_encode_merges_by_rank", "transformers_ids_on_real_text", "trained_vocabulary_gives"),
         hint="while some adjacent pair has a rank: merge the pair of LOWEST rank (all its occurrences, "
              "left to right, merge_pair) into ranks[pair][1]",
     ),
     Exercise(
-        "rms_norm", "common/nn/norms.py", "tutorials/15_llama.py", ("tests/test_llama.py",),
+        "rms_norm", "common/nn/norms.py", "tutorials/17_llama.py", ("tests/test_llama.py",),
         keywords=("test_rms_norm_",),
         hint="y = x / sqrt(mean(x^2) + eps) * weight over the last dimension; the mean of squares in "
              "float32, cast back to x's dtype before the weight",
     ),
     Exercise(
-        "swiglu", "common/nn/blocks.py", "tutorials/15_llama.py", ("tests/test_llama.py",),
+        "swiglu", "common/nn/blocks.py", "tutorials/17_llama.py", ("tests/test_llama.py",),
         keywords=("test_swiglu_is",),
-        hint="SwiGLU(x) = W_2 (silu(x W_1) * (x W_3)): down_proj(act(gate_proj(x)) * up_proj(x))",
+        hint="SwiGLU(x) = (silu(x W_1) * (x W_3)) W_2: down_proj(act(gate_proj(x)) * up_proj(x))",
     ),
     Exercise(
-        "rope", "common/nn/rope.py", "tutorials/15_llama.py", ("tests/test_llama.py",),
+        "rope", "common/nn/rope.py", "tutorials/17_llama.py", ("tests/test_llama.py",),
         keywords=("test_rope_",),
         hint="RoPE(x) = x * cos + rotate_half(x) * sin, with cos, sin (B, T, d) broadcast over the "
              "heads: (B, 1, T, d)",
     ),
     Exercise(
-        "lora_linear", "common/nn/lora.py", "tutorials/13_lora.py", ("tests/test_lora.py",),
+        "lora_linear", "common/nn/lora.py", "tutorials/15_lora.py", ("tests/test_lora.py",),
         keywords=("step_0", "layer_computes", "outputs_and_gradients", "merged_model", "frozen_weights",
                   "we_load", "from_pretrained_of"),
         hint="delta W = (alpha / r) B A; y = base_layer(x) + (alpha / r) lora_B(lora_A(dropout(x))), "
@@ -243,30 +251,31 @@ REGISTRY: dict[str, Exercise] = _exercises(
                   "log_softmax", "causal_lm_loss"),
     ),
     Exercise(
-        "assistant_labels", "common/data/instructions.py", "tutorials/14_instruction_tuning.py",
+        "assistant_labels", "common/data/instructions.py", "tutorials/16_instruction_tuning.py",
         ("tests/test_instructions.py",), keywords=("label", "loss_equals", "packing"),
         hint="labels[t] = input_ids[t] after an <|assistant|> marker up to and including the <|end|> "
              "that closes the turn, -100 everywhere else (the marker too)",
         requires=("attention", "masks", "decoder_block", "cross_entropy", "log_softmax", "causal_lm_loss"),
     ),
     Exercise(
-        "relative_position_bucket", "minit5/model.py", "tutorials/12_t5.py", ("tests/test_t5_parity.py",),
+        "relative_position_bucket", "minit5/model.py", "tutorials/13_t5.py", ("tests/test_t5_parity.py",),
         keywords=("relative_position_bucket",),
         hint="r = key - query; bidirectional: half the buckets for r > 0, n = |r|; causal: n = max(-r, 0); "
-             "n < N/2 exact, else N/2 + floor(log(n / (N/2)) / log(D / (N/2)) * (N - N/2)), at most N - 1",
+             "n_b = buckets of one direction; n < n_b/2 exact, else n_b/2 + floor(log(n / (n_b/2)) / log(D / (n_b/2)) "
+             "* (n_b - n_b/2)), at most n_b - 1",
     ),
     Exercise(
-        "span_corruption", "common/data/span_corruption.py", "tutorials/12_t5.py", ("tests/test_span_corruption.py",),
+        "span_corruption", "common/data/span_corruption.py", "tutorials/13_t5.py", ("tests/test_span_corruption.py",),
         exclude=("known_lengths", "t5s_setting"),
         hint="mask: noise_span_counts, then random_segmentation of the noise and of the kept tokens into "
              "n_spans parts each, kept first, alternating; corrupt: each run of noise -> one sentinel "
              "(first_sentinel_id - k) in the inputs, sentinel + the run in the targets",
     ),
     Exercise(
-        "beam_search", "common/generation/beam_search.py", "tutorials/12_t5.py", ("tests/test_t5_parity.py",),
+        "beam_search", "common/generation/beam_search.py", "tutorials/14_t5_decoding.py", ("tests/test_t5_parity.py",),
         keywords=("beam",),
         hint="per step: log_softmax + running scores, top 2K of K V; among the first K, eos (or max length) "
-             "-> finished with score / length^length_penalty; the K best others run on; reorder the caches",
+             "-> finished with score / n^length_penalty (n = tokens generated, eos included); the K best others run on; reorder the caches",
         requires=("attention", "masks", "kv_cache", "sampling", "rms_norm", "relative_position_bucket"),
     ),
 )
@@ -522,12 +531,11 @@ def _check_out_folder(out: Path, root: Path, force: bool) -> None:
     out_r, root_r = out.resolve(), root.resolve()
     if out_r == root_r or out_r in root_r.parents:
         raise ExerciseError(f"--out {out} is the course folder or contains it; choose a new "
-                            "folder, e.g. --out student")
-    for name in COPY_DIRS:
-        src = (root_r / name)
-        if out_r == src or src in out_r.parents:
-            raise ExerciseError(f"--out {out} is inside {name}/, which is copied; choose a folder "
-                                "outside it, e.g. --out student")
+                            f"folder outside it, e.g. --out {root_r.parent / 'student'}")
+    if root_r in out_r.parents:
+        raise ExerciseError(f"--out {out} is inside the reference course {root_r}, beside its solutions "
+                            f"(and a `git add -A` there would commit it); choose a folder outside it, "
+                            f"e.g. --out {root_r.parent / 'student'}")
     if out.exists() and not out.is_dir():
         raise ExerciseError(f"--out {out} is a file; choose a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -569,7 +577,7 @@ def make_student_copy(out: Path, root: Path = ROOT, only: Optional[Iterable[str]
             stubbed.setdefault(region.name, []).extend(f.qualname for f in region.functions)
     _check_out_folder(out, root, force)
 
-    files = _course_files(root)
+    files = [f for f in _course_files(root) if f not in TEACHER_FILES]
     for rel in files:
         dest = out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -588,8 +596,20 @@ def make_student_copy(out: Path, root: Path = ROOT, only: Optional[Iterable[str]
             "# Python environment and installs nothing into it.\n"
             f"override VENV := {venv}\noverride STAMP :=\n\n"
             + makefile.read_text(encoding="utf-8"), encoding="utf-8")
+    (out / STUDENT_MARK).write_text(
+        "# Student copy of the course\n\nWritten by `python -m tutorials.exercises make` (`make exercises`) from "
+        f"the reference course at {root.resolve()}.\nEach exercise's function body is a "
+        "`raise NotImplementedError(...)` that says what to implement, what to read and what to run.\n"
+        "Write the bodies in the ladder's order, then `make grade` here. The teachers' material (named "
+        "mistakes, mutants) is not part of the copy, so `make mutants` does not run here.\n",
+        encoding="utf-8")
     missing = [n for n in chosen if n not in stubbed]
     return CopyReport(out, len(files), stubbed, missing)
+
+
+def is_student_copy(root: Path) -> bool:
+    """Whether `root` is a student copy (`make` wrote STUDENT_MARK there), not the reference."""
+    return (Path(root) / STUDENT_MARK).is_file()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1005,11 +1025,20 @@ def _cmd_make(args: argparse.Namespace) -> int:
     for name in report.missing:
         print(f"  {name:<15} NOT stubbed: no '# BEGIN EXERCISE {name}' region found "
               f"(expected in {REGISTRY[name].source})", file=sys.stderr)
-    print(f"Next: cd {report.out} && make grade")
+    print(f"Next: cd {report.out} && make grade   (give the students this folder; the teachers' material "
+          f"stays in {Path(args.root).resolve()})")
     return 0
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
+    if not Path(args.root).is_dir():
+        raise ExerciseError(f"--root {args.root}: no such folder; write the student copy first "
+                            "(`make exercises`, or python -m tutorials.exercises make --out DIR)")
+    if not is_student_copy(Path(args.root)) and not args.reference:
+        raise ExerciseError(
+            f"{args.root} is the reference course (no {STUDENT_MARK}): its exercises are solved, so its "
+            "grade says nothing about a student. Grade a student copy: `make exercises`, then `make grade` "
+            "(or --root the copy); a teacher checking the reference against its graders passes --reference")
     extra = Path(args.extra_tests) if args.extra_tests else None
     run = run_exercise_tests(Path(args.root), args.only, stream=args.verbose,
                              pytest_args=args.pytest_args, extra_tests=extra)
@@ -1066,6 +1095,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-tests", metavar="DIR",
                    help="a teacher's folder of test_<exercise>.py files, run with each "
                         "exercise's tests and counted in the grade")
+    p.add_argument("--reference", action="store_true",
+                   help="grade the reference course itself (a teacher's check that it passes)")
     p.add_argument("--verbose", "-v", action="store_true", help="show pytest's output")
     p.add_argument("--pytest-args", nargs=argparse.REMAINDER, default=[],
                    help="anything after this goes to pytest, e.g. --pytest-args -x")

@@ -159,7 +159,7 @@ def execute(english: Path, quick: bool, timeout: int):
         if e.ename != "SystemExit" or str(e.evalue).strip() not in ("", "0"):
             raise NotebookError(f"{_rel(english)}: a cell raised {e.ename}: {e.evalue}; run "
                                 f"`python {_rel(english)}` to see the whole traceback") from None
-        # A tutorial that stops early on purpose (10: no pretrained weights installed) keeps the
+        # A tutorial that stops early on purpose (11_real_bert: no pretrained weights installed) keeps the
         # outputs it has, its explanation included.
     finally:
         for key, value in env_before.items():

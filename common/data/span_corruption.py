@@ -6,8 +6,11 @@ replaced. The sentinels count DOWN from the top of the vocabulary, as in T5's to
 <extra_id_0> = vocab_size - 1, <extra_id_1> = vocab_size - 2, ...
 
     tokens   Thank you for inviting me to your party last week .
-    inputs   Thank you <X> me to your party <Y> week . </s>
-    targets  <X> for inviting <Y> last <Z> </s>
+    inputs   Thank you <X> me to your party <Y> week .
+    targets  <X> for inviting <Y> last
+what corrupt_spans returns (<X> = <extra_id_0>, <Y> = <extra_id_1>); the collator then appends </s>
+to both. The paper's figure 2 ends the target with one more sentinel <Z>; T5's code, and this one,
+end it after the last span.
 
 T5's random_spans_noise_mask, for a sequence of L tokens:
     n_noise = min(max(round(L * density), 1), L - 1)             noise tokens

@@ -11,7 +11,7 @@ GELU (Hendrycks & Gimpel 2016), exact and the tanh approximation used by GPT-2:
 
 Post-LN (BERT):  h = LayerNorm(x + Dropout(Sublayer(x)))
 Pre-LN (GPT-2):  h = x + Dropout(Sublayer(LayerNorm(x)))    (Llama: RMSNorm in place of LayerNorm)
-    LayerNorm(x) = (x - mean(x)) / sqrt(var(x) + eps) * gamma + beta  over the last axis (biased var)
+    LayerNorm(x) = (x - mean(x)) / sqrt(var(x) + eps) * g + b  over the last axis (biased var; g, b: weight, bias)
 
 Which kernels run: LayerNorm is torch's nn.LayerNorm and each activation torch's fused kernel
 (FUSED_ACTIVATIONS below), not the chain of operations written here; both are pinned to these
@@ -107,10 +107,11 @@ FEED_FORWARDS = ("gelu", "swiglu")
 
 
 class SwiGLU(nn.Module):
-    """SwiGLU(x) = W_2 (silu(x W_1) * (x W_3)): (B, T, C) -> (B, T, C), intermediate width I.
+    """SwiGLU(x) = (silu(x W_1) * (x W_3)) W_2 (row vectors, W (in, out)): (B, T, d) -> (B, T, d),
+    intermediate width I.
 
-    Names as Llama: W_1 = `gate_proj`, W_3 = `up_proj`, W_2 = `down_proj`. Three (C x I) matrices
-    instead of two, so I = 8C/3 gives the parameter count of a 4C-wide GELU feed-forward.
+    Names as Llama: W_1 = `gate_proj`, W_3 = `up_proj`, W_2 = `down_proj`. Three (d x I) matrices
+    instead of two, so I = 8d/3 gives the parameter count of a 4d-wide GELU feed-forward.
     silu runs as PyTorch's fused F.silu; tests/test_bench.py and tests/test_llama.py pin it to `silu` above.
     """
 

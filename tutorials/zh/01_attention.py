@@ -26,7 +26,7 @@
 # | `Q, K, V, M` | 查询、键、值、加性掩码 | `query`, `key`, `value`, `mask` |
 # | `W_i^Q, W_i^K, W_i^V, W^O` | 每个头的投影 `(d, d_k)`；输出投影 `(d, d)` | `query`, `key`, `value`, `out_proj` |
 # | `c` | BERT 池化后的 [CLS] 向量 `tanh(H_L[0] W_p + b_p)`（Devlin：`C`） | `pooler` |
-# | `x`, `x_<t`, `x~`, `I` | 词元 id、`t` 之前的前缀、经 MLM 破坏后的输入、被掩码的位置集合 | `input_ids`, `labels != -100` |
+# | `x`, `x_<t`, `x~`, `I` | 词元 id、`t` 之前的前缀、经 MLM 加噪后的输入、被掩码的位置集合 | `input_ids`, `labels != -100` |
 #
 # ## 公式
 #
@@ -275,13 +275,13 @@ if plt is not None:
 #
 # ## 轮到你了：练习 `attention`
 #
-# `make exercises` 把课程复制到 `student/`，其中 `scaled_dot_product_attention` 的函数体被替换为
+# `make exercises` 把课程复制到 `../student/`，其中 `scaled_dot_product_attention` 的函数体被替换为
 # `raise NotImplementedError(...)`。在那里把它写出来（上面的三步，加上教程 02 的掩码，以及
-# `training` 时对权重做 dropout），然后 `cd student && make grade` 运行该练习的测试并打印你的等级。
+# `training` 时对权重做 dropout），然后 `cd ../student && make grade` 运行该练习的测试并打印你的等级。
 # 一次做一个练习：
 #
-#     python -m tutorials.exercises make --out student --only attention
-#     cd student && python -m tutorials.exercises grade --only attention
+#     python -m tutorials.exercises make --out ../student --only attention
+#     cd ../student && python -m tutorials.exercises grade --only attention
 #
 # 给它评分的测试：
 

@@ -13,7 +13,7 @@
 #   这一种掩码，所以每个词元都能看到它两侧的词元：BERT 是*双向*的。
 # - **因果性**：从 `x_1..x_t` 预测下一个词元 `x_{t+1}` 的语言模型不能偷看它。查询 `i` 只能看到
 #   `j <= i` 的键。GPT 使用这种掩码（以及填充掩码）：它从左往右读，正因如此它才能生成文本
-#   （教程 08 和 16）。
+#   （教程 08 和 10）。
 #
 # 在代码里，掩码是一个**布尔张量，True = 可以关注**（`common/nn/masks.py`）。它的形状能与分数
 # `(B, h, T_q, T_k)`（`h` 个头）广播：
@@ -183,7 +183,7 @@ assert changed["bidirectional"] == list(range(8)), changed
 # 因果：只有第 3..7 行，即变化处及其之后的位置；较早的位置永远看不到较晚的词元
 # （`test_with_a_causal_mask_a_later_token_never_changes_earlier_outputs` 在随机形状上证明了这一点）。
 # 双向：每一行都变，包括较早的行。这一个差别就是 GPT（自回归：每个位置根据它左边的内容预测）与
-# BERT（自编码：每个位置读取两侧）之间的全部分野，教程 16 会深入讨论。
+# BERT（自编码：每个位置读取两侧）之间的全部分野，教程 10 会深入讨论。
 #
 # ## 三种掩码的图
 
@@ -212,8 +212,8 @@ if plt is not None:
 # 在学生副本中（`make exercises`），`padding_mask` 和 `causal_mask` 会抛出 `NotImplementedError`。
 # 根据文档字符串和上面的公式把它们写出来，然后评分：
 #
-#     python -m tutorials.exercises make --out student --only masks
-#     cd student && python -m tutorials.exercises grade --only masks     # 或：make grade
+#     python -m tutorials.exercises make --out ../student --only masks
+#     cd ../student && python -m tutorials.exercises grade --only masks     # 或：make grade
 #
 # 练习 `attention` 建立在这个练习之上：它的测试会把掩码传入注意力。
 

@@ -125,8 +125,8 @@ print("max |by hand - EncoderBlock|:", float((y_by_hand - y).abs().max()))
 assert torch.allclose(y_by_hand, y, atol=1e-5)
 
 # %% [markdown]
-# 最后一步运算是 LayerNorm，`LN(z) = gamma * (z - mean(z)) / sqrt(var(z) + eps) + beta`，在每个位置
-# 的 `d` 个通道上计算。初始化时 `gamma = 1`、`beta = 0`，所以每个输出行的均值为 0、标准差为 1——
+# 最后一步运算是 LayerNorm，`LN(z) = g * (z - mean(z)) / sqrt(var(z) + eps) + b` （`g`、`b` 即 PyTorch 的 `weight`、`bias`），在每个位置
+# 的 `d` 个通道上计算。初始化时 `g = 1`、`b = 0`，所以每个输出行的均值为 0、标准差为 1——
 # `test_encoder_block_output_is_layer_normalised_rows_of_the_input_shape` 检查的正是这个性质：
 
 # %%
@@ -294,7 +294,7 @@ print("parameters:", sum(p.numel() for p in model.parameters()))
 # ## 与 Hugging Face transformers 相同的名字
 #
 # 每个参数的名字都与 transformers 给它的名字相同，所以真实的 BERT 检查点可以按名字加载，无需改名
-# （教程 10 加载真实的 MiniLM 权重）：
+# （教程 11 加载真实的 MiniLM 权重）：
 
 # %%
 names = list(model.state_dict())
@@ -337,8 +337,8 @@ if transformers is not None:
 # - `minibert/model.py` 中的 `BertEmbeddings.forward`：三个嵌入之和（未给出时位置为 `0..T-1`、
 #   段为 0），然后 LayerNorm、dropout。
 #
-#     python -m tutorials.exercises make --out student --only encoder_block --only embeddings
-#     cd student && python -m tutorials.exercises grade --only encoder_block --only embeddings
+#     python -m tutorials.exercises make --out ../student --only encoder_block --only embeddings
+#     cd ../student && python -m tutorials.exercises grade --only encoder_block --only embeddings
 
 # %%
 from tutorials.exercises import REGISTRY

@@ -1,26 +1,28 @@
 # %% [markdown]
-# # 04 · 掩码语言模型：破坏与损失
+# # 04 · 掩码语言模型：加噪与损失
 #
-# BERT 通过填空从纯文本中学习（Devlin et al. 2019，第 3.1 节）。每个普通词元以概率 0.15 被独立地
-# 选中，每个词元做一次 Bernoulli(0.15) 抽样，`m_i ~ Bernoulli(0.15)`（所以是*平均* 15%：一个短句可能
-# 一个都没选中，另一个可能选中三个）；把被选中位置的集合记为 `I = {i : m_i = 1}`。然后替换每个被选中
-# 的词元：
+# BERT 通过填空从纯文本中学习（Devlin et al. 2019，第 3.1 节：15% 的词元）。这 15% 怎么抽，做法不一：
+# Google 的 `create_pretraining_data.py` 在 n 个普通词元中恰好取 round(0.15 n) 个（至少 1 个，至多
+# `max_predictions_per_seq` 个）；我们照 transformers 的 MLM 组批器（`DataCollatorForLanguageModeling`；
+# 组批器即 collator，把一组样本拼成一个批次的函数）的做法：每个普通词元独立地做一次 Bernoulli(0.15)
+# 抽样，`m_i ~ Bernoulli(0.15)`（所以只是*平均* 15%：一个短句可能一个都没选中，另一个可能选中三个）；
+# 把被选中位置的集合记为 `I = {i : m_i = 1}`。然后替换每个被选中的词元：
 #
 #     概率 0.8   替换为 [MASK]               "the cat [MASK] on the mat"
 #     概率 0.1   替换为一个随机词元           "the cat apple on the mat"
 #     概率 0.1   保持不变                     "the cat sat on the mat"
 #
-# 得到被破坏的序列 `x~`，模型必须在 `I` 的每个位置上预测原来的词元。`I` 中的位置是*同时*被破坏的，
+# 得到加噪后的序列 `x~`，模型必须在 `I` 的每个位置上预测原来的词元。`I` 中的位置是*同时*加噪的，
 # 每个预测读取的都是同一个 `x~`：
 #
-#     L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~; theta)
+#     L_MLM = E_{(I, x~) ~ corrupt(x)} [ -(1/|I|) sum_{i in I} log p(x_i | x~; theta) ]
 #
-# 即在被掩码位置上的均值（`mlm_loss` 的默认值，也是 BERT 报告的值；`reduction="sum"` 去掉 `1/|I|`）。
+# 这是对随机加噪取的期望：每个批次抽一次加噪，算一次损失，即在被掩码位置上的均值（`mlm_loss` 的默认值，也是 BERT 报告的值；`reduction="sum"` 去掉 `1/|I|`）。
 # 注意模型的条件是什么：是 `x~`，而不是“只遮住位置 `i` 的句子”。由此得出两点：
 #
 # - **独立性假设**：两个被掩码的词元从同一个 `x~` 预测，各自都看不到对方，所以 `p(x_i, x_j | x~)`
 #   被建模为 `p(x_i | x~) p(x_j | x~)`。在 "[MASK] [MASK] is a city" 中，"New York" 和
-#   "Los Angeles" 得分都高，"New Angeles" 也是（教程 16 会测量这一点）；
+#   "Los Angeles" 得分都高，"New Angeles" 也是（教程 10 会测量这一点）；
 # - **不匹配**：之后使用模型时 `[MASK]` 从不出现（微调读的是真实文本）。10% 的随机词元和 10% 不变的
 #   词元（此时 `x_i` 本身在 `x~` 中可见）让模型对它看到的*每个*输入都要预测一个词元，而不只是对
 #   `[MASK]`；最后那个“先预测，再运行”的问题测量了没有它们时会怎样。
@@ -62,10 +64,10 @@ print("the first story begins:", *stories[0][:3], sep="\n  ")
 print("tokens:", tokenizer.convert_ids_to_tokens(tokenizer.encode(sentences[1])))
 
 # %% [markdown]
-# ## 80/10/10 破坏
+# ## 80/10/10 加噪
 #
 # `DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)` 把一组样本填充成一个批次，并用
-# `mlm_mask_tokens` 破坏它。它从不选中 `[CLS]`、`[SEP]` 或 `[PAD]`，随机分支也只抽取普通的词。
+# `mlm_mask_tokens` 给它加噪。它从不选中 `[CLS]`、`[SEP]` 或 `[PAD]`，随机分支也只抽取普通的词。
 # `labels` 在被选中的位置保存原来的 id，**其他位置都是 -100**；-100 是本项目中每个损失（以及 PyTorch
 # 和 transformers 中）表示“忽略我”的值。
 
@@ -87,7 +89,7 @@ for t, (before, after) in enumerate(zip(original, corrupted)):
 # %% [markdown]
 # ## 统计各个分支
 #
-# 一个批次只能看到少数几次选择；为了看清比例，我们破坏每一个句子并计数。期望：普通词元中 15% 被选中，
+# 一个批次只能看到少数几次选择；为了看清比例，我们给每一个句子加噪并计数。期望：普通词元中 15% 被选中，
 # 被选中的词元中 80% / 10% / 10%，每一项都在几个二项分布标准差 `sqrt(p (1 - p) / n)` 之内。
 
 # %%
@@ -141,6 +143,9 @@ print("max |log_softmax - torch.log_softmax| on random logits:",
 # ## 交叉熵，以及被忽略的行
 #
 #     CE(z, y) = -log p_y        y = -100 的行被跳过；"mean" 除以保留下来的行数
+#
+# 这里的 `log` 是自然对数，所以损失的单位是*奈特*（nat；1 奈特 = 1 / ln 2 = 1.44 比特）；本课程所有损失
+# 都以奈特计。
 
 # %%
 logits = torch.randn(4, 5)  # (N, V)
@@ -219,9 +224,9 @@ assert head.decoder.weight is E_token
 #
 # ## 训练几步：L_MLM 降到 log V 以下
 #
-# 用梯度下降最小化 `L_MLM`，每一步都在新破坏的批次上进行，这就是 BERT 掩码语言模型预训练的全部
+# 用梯度下降最小化 `L_MLM`，每一步都在重新加噪的批次上进行，这就是 BERT 掩码语言模型预训练的全部
 # （教程 06 会真正预训练一个很小的 BERT，包括 NSP）。下面是一个最简单的循环，每一步对 32 个句子做一次
-# 新的随机破坏：
+# 新的随机加噪：
 
 # %%
 _setup.seed(0)
@@ -271,9 +276,9 @@ if plt is not None:
 # ## 先预测，再运行：用 100% [MASK] 训练
 #
 # 假设我们跳过 10% 随机 / 10% 保持这两个分支，把*每个*被选中的词元都替换成 `[MASK]`。损失仍然只问被
-# 选中的位置。然后我们给模型一个**未被破坏**的句子（就像微调时那样），并在每个位置上问它那里的词元：
+# 选中的位置。然后我们给模型一个**没有加噪**的句子（就像微调时那样），并在每个位置上问它那里的词元：
 # 模型看得到 `x_i`，只需把它还回来。**哪个模型做得更好：上面训练的 80/10/10 模型，还是 100% [MASK] 的
-# 模型？差得多，还是差一点？** 先猜，再运行：步数相同、种子相同，只有破坏方式不同。
+# 模型？差得多，还是差一点？** 先猜，再运行：步数相同、种子相同，只有加噪方式不同。
 
 # %%
 def train_mlm(model, all_mask: bool, steps: int) -> None:
@@ -326,8 +331,8 @@ assert accuracy["80/10/10"] > accuracy["100% [MASK]"] + 0.05, accuracy
 # - `common/nn/losses.py` 中的 `log_softmax`、`cross_entropy`、`mlm_loss`（如上，每一个都建立在前一个
 #   之上）。
 #
-#     python -m tutorials.exercises make --out student     # `make exercises`：所有练习
-#     cd student && python -m tutorials.exercises grade --only log_softmax --only cross_entropy
+#     python -m tutorials.exercises make --out ../student     # `make exercises`：所有练习
+#     cd ../student && python -m tutorials.exercises grade --only log_softmax --only cross_entropy
 
 # %%
 from tutorials.exercises import REGISTRY

@@ -16,7 +16,7 @@
 #
 # 同样的句对也会被掩码（教程 04），两个损失相加：
 #
-#     L = alpha * L_MLM + beta * L_NSP            （BERT 中 alpha = beta = 1）
+#     L = w_MLM * L_MLM + w_NSP * L_NSP            （BERT 中 w_MLM = w_NSP = 1）
 #
 # 其中 `L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~)` 来自教程 04，`L_NSP` 在批次中的句对上取平均：
 # 两者都是均值。
@@ -154,7 +154,7 @@ if plt is not None:
 # ## 一个预训练批次
 #
 # `DataCollatorForLanguageModeling` 对句对做填充，把 `token_type_ids` 和 `next_sentence_label` 原样
-# 传下去，并加上教程 04 的掩码语言模型破坏和 `labels`。这就是 `BertForPreTraining` 需要的全部。
+# 传下去，并加上教程 04 的掩码语言模型加噪和 `labels`。这就是 `BertForPreTraining` 需要的全部。
 
 # %%
 collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=0)
@@ -164,11 +164,11 @@ for key, value in batch.items():
 print("next_sentence_label:", batch["next_sentence_label"].tolist())
 
 # %% [markdown]
-# ## 手算 L_NSP 和 L = alpha L_MLM + beta L_NSP
+# ## 手算 L_NSP 和 L = w_MLM L_MLM + w_NSP L_NSP
 #
 # `BertForPreTraining` 返回用于 MLM 的 `prediction_logits` `(B, T, V)`、用于 NSP 的
 # `seq_relationship_logits` `(B, 2)`，以及两者的加权和 `loss`。权重是配置字段 `mlm_alpha` 和
-# `nsp_beta`。我们取 `alpha = 1`、`beta = 0.5`，以便区分这两项：
+# `nsp_beta`。我们取 `w_MLM = 1`、`w_NSP = 0.5`，以便区分这两项：
 
 # %%
 config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -217,7 +217,7 @@ assert silent == ["bert.pooler.dense.bias", "bert.pooler.dense.weight",
 
 # %% [markdown]
 # 池化层也得不到：`c = tanh(H_L[0] W_p + b_p)` 只喂给 NSP 分类器，而 MLM 读取的是 `H_L` 中各词元的行，
-# 从不读 `c`。所以在 `beta = 0` 时，预训练检查点中的池化层仍是它的随机初始化，在它之上微调的分类器
+# 从不读 `c`。所以在 `w_NSP = 0` 时，预训练检查点中的池化层仍是它的随机初始化，在它之上微调的分类器
 # （教程 07）是从一个没训练过的层开始的；这就是为什么有些做法换一种池化方式（取 `H_L` 的均值）。
 #
 # ## 轮到你了：练习 `nsp_pairs` 和 `nsp_loss`
@@ -227,8 +227,8 @@ assert silent == ["bert.pooler.dense.bias", "bert.pooler.dense.weight",
 #   第 1-5 步。测试检查每个句对都放得下，IsNext 的 B 确实紧跟在 A 后面，NotNext 的 B 来自另一篇文档。
 # - `common/nn/losses.py` 中的 `nsp_loss`：在 `(B, 2)` 的 logits 上计算两类交叉熵。
 #
-#     python -m tutorials.exercises make --out student --only nsp_pairs --only nsp_loss
-#     cd student && python -m tutorials.exercises grade --only nsp_pairs --only nsp_loss
+#     python -m tutorials.exercises make --out ../student --only nsp_pairs --only nsp_loss
+#     cd ../student && python -m tutorials.exercises grade --only nsp_pairs --only nsp_loss
 
 # %%
 from tutorials.exercises import REGISTRY

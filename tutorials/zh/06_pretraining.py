@@ -4,15 +4,15 @@
 # 教程 04 和 05 构建了两个预训练任务及其损失。这里我们把它们合在一起来训练：一个小 BERT 读取几千个
 # 无标签的句对 `[CLS] A [SEP] B [SEP]`，其中一些词元被掩码，并最小化
 #
-#     L = alpha L_MLM + beta L_NSP                  （alpha = beta = 1，与 BERT 相同）
-#     L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~)     （I = 被掩码的位置，x~ 为被破坏的输入）
+#     L = w_MLM L_MLM + w_NSP L_NSP                  （w_MLM = w_NSP = 1，与 BERT 相同）
+#     L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~)     （I = 被掩码的位置，x~ 为加噪后的输入）
 #     L_NSP = -log p(y | c)                             （y = IsNext / NotNext，c 为池化后的 [CLS] 向量）
 #
 # 优化器是 AdamW，学习率在最初若干步线性预热，然后线性衰减到 0（Devlin et al. 2019 附录 A.2 用的是
 # 同样的调度）：
 #
-#     lr(s) = lr_max * s / s_warm                       当 s < s_warm
-#     lr(s) = lr_max * (S - s) / (S - s_warm)           之后（S = 总步数）
+#     eta_s = eta_max * s / S_w                       当 s < S_w
+#     eta_s = eta_max * (S - s) / (S - S_w)           之后（S = 总步数）
 #
 # 有两个数字告诉我们它在学习，都在它从不用于训练的留出故事上测量：
 #
@@ -94,16 +94,16 @@ print(f"{model.num_parameters():,} parameters, {embedding_share:.0%} of them in 
 # ## 学习率调度
 #
 # BERT 用的是 `linear`。如今语言模型的做法常常衰减到一个下限而不是 0，或者保持学习率不变、只在最后衰减
-# （`common/train/optim.py`，W 为预热步数，S 为总步数，r 为下限占 lr_max 的比例；名字与 transformers
+# （`common/train/optim.py`，S_w 为预热步数，S 为总步数，r 为下限占 eta_max 的比例；名字与 transformers
 # 相同，命令行上用 `--lr_scheduler_kwargs`）：
 #
-#     cosine              lr(s) = lr_max * (1 + cos(pi p)) / 2                  p = (s - W) / (S - W)
-#     cosine_with_min_lr  lr(s) = lr_max * (r + (1 - r) (1 + cos(pi p)) / 2)    {"min_lr_rate": r}
-#     warmup_stable_decay lr(s) = lr_max * (r + (1 - r) a(s / W))  当 s < W，然后为 lr_max，在最后
-#                         D 步为 lr_max * (r + (1 - r) d(q))，q = (s - (S - D)) / D   {"num_decay_steps": D}
+#     cosine              eta_s = eta_max * (1 + cos(pi p)) / 2                  p = (s - S_w) / (S - S_w)
+#     cosine_with_min_lr  eta_s = eta_max * (r + (1 - r) (1 + cos(pi p)) / 2)    {"min_lr_rate": r}
+#     warmup_stable_decay eta_s = eta_max * (r + (1 - r) a(s / S_w))  当 s < S_w，然后为 eta_max，在最后
+#                         D 步为 eta_max * (r + (1 - r) d(q))，q = (s - (S - D)) / D   {"num_decay_steps": D}
 #                         （a、d：线性、余弦或 1-sqrt 斜坡；默认为余弦衰减）
 #
-# 每个阶段都从前一阶段结束的地方开始，预热之后没有一个低于 r * lr_max。
+# 每个阶段都从前一阶段结束的地方开始，预热之后没有一个低于 r * eta_max。
 
 # %%
 from common.train.optim import get_scheduler
@@ -125,7 +125,7 @@ for name, kwargs in curves.items():
 # 小到可以跟着算的数字上检查（`common/train/trainer.py` 的文档字符串写明了一步的内容；
 # `docs/notation.md` 写明了符号）。
 #
-# **预热。** 在最初的 `W` 步中学习率线性上升，`eta_s = eta s / W`：在第 0 步，Adam 的矩估计只由一个
+# **预热。** 在最初的 `S_w` 步中学习率线性上升，`eta_s = eta_max s / S_w`：在第 0 步，Adam 的矩估计只由一个
 # 梯度构成，全尺寸的一步会走在噪声上。
 #
 # **解耦的权重衰减**（AdamW，Loshchilov and Hutter 2019）。带 L2 惩罚的 Adam 把 `lambda theta` 加到
@@ -145,7 +145,7 @@ from common.nn.losses import IGNORE_INDEX, cross_entropy
 
 warm = get_scheduler("linear", torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 10, 100)
 warm_rates = [warm.lr_lambdas[0](s) for s in range(11)]
-print("warmup, eta_s / eta for s = 0..10:", [round(r, 2) for r in warm_rates])
+print("warmup, eta_s / eta_max for s = 0..10:", [round(r, 2) for r in warm_rates])
 assert all(abs(warm_rates[s] - s / 10) < 1e-12 for s in range(11))
 
 landed = {}
@@ -209,7 +209,7 @@ assert torch.allclose(big, shares, atol=1e-6)
 # ## 用 Trainer 训练
 #
 # `TrainingArguments` 用 transformers 的参数名描述训练方案；`Trainer` 运行循环：从数据集取批次，
-# 整理器为每个批次生成新的 80/10/10 掩码（所以模型从不会两次见到同样的空），`loss.backward()`，按范数 1
+# 组批器（collator，把若干样本拼成一个批次的函数）为每个批次生成新的 80/10/10 掩码（所以模型从不会两次见到同样的空），`loss.backward()`，按范数 1
 # 裁剪梯度，一步 AdamW，一步调度，每 `logging_steps` 步记一条日志。权重衰减（0.01）只作用于权重矩阵，
 # 不作用于偏置和 LayerNorm（`common/train/optim.py`）。
 #
@@ -366,6 +366,8 @@ assert same_logits
 #
 # - 设 `hidden_dropout_prob=0.1`，比较留出集上的数字、情绪差距以及教程 07 的结果。
 # - 训练 6000 步（`make demo` 就是这样做的），看上面的情绪差距变大。
-# - 本教程背后的练习是教程 04 和 05 的那些（`mlm_masking`、`mlm_loss`、`nsp_pairs`、`nsp_loss`）：它们在
-#   你的副本中通过之后（`make exercises`，然后 `cd student && make grade`），在那里运行本教程：它训练的
-#   就是你的代码。
+#
+# ## 轮到你了：练习 `mlm_masking`、`mlm_loss`、`nsp_pairs`、`nsp_loss`
+#
+# 本教程背后的练习是教程 04 和 05 的那些：它们在你的副本中通过之后（`make exercises`，然后
+# `cd ../student && make grade`），在那里运行本教程：它训练的就是你的代码，得到的数字也出自你的实现。

@@ -277,3 +277,9 @@ assert i <= j and bool(in_passage[i]) and bool(in_passage[j])
 # - 在 06 中预训练 2000 步而不是 6000 步，然后重新运行本教程：06 中的情绪差距还没有出现，
 #   `demo/corpus.py` 记录了用一半的步数时这里的提升只有几个百分点。
 # - `make demo` 一次运行 06 和 07（以及一个 GPT），并写出一张汇总表。
+#
+# ## 轮到你了：练习 `cross_entropy` 和 `embeddings`
+#
+# 微调没有引入新公式：分类器的损失就是 `cross_entropy`（教程 04），作用在编码器输出的池化向量上，而编码器的
+# 输入来自 `embeddings`（教程 03）。两者在你的副本中通过之后（`make exercises`，然后
+# `cd ../student && make grade`），在那里运行本教程。

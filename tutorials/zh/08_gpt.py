@@ -11,7 +11,9 @@
 #
 #     L_LM = -(1/N) sum over the N predicted positions t of log p(x_t | x_<t)
 #
-# （在被打分的位置 t = 2 .. T 上取均值：第一个词元没有可用来预测它的前缀。）网络是在词元嵌入 + 位置嵌入
+# （在被打分的位置 t = 2 .. T 上取均值：第一个词元没有可用来预测它的前缀。）所以训练拟合的是
+# log p(x_2 .. x_T | x_1) = sum_{t=2}^{T} log p(x_t | x_<t)：少了链式法则的第一个因子 p(x_1)，没有哪个位置
+# 预测它。网络是在词元嵌入 + 位置嵌入
 # 之上堆叠的 **pre-LN 解码器块**（GPT-2）：
 #
 #     H_0[t] = W_te[x_t] + W_pe[t]
@@ -255,11 +257,11 @@ assert without_mask > with_mask, "the model never learned to read the future: mo
 
 # %% [markdown]
 # 上升。模型是带着掩码训练的，它的权重从没学过如何处理后面的词元；把答案给它，会改变每一次注意力平均，
-# 破坏它学到的东西。反过来（不带掩码训练）更糟：对 `x_{t+1}` 的“预测”可以读到 `x_{t+1}`，所以模型只需学会
+# 毁掉它学到的东西。反过来（不带掩码训练）更糟：对 `x_{t+1}` 的“预测”可以读到 `x_{t+1}`，所以模型只需学会
 # 复制它；训练损失趋向 0，而它不能生成，因为生成时下一个词元并不在那里供它复制（试试看：用
 # `gpt_module.causal_mask = everything_allowed` 训练，步数比快速模式多一些，观察训练损失与 `ln V` 的对比）。
 # 正是掩码让 `L_LM` 成为链式法则。BERT 没有这样的掩码，因此能读取右侧的上下文，但代价是 `[MASK]` 词元，
-# 而且不能从左往右生成：见教程 16。
+# 而且不能从左往右生成：见教程 10。
 #
 # ## 它写出了什么
 #
@@ -283,13 +285,13 @@ print(f"saved to {_setup.OUT / '08_gpt'} (tutorial 09 can load it)")
 #   （使用 `add_cross_attention` 时，两者之间还有一个子层，关注编码器的输出）。它的测试检查因果性、子层
 #   输出为零时的恒等性，以及交叉注意力。
 #
-#     make exercises                  # 学生副本在 ./student，所有练习都被挖空
-#     cd student && make grade        # 结果表和等级阶梯
+#     make exercises                  # 学生副本在 ../student，所有练习都被挖空
+#     cd ../student && make grade        # 结果表和等级阶梯
 #
 # 或者只做这两个：
 #
-#     python -m tutorials.exercises make --out student --only causal_lm_loss --only decoder_block
-#     cd student && python -m tutorials.exercises grade --only causal_lm_loss --only decoder_block
+#     python -m tutorials.exercises make --out ../student --only causal_lm_loss --only decoder_block
+#     cd ../student && python -m tutorials.exercises grade --only causal_lm_loss --only decoder_block
 
 # %%
 from tutorials.exercises import REGISTRY

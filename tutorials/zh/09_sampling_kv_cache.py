@@ -323,8 +323,8 @@ print("sampled with the draft:", repr(tokenizer.decode(sampled[0].tolist())))
 #   拒绝草稿词元，第一次拒绝时从残差分布抽取，全部保留时多抽一个。测试把它抽几千次，用卡方检验比较每个词元的
 #   频率和目标的 `p`，并检查投机贪心解码等于普通贪心解码。
 #
-#     make exercises && cd student && make grade                           # 所有练习
-#     python -m tutorials.exercises grade --only sampling --only kv_cache   # 在 ./student 中：只评这两个
+#     make exercises && cd ../student && make grade                           # 所有练习
+#     python -m tutorials.exercises grade --only sampling --only kv_cache   # 在 ../student 中：只评这两个
 #
 # Gold 要求先达到 Silver 和 Bronze：`sampling` 和 `kv_cache` 会运行注意力、掩码和解码器块，所以其中任何
 # 一个还没通过时，`make grade` 会显示 "needs X first"。

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 14 · 指令微调：从续写文本到助手
+# # 16 · 指令微调：从续写文本到助手
 #
 # 在文本上训练的 GPT（教程 08）会续写文本。为了让它*回答*，我们在按固定模板写成的对话上微调它，并且只对
 # 回答部分打分：
@@ -8,9 +8,9 @@
 #
 #     L = -(1/n_A) sum over the n_A assistant tokens of log p(x_t | x_<t)
 #
-# 提示是给定的，从不被预测：它的标签是 -100。模型学习 `<|assistant|>` 之后应该是什么，以及在回答完成时输出
-# `<|end|>`——对话在那里停止生成。这就是有监督微调（SFT），每个对话模型在预训练之后的第一步
-# （InstructGPT，Ouyang et al. 2022）。
+# 提示是现成给出的，模型不必预测它：它的标签是 -100。模型要学的是 `<|assistant|>` 之后该写什么，以及回答
+# 写完时输出 `<|end|>`——对话就在那里停止生成。这就是监督微调（SFT），几乎每个对话模型在预训练之后都从
+# 这一步开始（InstructGPT，Ouyang et al. 2022）。
 #
 # 代码：`common/data/instructions.py:encode_conversation`、`common/data/instructions.py:assistant_labels`、
 # `common/data/instructions.py:DataCollatorForChat`、`minigpt/sft.py:main`、`minigpt/chat.py:main`。
@@ -38,7 +38,7 @@ QUICK = _setup.QUICK
 # %% [markdown]
 # ## 模板与标签掩码
 #
-# 这四个标记是放在分词器词表之后的新词元，所以任何文本都伪造不了它们。下面列出一段对话的每个词元及其标签：
+# 这四个标记是排在分词器词表之后的新词元，所以任何文本都冒充不了它们。下面列出一段对话的每个词元及其标签：
 # 标签为 -100 处显示为 `.`。
 
 # %%
@@ -51,9 +51,25 @@ for token, label in zip(ids, labels):
     print(f"{tokenizer.decode([token])!r:16} label {'.' if label == IGNORE_INDEX else tokenizer.decode([label])!r}")
 
 # %% [markdown]
+# **先预测，再运行。** 一段两轮的对话：“reverse: abc” -> “cba”，然后 “copy: de” -> “de”。它有多少个词元
+# 带标签（也就是要学的）？标记词元也要数上。
+
+# %%
+two_turns = messages + [{"role": "user", "content": "copy: de"}, {"role": "assistant", "content": "de"}]
+ids2 = encode_conversation(tokenizer, two_turns)
+labelled = [tokenizer.decode([t]) for t, y in zip(ids2, assistant_labels(ids2, tokenizer.assistant_id,
+                                                                            tokenizer.end_id)) if y != IGNORE_INDEX]
+print(f"{len(labelled)} of {len(ids2)} tokens learned:", labelled)
+assert len(labelled) == len("cba") + 1 + len("de") + 1, "each answer and the <|end|> that closes it"
+
+# %% [markdown]
+# 每个回答的字符，加上结束这一轮的 `<|end|>`：3 + 1 + 2 + 1 = 7。`<|assistant|>` 标记不学（提示里总会给出它），
+# 用户那一轮的 `<|end|>` 也不学。
+#
 # ## 一个任务：关于字符串的三种指令
 #
-# 对一个 3-6 个字母的词做 `reverse`、`sort` 和 `copy`。留出的词从不出现在训练中。
+# 对一个 3-6 个字母的词做 `reverse`、`sort` 和 `copy`。留出的词从不出现在训练中。`DataCollatorForChat` 是
+# 组批器（collator）：Trainer 调用它把一组样本拼成一个批次（这里：`input_ids` 用填充 id 补齐，`labels` 用 -100 补齐）。
 
 # %%
 def make_record(rng):
@@ -105,3 +121,18 @@ print(f"after SFT: exact match {exact_match(model, test):.2f} on {len(test)} hel
 #     python -m minigpt.chat --model_name_or_path out/sft
 #
 # docs/results/lora_sft.md 测量了预训练给这一步带来了什么。
+#
+# ## 轮到你了：练习 `assistant_labels`
+#
+# 在学生副本中（`make exercises`），`assistant_labels`（`common/data/instructions.py`）会抛出
+# `NotImplementedError`。按上面的标签规则写出它（学每个助手词元以及结束这一轮的 `<|end|>`，其余全部为 -100），
+# 然后评分：
+#
+#     python -m tutorials.exercises make --out ../student --only assistant_labels
+#     cd ../student && python -m tutorials.exercises grade --only assistant_labels
+
+# %%
+from tutorials.exercises import REGISTRY
+
+print(REGISTRY["assistant_labels"].pytest_command())
+print("hint:", REGISTRY["assistant_labels"].hint)

@@ -1,13 +1,18 @@
 # %% [markdown]
-# # 13 · LoRA：通过低秩更新来微调
+# # 15 · LoRA：通过低秩更新来微调
 #
 # 微调（教程 07）训练每一个权重。对一个有十亿个权重的模型，这意味着十亿个梯度、二十亿个 Adam 矩，以及每个
 # 任务一份完整的模型副本。LoRA（Hu et al. 2021）冻结每一个预训练矩阵 `W`（out x in），只学习一个低秩的变化：
 #
 #     y = x W^T + b + (alpha / r) * dropout(x) A^T B^T,      A: (r, in),  B: (out, r),  r << in, out
 #
-# `B A` 是一个秩至多为 r 的 (out x in) 矩阵，由 r (in + out) 个数构成，而不是 in x out 个。`alpha / r` 对更新
-# 做缩放，使改变 r 不会明显改变更新的大小。
+# `B A` 是一个秩至多为 r 的 (out x in) 矩阵，只由 r (in + out) 个数构成，而不是 in x out 个。PyTorch 和
+# peft（Hugging Face 的参数高效微调库，LoRA 是其中一种方法）都按 (out, in) 存放权重，所以上式带着转置；
+# 按课程的行向量约定（docs/notation.md）写，就是 y = x W + b + (alpha / r) x A B。
+#
+# `alpha / r` 对更新做缩放。Hu 等人这样选，是为了换几个秩也能沿用同一个学习率；但它并不能让更新的大小与 r
+# 无关：Kalajdzievski（2023）指出，在 alpha / r 下 r 越大更新越小，而 alpha / sqrt(r)（rsLoRA，peft 的
+# `use_rslora`）能让它保持稳定。本课程与 peft 的默认做法一样，用 alpha / r。
 #
 # 代码：`common/nn/lora.py:LoRALinear`、`common/nn/lora.py:inject_lora`、`common/nn/lora.py:merge_and_unload`、
 # `common/hub/adapters.py:save_adapter`（peft 的文件格式）。测试：`tests/test_lora.py`（在 BERT 和 GPT 上与
@@ -33,7 +38,8 @@ QUICK = _setup.QUICK
 # %% [markdown]
 # ## 第 0 步：B 从零开始，所以什么都不变
 #
-# A 像任何 Linear 权重一样抽取（kaiming-uniform）；B 全为零。于是 `B A = 0`，加了适配器的层与冻结的层计算
+# A 像任何 Linear 权重一样抽取（kaiming-uniform：每个元素在 ±1/sqrt(in) 内均匀分布，这是 PyTorch 中
+# `nn.Linear` 的默认初始化）；B 全为零。于是 `B A = 0`，加了适配器的层与冻结的层计算
 # 的结果完全相同：微调从预训练模型开始，而不是从它的一个扰动副本开始。
 
 # %%
@@ -45,17 +51,23 @@ print("A", tuple(layer.lora_A.weight.shape), "B", tuple(layer.lora_B.weight.shap
       "scaling alpha / r =", layer.scaling)
 
 # %% [markdown]
-# 为什么不让两者都为零？设 s = alpha / r，G = dL/dy，梯度为 `dL/dB = s G^T (x A^T)` 和
-# `dL/dA = s (G B)^T x`。
-# 如果 A = 0 且 B = 0，两个梯度都为零，适配器永远不动。A 随机时，B 立刻得到梯度；一旦 B 不为零，A 也开始移动。
+# **先预测，再运行。** 在第 0 步做一次反向传播，A 随机、B = 0：A 和 B 哪个得到梯度？如果 A 也是零呢？
 
 # %%
+grads = {}
 for name, init_A in (("A random, B = 0", False), ("A = 0,    B = 0", True)):
     layer = LoRALinear(nn.Linear(64, 48), r=4, lora_alpha=8)
     if init_A:
         nn.init.zeros_(layer.lora_A.weight)
     layer(x).pow(2).sum().backward()
-    print(f"{name}: |dL/dA| = {layer.lora_A.weight.grad.norm():.3f}, |dL/dB| = {layer.lora_B.weight.grad.norm():.3f}")
+    grads[name] = (layer.lora_A.weight.grad.norm().item(), layer.lora_B.weight.grad.norm().item())
+    print(f"{name}: |dL/dA| = {grads[name][0]:.3f}, |dL/dB| = {grads[name][1]:.3f}")
+assert grads["A random, B = 0"][0] == 0 < grads["A random, B = 0"][1] and grads["A = 0,    B = 0"] == (0, 0)
+
+# %% [markdown]
+# 设 s = alpha / r，G = dL/dy，梯度为 `dL/dB = s G^T (x A^T)` 和 `dL/dA = s (G B)^T x`。A 随机时，B 立刻
+# 得到梯度，A 没有（B = 0 把它乘没了）；一旦 B 不为零，A 也开始移动。如果 A = 0 且 B = 0，两个梯度都为零，
+# 适配器永远不动：所以两者中必须有一个随机初始化。
 
 # %% [markdown]
 # ## 学习一个低秩的变化
@@ -122,3 +134,18 @@ print("after merge_and_unload the keys are the base model's again:",
 # 在真实数据上：`python -m minibert.finetune ... --lora_r 8` 和 `python -m minigpt.train ... --lora_r 8` 训练
 # 适配器而不是每个权重；docs/results/lora_sft.md 在 SST-2 上比较 LoRA 与完整微调（准确率、训练的参数、内存、
 # 每步时间、磁盘上的大小）。
+#
+# ## 轮到你了：练习 `lora_linear`
+#
+# 在学生副本中（`make exercises`），`LoRALinear` 的 forward、`delta_weight`、`merge` 和 `unmerge`
+# （`common/nn/lora.py`）会抛出 `NotImplementedError`。按开头的公式写出它们；测试在 BERT 和 GPT 上把输出和
+# 梯度与 peft 对照：
+#
+#     python -m tutorials.exercises make --out ../student --only lora_linear
+#     cd ../student && python -m tutorials.exercises grade --only lora_linear
+
+# %%
+from tutorials.exercises import REGISTRY
+
+print(REGISTRY["lora_linear"].pytest_command())
+print("hint:", REGISTRY["lora_linear"].hint)

@@ -1,34 +1,31 @@
 # %% [markdown]
-# # 16 · Autoregressive or autoencoding? GPT and BERT side by side
+# # 10 · 自回归还是自编码？GPT 与 BERT 并排比较
 #
-# Tutorials 04-08 trained the two families apart. Here they meet on the same sentences, with the
-# same vocabulary, the same size and the same number of steps, so that what differs is the
-# objective alone (notation: `docs/notation.md`).
+# 教程 04-08 分别训练了这两类模型。这里让它们在同样的句子上相遇，词表相同、规模相同、步数相同，所以不同的
+# 只有训练目标本身（记号：`docs/notation.md`）。
 #
-# **Autoregressive (AR, GPT).** The chain rule, exact for any distribution:
+# **自回归（AR，GPT）。** 链式法则，对任何分布都精确成立：
 #
 #     p(x) = prod_{t=1}^{T} p(x_t | x_<t),      L_LM = -(1/N) sum_t log p(x_t | x_<t)
 #
-# The model defines a real probability of every sentence, and it can generate one token after
-# the other. But the prediction at `t` never sees `x_{t+1}, ..., x_T`: no right context.
+# 模型给每个句子定义了一个真正的概率，并且能一个词元接一个词元地生成。但位置 `t` 上的预测永远看不到
+# `x_{t+1}, ..., x_T`：没有右侧上下文。
 #
-# **Autoencoding (AE, BERT).** Corrupt `x` into `x~` (15% of the tokens, 80/10/10) and rebuild
-# the chosen tokens `I` from `x~`:
+# **自编码（AE，BERT）。** 给 `x` 加噪得到 `x~`（15% 的词元，80/10/10），再从 `x~` 重建被选中的词元 `I`：
 #
 #     L_MLM = -(1/|I|) sum_{i in I} log p(x_i | x~)
 #
-# Every prediction reads both sides (bidirectional). But there is no `p(x)`: the masked tokens
-# are predicted independently of each other given `x~` (the **independence assumption**), the
-# model needs `[MASK]` tokens that real text never has (the **mismatch**, tutorial 04), and it
-# has no left-to-right order to generate in. The nearest thing BERT has to a sentence score is the
-# **pseudo-log-likelihood** (Salazar et al. 2020), masking one position at a time:
+# 每个预测都能看到两侧（双向）。但它给不出 `p(x)`：在同一个 `x~` 下，各个被掩码的词元是分头预测的，彼此
+# 不知道对方（**独立性假设**）；
+# 模型需要真实文本中从不出现的 `[MASK]` 词元（**不匹配**，教程 04）；而且它没有可以用来生成的从左到右的
+# 顺序。BERT 里最接近“句子得分”的是**伪对数似然**（Salazar et al. 2020），每次掩码一个位置：
 #
 #     PLL(x) = sum_{t=1}^{T} log p(x_t | x with x_t replaced by [MASK])
 #
-# a sum of `T` conditionals that do not multiply to any distribution over sentences.
+# 它是 `T` 个对数条件概率之和，每一项都看得到两侧；这些条件概率相乘，得不到任何句子上的分布。
 #
-# Run it: `python tutorials/16_ar_vs_ae.py` (a few minutes); `TUTORIAL_QUICK=1` for a short run
-# whose models have barely trained (the exact checks hold all the same).
+# 运行：`python tutorials/zh/10_ar_vs_ae.py`（几分钟）；`TUTORIAL_QUICK=1` 只跑一小段，模型几乎没怎么
+# 训练（但精确的检查照样成立）。
 
 # %%
 import _setup
@@ -50,11 +47,10 @@ QUICK = _setup.QUICK
 torch.set_num_threads(1)  # models this small train faster on one core than split across several
 
 # %% [markdown]
-# ## The same sentences, the same vocabulary
+# ## 同样的句子，同样的词表
 #
-# The demo corpus (`demo/corpus.py`, generated, nothing downloaded) with a word-level vocabulary.
-# Both models read `[CLS] sentence [SEP]`: for GPT, `[CLS]` is the start token (so `x_1`, the
-# first word, has a prefix to be predicted from) and `[SEP]` is the end of the sentence.
+# 语料用演示语料（`demo/corpus.py` 现场生成，不下载任何东西），词表按词切分。两个模型都读取 `[CLS] sentence [SEP]`：
+# 对 GPT 来说，`[CLS]` 是起始词元（这样第一个词 `x_1` 也有可以用来预测它的前缀），`[SEP]` 是句子的结尾。
 
 # %%
 stories = demo_data.generate_corpus(num_documents=200 if QUICK else 2000, seed=0)
@@ -73,11 +69,10 @@ gpt = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=V,
 print(f"parameters: BERT {sum(p.numel() for p in bert.parameters()):,}, GPT {sum(p.numel() for p in gpt.parameters()):,}")
 
 # %% [markdown]
-# ## Training both, the same way
+# ## 用同样的方式训练两者
 #
-# The same batches of 32 sentences, AdamW at the same rate, the same number of steps. BERT's
-# batch is corrupted by the collator (a fresh 80/10/10 draw each step); GPT's labels are the
-# token ids themselves with `-100` on the padding (the shift by one happens in the loss).
+# 同样的每批 32 个句子，同样学习率的 AdamW，同样的步数。BERT 的批次由组批器（教程 04：构造每个批次的函数）加噪（每步重新抽取 80/10/10）；
+# GPT 的标签就是词元 id 本身，填充处为 `-100`（标签与输入错开一位，这一步在损失函数里完成）。
 
 # %%
 steps = 150 if QUICK else 2000
@@ -103,13 +98,11 @@ gpt.eval()
 torch.set_grad_enabled(False)
 
 # %% [markdown]
-# ## Scoring one sentence, both ways
+# ## 给一个句子打分，两种方式
 #
-# GPT: one forward pass gives `log p(x_t | x_<t)` at every position, and their sum is `log p(x)`,
-# exactly `-N L_LM` (checked against the model's own loss). BERT: `T` forward passes, the
-# `t`-th with `x_t` replaced by `[MASK]` (batched as `T` rows), and `PLL(x)` the sum of
-# `log p(x_t | ...)` read at the masked position.
-
+# GPT：一次前向传播给出每个位置上的 `log p(x_t | x_<t)`，它们的和就是 `log p(x)`，恰好等于 `-N L_LM`（与模型
+# 自己的损失对照检查）。BERT：`T` 次前向传播，第 `t` 次把 `x_t` 替换为 `[MASK]`（作为 `T` 行组成一个批次），
+# `PLL(x)` 是在被掩码位置读出的 `log p(x_t | ...)` 之和。两者的单位都是奈特（自然对数，见教程 04）。
 
 # %%
 def gpt_log_probs(ids: torch.Tensor) -> torch.Tensor:
@@ -141,17 +134,14 @@ model_loss = gpt(ids[None], labels=ids[None]).loss  # L_LM: the mean over the T 
 assert torch.allclose(ar.sum(), -model_loss * (len(ids) - 1), rtol=1e-4), "log p(x) must be -N L_LM"
 
 # %% [markdown]
-# Which column is larger depends on how far each model has trained: per step GPT learns from
-# every position and BERT from the ~15% it masked, so after equal steps BERT has seen about a
-# seventh of the labels (the quick run shows it). Whatever the numbers, they are not comparable:
-# `log p(x)` is the log of a probability of the sentence, `PLL(x)` a sum of conditionals that
-# each see both sides of the word.
+# 哪一列更大取决于每个模型训练了多少：每一步 GPT 从每个位置学习，BERT 只从它掩码的约 15% 学习，所以在步数
+# 相同时，BERT 见到的标签大约只有七分之一（快速运行就能看出来）。无论数字如何，它们都不可比较：`log p(x)` 是
+# 句子概率的对数，`PLL(x)` 是一些对数条件概率之和，每一项都看得到该词两侧的内容。
 #
-# ## Predict, then run: what GPT cannot see
+# ## 先预测，再运行：GPT 看不到什么
 #
-# Two sentences that agree up to "Tom was a" and differ after it. **At the position that
-# predicts the word after "a", do GPT's probabilities differ between the two? Do BERT's, with
-# that word masked?** Guess, then run.
+# 两个句子直到 "Tom was a" 都相同，之后不同。**在预测 "a" 之后那个词的位置上，GPT 对两个句子给出的概率
+# 不同吗？BERT 在掩码该词时给出的概率呢？** 先猜，再运行。
 
 # %%
 left = "tom was a"
@@ -175,14 +165,11 @@ assert gpt_change == 0.0, "a causal model's prediction cannot depend on the toke
 assert bert_change > 1e-4, "a bidirectional model reads the right context"
 
 # %% [markdown]
-# GPT's distributions are identical to the last bit: at "a" it has not read "market" or
-# "fields" yet, and never will (tutorial 08's causal property). BERT's move: it reads the words
-# on the right ("near the fields" is evidence for "farmer"; whether its probabilities already
-# follow that evidence depends on how long it trained: compare the full run). On a task that
-# needs the whole sentence (classification,
-# tagging, extractive QA) that is BERT's advantage. Below, every held-out word is guessed by GPT
-# from its left alone and by BERT with that one word masked; with equal steps BERT has had far
-# fewer labels (see above), so run the full version before reading much into the comparison.
+# GPT 给出的分布分毫不差：在 "a" 处它还没有读到 "market" 或 "fields"，而且永远不会读到（教程 08 的因果
+# 性质）。BERT 的会变：它读取右侧的词（"near the fields" 暗示这里是 "farmer"；它的概率有没有随之变化，
+# 取决于训练了多久，可以对照完整运行的结果）。在需要整个句子的任务上（分类、序列标注、抽取式问答），这就是 BERT 的
+# 优势。下面，每个留出的词由 GPT 只凭左侧去猜，由 BERT 在只掩码这一个词时去猜；步数相同时 BERT 拿到的标签
+# 少得多（见上文），所以先跑一遍完整版本，再从这个对比中下结论。
 
 # %%
 gpt_hits = bert_hits = total = 0
@@ -200,19 +187,17 @@ print(f"held-out words guessed right: GPT (left context) {gpt_hits / total:.1%},
       f"BERT (both sides) {bert_hits / total:.1%}, over {total} words")
 
 # %% [markdown]
-# ## What BERT cannot do: generate, and predict two masks jointly
+# ## BERT 做不到的事：生成，以及联合预测两个掩码
 #
-# GPT generates by sampling `x_1`, then `x_2` given `x_1`, and so on: each step is a factor of the
-# chain rule. BERT has no such order. Asked to fill several `[MASK]`s at once, it fills each one
-# from the same `x~`, independently of what it puts in the others:
+# GPT 的生成方式是先抽样 `x_1`，再在给定 `x_1` 时抽样 `x_2`，依此类推：每一步都是链式法则中的一个因子。
+# BERT 没有这样的顺序。让它同时填多个 `[MASK]` 时，每个空都只根据同一个 `x~` 来填，不管别的空填了什么：
 #
-#     BERT:          p(x_i, x_j | x~) ~ p(x_i | x~) p(x_j | x~)        (the independence assumption)
-#     chain rule:    p(x_i, x_j | x~) = p(x_i | x~) p(x_j | x~, x_i)
+#     BERT：         p(x_i, x_j | x~) ≈ p(x_i | x~) p(x_j | x~)        （独立性假设）
+#     链式法则：     p(x_i, x_j | x~) = p(x_i | x~) p(x_j | x~, x_i)
 #
-# **Predict, then run.** Mask two adjacent words of each held-out sentence. Score the true pair
-# both ways with BERT: all at once (independent), or the first word, then the second with the
-# first filled in (one chain-rule step). Which gives the true pair the higher log-probability on
-# average, and is the gap large?
+# **先预测，再运行。** 在每个留出句子中掩码两个相邻的词。用 BERT 以两种方式给真实的词对打分：一次全部预测
+# （独立），或者先预测第一个词，再在第一个词已填入时预测第二个（链式法则的一步）。平均而言哪种方式给真实
+# 词对更高的对数概率？差距大吗？
 
 # %%
 independent, sequential = [], []
@@ -234,9 +219,8 @@ print(f"true pair, mean log p over {len(heldout)} sentences: independent {mean_i
 assert mean_sequential > mean_independent, (mean_sequential, mean_independent)
 
 # %% [markdown]
-# Seeing the first word helps predict the second: the independent product throws that away,
-# which is what lets BERT put two words side by side that never occur together. Generation needs
-# the chain rule; GPT has it by construction:
+# 看到第一个词，第二个词就更好猜：独立的乘积丢掉了这一点，所以 BERT 会把两个从不连用的词并排填进去。
+# 生成需要链式法则，而 GPT 生来就是按链式法则构造的：
 
 # %%
 start = torch.tensor([tokenizer.encode("tom was a", add_special_tokens=False)])
@@ -250,11 +234,10 @@ filled[0, positions] = bert(fill).logits[0, positions].argmax(-1)  # all six mas
 print("BERT, six [MASK]s filled at once:", " ".join(tokenizer.convert_ids_to_tokens(filled[0].tolist())))
 
 # %% [markdown]
-# ## The mismatch, counted
+# ## 不匹配，数一数
 #
-# BERT trained on inputs of which about 12% of the words are `[MASK]` (80% of the 15% chosen);
-# the sentences it will be fine-tuned on hold none. GPT reads, in training and in use, the same
-# kind of text.
+# BERT 训练时的输入中约有 12% 的词是 `[MASK]`（被选中的 15% 中的 80%）；而微调时读到的句子里一个也没有。
+# GPT 在训练和使用时读的是同一类文本。
 
 # %%
 batch = mlm([{"input_ids": e} for e in encoded[:500]])
@@ -266,16 +249,30 @@ print(f"[MASK] share of the words BERT trains on: {share:.1%} (expected 0.15 x 0
 assert 0.10 < share < 0.14, share
 
 # %% [markdown]
-# ## Summary
+# ## 总结
 #
-# | | GPT (autoregressive) | BERT (autoencoding) |
+# | | GPT（自回归） | BERT（自编码） |
 # | --- | --- | --- |
-# | objective | `L_LM`, the chain rule | `L_MLM` on `x~` |
-# | a sentence's score | `log p(x)`, a real log-probability | `PLL(x)`, a sum of conditionals |
-# | right context | never (asserted above) | always |
-# | generation | one token at a time | no order; masks filled independently |
-# | train / use mismatch | none | `[MASK]` in training only |
+# | 训练目标 | `L_LM`，链式法则 | 在 `x~` 上的 `L_MLM` |
+# | 句子的得分 | `log p(x)`，真正的对数概率 | `PLL(x)`，对数条件概率之和 |
+# | 右侧上下文 | 从不（上面已断言） | 总是 |
+# | 生成 | 一次一个词元 | 没有顺序；各个掩码独立填充 |
+# | 训练 / 使用不匹配 | 没有 | `[MASK]` 只在训练中出现 |
 #
-# XLNet (Yang et al. 2019) and T5-style span corruption are attempts to keep both columns' good
-# rows. Tutorial 04 measures the mismatch's remedy (80/10/10); tutorial 08 what removing the
-# causal mask does to GPT.
+# XLNet（Yang et al. 2019）和 T5 式的片段遮盖都是想兼得两列长处的尝试。教程 04 测量了对不匹配的补救
+# （80/10/10）；教程 08 测量了去掉因果掩码对 GPT 的影响。
+#
+# ## 轮到你了：练习 `causal_lm_loss` 和 `mlm_loss`
+#
+# 这里比较的两个目标正是两个计分练习：`causal_lm_loss`（教程 08）和 `mlm_loss`（教程 04），都在
+# `common/nn/losses.py` 里。在学生副本中（`make exercises`）它们会抛出 `NotImplementedError`；等它们通过后，
+# 在你的副本里运行本教程：上面的每个数字就都出自你自己写的损失函数。
+#
+#     python -m tutorials.exercises make --out ../student --only causal_lm_loss --only mlm_loss
+#     cd ../student && python -m tutorials.exercises grade --only causal_lm_loss --only mlm_loss
+
+# %%
+from tutorials.exercises import REGISTRY
+
+for name in ("causal_lm_loss", "mlm_loss"):
+    print(REGISTRY[name].pytest_command())

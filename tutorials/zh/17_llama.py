@@ -1,14 +1,14 @@
 # %% [markdown]
-# # 15 · 从 GPT-2 到 Llama
+# # 17 · 从 GPT-2 到 Llama
 #
 # 如今训练的解码器（Llama、Mistral、Qwen 等）就是把 GPT-2（教程 08）换掉了四个部件，每个部件只是几行
-# 数学。在 minigpt 中，每一个都是 `GPTConfig` 上的一个开关：
+# 数学。在 minigpt 里，每个部件都是 `GPTConfig` 上的一个开关：
 #
 # | 开关 | GPT-2 | Llama | 公式 |
 # |---|---|---|---|
-# | `position_embedding` | `learned`：h_0 = W_te[x] + W_pe[p] | `rope` | q、k 按 p theta_i 旋转，theta_i = base^(-2i/d) |
+# | `position_embedding` | `learned`：h_0 = W_te[x] + W_pe[p] | `rope` | q、k 按 p omega_i 旋转，omega_i = base^(-2i/d_k) |
 # | `normalization` | `layernorm` | `rmsnorm` | x / sqrt(mean(x^2) + eps) * weight |
-# | `feed_forward` | `gelu`：GELU(x W_1) W_2 | `swiglu` | W_2 (silu(x W_1) * (x W_3)) |
+# | `feed_forward` | `gelu`：GELU(x W_1) W_2 | `swiglu` | (silu(x W_1) * (x W_3)) W_2 |
 # | `n_kv_head` | = n_head | < n_head | 每 n_head / n_kv_head 个查询头共享一个键/值头 |
 #
 # 另外没有偏置（`bias=False`），而且大多数 Llama 检查点有自己单独的语言模型头
@@ -18,7 +18,7 @@
 # `common/nn/attention.py:repeat_kv`、`minigpt/config.py`。测试：`tests/test_llama.py`（与 transformers
 # 的 `LlamaForCausalLM` 相等，以及下面检查的各项性质）。
 #
-# 运行：`python tutorials/zh/15_llama.py`（约 7 分钟：六次各 60 秒的训练）；`TUTORIAL_QUICK=1` 只需几秒。
+# 运行：`python tutorials/zh/17_llama.py`（约 7 分钟：六次各 60 秒的训练）；`TUTORIAL_QUICK=1` 只需几秒。
 
 # %%
 import _setup
@@ -44,11 +44,15 @@ QUICK = _setup.QUICK
 # ## 1. RoPE：把位置表示为旋转
 #
 # GPT-2 给每个输入加上一个可学习的向量 W_pe[p]：模型必须在每个位置上分别学会“往前 3 个词元”是什么意思，
-# 而且超过 block_size 的位置没有对应的向量。RoPE（Su et al. 2021）则把每个查询和键看作 d/2 个平面，在
-# 第 i 个平面上旋转角度 p theta_i。先旋转 p theta、再做旋转 s theta 的逆，等于旋转 (p - s) theta，
+# 而且超过 block_size 的位置没有对应的向量。RoPE（Su et al. 2021）则把每个头的查询和键看作 d_k/2 个
+# 平面，在第 i 个平面上旋转角度 p omega_i，omega_i = base^(-2i/d_k)，i = 0 .. d_k/2 - 1（原文写作 theta_i；
+# 本课程中 theta 表示参数）。先旋转 p omega、再做旋转 s omega 的逆，等于旋转 (p - s) omega，
 # 所以分数 q . k 只看得到距离 p - s。旋转保持长度不变，所以没有向量会随位置增大。我们使用 Hugging Face
-# 的 "rotate-half" 顺序（第 i 个平面 = 第 i 维和第 i + d/2 维）；Meta 的原始代码把 (2i, 2i + 1) 配成一对，
+# 的 "rotate-half" 顺序（第 i 个平面 = 第 i 维和第 i + d_k/2 维）；Meta 的原始代码把 (2i, 2i + 1) 配成一对，
 # 在对 W^Q、W^K 做置换之后是同一个函数。
+#
+# **先预测，再运行。** 同样的 q 和 k，分别放在位置 (3, 1)、(10, 8) 和 (107, 105)：三个分数 q . k 会不同吗？
+# 把 q 按位置 50 旋转之后，它的范数呢？
 
 # %%
 d = 8
@@ -64,6 +68,8 @@ for p, s in [(3, 1), (10, 8), (107, 105)]:
     score = (rotated(q, p) * rotated(k, s)).sum().item()
     print(f"q at {p:3d}, k at {s:3d} (distance {p - s}): score {score:+.6f}")
 print("norm before / after rotation:", q.norm().item(), rotated(q, 50).norm().item())
+scores = [(rotated(q, p) * rotated(k, s)).sum().item() for p, s in [(3, 1), (10, 8), (107, 105)]]
+assert max(scores) - min(scores) < 1e-5 and abs(q.norm() - rotated(q, 50).norm()) < 1e-5  # float32 angles
 
 # %% [markdown]
 # ## 2. RMSNorm：只保留重新缩放
@@ -81,8 +87,8 @@ print("its mean is not 0 (no centring):", rms.mean(-1))
 # ## 3. SwiGLU：带门控的前馈网络
 #
 # Shazeer（2020）把 GELU(x W_1) W_2 换成两个投影的乘积，其中一个经过 silu(x) = x sigmoid(x)：
-# W_2 (silu(x W_1) * (x W_3))。门控让每个隐藏单元可以乘性地缩放另一个单元。用三个矩阵而不是两个：宽度取
-# 8C/3（向上取整到 8 的倍数），参数量与 GPT-2 宽度为 4C 的前馈网络相同。
+# (silu(x W_1) * (x W_3)) W_2（课程的行向量写法）。门控让一个隐藏单元按乘法去放大或压低另一个。矩阵从两个
+# 变成三个，所以宽度取 8d/3（向上取整到 8 的倍数），参数量才与 GPT-2 中宽度为 4d 的前馈网络相同。
 
 # %%
 C = 48
@@ -96,7 +102,7 @@ print(f"C = {C}: SwiGLU width {swiglu_width(C)}, parameters {3 * C * swiglu_widt
 # ## 4. 分组查询注意力：更小的 KV 缓存
 #
 # 生成一个词元要读取每一层的整个 KV 缓存；上下文很长时，内存流量的大头是它，而不是权重。Ainslie et al.
-# （2023）：只投影 n_kv_head 个键/值头，让每 n_head / n_kv_head 个查询头共享其中一个（n_kv_head = 1 就是
+# （2023）的做法是只投影 n_kv_head 个键/值头，让每 n_head / n_kv_head 个查询头共享其中一个（n_kv_head = 1 就是
 # 多查询注意力）。缓存因此缩小这么多倍；`repeat_kv` 把第 h // (n_head / n_kv_head) 个 kv 头交给查询头 h。
 
 # %%
@@ -112,7 +118,7 @@ for n_kv in (6, 2, 1):
 # ## 5. 每个开关在 tiny shakespeare 上的效果
 #
 # 相同的数据、相同的方案，每个模型的墙钟时间预算相同：先是 GPT-2，然后一次换一个开关，最后是完整的
-# Llama 形态。参数量相差不超过几个百分点（RoPE 去掉了 block_size x C 的位置表，`bias=False` 去掉了偏置，
+# Llama 形态。参数量相差不超过几个百分点（RoPE 去掉了 block_size x d 的位置表，`bias=False` 去掉了偏置，
 # GQA 去掉了 W^K、W^V 的一部分），打印在每个损失旁边。机器是共享的，所以在预算内步数较少的模型会在
 # `steps` 列中显示出来；完整比较的三种子中位数见 docs/results/minigpt.md。
 
@@ -201,7 +207,7 @@ if plt is not None:
     ax.set_ylabel("training loss")
     ax.set_title(f"tiny shakespeare, {BUDGET:.0f} s each" + (" (quick mode)" if QUICK else ""))
     ax.legend()
-    _setup.save_plot(fig, "15_llama_curves.png")
+    _setup.save_plot(fig, "17_llama_curves.png")
 
 # %% [markdown]
 # ## 6. 加载 Llama 检查点
@@ -214,17 +220,28 @@ if plt is not None:
 # 和贪心生成的词元与 transformers 对照。下面对上面训练的 Llama 形态模型做一次保存再加载的往返。
 
 # %%
-folder = _setup.OUT / "15_llama"
+folder = _setup.OUT / "17_llama"
 model.save_pretrained(folder)
 again = GPT.from_pretrained(folder)
 prompt = torch.tensor([tokenizer.encode("ROMEO:" if DATA.is_file() else "Shall", add_special_tokens=False)])
 print(repr(tokenizer.decode(again.generate(prompt, 80 if not QUICK else 20, do_sample=True, top_k=20, seed=0)[0].tolist())))
 
 # %% [markdown]
-# ## 练习
+# ## 轮到你了：练习 `rms_norm`、`swiglu` 和 `rope`
 #
 # `make exercises` 把 `rms_norm`（`common/nn/norms.py`）、`swiglu`（`common/nn/blocks.py`）和 `rope`
-# （`common/nn/rope.py:apply_rope`）挖空；`make grade` 运行它们在 tests/test_llama.py 中的测试。然后想一想：
+# （`common/nn/rope.py:apply_rope`）挖空；它们的测试在 tests/test_llama.py 里：
+#
+#     python -m tutorials.exercises make --out ../student --only rms_norm --only swiglu --only rope
+#     cd ../student && python -m tutorials.exercises grade --only rms_norm --only swiglu --only rope
+#
+# 然后想一想：
 # 哪些看似合理的错误版本仍能通过测试？（旋转 (2i, 2i + 1) 这样的配对保持范数和相对分数不变，但通不过与
-# transformers 的对照测试；在 RMSNorm 中忘了转换到 float32，在 float32 下没有任何影响，在 bfloat16 下
-# 影响很大。）
+# transformers 的对照测试；在 RMSNorm 中忘了转换到 float32，在 float32 下没有任何影响，在 bfloat16（16 位浮点格式，
+# 指数位与 float32 一样是 8 位，尾数只有 7 位：范围相同，只有约 3 位有效数字）下影响很大。）
+
+# %%
+from tutorials.exercises import REGISTRY
+
+for name in ("rms_norm", "swiglu", "rope"):
+    print(REGISTRY[name].pytest_command())

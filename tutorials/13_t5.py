@@ -1,40 +1,40 @@
 # %% [markdown]
-# # 12 · T5: an encoder that reads, a decoder that writes while reading
+# # 13 · T5: an encoder that reads, a decoder that writes while reading
 #
 # BERT (tutorials 03-07) is an encoder: every token sees every other, and it fills masked tokens.
 # GPT (08-09) is a decoder: each token sees only the ones before it, and it writes the next one.
 # T5 (Raffel et al. 2020) joins them. The encoder reads the source x; the decoder writes the target
 # y one token at a time, and in every layer it *attends to the encoder's states*:
 #
-#     enc = Encoder(x)                                          (B, S, C), computed once
-#     d   = d + SelfAttn(RMS(d))          causal, over y_<t
-#     d   = d + CrossAttn(RMS(d), enc)    Q from the decoder, K and V from enc
-#     d   = d + FFN(RMS(d))
+#     enc = Encoder(x)                                          (B, S, d), computed once
+#     h   = h + SelfAttn(RMS(h))          causal, over y_<t
+#     h   = h + CrossAttn(RMS(h), enc)    Q from the decoder, K and V from enc
+#     h   = h + FFN(RMS(h))
 #
-# Pretraining fills corrupted *spans* (section 3), and generation can keep several candidates
-# (beam search, section 4). Code: `minit5/model.py`, `minit5/generate.py`, `common/generation/beam_search.py`,
+# (`RMS` is RMSNorm, `x / sqrt(mean(x^2) + eps) * weight`, tutorial 17 writes it by hand; `h` is the
+# decoder's hidden state, `d` the model width as everywhere in the course, docs/notation.md.)
+# This tutorial is the architecture and the pretraining objective: cross-attention (section 1),
+# the relative position buckets (2), span corruption (3). How T5 is trained on pairs and how it
+# writes (teacher forcing, greedy and beam search, BLEU) is tutorial 14. Code: `minit5/model.py`,
 # `common/data/span_corruption.py`. Tests: `tests/test_t5_parity.py` (equal to transformers' T5),
 # `tests/test_span_corruption.py`.
 #
-# Run it: `python tutorials/12_t5.py` (about two minutes); `TUTORIAL_QUICK=1` for a few seconds.
+# Run it: `python tutorials/13_t5.py` (a few seconds, no training).
 
 # %%
 import _setup
 
 import random
-import time
 
 import torch
 
 from common.data.span_corruption import (compute_input_and_target_lengths, corrupt_spans,
                                          random_spans_noise_mask)
 from minit5.config import T5Config
-from minit5.metrics import corpus_bleu
 from minit5.model import T5ForConditionalGeneration, relative_position_bucket
 
 _setup.seed(0)
 torch.set_printoptions(precision=3, sci_mode=False)
-QUICK = _setup.QUICK
 
 # %% [markdown]
 # ## 1. Cross-attention: queries from the target, keys and values from the source
@@ -67,11 +67,19 @@ print("max change of the logits when the padded source tokens change:", (logits 
 # %% [markdown]
 # ## 2. Relative position buckets
 #
-# T5 has no position embeddings. Each attention score gets a learned bias that depends only on the
-# distance r = j - i from query i to key j, through a bucket: distances below N/4 (here 32 buckets:
-# 0..7) get a bucket each, longer ones share log-spaced buckets up to max_distance (128), beyond it
-# all the last one. The encoder uses half the buckets for keys before the query and half for keys
-# after it; the decoder, which never sees the future, uses all of them for the past.
+# T5 has no position embeddings. Each attention score gets a learned bias `b_h[bucket(r)]` (one
+# scalar per head h and bucket) that depends only on the distance r = j - i from query i to key j.
+# Near distances get a bucket each; longer ones share log-spaced buckets up to max_distance D (128),
+# and every distance beyond D lands in the last bucket. Call `n_b` the buckets of ONE direction:
+#
+# - the encoder (bidirectional) splits its 32 buckets in two, `n_b = 16` for keys before the query
+#   and 16 for keys after it; the decoder (causal) never sees the future, so all `n_b = 32` serve
+#   the past;
+# - within a direction, with n = |r|: `bucket(n) = n` for n < n_b/2 (exact), else
+#   `n_b/2 + floor(log(n / (n_b/2)) / log(D / (n_b/2)) (n_b - n_b/2))`, at most `n_b - 1`.
+#
+# **Predict, then run.** With 32 buckets, up to which distance does the encoder give every distance
+# its own bucket? And the decoder? (Hint: n_b/2 - 1 in each.)
 
 # %%
 distances = torch.arange(-20, 21)
@@ -82,6 +90,20 @@ print("encoder ", " ".join(f"{int(b):3d}" for b in both[::2]))
 print("decoder ", " ".join(f"{int(b):3d}" for b in causal[::2]))
 far = relative_position_bucket(torch.tensor([-8, -16, -32, -64, -127, -128, -1000]), True, 32, 128)
 print("encoder buckets of r = -8, -16, -32, -64, -127, -128, -1000:", far.tolist())
+past = torch.arange(0, -200, -1)  # r = 0, -1, ..., -199: keys at or before the query
+
+
+def own_bucket_up_to(buckets):
+    """The largest n such that every distance 0..n has a bucket no other distance shares."""
+    alone = torch.bincount(buckets)[buckets] == 1  # (200,) distance n alone in its bucket
+    return int(alone.long().cumprod(0).sum()) - 1
+
+
+exact_encoder = own_bucket_up_to(relative_position_bucket(past, True, 32, 128))
+exact_decoder = own_bucket_up_to(relative_position_bucket(past, False, 32, 128))
+print(f"one bucket per distance up to |r| = {exact_encoder} (encoder, n_b = 16) and "
+      f"{exact_decoder} (decoder, n_b = 32)")
+assert (exact_encoder, exact_decoder) == (7, 15), "n < n_b/2 is exact: 8 = 16/2 and 16 = 32/2"
 
 plt = _setup.pyplot()
 if plt is not None:
@@ -93,15 +115,17 @@ if plt is not None:
         ax.set_title(title)
         ax.set_xlabel("key j")
         ax.set_ylabel("query i")
-    _setup.save_plot(fig, "12_t5_buckets.png")
+    _setup.save_plot(fig, "13_t5_buckets.png")
 
 # %% [markdown]
 # ## 3. Span corruption on a sentence
 #
 # 15% of the tokens are dropped in spans of mean length 3: round(L * 0.15) noise tokens in
 # round(noise / 3) spans, cut at random. Each span becomes one sentinel in the input; the target
-# lists each sentinel followed by what it replaced. Sentinels count down from the top of the
-# vocabulary (<extra_id_0> = vocab_size - 1). For a 128-token input T5 cuts raw blocks of 141 tokens.
+# lists each sentinel followed by what it replaced (and no sentinel after the last span: T5's code
+# ends the target there; the paper's figure 2 draws one more). The collator then appends </s> to
+# both. Sentinels count down from the top of the vocabulary (<extra_id_0> = vocab_size - 1). For a
+# 128-token input T5 cuts raw blocks of 141 tokens: 141 - 21 noise + 7 sentinels + </s> = 128.
 
 # %%
 words = ("the quick brown fox jumps over the lazy dog while the small cat watches from the warm "
@@ -118,60 +142,22 @@ print("target:", " ".join(map(name, targets)))
 print("compute_input_and_target_lengths(128) =", compute_input_and_target_lengths(128), "(raw tokens, target)")
 
 # %% [markdown]
-# ## 4. Greedy against beam search
+# In the printed pair, each sentinel of the input appears once in the target, followed by the words
+# it hides: the decoder learns to write exactly what the encoder could not see, and the target is
+# about a quarter of the input's length (21 + 7 + 1 tokens for 128), which makes pretraining cheap.
 #
-# Greedy decoding takes the most likely token at every step; beam search keeps the num_beams most
-# likely prefixes (sum of log-probabilities) and finishes the best one, scored log P / length^alpha.
-# A toy translation: the target is the source reversed, with each letter doubled, learned in a minute.
-# Then both decoders translate held-out sources; BLEU and time are measured here (a shared machine:
-# the times vary from run to run, the ratio less).
+# ## Your turn: exercises `relative_position_bucket` and `span_corruption`
+#
+# In the student copy (`make exercises`), `relative_position_bucket` (`minit5/model.py`) and
+# `random_spans_noise_mask` / `corrupt_spans` (`common/data/span_corruption.py`) raise
+# `NotImplementedError`. Write them from section 2's formula and section 3's rule, then grade:
+#
+#     python -m tutorials.exercises make --out ../student --only relative_position_bucket --only span_corruption
+#     cd ../student && python -m tutorials.exercises grade --only relative_position_bucket --only span_corruption
 
 # %%
-letters = list(range(3, 23))  # 20 "letters", ids 3..22
-def pair(rng):
-    src = [rng.choice(letters) for _ in range(rng.randint(3, 8))]
-    return src, [t for s in reversed(src) for t in (s, s)]
+from tutorials.exercises import REGISTRY
 
-rng = random.Random(0)
-train_pairs = [pair(rng) for _ in range(2000)]
-test_pairs = [pair(rng) for _ in range(16 if QUICK else 200)]
-toy = T5ForConditionalGeneration(T5Config(vocab_size=30, d_model=64, d_kv=16, num_heads=4, d_ff=128, num_layers=2,
-                                          dropout_rate=0.0, relative_attention_num_buckets=16,
-                                          relative_attention_max_distance=32))
-optimizer = torch.optim.AdamW(toy.parameters(), lr=3e-3)
-
-
-def batch(pairs):
-    S = max(len(s) for s, _ in pairs) + 1
-    T = max(len(t) for _, t in pairs) + 1
-    x = torch.zeros(len(pairs), S, dtype=torch.long)
-    y = torch.full((len(pairs), T), -100)
-    for i, (s, t) in enumerate(pairs):
-        x[i, :len(s) + 1] = torch.tensor(s + [1])
-        y[i, :len(t) + 1] = torch.tensor(t + [1])
-    return x, (x != 0).long(), y
-
-
-steps = 15 if QUICK else 400
-for step in range(steps):
-    x, m, y = batch(rng.sample(train_pairs, 32))
-    loss = toy(input_ids=x, attention_mask=m, labels=y).loss
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-print(f"after {steps} steps: loss {loss.item():.3f}")
-
-x, m, _ = batch(test_pairs)
-references = [" ".join(map(str, t)) for _, t in test_pairs]
-for num_beams in (1, 4):
-    start = time.perf_counter()
-    out = toy.generate(x, attention_mask=m, max_new_tokens=20, num_beams=num_beams)
-    seconds = time.perf_counter() - start
-    hypotheses = [" ".join(str(t) for t in row[1:] if t > 2) for row in out.tolist()]
-    print(f"num_beams={num_beams}: BLEU {corpus_bleu(hypotheses, references):6.2f}   {seconds * 1000:7.1f} ms "
-          f"for {len(test_pairs)} sources")
-
-# %% [markdown]
-# Beam search costs about num_beams times the decoder work per step (the encoder and the
-# cross-attention keys and values are computed once per source and shared by its beams). On a
-# well-trained model greedy is often as good; beams help most where the model is unsure early.
+for name in ("relative_position_bucket", "span_corruption"):
+    print(REGISTRY[name].pytest_command())
+    print("hint:", REGISTRY[name].hint)

@@ -1,14 +1,14 @@
 # %% [markdown]
-# # 15 · From GPT-2 to Llama
+# # 17 · From GPT-2 to Llama
 #
 # The decoders trained today (Llama, Mistral, Qwen, ...) are GPT-2 (tutorial 08) with four parts
 # swapped, each a few lines of math. In minigpt each one is a switch on `GPTConfig`:
 #
 # | switch | GPT-2 | Llama | formula |
 # |---|---|---|---|
-# | `position_embedding` | `learned`: h_0 = W_te[x] + W_pe[p] | `rope` | q, k rotated by p theta_i, theta_i = base^(-2i/d) |
+# | `position_embedding` | `learned`: h_0 = W_te[x] + W_pe[p] | `rope` | q, k rotated by p omega_i, omega_i = base^(-2i/d_k) |
 # | `normalization` | `layernorm` | `rmsnorm` | x / sqrt(mean(x^2) + eps) * weight |
-# | `feed_forward` | `gelu`: GELU(x W_1) W_2 | `swiglu` | W_2 (silu(x W_1) * (x W_3)) |
+# | `feed_forward` | `gelu`: GELU(x W_1) W_2 | `swiglu` | (silu(x W_1) * (x W_3)) W_2 |
 # | `n_kv_head` | = n_head | < n_head | n_head / n_kv_head query heads share one key/value head |
 #
 # plus no biases (`bias=False`) and, in most Llama checkpoints, an LM head of its own
@@ -18,7 +18,7 @@
 # `common/nn/attention.py:repeat_kv`, `minigpt/config.py`. Tests: `tests/test_llama.py` (equal to
 # transformers' `LlamaForCausalLM`, and the properties checked below).
 #
-# Run it: `python tutorials/15_llama.py` (about 7 minutes: six 60-second trainings);
+# Run it: `python tutorials/17_llama.py` (about 7 minutes: six 60-second trainings);
 # `TUTORIAL_QUICK=1` for a few seconds.
 
 # %%
@@ -46,11 +46,15 @@ QUICK = _setup.QUICK
 #
 # GPT-2 adds a learned vector W_pe[p] to each input: the model must learn what "3 tokens back"
 # means separately at every position, and it has no vector for a position past block_size.
-# RoPE (Su et al. 2021) instead turns each query and key, viewed as d/2 planes, by the angle
-# p theta_i in plane i. A rotation by p theta then the inverse of one by s theta is a rotation by
-# (p - s) theta, so the score q . k sees only the distance p - s. Rotations keep lengths, so no
-# vector grows with position. We use Hugging Face's "rotate-half" order (plane i = dimensions i and
-# i + d/2); Meta's original code pairs (2i, 2i + 1), the same function after permuting W^Q, W^K.
+# RoPE (Su et al. 2021) instead turns each head's query and key, viewed as d_k/2 planes, by the
+# angle p omega_i in plane i, omega_i = base^(-2i/d_k) for i = 0 .. d_k/2 - 1 (Su et al. write
+# theta_i; theta is the parameters in this course). A rotation by p omega then the inverse of one
+# by s omega is a rotation by (p - s) omega, so the score q . k sees only the distance p - s.
+# Rotations keep lengths, so no vector grows with position. We use Hugging Face's "rotate-half" order (plane i = dimensions i and
+# i + d_k/2); Meta's original code pairs (2i, 2i + 1), the same function after permuting W^Q, W^K.
+#
+# **Predict, then run.** The same q and k, placed at positions (3, 1), (10, 8) and (107, 105):
+# will the three scores q . k differ? And the norm of q after a rotation by position 50?
 
 # %%
 d = 8
@@ -66,6 +70,8 @@ for p, s in [(3, 1), (10, 8), (107, 105)]:
     score = (rotated(q, p) * rotated(k, s)).sum().item()
     print(f"q at {p:3d}, k at {s:3d} (distance {p - s}): score {score:+.6f}")
 print("norm before / after rotation:", q.norm().item(), rotated(q, 50).norm().item())
+scores = [(rotated(q, p) * rotated(k, s)).sum().item() for p, s in [(3, 1), (10, 8), (107, 105)]]
+assert max(scores) - min(scores) < 1e-5 and abs(q.norm() - rotated(q, 50).norm()) < 1e-5  # float32 angles
 
 # %% [markdown]
 # ## 2. RMSNorm: only the rescaling
@@ -84,9 +90,9 @@ print("its mean is not 0 (no centring):", rms.mean(-1))
 # ## 3. SwiGLU: a gated feed-forward
 #
 # Shazeer (2020) replaced GELU(x W_1) W_2 by a product of two projections, one passed through
-# silu(x) = x sigmoid(x): W_2 (silu(x W_1) * (x W_3)). The gate lets each hidden unit scale another
-# multiplicatively. Three matrices instead of two: width 8C/3 (rounded up to a multiple of 8)
-# keeps the parameter count of GPT-2's 4C-wide feed-forward.
+# silu(x) = x sigmoid(x): (silu(x W_1) * (x W_3)) W_2, in the course's row-vector form. The gate lets each hidden unit scale another
+# multiplicatively. Three matrices instead of two: width 8d/3 (rounded up to a multiple of 8)
+# keeps the parameter count of GPT-2's 4d-wide feed-forward.
 
 # %%
 C = 48
@@ -118,7 +124,7 @@ for n_kv in (6, 2, 1):
 #
 # Same data, same recipe, the same wall-clock budget for every model: GPT-2, then one switch at a
 # time, then the whole Llama shape. Parameter counts stay within a few percent (RoPE drops the
-# block_size x C position table, `bias=False` the biases, GQA some of W^K, W^V), printed beside
+# block_size x d position table, `bias=False` the biases, GQA some of W^K, W^V), printed beside
 # each loss. The machine is shared, so a model that gets fewer steps in its budget shows it in the
 # `steps` column; docs/results/minigpt.md has the three-seed medians of the full comparison.
 
@@ -207,7 +213,7 @@ if plt is not None:
     ax.set_ylabel("training loss")
     ax.set_title(f"tiny shakespeare, {BUDGET:.0f} s each" + (" (quick mode)" if QUICK else ""))
     ax.legend()
-    _setup.save_plot(fig, "15_llama_curves.png")
+    _setup.save_plot(fig, "17_llama_curves.png")
 
 # %% [markdown]
 # ## 6. Loading a Llama checkpoint
@@ -221,17 +227,28 @@ if plt is not None:
 # round trip of the Llama-shaped model trained above.
 
 # %%
-folder = _setup.OUT / "15_llama"
+folder = _setup.OUT / "17_llama"
 model.save_pretrained(folder)
 again = GPT.from_pretrained(folder)
 prompt = torch.tensor([tokenizer.encode("ROMEO:" if DATA.is_file() else "Shall", add_special_tokens=False)])
 print(repr(tokenizer.decode(again.generate(prompt, 80 if not QUICK else 20, do_sample=True, top_k=20, seed=0)[0].tolist())))
 
 # %% [markdown]
-# ## Exercises
+# ## Your turn: exercises `rms_norm`, `swiglu` and `rope`
 #
 # `make exercises` stubs `rms_norm` (`common/nn/norms.py`), `swiglu` (`common/nn/blocks.py`) and
-# `rope` (`common/nn/rope.py:apply_rope`); `make grade` runs their tests in tests/test_llama.py.
+# `rope` (`common/nn/rope.py:apply_rope`); their tests are in tests/test_llama.py:
+#
+#     python -m tutorials.exercises make --out ../student --only rms_norm --only swiglu --only rope
+#     cd ../student && python -m tutorials.exercises grade --only rms_norm --only swiglu --only rope
+#
 # Then: which plausible wrong versions would still pass the tests? (Rotating pairs (2i, 2i + 1)
 # keeps norms and relative scores but fails the transformers parity test; forgetting the float32
-# cast in RMSNorm changes nothing in float32 and a lot in bfloat16.)
+# cast in RMSNorm changes nothing in float32 and a lot in bfloat16, the 16-bit float with
+# float32's 8 exponent bits and only 7 mantissa bits: the same range, about 3 significant digits.)
+
+# %%
+from tutorials.exercises import REGISTRY
+
+for name in ("rms_norm", "swiglu", "rope"):
+    print(REGISTRY[name].pytest_command())

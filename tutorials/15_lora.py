@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 13 · LoRA: fine-tuning through a low-rank update
+# # 15 · LoRA: fine-tuning through a low-rank update
 #
 # Fine-tuning (tutorial 07) trains every weight. For a model of a billion weights that means a
 # billion gradients, two billion Adam moments, and a full copy of the model per task. LoRA (Hu et
@@ -8,7 +8,13 @@
 #     y = x W^T + b + (alpha / r) * dropout(x) A^T B^T,      A: (r, in),  B: (out, r),  r << in, out
 #
 # `B A` is an (out x in) matrix of rank at most r, made of r (in + out) numbers instead of
-# in x out. `alpha / r` scales the update so that changing r does not change its size much.
+# in x out. (PyTorch and peft, Hugging Face's library of parameter-efficient fine-tuning methods,
+# store weights as (out, in), so this line is written with transposes;
+# in the course's row-vector convention, docs/notation.md, it is y = x W + b + (alpha / r) x A B.)
+# `alpha / r` scales the update; Hu et al. chose it so that one learning rate serves several ranks.
+# It does not make the update's size independent of r: Kalajdzievski (2023) shows that under
+# alpha / r the update shrinks as r grows, and that alpha / sqrt(r) (rsLoRA, peft's `use_rslora`)
+# keeps it steady. The course, like peft's default, uses alpha / r.
 #
 # Code: `common/nn/lora.py:LoRALinear`, `common/nn/lora.py:inject_lora`, `common/nn/lora.py:merge_and_unload`,
 # `common/hub/adapters.py:save_adapter` (peft's file format). Tests: `tests/test_lora.py` (against
@@ -34,7 +40,8 @@ QUICK = _setup.QUICK
 # %% [markdown]
 # ## Step 0: B starts at zero, so nothing changes
 #
-# A is drawn like any Linear weight (kaiming-uniform); B is all zeros. Then `B A = 0` and the
+# A is drawn like any Linear weight (kaiming-uniform: each entry uniform in +-1/sqrt(in), PyTorch's
+# default for `nn.Linear`); B is all zeros. Then `B A = 0` and the
 # adapted layer computes exactly what the frozen one did: fine-tuning starts from the pretrained
 # model, not from a perturbed copy of it.
 
@@ -47,18 +54,25 @@ print("A", tuple(layer.lora_A.weight.shape), "B", tuple(layer.lora_B.weight.shap
       "scaling alpha / r =", layer.scaling)
 
 # %% [markdown]
-# Why not both zero? With s = alpha / r and G = dL/dy, the gradients are `dL/dB = s G^T (x A^T)` and
-# `dL/dA = s (G B)^T x`.
-# With A = 0 and B = 0 both vanish and the adapter never moves. With A random, B gets a gradient
-# at once; A starts moving as soon as B is not zero.
+# **Predict, then run.** One backward pass at step 0, A random and B = 0: which of A and B gets a
+# gradient? And if A were zero too?
 
 # %%
+grads = {}
 for name, init_A in (("A random, B = 0", False), ("A = 0,    B = 0", True)):
     layer = LoRALinear(nn.Linear(64, 48), r=4, lora_alpha=8)
     if init_A:
         nn.init.zeros_(layer.lora_A.weight)
     layer(x).pow(2).sum().backward()
-    print(f"{name}: |dL/dA| = {layer.lora_A.weight.grad.norm():.3f}, |dL/dB| = {layer.lora_B.weight.grad.norm():.3f}")
+    grads[name] = (layer.lora_A.weight.grad.norm().item(), layer.lora_B.weight.grad.norm().item())
+    print(f"{name}: |dL/dA| = {grads[name][0]:.3f}, |dL/dB| = {grads[name][1]:.3f}")
+assert grads["A random, B = 0"][0] == 0 < grads["A random, B = 0"][1] and grads["A = 0,    B = 0"] == (0, 0)
+
+# %% [markdown]
+# With s = alpha / r and G = dL/dy, the gradients are `dL/dB = s G^T (x A^T)` and
+# `dL/dA = s (G B)^T x`. With A random, B gets a gradient at once and A none (B = 0 multiplies
+# it); A starts moving as soon as B is not zero. With A = 0 and B = 0 both vanish and the adapter
+# never moves: that is why one of the two must start random.
 
 # %% [markdown]
 # ## Learning a low-rank change
@@ -126,3 +140,18 @@ print("after merge_and_unload the keys are the base model's again:",
 # On real data: `python -m minibert.finetune ... --lora_r 8` and `python -m minigpt.train ... --lora_r 8`
 # train adapters instead of every weight; docs/results/lora_sft.md compares LoRA with full
 # fine-tuning on SST-2 (accuracy, trained parameters, memory, step time, size on disk).
+#
+# ## Your turn: exercise `lora_linear`
+#
+# In the student copy (`make exercises`), `LoRALinear`'s forward, `delta_weight`, `merge` and
+# `unmerge` (`common/nn/lora.py`) raise `NotImplementedError`. Write them from the formula at the
+# top; the tests compare outputs and gradients with peft on BERT and GPT:
+#
+#     python -m tutorials.exercises make --out ../student --only lora_linear
+#     cd ../student && python -m tutorials.exercises grade --only lora_linear
+
+# %%
+from tutorials.exercises import REGISTRY
+
+print(REGISTRY["lora_linear"].pytest_command())
+print("hint:", REGISTRY["lora_linear"].hint)

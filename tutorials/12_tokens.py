@@ -1,24 +1,26 @@
 # %% [markdown]
-# # 11 · 词元：字符、WordPiece、SentencePiece 与 GPT-2 的字节级 BPE
+# # 12 · Tokens: characters, WordPiece, SentencePiece and GPT-2's byte-level BPE
 #
-# 语言模型从来看不到文本，只看到 id。文本怎么切分，决定了序列有多长、嵌入表有多大，以及模型必须
-# 自己学会什么（对字符模型来说，还要学拼写）。GPT-2（Radford et al. 2019）读取经 **BPE**
-# （Sennrich et al. 2016）合并的**字节**：任何字符串都能编码，永远不会有未知词，常见的词成为一个词元。
+# A language model never sees text, only ids. How the text is cut decides how long the sequences
+# are, how big the embedding table is, and what the model must learn by itself (spelling, for a
+# character model). GPT-2 (Radford et al. 2019) reads **bytes** merged by **BPE** (Sennrich et al.
+# 2016): every string can be encoded, nothing is ever unknown, and frequent words become one token.
 #
-# 训练 BPE：从 256 个字节开始；在语料的词上统计每一对相邻词元（按每个词出现的次数加权）；把最常见的
-# 一对合并成一个新词元；重复，直到词表满了为止。
+# Training BPE: start from the 256 bytes; count every adjacent pair of tokens over the corpus's
+# words (weighted by how often each word occurs); merge the most frequent pair into a new token;
+# repeat until the vocabulary is full.
 #
-#     (a, b) = argmax count(a, b)     并列时：取最大的 (bytes(a), bytes(b))，与 GPT-2 相同
+#     (a, b) = argmax count(a, b)     ties: the greatest (bytes(a), bytes(b)), as GPT-2
 #
-# 编码一个词：在它的相邻词元对中，合并**最先**学到的那一对（秩最低）；重复。
+# Encoding a word: merge, among its adjacent pairs, the one learned FIRST (lowest rank); repeat.
 #
-# 代码：`common/text/bpe.py`（`bpe_merge`、`bpe_encode`、`train_bpe`、`BPETokenizer`）、
-# `common/text/char.py`、`common/text/wordpiece.py`、`common/text/sentencepiece.py`。
-# 测试：`tests/test_bpe.py`（与 transformers 的 GPT2Tokenizer 和 tiktoken 给出相同的 id）、
-# `tests/test_bpe_cli.py`。练习：`bpe_merge`、`bpe_encode`。
+# Code: `common/text/bpe.py` (`bpe_merge`, `bpe_encode`, `train_bpe`, `BPETokenizer`),
+# `common/text/char.py`, `common/text/wordpiece.py`, `common/text/sentencepiece.py`.
+# Tests: `tests/test_bpe.py` (the same ids as transformers' GPT2Tokenizer and tiktoken),
+# `tests/test_bpe_cli.py`. Exercises: `bpe_merge`, `bpe_encode`.
 #
-# 运行：`python tutorials/zh/11_tokens.py`（约 5 分钟：四个模型，各 60 秒）；
-# `TUTORIAL_QUICK=1` 只需几秒。
+# Run it: `python tutorials/12_tokens.py` (about 5 minutes: four models of 60 s each);
+# `TUTORIAL_QUICK=1` for a few seconds.
 
 # %%
 import _setup
@@ -40,10 +42,10 @@ QUICK = _setup.QUICK
 DATA = _setup.ROOT / ".." / "shared" / "data"
 
 # %% [markdown]
-# ## 文本
+# ## The text
 #
-# 有 `../shared/data` 时用 tiny shakespeare（否则用教程 05 生成的故事）。最后 10% 留作留出集：每个
-# 分词器都只在前 90% 上训练。
+# Tiny shakespeare when `../shared/data` is there (else the generated stories of tutorial 05).
+# The last 10% is held out: every tokenizer is trained on the first 90% only.
 
 # %%
 if (DATA / "tinyshakespeare.txt").is_file():
@@ -58,11 +60,11 @@ print(f"{len(train_text):,} training characters, {len(heldout_text):,} held out;
       f"{len(heldout_text.encode('utf-8')):,} held-out bytes")
 
 # %% [markdown]
-# ## 字节，以及 GPT-2 如何打印它们
+# ## Bytes, and how GPT-2 prints them
 #
-# 文本变成 UTF-8 字节："é" 是两个字节，一个 emoji 是四个。GPT-2 的 vocab.json 把每个词元的字节存成
-# 可打印字符：可打印的字节代表它自己，其余的（空格、换行、控制字符）平移到 U+0100 + n。所以空格是
-# "Ġ"，换行是 "Ċ"。
+# Text becomes UTF-8 bytes: "é" is two bytes, an emoji four. GPT-2's vocab.json stores each token's
+# bytes as printable characters: a byte that prints stands for itself, the others (space, newline,
+# controls) are shifted to U+0100 + n. So a space is "Ġ" and a newline "Ċ".
 
 # %%
 table = bytes_to_unicode()
@@ -72,10 +74,10 @@ for s in [" the", "\n", "é", "😀"]:
 print("pre-tokens:", pretokenize("I'll say it: 42 times,  twice!\n"))
 
 # %% [markdown]
-# ## 亲手做一次合并（练习 `bpe_merge`）
+# ## One merge, by hand (exercise `bpe_merge`)
 #
-# `bpe_merge(words, token_bytes, new_id)` 统计每个词中每一对相邻词元，乘以该词的频次，取最好的一对，
-# 然后改写这些词。在训练文本上做三次合并：
+# `bpe_merge(words, token_bytes, new_id)` counts every adjacent pair of every word times the
+# word's frequency, takes the best pair, and rewrites the words. Three merges on the training text:
 
 # %%
 order = list(table)                              # ids 0..255 = bytes in GPT-2's order
@@ -89,9 +91,25 @@ for _ in range(3):
     print(f"merge {len(token_bytes) - 257}: {token_bytes[pair[0]]!r} + {token_bytes[pair[1]]!r} -> {token_bytes[-1]!r}")
 
 # %% [markdown]
-# 每次合并都重新扫描所有词，代价是（合并次数）x（语料大小）。`train_bpe` 保存词元对的计数，合并之后
-# 只更新包含被合并词元对的那些词；用一个堆找出下一个最好的词元对。合并结果相同（tests/test_bpe.py
-# 逐次检查每一次合并），几秒钟就能得到几千个词元的词表：
+# **Predict, then run.** A corpus of two words: "aaa" once and "ba" twice. The pair (a, a) sits at
+# positions 0-1 and 1-2 of "aaa"; (b, a) once in each "ba". Which pair does `bpe_merge` take
+# (ties go to the greatest `(bytes(a), bytes(b))`)? And with "aaa" alone, what does it become?
+
+# %%
+pair, _ = bpe_merge({(0, 0, 0): 1, (1, 0): 2}, [b"a", b"b"], 2)
+print("'aaa' x 1 and 'ba' x 2: merged", [b"a", b"b"][pair[0]] + [b"a", b"b"][pair[1]])
+pair_alone, merged = bpe_merge({(0, 0, 0): 1}, [b"a"], 1)
+print("'aaa' alone: merged (a, a), the word becomes", [[b"a", b"aa"][i] for i in next(iter(merged))])
+assert pair == (1, 0) and list(merged) == [(1, 0)]
+
+# %% [markdown]
+# (a, a) counts 2 in "aaa" (both overlapping places), (b, a) counts 2 as well: a tie, and b"ba" >
+# b"aa" wins it. Merging (a, a) in "aaa" rewrites left to right: "aa" + "a", not "a" + "aa".
+#
+# Rescanning every word for every merge costs (merges) x (corpus). `train_bpe` keeps the pair counts
+# and, after a merge, updates only the words that contained the merged pair; a heap finds the next
+# best pair. Same merges (tests/test_bpe.py checks it merge for merge), a vocabulary of thousands
+# in seconds:
 
 # %%
 COMPARED_BPE = 500 if QUICK else 1000
@@ -101,10 +119,10 @@ print(f"{COMPARED_BPE:,} tokens learned in {time.perf_counter() - start:.1f} s; 
       [learned[a] + learned[b] for a, b in merges[:10]])
 
 # %% [markdown]
-# ## 按秩编码（练习 `bpe_encode`）
+# ## Encoding by rank (exercise `bpe_encode`)
 #
-# 新词的编码就是按学到的顺序重放这些合并：在该词的相邻词元对中，合并秩最低的那一对（它的所有出现），
-# 直到没有任何一对曾被合并过。
+# A new word is encoded by replaying the merges in the order they were learned: among the word's
+# adjacent pairs, merge the one of lowest rank, all its occurrences, until no pair was ever merged.
 
 # %%
 bpe = BPETokenizer.train([train_text], COMPARED_BPE)
@@ -114,12 +132,13 @@ print(f"{word!r} -> {[bpe.decoder[i] for i in ids]} -> ids {ids}")
 assert ids == bpe.encode(word)
 
 # %% [markdown]
-# ## 特殊词元
+# ## Special tokens
 #
-# `<|endoftext|>` 分隔文档。它在一切处理之前就从文本中切出来，所以永远不会被拆开，也不会与相邻的
-# 词元合并。用户的文本中含有它时，如何处理要明确选择（tiktoken 的 `allowed_special` /
-# `disallowed_special`）：默认把它当作特殊词元（与 transformers 相同）；`allowed_special=set()`
-# 拒绝这样的文本；再加上 `disallowed_special=()` 则把它当作普通字符编码。
+# `<|endoftext|>` separates documents. It is cut out of the text before anything else, so it is
+# never split and never merged with its neighbours. When a user's text contains it, the choice is
+# explicit (tiktoken's `allowed_special` / `disallowed_special`): by default it is the special token
+# (as transformers does); `allowed_special=set()` refuses such a text; adding
+# `disallowed_special=()` encodes it as plain characters.
 
 # %%
 sample = "the end<|endoftext|>A new one"
@@ -130,12 +149,14 @@ if (DATA / "gpt2" / "merges.txt").is_file():
     assert gpt2.encode("Hello world<|endoftext|>") == [15496, 995, 50256]
 
 # %% [markdown]
-# ## 同一段文本上的四种分词器
+# ## Four tokenizers on the same text
 #
-# 字符（词表就是文本中的字符）、WordPiece（BERT 的分词方式；其词表在这里用 `tokenizers` 库训练，再由
-# 我们的 BertTokenizer 读取）、SentencePiece（unigram，用该库）以及我们的字节级 BPE。词表越大，每个
-# 字符对应的词元越少：序列更短，嵌入表更大，要学的罕见词元更多。注意 WordPiece 会丢掉空白，
-# SentencePiece 会把换行变成空格，所以它们不能精确还原文本；字符和字节级 BPE 可以。
+# Character (the vocabulary is the text's characters), WordPiece (BERT's; its vocabulary is trained
+# here with the `tokenizers` library, then read by our BertTokenizer), SentencePiece (unigram, the
+# library) and our byte-level BPE. A bigger vocabulary gives fewer tokens per character: shorter
+# sequences, a larger embedding table, and rarer tokens to learn. Note that WordPiece drops
+# whitespace and SentencePiece turns newlines into spaces, so they do not reproduce the text
+# exactly; characters and byte-level BPE do.
 
 # %%
 def wordpiece(train, vocab_size):
@@ -181,15 +202,15 @@ for name, points in curve.items():
     print(f"{name:15} " + "  ".join(f"{t:7.3f}" for _, t in points))
 
 # %% [markdown]
-# ## 为每种分词器训练一个小 GPT，训练时间相同
+# ## A small GPT for each, with the same training time
 #
-# 在不同分词器之间公平的度量不是每个词元的损失（一个词元代表的文本量不同），而是留出文本的
-# **每字节比特数**：
+# The fair measure across tokenizers is not the loss per token (a token means different amounts of
+# text) but **bits per byte** of the held-out text:
 #
 #     bpb = (sum over held-out tokens of -log p(token)) / (ln 2 x number of UTF-8 bytes)
 #
-# 每个模型都是同一个 GPT（2 层，宽度 64，上下文 64 个**词元**，所以 BPE 模型看到的上下文字符更多），
-# 训练相同的墙钟时间。
+# Each model is the same GPT (2 layers, width 64, a context of 64 TOKENS, so a BPE model sees more
+# characters of context), trained for the same wall-clock time.
 
 # %%
 # One thread: on a machine shared with other jobs, two threads wait for each other at every
@@ -247,9 +268,10 @@ for name, r in results.items():
 assert all(0 < r["bpb"] < 9 for r in results.values()), results
 
 # %% [markdown]
-# 要看什么：子词模型每一步预测好几个字符，在它的 64 个位置中看到更多字符的上下文，但代价是更大的嵌入表和更
-# 罕见的词元；谁胜出取决于给定的时间。完整运行（每个 60 秒）的表格见 docs/results/tokenizers.md。
-# （WordPiece 和 SentencePiece 不会保留每一个换行和空格，所以它们的目标稍微容易一些。）
+# What to look for: a subword model predicts several characters per step and sees more characters
+# of context in its 64 positions, but pays with a larger embedding table and rarer tokens; which
+# wins depends on the time given. The full run's table (60 s each) is in docs/results/tokenizers.md.
+# (WordPiece and SentencePiece do not keep every newline and space, so their target is slightly easier.)
 
 # %%
 plt = _setup.pyplot()
@@ -263,4 +285,21 @@ if plt is not None:
     right.bar(list(results), [r["bpb"] for r in results.values()])
     right.set(ylabel="held-out bits per byte", title=f"same GPT, {SECONDS:.0f} s of training each")
     right.tick_params(axis="x", rotation=20)
-    _setup.save_plot(fig, "11_tokens.png")
+    _setup.save_plot(fig, "12_tokens.png")
+
+# %% [markdown]
+# ## Your turn: exercises `bpe_merge` and `bpe_encode`
+#
+# In the student copy (`make exercises`), `bpe_merge` and `bpe_encode` (`common/text/bpe.py`)
+# raise `NotImplementedError`. Write them from the two sections above (counting pairs, the
+# tie-break, merging left to right; replaying merges by rank), then grade:
+#
+#     python -m tutorials.exercises make --out ../student --only bpe_merge --only bpe_encode
+#     cd ../student && python -m tutorials.exercises grade --only bpe_merge --only bpe_encode
+
+# %%
+from tutorials.exercises import REGISTRY
+
+for name in ("bpe_merge", "bpe_encode"):
+    print(REGISTRY[name].pytest_command())
+    print("hint:", REGISTRY[name].hint)

@@ -491,6 +491,17 @@ def test_sentencepiece_on_too_little_text_warns_or_says_which_vocab_size_works()
     assert 5 < tok.vocab_size < 2000, f"soft limit kept {tok.vocab_size} pieces"
 
 
+def test_sentencepiece_on_more_characters_than_pieces_says_to_raise_vocab_or_lower_coverage():
+    """Chinese: every kept character needs a piece; 300 distinct ones do not fit in 100 pieces."""
+    from common.text.auto import SentencePieceTokenizer
+    chars = [chr(0x4E00 + i) for i in range(300)]
+    text = ["".join(random.Random(i).choice(chars) for _ in range(40)) for i in range(200)]
+    with pytest.raises(DataError, match=r"vocab_size=100 is smaller than the \d+ characters.*--character_coverage"):
+        SentencePieceTokenizer.train(text, vocab_size=100)
+    with pytest.raises(DataError, match=r"vocab_size=100 is smaller than the \d+ characters"):
+        SentencePieceTokenizer.train(text, vocab_size=100, character_coverage=0.9995)  # 300 similar counts: all kept
+
+
 def test_sentencepiece_trains_from_files_and_names_a_missing_one(tmp_path):
     from common.text.auto import SentencePieceTokenizer
     path = tmp_path / "train.txt"

@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="SentencePiece algorithm for the trained tokenizer (default: %(default)s).")
     add("--do_lower_case", "--do-lower-case", action="store_true",
         help="The trained tokenizer folds case (like bert-base-uncased).")
+    add("--character_coverage", "--character-coverage", type=float, default=1.0,
+        help="Share of the training text's characters the trained tokenizer keeps as pieces; the rarest rest "
+             "become [UNK]. 1.0 keeps every character (an alphabet); SentencePiece advises 0.9995 for Chinese "
+             "or Japanese, whose thousands of characters include many seen once (default: %(default)s).")
     add("--model_name_or_path", "--model-name-or-path", default=None,
         help="Continue pretraining a saved model folder (ours or a Hugging Face BERT folder) and its tokenizer.")
     add("--config_overrides", "--config-overrides", default="",
@@ -121,6 +125,8 @@ def split_lines(text: str, percentage: float) -> tuple[str, str]:
 
 
 def build_tokenizer(opts, train_file):
+    if not 0.0 < opts.character_coverage <= 1.0:
+        raise ConfigError(f"--character_coverage must be in (0, 1], got {opts.character_coverage}")
     if opts.model_name_or_path is not None or opts.tokenizer_name is not None:
         if opts.vocab_size is not None:
             raise ConfigError("--vocab_size trains a NEW tokenizer; with --tokenizer_name / --model_name_or_path "
@@ -130,7 +136,8 @@ def build_tokenizer(opts, train_file):
           file=sys.stderr)
     return SentencePieceTokenizer.train(str(train_file), opts.vocab_size or DEFAULT_VOCAB_SIZE,
                                         model_type=opts.tokenizer_type, special_tokens_style="bert",
-                                        do_lower_case=opts.do_lower_case)
+                                        do_lower_case=opts.do_lower_case,
+                                        character_coverage=opts.character_coverage)
 
 
 def build_model(opts, tokenizer, overrides: dict):

@@ -8,15 +8,23 @@ text, contiguous, cut at a character position before tokenizing:
 A contiguous tail keeps the two apart: a random set of lines would put near-copies of training
 passages (repeated speeches, stage directions) into the validation set.
 
-Windows of L = block_size tokens from a stream x_0 .. x_{N-1}; there are K = floor(N / L) of them:
+Windows of L = block_size tokens from a stream x_0 .. x_{N-1}; there are K = floor(N / L) of them,
+and M = N - L + 1 places a window can start (0 .. N - L):
 
-    evaluation  window i starts at s_i = i L                       every token scored once
-    training    window i starts at s_i = min(i L + u_i, N - L)     u_i ~ Uniform{0 .. L-1}
+    evaluation  window i starts at s_i = i L                          every token scored once
+    training    window i starts at s_i = floor((i M + w_i) / K)       w_i ~ Uniform{0 .. M-1}
 
-The training jitter u_i (drawn from torch's global generator, which the Trainer seeds and
-checkpoints, so runs repeat and resume exactly) makes every start position possible, as nanoGPT's
-random batches do, while an epoch still covers the stream once. Item: {"input_ids": (L,),
-"labels": (L,)}; the model shifts the labels, so a window scores L - 1 next-token predictions.
+Training (stratified sampling): window i draws its start uniformly from its own stretch of the
+M starts, [i M / K, (i + 1) M / K), about L wide, so an epoch's K windows still sweep the stream
+once from front to back. And every start is equally likely: the K M pairs (i, w) give the
+numbers i M + w = 0 .. K M - 1 once each, and floor(. / K) sends exactly K of them to each start,
+so a window of an epoch picked at random starts at s with probability exactly 1 / M, as
+nanoGPT's random batches do. (Jittering i L by u ~ Uniform{0 .. L-1} and clamping at N - L, as
+this module did before, piles the clamped draws onto the last start: for N = 100, L = 8 it got
+4/96 = 0.042 against 1/96 for every other; tests/test_minigpt_cli.py measures the difference.)
+w_i comes from torch's global generator, which the Trainer seeds and checkpoints, so runs repeat
+and resume exactly. Item: {"input_ids": (L,), "labels": (L,)}; the model shifts the labels, so a
+window scores L - 1 next-token predictions.
 """
 from __future__ import annotations
 
@@ -43,6 +51,12 @@ def encode_stream(tokenizer, text: str, what: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
+def stratified_start(i: int, w: int, n_windows: int, n_starts: int) -> int:
+    """floor((i M + w) / K) for window i of K, draw w in 0 .. M-1: uniform over window i's stretch of the
+    M starts, and over all (i, w) pairs each start comes out exactly K times (module docstring)."""
+    return (i * n_starts + w) // n_windows
+
+
 class TokenBlocks(Dataset):
     """K = floor(N / block_size) windows of a token stream (see the module docstring).
 
@@ -64,12 +78,11 @@ class TokenBlocks(Dataset):
         return len(self.ids) // self.block_size
 
     def start(self, i: int) -> int:
-        """s_i: where window i begins."""
-        start = i * self.block_size
-        if self.random_offset:
-            jitter = int(torch.randint(self.block_size, ()))
-            start = min(start + jitter, len(self.ids) - self.block_size)
-        return start
+        """s_i: where window i begins: i L, or with random_offset floor((i M + w) / K), w ~ U{0 .. M-1}."""
+        if not self.random_offset:
+            return i * self.block_size
+        n_starts = len(self.ids) - self.block_size + 1  # M
+        return stratified_start(i, int(torch.randint(n_starts, ())), len(self), n_starts)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not 0 <= i < len(self):

@@ -143,6 +143,22 @@ def test_real_sst2_dev_loads_872_binary_examples():
     assert build_label_list([e.label for e in dev]) == [0, 1]
 
 
+@pytest.mark.parametrize("split, count", [("train", 6212), ("dev", 776), ("test", 777)])
+def test_real_chnsenticorp_csv_loads_whole_reviews_with_commas_and_quotes(split, count):
+    """ChnSentiCorp (header label,review; reviews hold commas, quotes and full-width punctuation): the
+    reader gives what Python's csv module gives, every row, binary int labels."""
+    import csv
+    path = DATA / "chnsenticorp" / f"{split}.csv"
+    if not path.exists():
+        pytest.skip(f"ChnSentiCorp data not found at {path}")
+    examples = load_classification_file(path, text_column_name="review", label_list=[0, 1])
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(examples) == len(rows) == count, f"{split}: {len(examples)} examples, {len(rows)} csv rows, expected {count}"
+    wrong = [i for i, (e, r) in enumerate(zip(examples, rows)) if (e.text, e.label) != (r["review"], int(r["label"]))]
+    assert not wrong, f"{split}: row {wrong[0] + 2} read as {examples[wrong[0]]} but the csv module gives {rows[wrong[0]]}"
+
+
 # ---------------------------------------------------------------- CoNLL and NER
 
 

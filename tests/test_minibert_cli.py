@@ -355,3 +355,26 @@ def test_bad_inputs_exit_2_with_one_line(mlm_checkpoint, data, tmp_path, capsys)
     line = exit_with_error(pretrain_main, ["--train_file", str(data["corpus"]), "--output_dir", str(tmp_path / "v"),
                                            "--nsp", "--tokenizer_name", str(mlm_checkpoint)], capsys)
     assert "--validation_split_percentage" in line and "--validation_file" in line, line
+
+
+def test_character_coverage_reaches_the_trained_tokenizer(tmp_path):
+    """--character_coverage (Chinese: thousands of characters, many seen once): below 1 the rarest
+    characters get no piece and read as [UNK]; 1.0 keeps every one; outside (0, 1] is one clear error."""
+    from minibert.pretrain import build_parser, build_tokenizer
+    common = "的是不了很好房间酒店服务前台早餐"
+    lines = ["".join(random.Random(i).choice(common) for _ in range(30)) for i in range(400)] + ["罕见"]
+    corpus = tmp_path / "zh.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def unknown_in_rare(coverage):
+        opts = build_parser().parse_args(["--train_file", str(corpus), "--output_dir", str(tmp_path / "out"),
+                                          "--vocab_size", "30", "--character_coverage", str(coverage)])
+        tok = build_tokenizer(opts, corpus)
+        return tok.unk_token_id in tok.encode("罕见", add_special_tokens=False)
+
+    assert not unknown_in_rare(1.0), "coverage 1.0 must give every character of the training text a piece"
+    assert unknown_in_rare(0.999), "coverage 0.999 must drop the characters seen once (here 0.02% of the text)"
+    with pytest.raises(SystemExit) as stop:
+        run_cli(pretrain_main, ["--train_file", str(corpus), "--output_dir", str(tmp_path / "o"),
+                                "--character_coverage", "1.5"])
+    assert stop.value.code != 0

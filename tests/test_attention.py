@@ -244,7 +244,7 @@ def test_multi_head_attention_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"hidden_size \(10\) must be divisible by num_heads \(4\)"):
         MultiHeadAttention(10, 4)
     with pytest.raises(ValueError, match="attn_impl must be one of"):
-        MultiHeadAttention(8, 2, attn_impl="flash")
+        MultiHeadAttention(8, 2, attn_impl="xformers")
 
 
 # ---------------------------------------------------------------- gradients

@@ -17,6 +17,7 @@ residual + LayerNorm sub-layer (`attention.output.dense`), so its checkpoints ne
 Why written out instead of calling `torch.nn.functional.scaled_dot_product_attention`? So that
 every step (scores, mask, softmax, dropout, weighted sum) is a line you can read and test.
 `attn_impl="sdpa"` is an explicit opt-in fast path; the tests check it gives the same numbers.
+`attn_impl="flash"` is the memory-efficient tiled path (common/nn/flash_attention.py), same numbers too.
 """
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.nn.dropout import dropout
+from common.nn.flash_attention import flash_attention
 from common.nn.masks import mask_value
 from common.nn.rope import apply_rope
 
-ATTN_IMPLS = ("eager", "sdpa")
+ATTN_IMPLS = ("eager", "sdpa", "flash")  # "flash": common/nn/flash_attention.py, tiled, O(T) memory
 
 
 # BEGIN EXERCISE attention
@@ -216,6 +218,8 @@ class MultiHeadAttention(nn.Module):
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, T_k, d)
         if self.attn_impl == "sdpa" and not output_attentions:
             out, weights = sdpa_attention(q, k, v, mask, self.dropout_p, self.training), None
+        elif self.attn_impl == "flash" and not output_attentions:
+            out, weights = flash_attention(q, k, v, mask, self.dropout_p, self.training)
         else:
             out, weights = scaled_dot_product_attention(
                 q, k, v, mask, self.dropout_p, self.training, need_weights=output_attentions

@@ -1,0 +1,101 @@
+# %% [markdown]
+# # 21 · What training costs
+#
+# Before a run starts you can know, to within a few percent, how many parameters it trains, how
+# many floating-point operations each step costs and how much memory it needs. This tutorial
+# predicts those numbers, checks them against measurement, and then spends less: the attention
+# that never forms its T x T matrix (FlashAttention's online softmax), activation checkpointing
+# (recompute instead of store), and sharding the weights over processes (FSDP).
+#
+# Code: `common/nn/flash_attention.py`, `common/train/accounting.py`, `common/train/measure.py`,
+# each family's `accounting.py`. Tests: `tests/test_flash_attention.py`, `tests/test_accounting.py`.
+# Figures: `docs/results/compute.md`. Run it: `python tutorials/21_training_costs.py` (about a
+# minute); `TUTORIAL_QUICK=1` for a few seconds.
+
+# %%
+import _setup
+
+import math
+
+import torch
+
+from common.nn.attention import scaled_dot_product_attention
+from common.nn.flash_attention import flash_attention, online_softmax_update
+from common.nn.masks import causal_mask
+from common.train.measure import peak_allocated_bytes
+
+_setup.seed(0)
+torch.set_printoptions(precision=4, sci_mode=False)
+QUICK = _setup.QUICK
+
+# %% [markdown]
+# ## 1. The online softmax
+#
+# softmax(s)_j = exp(s_j - m) / sum_k exp(s_k - m) needs the row maximum m and the sum over ALL
+# keys before the first weight is known, so the textbook attention writes the whole (T_q x T_k)
+# score matrix S, then the weights P, and keeps P for the backward pass: memory O(T^2) per head.
+# The online softmax (Milakov & Gimelshein 2018) reads the keys in blocks and keeps, per query row,
+#
+#     m   = max of the scores seen so far
+#     l   = sum exp(s - m)        over the scores seen so far
+#     acc = sum exp(s - m) v      over the scores seen so far
+#
+# When a block arrives with a larger maximum m', what was summed against m is rescaled by
+# exp(m - m'): l' = exp(m - m') l + rowsum(exp(S_b - m')), acc' = exp(m - m') acc + exp(S_b - m') V_b.
+# After the last block, acc / l is exactly softmax(S) V. FlashAttention (Dao et al. 2022) runs this
+# over tiles of queries and keys, keeps only m and l per row, and recomputes each tile's weights in
+# the backward pass. The update is `online_softmax_update`:
+
+# %%
+scores = torch.tensor([[0.0, 1.0, 5.0, 2.0, -1.0, 3.0]])
+values = torch.arange(6.0)[:, None]
+m, l, acc = torch.full((1, 1), -math.inf), torch.zeros(1, 1), torch.zeros(1, 1)
+for start in range(0, 6, 2):  # three blocks of two keys
+    m, l, acc = online_softmax_update(m, l, acc, scores[:, start:start + 2], values[start:start + 2])
+    print(f"after keys {start}..{start + 1}: m = {m.item():.0f}, l = {l.item():.4f}, acc / l = {(acc / l).item():.4f}")
+print("softmax(s) v in one go:", (torch.softmax(scores, -1) @ values).item())
+
+# %% [markdown]
+# **Predict, then run.** The textbook path keeps P (T x T floats per head) for the backward; the
+# tiled path keeps Q, K, V, O and two numbers per row. At T = 1024 with 4 heads of width 64, how
+# many times less memory does one forward + backward of the tiled path allocate? (The tiles are
+# 128 x 128; the gradients dQ, dK, dV are allocated by both.)
+
+# %%
+T = 256 if QUICK else 1024
+q, k, v = (torch.randn(1, 4, T, 64) for _ in range(3))
+mask = causal_mask(T)
+
+
+def step(attend):
+    def run():
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        out, _ = attend(*leaves, mask)
+        out.sum().backward()
+    return run
+
+
+textbook_mib = peak_allocated_bytes(step(scaled_dot_product_attention)) / 2**20
+flash_mib = peak_allocated_bytes(step(flash_attention)) / 2**20
+print(f"T = {T}: textbook {textbook_mib:.1f} MiB, tiled {flash_mib:.1f} MiB "
+      f"({textbook_mib / flash_mib:.1f}x less)")
+out_textbook, _ = scaled_dot_product_attention(q, k, v, mask)
+out_flash, _ = flash_attention(q, k, v, mask)
+print("max |textbook - tiled| =", (out_textbook - out_flash).abs().max().item())
+assert (out_textbook - out_flash).abs().max() < 1e-5
+
+# %% [markdown]
+# The ratio grows with T: the textbook path is O(T^2), the tiled one O(T d). docs/results/compute.md
+# has T = 512, 1024, 2048 (17x less at 2048) beside the times: in plain PyTorch on a CPU the tiled
+# path is a Python loop over tiles, about as fast as the textbook path; on a GPU the same idea is the
+# fast kernel, because S never travels to the GPU's slow memory. `attn_impl="flash"` in a GPT or
+# BERT config selects it.
+#
+# [i30b: the Muon and scaling-study cells go here.]
+#
+# ## Your turn
+#
+# `make exercises` stubs `online_softmax` (`common/nn/flash_attention.py:online_softmax_update`):
+# write the three update lines, with dropout's keep factors on the values' sum but not on l.
+# `make grade` runs `tests/test_flash_attention.py`; the tests fold random score rows in random
+# blocks and compare with softmax(S) V, and the whole tiled attention with the textbook one.

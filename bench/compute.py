@@ -2,6 +2,11 @@
 
     python -m bench.compute attention [--lengths 512 1024 2048] [--heads 4] [--head_dim 64]
     python -m bench.compute checkpointing [--n_layer 12] [--block_size 512] [--batch_size 1]
+    python -m bench.compute costs CONFIG [--batch_size 8] [--seq_len 512] [--target_len T]
+
+costs: the predicted parameters, FLOPs per step and training memory (weights, gradients, AdamW
+state, activations per layer) of the model a config.json (or a folder holding one) describes;
+its model_type picks the family (minigpt, gpt2, llama, bert, t5).
 
 attention: forward + backward of causal self-attention at each length T, three ways: the textbook
 path (common/nn/attention.py), the tiled online softmax (common/nn/flash_attention.py) and torch's
@@ -20,7 +25,7 @@ import os
 import torch
 
 from bench.timing import interleaved
-from common.errors import run_cli
+from common.errors import UserError, run_cli
 from common.nn.attention import scaled_dot_product_attention, sdpa_attention
 from common.nn.flash_attention import flash_attention
 from common.nn.masks import causal_mask
@@ -62,6 +67,42 @@ def attention(lengths, heads, head_dim, repeats) -> list[dict]:
     return rows
 
 
+def load_config(path: str):
+    """(family's estimate function, config) for a config.json or a folder holding one."""
+    import json
+    from pathlib import Path
+
+    from common.errors import read_text
+    from common.train.accounting import unknown_model_type
+    from minibert.accounting import estimate as bert_estimate
+    from minibert.config import BertConfig
+    from minigpt.accounting import estimate as gpt_estimate
+    from minigpt.config import GPTConfig
+    from minit5.accounting import estimate as t5_estimate
+    from minit5.config import T5Config
+
+    families = {"minigpt": (gpt_estimate, GPTConfig), "gpt2": (gpt_estimate, GPTConfig),
+                "llama": (gpt_estimate, GPTConfig), "bert": (bert_estimate, BertConfig),
+                "t5": (t5_estimate, T5Config)}
+    file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+    try:
+        model_type = json.loads(read_text(file)).get("model_type")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise UserError(f"{file}: not a JSON object ({e}); pass a model's config.json") from None
+    if model_type not in families:
+        raise unknown_model_type(model_type, families, where=str(file))
+    estimate, config_class = families[model_type]
+    return estimate, config_class.from_json_file(file)
+
+
+def costs(path: str, batch_size: int, seq_len: int, target_len) -> str:
+    estimate, config = load_config(path)
+    if target_len is not None and config.model_type != "t5":
+        raise UserError(f"--target_len is the decoder length of an encoder-decoder (t5); {path} is a {config.model_type}")
+    extra = {} if target_len is None else {"target_len": target_len}
+    return estimate(config, batch_size, seq_len, **extra).table()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compute", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -70,7 +111,15 @@ def main(argv=None) -> int:
     a.add_argument("--heads", type=int, default=4)
     a.add_argument("--head_dim", type=int, default=64)
     a.add_argument("--repeats", type=int, default=3)
+    c = sub.add_parser("costs", help="predicted parameters, FLOPs and memory of a config")
+    c.add_argument("config", help="a config.json, or a folder holding one")
+    c.add_argument("--batch_size", type=int, default=8)
+    c.add_argument("--seq_len", type=int, default=512)
+    c.add_argument("--target_len", type=int, default=None, help="T5's target length (default seq_len)")
     args = parser.parse_args(argv)
+    if args.what == "costs":
+        print(costs(args.config, args.batch_size, args.seq_len, args.target_len))
+        return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     print(f"threads {torch.get_num_threads()}, load average {open('/proc/loadavg').read().split()[:3]}")
     if args.what == "attention":

@@ -1,7 +1,7 @@
 """What training costs, measured: attention memory and time, activation checkpointing.
 
     python -m bench.compute attention [--lengths 512 1024 2048] [--heads 4] [--head_dim 64]
-    python -m bench.compute checkpointing [--n_layer 12] [--block_size 512] [--batch_size 1]
+    python -m bench.compute checkpointing [--n_layer 12] [--n_embd 128] [--block_size 512] [--batch_size 1]
     python -m bench.compute costs CONFIG [--batch_size 8] [--seq_len 512] [--target_len T]
 
 costs: the predicted parameters, FLOPs per step and training memory (weights, gradients, AdamW
@@ -14,7 +14,8 @@ fused kernel (F.scaled_dot_product_attention, through sdpa_attention). Memory is
 bytes allocated during the step (common/train/measure.py, torch's profiler); time is the median
 of interleaved repeats (bench/timing.py), so all three see the same load.
 checkpointing: one training step (forward, backward) of a GPT with and without
-gradient_checkpointing_enable(): peak allocated bytes and median step time.
+gradient_checkpointing_enable(): the bytes the forward pass leaves allocated for the backward (the
+activations), the step's peak and its median time.
 Figures and the commands that made them: docs/results/compute.md.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from common.errors import UserError, run_cli
 from common.nn.attention import scaled_dot_product_attention, sdpa_attention
 from common.nn.flash_attention import flash_attention
 from common.nn.masks import causal_mask
-from common.train.measure import peak_allocated_bytes
+from common.train.measure import allocated_bytes, peak_allocated_bytes
 
 MIB = 2**20
 
@@ -64,6 +65,49 @@ def attention(lengths, heads, head_dim, repeats) -> list[dict]:
                   f"({base['peak_mib'] / r['peak_mib']:5.1f}x less than textbook)  "
                   f"step {r['seconds'] * 1e3:8.1f} ms ({r['seconds'] / base['seconds']:4.2f}x textbook, "
                   f"spread {r['spread']:.0%})", flush=True)
+    return rows
+
+
+def checkpointing(n_layer, n_embd, n_head, block_size, batch_size, repeats) -> list[dict]:
+    """A GPT's training step (forward + backward) with and without gradient checkpointing."""
+    from minigpt.config import GPTConfig
+    from minigpt.model import GPT
+
+    torch.manual_seed(0)
+    config = GPTConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head, block_size=block_size, vocab_size=256)
+    models = {"plain": GPT(config), "checkpointed": GPT(config)}
+    models["checkpointed"].load_state_dict(models["plain"].state_dict())
+    models["checkpointed"].gradient_checkpointing_enable()
+    ids = torch.randint(0, 256, (batch_size, block_size))
+    rows = []
+    kept = {}
+
+    def forward(model):
+        def run():
+            kept["loss"] = model(ids, labels=ids).loss  # the graph (and what it keeps) stays alive
+        return run
+
+    def step(model):
+        def run():
+            model(ids, labels=ids).loss.backward()
+            model.zero_grad(set_to_none=True)
+        return run
+
+    for name, model in models.items():
+        _, activations = allocated_bytes(forward(model))
+        kept.clear()
+        rows.append(dict(impl=name, activations_mib=activations / MIB,
+                         peak_mib=peak_allocated_bytes(step(model)) / MIB))
+    times = interleaved({name: step(m) for name, m in models.items()}, repeats=repeats, steps=1, warmup=1)
+    for r in rows:
+        r.update(seconds=times[r["impl"]].median, spread=times[r["impl"]].spread)
+    plain = rows[0]
+    print(f"GPT {n_layer} layers, n_embd {n_embd}, T {block_size}, batch {batch_size}:")
+    for r in rows:
+        print(f"  {r['impl']:13s} activations kept {r['activations_mib']:7.1f} MiB "
+              f"({plain['activations_mib'] / r['activations_mib']:4.1f}x less)  step peak {r['peak_mib']:7.1f} MiB  "
+              f"step {r['seconds'] * 1e3:7.0f} ms ({r['seconds'] / plain['seconds'] - 1:+.0%}, spread {r['spread']:.0%})",
+              flush=True)
     return rows
 
 
@@ -111,6 +155,13 @@ def main(argv=None) -> int:
     a.add_argument("--heads", type=int, default=4)
     a.add_argument("--head_dim", type=int, default=64)
     a.add_argument("--repeats", type=int, default=3)
+    g = sub.add_parser("checkpointing", help="GPT step with and without gradient checkpointing")
+    g.add_argument("--n_layer", type=int, default=12)
+    g.add_argument("--n_embd", type=int, default=128)
+    g.add_argument("--n_head", type=int, default=4)
+    g.add_argument("--block_size", type=int, default=512)
+    g.add_argument("--batch_size", type=int, default=1)
+    g.add_argument("--repeats", type=int, default=3)
     c = sub.add_parser("costs", help="predicted parameters, FLOPs and memory of a config")
     c.add_argument("config", help="a config.json, or a folder holding one")
     c.add_argument("--batch_size", type=int, default=8)
@@ -124,6 +175,8 @@ def main(argv=None) -> int:
     print(f"threads {torch.get_num_threads()}, load average {open('/proc/loadavg').read().split()[:3]}")
     if args.what == "attention":
         attention(args.lengths, args.heads, args.head_dim, args.repeats)
+    elif args.what == "checkpointing":
+        checkpointing(args.n_layer, args.n_embd, args.n_head, args.block_size, args.batch_size, args.repeats)
     print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
     return 0
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from common.nn.blocks import EncoderBlock
+from common.nn.checkpointing import run_block
 from common.hub.config import in_vocab_token_id
 from common.hub.pretrained import PreTrainedModel, check_token_ids
 from common.nn.dropout import Dropout
@@ -84,6 +85,7 @@ class BertEncoder(nn.Module):
                          attention_dropout=config.attention_probs_dropout_prob,
                          layer_norm_eps=config.layer_norm_eps, attn_impl=config.attn_impl)
             for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False  # gradient_checkpointing_enable() (common/nn/checkpointing.py)
 
     def forward(self, hidden_states: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 output_attentions: bool = False, output_hidden_states: bool = False):
@@ -91,7 +93,8 @@ class BertEncoder(nn.Module):
         all_hidden = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         for layer in self.layer:
-            hidden_states, weights = layer(hidden_states, mask=mask, output_attentions=output_attentions)
+            hidden_states, weights = run_block(layer, self.gradient_checkpointing, hidden_states, mask=mask,
+                                               output_attentions=output_attentions)
             if output_hidden_states:
                 all_hidden.append(hidden_states)
             if output_attentions:
@@ -134,6 +137,7 @@ class BertPreTrainedModel(PreTrainedModel):
 
     config_class = BertConfig
     base_model_prefix = "bert"
+    supports_gradient_checkpointing = True
 
     def init_weights(self) -> None:
         std = self.config.initializer_range

@@ -226,6 +226,27 @@ class PreTrainedModel(nn.Module):
     config_class = None
     base_model_prefix = ""
     _tied_weights_keys: tuple[str, ...] = ()
+    supports_gradient_checkpointing = False  # a family whose stacks call common/nn/checkpointing.py sets True
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each block in the backward pass instead of keeping its activations
+        (common/nn/checkpointing.py): every submodule with a `gradient_checkpointing` flag turns it on."""
+        if not self.supports_gradient_checkpointing:
+            raise UserError(f"{type(self).__name__} cannot recompute its blocks (gradient checkpointing); "
+                            "train it without --gradient_checkpointing")
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._set_gradient_checkpointing(False)
+
+    def _set_gradient_checkpointing(self, value: bool) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = value
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
 
     def tie_weights(self) -> None:
         """Make tied parameters share memory again (after loading); models override."""

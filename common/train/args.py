@@ -95,6 +95,9 @@ class TrainingArguments:
         "Run forward and loss under torch.autocast(bfloat16) on CPU/CUDA; weights stay float32."))
     use_cpu: bool = field(default=False, metadata=_help(
         "Train on the CPU even when CUDA or Apple MPS is available."))
+    gradient_checkpointing: bool = field(default=False, metadata=_help(
+        "Keep only each block's input in the forward pass and recompute the block in the backward "
+        "(model.gradient_checkpointing_enable()): less activation memory for about one more forward."))
     torch_compile: bool = field(default=False, metadata=_help(
         "Wrap the model in torch.compile (saved keys never carry its _orig_mod. prefix)."))
     dataloader_num_workers: int = field(default=0, metadata=_help(

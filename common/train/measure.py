@@ -17,8 +17,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 
-def peak_allocated_bytes(fn: Callable[[], object]) -> int:
-    """Peak of the bytes allocated (and not yet freed) while fn runs, counted from 0 at its start."""
+def allocated_bytes(fn: Callable[[], object]) -> tuple[int, int]:
+    """(peak, live at the end) of the bytes allocated while fn runs, counted from 0 at its start:
+    the running sum of the profiler's [memory] events (+n at an allocation, -n at a free)."""
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
@@ -27,7 +28,12 @@ def peak_allocated_bytes(fn: Callable[[], object]) -> int:
     for _, nbytes in events:
         live += nbytes
         peak = max(peak, live)
-    return peak
+    return peak, live
+
+
+def peak_allocated_bytes(fn: Callable[[], object]) -> int:
+    """Peak of the bytes allocated (and not yet freed) while fn runs, counted from 0 at its start."""
+    return allocated_bytes(fn)[0]
 
 
 # The matrix products: what 6N + attention counts. The profiler also gives element-wise kernels

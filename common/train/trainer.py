@@ -482,6 +482,12 @@ class Trainer:
 
     def _wrap_model(self) -> nn.Module:
         model = self.model
+        if self.args.gradient_checkpointing:
+            enable = getattr(model, "gradient_checkpointing_enable", None)
+            if enable is None:
+                raise ConfigError(f"--gradient_checkpointing: {type(model).__name__} cannot recompute its blocks "
+                                  "(it has no gradient_checkpointing_enable()); train without the flag")
+            enable()
         if self.ctx.is_distributed:
             device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             model = DistributedDataParallel(model, device_ids=device_ids)

@@ -7,8 +7,9 @@
 # that never forms its T x T matrix (FlashAttention's online softmax), activation checkpointing
 # (recompute instead of store), and sharding the weights over processes (FSDP).
 #
-# Code: `common/nn/flash_attention.py`, `common/train/accounting.py`, `common/train/measure.py`,
-# each family's `accounting.py`. Tests: `tests/test_flash_attention.py`, `tests/test_accounting.py`.
+# Code: `common/train/accounting.py`, `common/train/measure.py`, each family's `accounting.py`,
+# `common/nn/checkpointing.py`, `common/nn/flash_attention.py`. Tests: `tests/test_accounting.py`,
+# `tests/test_checkpointing.py`, `tests/test_flash_attention.py`.
 # Figures: `docs/results/compute.md`. Run it: `python tutorials/21_training_costs.py` (about a
 # minute); `TUTORIAL_QUICK=1` for a few seconds.
 
@@ -22,14 +23,89 @@ import torch
 from common.nn.attention import scaled_dot_product_attention
 from common.nn.flash_attention import flash_attention, online_softmax_update
 from common.nn.masks import causal_mask
-from common.train.measure import peak_allocated_bytes
+from common.train.measure import peak_allocated_bytes, profiled_flops
+from minigpt import GPT, GPTConfig
+from minigpt.accounting import estimate
 
 _setup.seed(0)
 torch.set_printoptions(precision=4, sci_mode=False)
 QUICK = _setup.QUICK
 
 # %% [markdown]
-# ## 1. The online softmax
+# ## 1. Counting: parameters, FLOPs, memory
+#
+# A Linear of fan-in k and fan-out n on m tokens does 2 m k n FLOPs forward and twice that backward
+# (the gradients of its input and of its weight). Summed over the N_mat weights every token meets,
+# with D = B T tokens a step, and the attention's two (T x T) products per layer:
+#
+#     C_step = 6 N_mat D + 12 B h T^2 d_k L
+#
+# Training memory in float32 with AdamW: 4 |theta| weights + 4 |theta| gradients + 8 |theta| AdamW
+# state (m and v) + the activations autograd keeps for the backward pass. `estimate(config, B, T)`
+# counts all of it; torch's profiler counts the FLOPs that actually ran.
+
+# %%
+config = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=300, block_size=64)
+model = GPT(config)
+B, T = 2, 64
+ids = torch.randint(0, config.vocab_size, (B, T))
+cost = estimate(config, B, T)
+print(cost.table())
+print("parameters the model has:", sum(p.numel() for p in model.parameters()))
+counted = profiled_flops(lambda: model(ids, labels=ids).loss.backward())
+print(f"FLOPs the profiler counts: {counted:,} (predicted {cost.flops:,})")
+model.zero_grad(set_to_none=True)
+
+# %% [markdown]
+# **Predict, then run: how much memory will this run need?** The same model with AdamW, one step at
+# B = 2, T = 64. Add up weights, AdamW state and the activations (plus the first gradients of the
+# backward pass) from the table above, then measure: the profiler adds up every allocation of the step.
+
+# %%
+optimizer = torch.optim.AdamW(model.parameters())
+
+
+def train_step():
+    model(ids, labels=ids).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+train_step()  # AdamW creates its state on the first step
+measured = cost.weights + cost.adamw_state + peak_allocated_bytes(train_step)
+print(f"predicted peak {cost.peak / 2**20:.2f} MiB, measured {measured / 2**20:.2f} MiB")
+
+# %% [markdown]
+# For a model you would train for real, `python -m bench.compute costs FOLDER --batch_size 8
+# --seq_len 1024` prints the same table from a config.json: GPT-2 small (124M parameters) at B = 8,
+# T = 1024 needs about 7 TFLOP a step and 12 GiB of activations against 1.9 GiB of weights,
+# gradients and AdamW state together. The activations are what grows with the batch and the context.
+#
+# ## 2. Activation checkpointing: recompute instead of store
+#
+# `model.gradient_checkpointing_enable()` (the flag `--gradient_checkpointing` of every training
+# tool) keeps only each block's input from the forward pass; the backward pass runs the block again
+# to get the rest. One more forward pass (about a third of a step) buys activation memory that
+# no longer grows with the layers. The random-number state at each block's start is saved and
+# replayed, so dropout draws the same masks and the gradients are bit-equal.
+
+# %%
+config = GPTConfig(n_layer=4 if QUICK else 8, n_head=4, n_embd=64, vocab_size=256, block_size=128, dropout=0.1)
+ids = torch.randint(0, 256, (2, 128))
+kept = {}
+for enabled in (False, True):
+    _setup.seed(1)
+    model = GPT(config)
+    if enabled:
+        model.gradient_checkpointing_enable()
+    torch.manual_seed(2)
+    peak = peak_allocated_bytes(lambda: model(ids, labels=ids).loss.backward())
+    kept[enabled] = (peak, model.transformer.h[0].attn.query.weight.grad.clone())
+    print(f"checkpointing {str(enabled):5s}: peak of forward + backward {peak / 2**20:.1f} MiB")
+print("same gradients, dropout included:", torch.equal(kept[False][1], kept[True][1]))
+
+# %% [markdown]
+# ## 3. The online softmax
 #
 # softmax(s)_j = exp(s_j - m) / sum_k exp(s_k - m) needs the row maximum m and the sum over ALL
 # keys before the first weight is known, so the textbook attention writes the whole (T_q x T_k)
@@ -91,7 +167,7 @@ assert (out_textbook - out_flash).abs().max() < 1e-5
 # fast kernel, because S never travels to the GPU's slow memory. `attn_impl="flash"` in a GPT or
 # BERT config selects it.
 #
-# [i30b: the Muon and scaling-study cells go here.]
+# <!-- i30b: the Muon and scaling-study sections go here (sections 4 and 5). -->
 #
 # ## Your turn
 #

@@ -258,16 +258,18 @@ class PreTrainedModel(nn.Module):
         params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
         return sum(p.numel() for p in params.values())
 
-    def save_pretrained(self, folder) -> None:
+    def save_pretrained(self, folder, state_dict: Optional[dict[str, torch.Tensor]] = None) -> None:
         """config.json + model.safetensors, both written to temporary files first and renamed only
-        when both are complete: a full disk keeps the previous pair, never a mix of old and new."""
+        when both are complete: a full disk keeps the previous pair, never a mix of old and new.
+        state_dict: the weights to write instead of self.state_dict() (transformers' argument; a
+        sharded model passes its gathered full weights)."""
         os.makedirs(folder, exist_ok=True)
         weights = os.path.join(folder, WEIGHTS_NAME)
         config = os.path.join(folder, CONFIG_NAME)
         tmp_weights, tmp_config = f"{weights}.tmp-{os.getpid()}", f"{config}.tmp-{os.getpid()}"
 
         def write():
-            _save_safetensors(clean_state_dict(self.state_dict()), tmp_weights)
+            _save_safetensors(clean_state_dict(self.state_dict() if state_dict is None else state_dict), tmp_weights)
             self.config.write_json(tmp_config)
         write_then_rename([(tmp_weights, weights), (tmp_config, config)], write)
 

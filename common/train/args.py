@@ -98,6 +98,10 @@ class TrainingArguments:
     gradient_checkpointing: bool = field(default=False, metadata=_help(
         "Keep only each block's input in the forward pass and recompute the block in the backward "
         "(model.gradient_checkpointing_enable()): less activation memory for about one more forward."))
+    fsdp: bool = field(default=False, metadata=_help(
+        "Under torchrun, shard weights, gradients and AdamW state over the processes (torch.distributed's "
+        "fully_shard, common/train/fsdp.py) instead of a full copy in each (DDP). Resuming such a run is not "
+        "supported yet."))
     torch_compile: bool = field(default=False, metadata=_help(
         "Wrap the model in torch.compile (saved keys never carry its _orig_mod. prefix)."))
     dataloader_num_workers: int = field(default=0, metadata=_help(

@@ -105,7 +105,23 @@ for enabled in (False, True):
 print("same gradients, dropout included:", torch.equal(kept[False][1], kept[True][1]))
 
 # %% [markdown]
-# ## 3. The online softmax
+# ## 3. When a model outgrows one process: FSDP
+#
+# Data parallel training (DDP, `torchrun --nproc_per_node=W`) runs W processes on W slices of the
+# batch and keeps a whole copy of the weights, gradients and AdamW state in each: 16 |theta| bytes
+# per process. `--fsdp` shards them with torch.distributed's `fully_shard` (common/train/fsdp.py):
+# each process keeps 1/W of every tensor and gathers a block's full weights just before running it.
+# Same updates as DDP (tests/test_fsdp.py: equal to 1e-5 with 2 processes, each holding half).
+
+# %%
+gpt2_small = estimate(GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257), 8, 1024)
+state = gpt2_small.weights + gpt2_small.gradients + gpt2_small.adamw_state
+for W in (1, 2, 4, 8):
+    print(f"{W} processes: DDP {state / 2**30:.2f} GiB each, FSDP {state / W / 2**30:.2f} GiB each "
+          f"(+ activations {gpt2_small.activation_bytes / 2**30:.1f} GiB either way)")
+
+# %% [markdown]
+# ## 4. The online softmax
 #
 # softmax(s)_j = exp(s_j - m) / sum_k exp(s_k - m) needs the row maximum m and the sum over ALL
 # keys before the first weight is known, so the textbook attention writes the whole (T_q x T_k)
@@ -167,7 +183,7 @@ assert (out_textbook - out_flash).abs().max() < 1e-5
 # fast kernel, because S never travels to the GPU's slow memory. `attn_impl="flash"` in a GPT or
 # BERT config selects it.
 #
-# <!-- i30b: the Muon and scaling-study sections go here (sections 4 and 5). -->
+# <!-- i30b: the Muon and scaling-study sections go here (sections 5 and 6). -->
 #
 # ## Your turn
 #

@@ -101,7 +101,23 @@ for enabled in (False, True):
 print("same gradients, dropout included:", torch.equal(kept[False][1], kept[True][1]))
 
 # %% [markdown]
-# ## 3. 在线 softmax
+# ## 3. 当模型超出一个进程：FSDP
+#
+# 数据并行训练（DDP，`torchrun --nproc_per_node=W`）用 W 个进程处理批次的 W 个切片，每个进程都保存
+# 完整的权重、梯度和 AdamW 状态：每个进程 16 |theta| 字节。`--fsdp` 用 torch.distributed 的
+# `fully_shard`（common/train/fsdp.py）把它们分片：每个进程只保存每个张量的 1/W，在运行某个块之前
+# 才把这个块的完整权重收集过来。更新与 DDP 相同（tests/test_fsdp.py：两个进程时相差不超过 1e-5，每个进程
+# 只持有一半）。
+
+# %%
+gpt2_small = estimate(GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257), 8, 1024)
+state = gpt2_small.weights + gpt2_small.gradients + gpt2_small.adamw_state
+for W in (1, 2, 4, 8):
+    print(f"{W} processes: DDP {state / 2**30:.2f} GiB each, FSDP {state / W / 2**30:.2f} GiB each "
+          f"(+ activations {gpt2_small.activation_bytes / 2**30:.1f} GiB either way)")
+
+# %% [markdown]
+# ## 4. 在线 softmax
 #
 # softmax(s)_j = exp(s_j - m) / sum_k exp(s_k - m) 在得到第一个权重之前就需要整行的最大值 m 和对所有
 # 键的求和，所以教科书式的注意力要写出整个 (T_q x T_k) 分数矩阵 S、再写出权重 P，并为反向传播保存 P：
@@ -159,7 +175,7 @@ assert (out_textbook - out_flash).abs().max() < 1e-5
 # 分块的 Python 循环，速度与教科书式路径相当；在 GPU 上，同样的思想就是快速的内核，因为 S 从不进入
 # GPU 的慢速显存。在 GPT 或 BERT 的配置中设置 `attn_impl="flash"` 即可选用它。
 #
-# <!-- i30b: the Muon and scaling-study sections go here (sections 4 and 5). -->
+# <!-- i30b: the Muon and scaling-study sections go here (sections 5 and 6). -->
 #
 # ## 轮到你了
 #

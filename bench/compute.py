@@ -2,6 +2,7 @@
 
     python -m bench.compute attention [--lengths 512 1024 2048] [--heads 4] [--head_dim 64]
     python -m bench.compute checkpointing [--n_layer 12] [--n_embd 128] [--block_size 512] [--batch_size 1]
+    python -m bench.compute accounting
     python -m bench.compute costs CONFIG [--batch_size 8] [--seq_len 512] [--target_len T]
 
 costs: the predicted parameters, FLOPs per step and training memory (weights, gradients, AdamW
@@ -21,16 +22,28 @@ Figures and the commands that made them: docs/results/compute.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from pathlib import Path
 
 import torch
 
 from bench.timing import interleaved
-from common.errors import UserError, run_cli
+from common.errors import UserError, read_text, run_cli
+from common.train.accounting import unknown_model_type
+from minibert.accounting import estimate as bert_estimate
+from minibert.config import BertConfig
+from minibert.heads import BertForMaskedLM
+from minigpt.accounting import estimate as gpt_estimate
+from minigpt.config import GPTConfig
+from minigpt.model import GPT
+from minit5.accounting import estimate as t5_estimate
+from minit5.config import T5Config
+from minit5.model import T5ForConditionalGeneration
 from common.nn.attention import scaled_dot_product_attention, sdpa_attention
 from common.nn.flash_attention import flash_attention
 from common.nn.masks import causal_mask
-from common.train.measure import allocated_bytes, peak_allocated_bytes
+from common.train.measure import allocated_bytes, peak_allocated_bytes, profiled_flops
 
 MIB = 2**20
 
@@ -68,11 +81,81 @@ def attention(lengths, heads, head_dim, repeats) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------- accounting: predicted against measured
+# Three tiny sizes per family: (model, its TrainingCost, a function returning the loss of one batch).
+# tests/test_accounting.py checks each; `python -m bench.compute accounting` prints them as a table.
+
+def _gpt(size):
+    kw, B, T = [(dict(n_layer=1, n_head=2, n_embd=32, vocab_size=50), 4, 32),
+                (dict(n_layer=2, n_head=4, n_embd=64, vocab_size=300), 2, 64),
+                (dict(n_layer=2, n_head=4, n_embd=32, vocab_size=64), 2, 256)][size]
+    config = GPTConfig(**kw, block_size=T)
+    model = GPT(config)
+    ids = torch.randint(0, config.vocab_size, (B, T))
+    return model, gpt_estimate(config, B, T), lambda: model(ids, labels=ids).loss
+
+
+def _bert(size):
+    kw, B, T = [(dict(num_hidden_layers=1, num_attention_heads=2, hidden_size=32, intermediate_size=64, vocab_size=50), 4, 32),
+                (dict(num_hidden_layers=2, num_attention_heads=4, hidden_size=64, intermediate_size=256, vocab_size=300), 2, 64),
+                (dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=128, vocab_size=100), 2, 256)][size]
+    config = BertConfig(**kw, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=256)
+    model = BertForMaskedLM(config)
+    ids = torch.randint(0, config.vocab_size, (B, T))
+    return model, bert_estimate(config, B, T), lambda: model(ids, labels=ids).loss
+
+
+def _t5(size):
+    kw, B, S, T = [(dict(num_layers=1, num_heads=2, d_model=32, d_kv=16, d_ff=64, vocab_size=50), 4, 32, 16),
+                   (dict(num_layers=2, num_heads=4, d_model=64, d_kv=16, d_ff=128, vocab_size=300,
+                         feed_forward_proj="gated-gelu"), 2, 64, 32),
+                   (dict(num_layers=2, num_heads=2, d_model=32, d_kv=16, d_ff=64, vocab_size=100), 2, 128, 128)][size]
+    config = T5Config(**kw, dropout_rate=0.0)
+    model = T5ForConditionalGeneration(config)
+    ids, labels = torch.randint(1, config.vocab_size, (B, S)), torch.randint(1, config.vocab_size, (B, T))
+    return model, t5_estimate(config, B, S, T), lambda: model(ids, labels=labels).loss
+
+
+ACCOUNTING_CASES = {"gpt": _gpt, "bert": _bert, "t5": _t5}
+
+
+def predicted_and_measured(family: str, size: int) -> dict:
+    """One AdamW training step of ACCOUNTING_CASES[family](size): the prediction and the measurement
+    (FLOPs of the forward + backward by torch's profiler; peak = weights + AdamW state + the peak
+    allocated during a step taken after the first, when the state exists)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model, cost, loss = ACCOUNTING_CASES[family](size)
+    optimizer = torch.optim.AdamW(model.parameters())
+
+    def step():
+        loss().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    step()
+    flops = profiled_flops(lambda: loss().backward())
+    optimizer.zero_grad(set_to_none=True)
+    state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
+                if torch.is_tensor(t) and t.dim() > 0)
+    return dict(family=family, size=size, parameters=cost.parameters, flops_predicted=cost.flops,
+                flops_measured=flops, adamw_predicted=cost.adamw_state, adamw_measured=state,
+                activations=cost.activation_bytes, gradients=cost.gradients, peak_predicted=cost.peak,
+                peak_measured=cost.weights + state + peak_allocated_bytes(step))
+
+
+def accounting() -> list[dict]:
+    rows = [predicted_and_measured(family, size) for family in ACCOUNTING_CASES for size in range(3)]
+    print("| model | parameters | FLOPs predicted | FLOPs profiler | ratio | peak predicted (MiB) | peak measured (MiB) | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['family']}-{r['size']} | {r['parameters']:,} | {r['flops_predicted']:,} | {r['flops_measured']:,} | "
+              f"{r['flops_measured'] / r['flops_predicted']:.3f} | {r['peak_predicted'] / MIB:.2f} | "
+              f"{r['peak_measured'] / MIB:.2f} | {r['peak_measured'] / r['peak_predicted']:.3f} |", flush=True)
+    return rows
+
+
 def checkpointing(n_layer, n_embd, n_head, block_size, batch_size, repeats) -> list[dict]:
     """A GPT's training step (forward + backward) with and without gradient checkpointing."""
-    from minigpt.config import GPTConfig
-    from minigpt.model import GPT
-
     torch.manual_seed(0)
     config = GPTConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head, block_size=block_size, vocab_size=256)
     models = {"plain": GPT(config), "checkpointed": GPT(config)}
@@ -113,18 +196,6 @@ def checkpointing(n_layer, n_embd, n_head, block_size, batch_size, repeats) -> l
 
 def load_config(path: str):
     """(family's estimate function, config) for a config.json or a folder holding one."""
-    import json
-    from pathlib import Path
-
-    from common.errors import read_text
-    from common.train.accounting import unknown_model_type
-    from minibert.accounting import estimate as bert_estimate
-    from minibert.config import BertConfig
-    from minigpt.accounting import estimate as gpt_estimate
-    from minigpt.config import GPTConfig
-    from minit5.accounting import estimate as t5_estimate
-    from minit5.config import T5Config
-
     families = {"minigpt": (gpt_estimate, GPTConfig), "gpt2": (gpt_estimate, GPTConfig),
                 "llama": (gpt_estimate, GPTConfig), "bert": (bert_estimate, BertConfig),
                 "t5": (t5_estimate, T5Config)}
@@ -155,6 +226,7 @@ def main(argv=None) -> int:
     a.add_argument("--heads", type=int, default=4)
     a.add_argument("--head_dim", type=int, default=64)
     a.add_argument("--repeats", type=int, default=3)
+    sub.add_parser("accounting", help="predicted against measured FLOPs and peak memory, three sizes per family")
     g = sub.add_parser("checkpointing", help="GPT step with and without gradient checkpointing")
     g.add_argument("--n_layer", type=int, default=12)
     g.add_argument("--n_embd", type=int, default=128)
@@ -175,6 +247,8 @@ def main(argv=None) -> int:
     print(f"threads {torch.get_num_threads()}, load average {open('/proc/loadavg').read().split()[:3]}")
     if args.what == "attention":
         attention(args.lengths, args.heads, args.head_dim, args.repeats)
+    elif args.what == "accounting":
+        accounting()
     elif args.what == "checkpointing":
         checkpointing(args.n_layer, args.n_embd, args.n_head, args.block_size, args.batch_size, args.repeats)
     print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")

@@ -4,64 +4,28 @@
     attention layer, within 5% of what torch's profiler counts for the matrix products (forward +
     backward);   peak memory of an AdamW step: weights + AdamW state + max(activations + transient,
     gradients), within 15% of the measured peak (common/train/measure.py) plus the weights and state.
-Three sizes per family, tiny (the measured ones are slow: the profiler's start-up costs seconds).
+Three sizes per family, tiny (bench/compute.py ACCOUNTING_CASES; `python -m bench.compute accounting`
+prints the same comparison as a table); the measured ones are slow: the profiler's start-up costs seconds.
 """
 import json
 
 import pytest
 import torch
 
+from bench.compute import ACCOUNTING_CASES, predicted_and_measured
 from common.train.accounting import count_parameters
-from common.train.measure import peak_allocated_bytes, profiled_flops
-from minibert.accounting import estimate as bert_estimate
-from minibert.config import BertConfig
-from minibert.heads import BertForMaskedLM
 from minigpt.accounting import estimate as gpt_estimate
 from minigpt.config import LLAMA_SHAPE, GPTConfig
 from minigpt.model import GPT
-from minit5.accounting import estimate as t5_estimate
-from minit5.config import T5Config
-from minit5.model import T5ForConditionalGeneration
 
 
-def gpt(size):
-    kw, B, T = [(dict(n_layer=1, n_head=2, n_embd=32, vocab_size=50), 4, 32),
-                (dict(n_layer=2, n_head=4, n_embd=64, vocab_size=300), 2, 64),
-                (dict(n_layer=2, n_head=4, n_embd=32, vocab_size=64), 2, 256)][size]
-    config = GPTConfig(**kw, block_size=T)
-    model = GPT(config)
-    ids = torch.randint(0, config.vocab_size, (B, T))
-    return model, gpt_estimate(config, B, T), lambda: model(ids, labels=ids).loss
-
-
-def bert(size):
-    kw, B, T = [(dict(num_hidden_layers=1, num_attention_heads=2, hidden_size=32, intermediate_size=64, vocab_size=50), 4, 32),
-                (dict(num_hidden_layers=2, num_attention_heads=4, hidden_size=64, intermediate_size=256, vocab_size=300), 2, 64),
-                (dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=128, vocab_size=100), 2, 256)][size]
-    config = BertConfig(**kw, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=256)
-    model = BertForMaskedLM(config)
-    ids = torch.randint(0, config.vocab_size, (B, T))
-    return model, bert_estimate(config, B, T), lambda: model(ids, labels=ids).loss
-
-
-def t5(size):
-    kw, B, S, T = [(dict(num_layers=1, num_heads=2, d_model=32, d_kv=16, d_ff=64, vocab_size=50), 4, 32, 16),
-                   (dict(num_layers=2, num_heads=4, d_model=64, d_kv=16, d_ff=128, vocab_size=300,
-                         feed_forward_proj="gated-gelu"), 2, 64, 32),
-                   (dict(num_layers=2, num_heads=2, d_model=32, d_kv=16, d_ff=64, vocab_size=100), 2, 128, 128)][size]
-    config = T5Config(**kw, dropout_rate=0.0)
-    model = T5ForConditionalGeneration(config)
-    ids, labels = torch.randint(1, config.vocab_size, (B, S)), torch.randint(1, config.vocab_size, (B, T))
-    return model, t5_estimate(config, B, S, T), lambda: model(ids, labels=labels).loss
-
-
-CASES = [(family, size) for family in (gpt, bert, t5) for size in range(3)]
-IDS = [f"{family.__name__}-{size}" for family, size in CASES]
+CASES = [(family, size) for family in ACCOUNTING_CASES for size in range(3)]
+IDS = [f"{family}-{size}" for family, size in CASES]
 
 
 @pytest.mark.parametrize("family,size", CASES, ids=IDS)
 def test_predicted_parameters_equal_the_models_count(family, size):
-    model, cost, _ = family(size)
+    model, cost, _ = ACCOUNTING_CASES[family](size)
     assert cost.parameters == count_parameters(model), (
         f"predicted {cost.parameters:,} parameters, the model has {count_parameters(model):,}")
 
@@ -76,25 +40,14 @@ def test_gpt_parameter_formula_covers_the_llama_switches(kw):
 @pytest.mark.slow
 @pytest.mark.parametrize("family,size", CASES, ids=IDS)
 def test_predicted_flops_and_peak_memory_match_the_measurement(family, size):
-    torch.set_num_threads(1)
-    model, cost, loss = family(size)
-    optimizer = torch.optim.AdamW(model.parameters())
-
-    def step():
-        loss().backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    step()  # the AdamW state exists from here on, as in any later step
-    flops = profiled_flops(lambda: loss().backward())
-    optimizer.zero_grad(set_to_none=True)
-    assert abs(flops / cost.flops - 1) <= 0.05, f"profiler counts {flops:,} FLOPs, predicted {cost.flops:,}"
-    state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
-                if torch.is_tensor(t) and t.dim() > 0)
-    assert state == cost.adamw_state, f"AdamW state {state:,} bytes, predicted {cost.adamw_state:,}"
-    measured = cost.weights + state + peak_allocated_bytes(step)
-    assert abs(measured / cost.peak - 1) <= 0.15, (
-        f"measured peak {measured / 2**20:.2f} MiB, predicted {cost.peak / 2**20:.2f} MiB "
-        f"(activations {cost.activation_bytes / 2**20:.2f}, gradients {cost.gradients / 2**20:.2f})")
+    row = predicted_and_measured(family, size)
+    assert abs(row["flops_measured"] / row["flops_predicted"] - 1) <= 0.05, (
+        f"profiler counts {row['flops_measured']:,} FLOPs, predicted {row['flops_predicted']:,}")
+    assert row["adamw_measured"] == row["adamw_predicted"], (
+        f"AdamW state {row['adamw_measured']:,} bytes, predicted {row['adamw_predicted']:,}")
+    assert abs(row["peak_measured"] / row["peak_predicted"] - 1) <= 0.15, (
+        f"measured peak {row['peak_measured'] / 2**20:.2f} MiB, predicted {row['peak_predicted'] / 2**20:.2f} MiB "
+        f"(activations {row['activations'] / 2**20:.2f}, gradients {row['gradients'] / 2**20:.2f})")
 
 
 def test_the_costs_command_prints_the_split_and_rejects_an_unknown_model_type(tmp_path, capsys):

@@ -3,7 +3,7 @@
     python -m bench.compute attention [--lengths 512 1024 2048] [--heads 4] [--head_dim 64]
     python -m bench.compute checkpointing [--n_layer 12] [--n_embd 128] [--block_size 512] [--batch_size 1]
     python -m bench.compute accounting
-    python -m bench.compute costs CONFIG [--batch_size 8] [--seq_len 512] [--target_len T]
+    python -m bench.compute costs CONFIG [--batch_size 8] [--seq_len 512] [--target_len T] [--gradient_checkpointing]
 
 costs: the predicted parameters, FLOPs per step and training memory (weights, gradients, AdamW
 state, activations per layer) of the model a config.json (or a folder holding one) describes;
@@ -210,11 +210,16 @@ def load_config(path: str):
     return estimate, config_class.from_json_file(file)
 
 
-def costs(path: str, batch_size: int, seq_len: int, target_len) -> str:
+def costs(path: str, batch_size: int, seq_len: int, target_len, gradient_checkpointing: bool = False) -> str:
     estimate, config = load_config(path)
+    if gradient_checkpointing and estimate is not gpt_estimate:
+        raise UserError(f"--gradient_checkpointing: the checkpointed estimate is written for GPT only; "
+                        f"{path} is a {config.model_type}")
     if target_len is not None and config.model_type != "t5":
         raise UserError(f"--target_len is the decoder length of an encoder-decoder (t5); {path} is a {config.model_type}")
     extra = {} if target_len is None else {"target_len": target_len}
+    if gradient_checkpointing:
+        extra["gradient_checkpointing"] = True
     return estimate(config, batch_size, seq_len, **extra).table()
 
 
@@ -239,9 +244,10 @@ def main(argv=None) -> int:
     c.add_argument("--batch_size", type=int, default=8)
     c.add_argument("--seq_len", type=int, default=512)
     c.add_argument("--target_len", type=int, default=None, help="T5's target length (default seq_len)")
+    c.add_argument("--gradient_checkpointing", action="store_true", help="the same step with checkpointing (GPT)")
     args = parser.parse_args(argv)
     if args.what == "costs":
-        print(costs(args.config, args.batch_size, args.seq_len, args.target_len))
+        print(costs(args.config, args.batch_size, args.seq_len, args.target_len, args.gradient_checkpointing))
         return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     print(f"threads {torch.get_num_threads()}, load average {open('/proc/loadavg').read().split()[:3]}")

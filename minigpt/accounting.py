@@ -41,15 +41,17 @@ def parameters(c: GPTConfig) -> int:
     return total
 
 
-def estimate(config: GPTConfig, batch_size: int, seq_len: int) -> TrainingCost:
-    """Parameters, FLOPs and memory of one AdamW training step of GPT (LM loss) on (B, T) tokens."""
+def estimate(config: GPTConfig, batch_size: int, seq_len: int, gradient_checkpointing: bool = False) -> TrainingCost:
+    """Parameters, FLOPs and memory of one AdamW training step of GPT (LM loss) on (B, T) tokens;
+    gradient_checkpointing: each block keeps its input only and runs its forward twice."""
     c, B, T = config, batch_size, seq_len
     C, I, L, V, h = c.n_embd, c.n_inner, c.n_layer, c.vocab_size, c.n_head
     C_kv = c.n_kv_head * c.head_dim
     D = B * T
     ffn_mats = 2 if c.feed_forward == "gelu" else 3
-    flops = L * (linear_flops(D, C, 2 * C + 2 * C_kv) + linear_flops(D, C, ffn_mats * I)
-                 + attention_flops(B, h, T, T, c.head_dim)) + linear_flops(D, C, V)
+    block_flops = (linear_flops(D, C, 2 * C + 2 * C_kv) + linear_flops(D, C, ffn_mats * I)
+                   + attention_flops(B, h, T, T, c.head_dim))
+    flops = L * block_flops + linear_flops(D, C, V)
     norm = 2 * D * C + 2 * D if c.normalization == "layernorm" else 3 * D * C + 2 * D
     ffn = (2 if c.feed_forward == "gelu" else 4) * D * I
     layer = 2 * norm + 3 * D * C + B * h * T * T + D * C + ffn
@@ -63,4 +65,8 @@ def estimate(config: GPTConfig, batch_size: int, seq_len: int) -> TrainingCost:
     # The backward pass starts with two (B, T, V) gradients of the loss (of exp(z - m) and of z - m)
     # and, in the last layer, two (B, h, T, T) ones (of P and of the scores).
     transient = s * 2 * max(D * V, B * h * T * T)
-    return TrainingCost("minigpt", parameters(c), flops, activations, transient)
+    cost = TrainingCost("minigpt", parameters(c), flops, activations, transient)
+    if gradient_checkpointing:
+        kept = {f"layer {i + 1}": s * D * C for i in range(L)}
+        cost = cost.checkpointed(kept, s * 2 * B * h * T * T, L * block_flops // 3)
+    return cost

@@ -61,3 +61,34 @@ def test_the_costs_command_prints_the_split_and_rejects_an_unknown_model_type(tm
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
     with pytest.raises(Exception, match=r"no cost accounting for model type 'mamba'.*known: bert, gpt2"):
         main(["costs", str(tmp_path / "config.json")])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kw,B,T", [(dict(n_layer=4, n_head=2, n_embd=32, vocab_size=50), 2, 128),
+                                    (dict(n_layer=6, n_head=4, n_embd=64, vocab_size=300), 2, 64),
+                                    (dict(n_layer=8, n_head=4, n_embd=64, vocab_size=256), 1, 256)],
+                         ids=["4_layers", "6_layers", "8_layers_T256"])
+def test_gpt_estimate_with_gradient_checkpointing_matches_the_measurement(kw, B, T):
+    """Checkpointing: one more forward of every block (exactly what the profiler counts), activations
+    of B T C per layer plus one recomputed block at a time; the peak is rougher here (within 20%)."""
+    from common.train.measure import peak_allocated_bytes, profiled_flops
+    torch.set_num_threads(1)
+    config = GPTConfig(**kw, block_size=T)
+    model = GPT(config)
+    model.gradient_checkpointing_enable()
+    ids = torch.randint(0, config.vocab_size, (B, T))
+    cost, plain = gpt_estimate(config, B, T, gradient_checkpointing=True), gpt_estimate(config, B, T)
+    flops = profiled_flops(lambda: model(ids, labels=ids).loss.backward())
+    model.zero_grad(set_to_none=True)
+    assert abs(flops / cost.flops - 1) <= 0.05, f"profiler counts {flops:,} FLOPs, predicted {cost.flops:,}"
+    assert cost.flops > plain.flops and cost.activation_bytes < plain.activation_bytes
+    optimizer = torch.optim.AdamW(model.parameters())
+
+    def step():
+        model(ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    step()
+    measured = cost.weights + cost.adamw_state + peak_allocated_bytes(step)
+    assert abs(measured / cost.peak - 1) <= 0.2, (
+        f"measured peak {measured / 2**20:.2f} MiB, predicted {cost.peak / 2**20:.2f} MiB with checkpointing")

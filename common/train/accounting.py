@@ -81,6 +81,16 @@ class TrainingCost:
         as activations are freed, which is the peak only when the weights outweigh the activations."""
         return self.weights + self.adamw_state + max(self.activation_bytes + self.transient, self.gradients)
 
+    def checkpointed(self, kept: dict[str, int], block_transient: int, forward_flops: int) -> "TrainingCost":
+        """The same step with gradient checkpointing: each block named in `kept` keeps only the bytes
+        given there (its input, B T C numbers), and the backward pass recomputes one block at a time
+        (forward_flops more in all), so the largest block's activations come back, with its first
+        gradients (`block_transient`), beside everything kept."""
+        recomputed = max(self.activations[name] for name in kept)
+        activations = {name: kept.get(name, nbytes) for name, nbytes in self.activations.items()}
+        return TrainingCost(self.model_type, self.parameters, self.flops + forward_flops, activations,
+                            max(self.transient, recomputed + block_transient), self.bytes_per_number)
+
     def table(self) -> str:
         mib = 2.0**20
         lines = [f"{self.model_type}: {self.parameters:,} parameters, "

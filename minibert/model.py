@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from common.nn.attention import set_attn_implementation
 from common.nn.blocks import EncoderBlock
+from common.nn.checkpointing import run_block
 from common.hub.config import in_vocab_token_id
 from common.hub.pretrained import PreTrainedModel, check_token_ids
 from common.nn.dropout import Dropout
@@ -86,6 +87,7 @@ class BertEncoder(nn.Module):
                          layer_norm_eps=config.layer_norm_eps)
             for _ in range(config.num_hidden_layers))
         set_attn_implementation(self, config.attn_impl)  # chosen once per model (common/nn/attention.py)
+        self.gradient_checkpointing = False  # gradient_checkpointing_enable() (common/nn/checkpointing.py)
 
     def forward(self, hidden_states: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 output_attentions: bool = False, output_hidden_states: bool = False):
@@ -93,7 +95,8 @@ class BertEncoder(nn.Module):
         all_hidden = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         for layer in self.layer:
-            hidden_states, weights = layer(hidden_states, mask=mask, output_attentions=output_attentions)
+            hidden_states, weights = run_block(layer, self.gradient_checkpointing, hidden_states, mask=mask,
+                                               output_attentions=output_attentions)
             if output_hidden_states:
                 all_hidden.append(hidden_states)
             if output_attentions:
@@ -136,6 +139,7 @@ class BertPreTrainedModel(PreTrainedModel):
 
     config_class = BertConfig
     base_model_prefix = "bert"
+    supports_gradient_checkpointing = True
 
     def init_weights(self) -> None:
         std = self.config.initializer_range

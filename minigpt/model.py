@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from common.nn.attention import KVCache, set_attn_implementation
+from common.nn.checkpointing import run_block
 from common.nn.blocks import DecoderBlock
 from common.nn.dropout import Dropout
 from common.nn.norms import RMSNorm, make_norm
@@ -80,6 +81,7 @@ class GPTModel(nn.Module):
         )
         self.ln_f = make_norm(config.normalization, config.n_embd, config.layer_norm_epsilon, config.bias)
         set_attn_implementation(self, config.attn_impl)  # chosen once per model (common/nn/attention.py)
+        self.gradient_checkpointing = False  # GPT.gradient_checkpointing_enable() (common/nn/checkpointing.py)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 position_ids: Optional[torch.Tensor] = None,
@@ -121,8 +123,8 @@ class GPTModel(nn.Module):
         attentions = [] if output_attentions else None
         for i, block in enumerate(self.h):
             cache = kv_caches[i] if kv_caches is not None else None
-            x, weights = block(x, mask=mask, kv_cache=cache, output_attentions=output_attentions,
-                               rotary=rotary)
+            x, weights = run_block(block, self.gradient_checkpointing and cache is None, x, mask=mask,
+                                   kv_cache=cache, output_attentions=output_attentions, rotary=rotary)
             if output_attentions:
                 attentions.append(weights)
         return self.ln_f(x), (tuple(attentions) if output_attentions else None)
@@ -133,6 +135,7 @@ class GPTPreTrainedModel(PreTrainedModel):
 
     config_class = GPTConfig
     base_model_prefix = "transformer"
+    supports_gradient_checkpointing = True
 
     def init_weights(self) -> None:
         """W ~ N(0, sigma^2) with sigma = initializer_range (0.02) for every Linear and Embedding,

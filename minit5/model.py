@@ -37,6 +37,7 @@ import torch.nn as nn
 from common.errors import UserError
 from common.hub.pretrained import PreTrainedModel
 from common.nn.attention import KVCache, scaled_dot_product_attention
+from common.nn.checkpointing import run_block
 from common.nn.blocks import get_activation
 from common.nn.dropout import Dropout
 from common.nn.losses import cross_entropy
@@ -269,6 +270,7 @@ class T5Stack(nn.Module):
                                    for i in range(num_layers))
         self.final_layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.dropout = Dropout(config.dropout_rate)
+        self.gradient_checkpointing = False  # gradient_checkpointing_enable() (common/nn/checkpointing.py)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 encoder_hidden_states: Optional[torch.Tensor] = None,
@@ -290,8 +292,8 @@ class T5Stack(nn.Module):
         x = self.dropout(self.embed_tokens(input_ids))  # (B, T, C)
         position_bias = None  # computed by block 0, shared by the others
         for i, block in enumerate(self.block):
-            x, position_bias = block(
-                x, mask=mask, position_bias=position_bias, encoder_hidden_states=encoder_hidden_states,
+            x, position_bias = run_block(
+                block, self.gradient_checkpointing and kv_caches is None, x, mask=mask, position_bias=position_bias, encoder_hidden_states=encoder_hidden_states,
                 encoder_mask=encoder_mask, kv_cache=kv_caches[i] if kv_caches is not None else None,
                 cross_key_value=cross_key_values[i] if cross_key_values is not None else None)
         return self.dropout(self.final_layer_norm(x))
@@ -320,6 +322,7 @@ class T5PreTrainedModel(PreTrainedModel):
     """T5's initialisation (transformers' scheme, with initializer_factor f = 1)."""
 
     config_class = T5Config
+    supports_gradient_checkpointing = True
     base_model_prefix = "transformer"
 
     def init_weights(self) -> None:

@@ -143,7 +143,7 @@ def test_self_attention_without_positions_is_permutation_equivariant(seed, B, H,
 
 
 @given(seed=seeds, B=small, H=st.integers(1, 4), T=st.integers(2, 8), data=st.data(),
-       attn_impl=st.sampled_from(["eager", "sdpa"]))
+       attn_impl=st.sampled_from(["eager", "sdpa", "flash"]))
 def test_with_a_causal_mask_a_later_token_never_changes_earlier_outputs(seed, B, H, T, data, attn_impl):
     t = data.draw(st.integers(0, T - 2), label="t")
     later = data.draw(st.integers(t + 1, T - 1), label="t + k")
@@ -214,7 +214,7 @@ def test_attention_dropout_acts_on_the_weights_and_only_in_training():
 
 
 @given(seed=seeds, B=small, H=st.integers(1, 3), T=st.integers(1, 8), data=st.data(),
-       attn_impl=st.sampled_from(["eager", "sdpa"]))
+       attn_impl=st.sampled_from(["eager", "sdpa", "flash"]))
 def test_incremental_attention_with_kv_cache_equals_full_causal_attention(seed, B, H, T, data, attn_impl):
     """Prefill a prompt of n tokens, then feed the rest one token at a time."""
     n = data.draw(st.integers(1, T), label="prompt length")

@@ -15,7 +15,8 @@ def test_defaults_match_transformers_for_shared_names():
     transformers = pytest.importorskip("transformers")
     theirs = {f.name: f.default for f in dataclasses.fields(transformers.TrainingArguments)}
     ours = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}
-    shared = sorted(set(theirs) & set(ours) - {"output_dir", "disable_tqdm"})  # theirs: None = "decide later"
+    shared = sorted(set(theirs) & set(ours) - {"output_dir", "disable_tqdm",  # theirs: None = "decide later"
+                                              "gradient_checkpointing", "fsdp"})  # theirs: None = off; ours: False
     differ = {k: (ours[k], theirs[k]) for k in shared if ours[k] != theirs[k] and str(ours[k]) != str(theirs[k])}
     assert len(shared) >= 25, f"only {len(shared)} field names shared with transformers: {shared}"
     assert not differ, f"defaults differ from transformers (ours, theirs): {differ}"

@@ -278,6 +278,13 @@ REGISTRY: dict[str, Exercise] = _exercises(
              "-> finished with score / n^length_penalty (n = tokens generated, eos included); the K best others run on; reorder the caches",
         requires=("attention", "masks", "kv_cache", "sampling", "rms_norm", "relative_position_bucket"),
     ),
+    Exercise(
+        "online_softmax", "common/nn/flash_attention.py", "tutorials/21_training_costs.py",
+        ("tests/test_flash_attention.py",), keywords=("online_softmax", "flash"), exclude=("rejects",),
+        hint="m' = max(m, rowmax(S_b)); l' = exp(m - m') l + rowsum(exp(S_b - m')); acc' = exp(m - m') acc "
+             "+ (exp(S_b - m') * keep) V_b; dropout's keep never enters l",
+        requires=("attention", "masks"),
+    ),
 )
 
 
@@ -299,7 +306,7 @@ LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Silver", ("encoder_block", "decoder_block", "mlm_masking", "nsp_pairs", "embeddings")),
     ("Gold", ("kv_cache", "sampling", "speculative_sampling")),
     ("Platinum", ("rms_norm", "swiglu", "rope", "lora_linear", "assistant_labels", "relative_position_bucket",
-                  "span_corruption", "beam_search")),
+                  "span_corruption", "beam_search", "online_softmax")),
 )
 
 

@@ -488,6 +488,24 @@ MISTAKES: tuple[Mistake, ...] = (
     Mistake("kv_cache", "values written into the key buffer",
             "self.value[:, :, start:end] = value", "self.value[:, :, start:end] = key",
             caught_by="test_incremental_attention_with_kv_cache_equals_full_causal_attention"),
+
+    Mistake("online_softmax", "running maximum forgets the earlier blocks",
+            "m_new = torch.maximum(m, scores.amax(dim=-1, keepdim=True))",
+            "m_new = scores.amax(dim=-1, keepdim=True)",
+            caught_by="test_online_softmax_folded_block_by_block_equals_softmax_times_values"),
+    Mistake("online_softmax", "normaliser not rescaled to the new maximum",
+            "l_new = alpha * l + p.sum(dim=-1, keepdim=True)", "l_new = l + p.sum(dim=-1, keepdim=True)",
+            caught_by="test_online_softmax_rescales_the_old_sums"),
+    Mistake("online_softmax", "output sum not rescaled to the new maximum",
+            "acc_new = alpha * acc + p @ values", "acc_new = acc + p @ values",
+            caught_by="test_online_softmax_rescales_the_old_sums"),
+    Mistake("online_softmax", "rescaling factor inverted, exp(m' - m)",
+            "alpha = torch.exp(m - m_new)", "alpha = torch.exp(m_new - m)",
+            caught_by="test_online_softmax_folded_block_by_block_equals_softmax_times_values"),
+    Mistake("online_softmax", "dropout applied to the normaliser too",
+            "l_new = alpha * l + p.sum(dim=-1, keepdim=True)",
+            "l_new = alpha * l + (p if keep is None else p * keep).sum(dim=-1, keepdim=True)",
+            caught_by="test_online_softmax_applies_dropout"),
 )
 
 

@@ -226,6 +226,27 @@ class PreTrainedModel(nn.Module):
     config_class = None
     base_model_prefix = ""
     _tied_weights_keys: tuple[str, ...] = ()
+    supports_gradient_checkpointing = False  # a family whose stacks call common/nn/checkpointing.py sets True
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each block in the backward pass instead of keeping its activations
+        (common/nn/checkpointing.py): every submodule with a `gradient_checkpointing` flag turns it on."""
+        if not self.supports_gradient_checkpointing:
+            raise UserError(f"{type(self).__name__} cannot recompute its blocks (gradient checkpointing); "
+                            "train it without --gradient_checkpointing")
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._set_gradient_checkpointing(False)
+
+    def _set_gradient_checkpointing(self, value: bool) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = value
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
 
     def tie_weights(self) -> None:
         """Make tied parameters share memory again (after loading); models override."""
@@ -237,16 +258,18 @@ class PreTrainedModel(nn.Module):
         params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
         return sum(p.numel() for p in params.values())
 
-    def save_pretrained(self, folder) -> None:
+    def save_pretrained(self, folder, state_dict: Optional[dict[str, torch.Tensor]] = None) -> None:
         """config.json + model.safetensors, both written to temporary files first and renamed only
-        when both are complete: a full disk keeps the previous pair, never a mix of old and new."""
+        when both are complete: a full disk keeps the previous pair, never a mix of old and new.
+        state_dict: the weights to write instead of self.state_dict() (transformers' argument; a
+        sharded model passes its gathered full weights)."""
         os.makedirs(folder, exist_ok=True)
         weights = os.path.join(folder, WEIGHTS_NAME)
         config = os.path.join(folder, CONFIG_NAME)
         tmp_weights, tmp_config = f"{weights}.tmp-{os.getpid()}", f"{config}.tmp-{os.getpid()}"
 
         def write():
-            _save_safetensors(clean_state_dict(self.state_dict()), tmp_weights)
+            _save_safetensors(clean_state_dict(self.state_dict() if state_dict is None else state_dict), tmp_weights)
             self.config.write_json(tmp_config)
         write_then_rename([(tmp_weights, weights), (tmp_config, config)], write)
 

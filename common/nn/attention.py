@@ -24,18 +24,16 @@ constructor takes it). The registry:
 
     "eager"  scaled_dot_product_attention below, the hand-written default the course teaches
     "sdpa"   PyTorch's fused kernel (sdpa_attention), an explicit opt-in fast path and test oracle
+    "flash"  FlashAttention's tiled online softmax in plain PyTorch (common/nn/flash_attention.py):
+             O(T) memory instead of the (T_q, T_k) score matrix, a backward that recomputes
 
 Every entry has one signature, the one of scaled_dot_product_attention's first six arguments:
 
     fn(query (B, H, T_q, d), key (B, H, T_k, d), value (B, H, T_k, d_v), mask bool or None,
        dropout_p, training) -> (output (B, H, T_q, d_v), weights (B, H, T_q, T_k) or None)
 
-Adding one is a line next to the others, for example a memory-efficient kernel written in
-common/nn/flash_attention.py:
-
-    ATTENTION_FUNCTIONS["flash"] = flash_attention   # (with its import at the top of this file)
-
-after which `GPTConfig(attn_impl="flash")` and `BertConfig(attn_impl="flash")` accept it. A call that
+Adding one is a line next to the others in ATTENTION_FUNCTIONS (with its import at the top of this
+file), after which `GPTConfig(attn_impl=NAME)` and `BertConfig(attn_impl=NAME)` accept it. A call that
 asks for the weights (output_attentions=True) always runs "eager": only it forms them. The tests
 check every entry against "eager" (tests/test_attention.py).
 """
@@ -49,6 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.nn.dropout import dropout
+from common.nn.flash_attention import flash_attention
 from common.nn.masks import mask_value
 from common.nn.rope import apply_rope
 
@@ -123,6 +122,7 @@ def _sdpa_entry(query, key, value, mask=None, dropout_p=0.0, training=False):
 ATTENTION_FUNCTIONS: dict[str, Callable] = {
     "eager": scaled_dot_product_attention,
     "sdpa": _sdpa_entry,
+    "flash": flash_attention,
 }
 
 

@@ -95,6 +95,13 @@ class TrainingArguments:
         "Run forward and loss under torch.autocast(bfloat16) on CPU/CUDA; weights stay float32."))
     use_cpu: bool = field(default=False, metadata=_help(
         "Train on the CPU even when CUDA or Apple MPS is available."))
+    gradient_checkpointing: bool = field(default=False, metadata=_help(
+        "Keep only each block's input in the forward pass and recompute the block in the backward "
+        "(model.gradient_checkpointing_enable()): less activation memory for about one more forward."))
+    fsdp: bool = field(default=False, metadata=_help(
+        "Under torchrun, shard weights, gradients and AdamW state over the processes (torch.distributed's "
+        "fully_shard, common/train/fsdp.py) instead of a full copy in each (DDP). Resuming such a run is not "
+        "supported yet."))
     torch_compile: bool = field(default=False, metadata=_help(
         "Wrap the model in torch.compile (saved keys never carry its _orig_mod. prefix)."))
     dataloader_num_workers: int = field(default=0, metadata=_help(

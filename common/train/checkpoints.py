@@ -109,20 +109,32 @@ def resolve_resume_path(value, output_dir) -> Optional[Path]:
     return path
 
 
-def save_model_files(model: nn.Module, folder, tokenizer=None) -> None:
+def save_model_files(model: nn.Module, folder, tokenizer=None, state_dict=None) -> None:
     """Weights (+ config) via model.save_pretrained if it has one, else model.safetensors from the
-    state dict; then the tokenizer's files if it can save_pretrained."""
+    state dict (`state_dict`, or model.state_dict()); then the tokenizer's files if it can save_pretrained."""
     os.makedirs(folder, exist_ok=True)
     if hasattr(model, "save_pretrained"):
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, **({} if state_dict is None else {"state_dict": state_dict}))
     else:
-        atomic_save_file(clean_state_dict(model.state_dict()), Path(folder) / WEIGHTS_NAME)
+        atomic_save_file(clean_state_dict(model.state_dict() if state_dict is None else state_dict),
+                         Path(folder) / WEIGHTS_NAME)
     if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
         tokenizer.save_pretrained(folder)
 
 
+def _local_shards(value):
+    """An optimizer state dict with each sharded tensor replaced by this process's shard."""
+    from common.train.fsdp import local_tensor
+
+    if isinstance(value, dict):
+        return {k: _local_shards(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_local_shards(v) for v in value)
+    return local_tensor(value)
+
+
 def save_checkpoint(output_dir, model: nn.Module, optimizer, scheduler, state: TrainerState, args,
-                    ctx: DistributedContext, tokenizer=None) -> Path:
+                    ctx: DistributedContext, tokenizer=None, full_weights=None) -> Path:
     """Write checkpoint-<global_step>/ atomically (see the module docstring); every process calls this.
 
     An OSError (a full disk, ENOSPC) on any process removes the temporary folder, keeps the
@@ -143,8 +155,12 @@ def save_checkpoint(output_dir, model: nn.Module, optimizer, scheduler, state: T
         if error is None:
             save_torch_file(get_rng_state(), temp / rng_state_name(ctx))
             if ctx.is_main_process:
-                save_model_files(model, temp, tokenizer)
+                save_model_files(model, temp, tokenizer, full_weights)
+            if full_weights is not None:  # sharded (--fsdp): each process's own shard of the AdamW state
+                save_torch_file(_local_shards(optimizer.state_dict()), temp / f"optimizer_rank{ctx.rank}.pt")
+            elif ctx.is_main_process:
                 save_torch_file(optimizer.state_dict(), temp / OPTIMIZER_NAME)
+            if ctx.is_main_process:
                 save_torch_file(scheduler.state_dict(), temp / SCHEDULER_NAME)
                 (temp / ARGS_NAME).write_text(args.to_json_string() + "\n", encoding="utf-8")
                 state.save(temp / TRAINER_STATE_NAME)  # last: its presence marks the folder complete

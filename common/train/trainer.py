@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 
 from common.train.device import (all_reduce, autocast_context, barrier, bf16_supported, move_to_device,
                            set_seed, setup_distributed)
-from common.errors import ConfigError, UserError
+from common.errors import CheckpointError, ConfigError, UserError
+from common.train.fsdp import check_fsdp_context, full_state_dict, full_tensor, is_sharded, shard_model
 from common.train.optim import create_optimizer, get_scheduler
 from common.train.columns import ColumnFilter, LOSS_KEYS, forward_arguments, no_loss_message, unused_columns
 from common.train.checkpoints import (TrainerState, list_checkpoints, load_model_weights, load_training_state,
@@ -102,6 +103,9 @@ class Trainer:
         batches_per_epoch = self._batches_per_epoch()
         steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
         max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+        if args.fsdp:  # before the optimizer: fully_shard replaces the parameters by their shards
+            check_fsdp_context(ctx.is_distributed)
+            shard_model(self.model)
         self.optimizer = create_optimizer(self.model, args.learning_rate, args.weight_decay,
                                           (args.adam_beta1, args.adam_beta2), args.adam_epsilon)
         self.lr_scheduler = get_scheduler(args.lr_scheduler_type, self.optimizer,
@@ -159,6 +163,8 @@ class Trainer:
             share = units[i] * ctx.world_size / max(total_units, 1.0)
             last = i == len(window) - 1
             sync = ddp.no_sync() if isinstance(ddp, DistributedDataParallel) and not last else contextlib.nullcontext()
+            if is_sharded(model):  # FSDP reduce-scatters the gradients after the last micro-batch only
+                model.set_requires_gradient_sync(last)
             with sync:
                 batch = move_to_device(batch, ctx.device)
                 with autocast_context(ctx.device, args.bf16):
@@ -168,6 +174,7 @@ class Trainer:
             tokens += count_tokens(batch)
         max_norm = args.max_grad_norm if args.max_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grad_norm = full_tensor(grad_norm)  # a sharded model's norm is a DTensor
         shared = all_reduce(torch.stack([local_loss, torch.tensor(float(tokens), device=ctx.device)]), ctx)
         step_loss, global_tokens = shared.tolist()
         if not (math.isfinite(step_loss) and math.isfinite(grad_norm.item())):
@@ -260,7 +267,7 @@ class Trainer:
         if improved:
             self.state.best_model_checkpoint = str(folder)
         path = save_checkpoint(self.args.output_dir, self.model, self.optimizer, self.lr_scheduler, self.state,
-                               self.args, self.ctx, self.tokenizer)
+                               self.args, self.ctx, self.tokenizer, full_weights=self._full_weights())
         self._last_saved_step = self.state.global_step
         if self.ctx.is_main_process:
             rotate_checkpoints(self.args.output_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
@@ -413,9 +420,14 @@ class Trainer:
     # ---------------------------------------------------------------- saving, logging, setup
     def save_model(self, output_dir: Optional[str] = None) -> None:
         """Write the model (config.json + model.safetensors) and tokenizer files to a folder (rank 0)."""
+        full_weights = self._full_weights()  # a collective under --fsdp: every process gathers
         if self.ctx.is_main_process:
-            save_model_files(self.model, output_dir or self.args.output_dir, self.tokenizer)
+            save_model_files(self.model, output_dir or self.args.output_dir, self.tokenizer, full_weights)
         barrier(self.ctx)
+
+    def _full_weights(self):
+        """Under --fsdp the gathered full weights (every process must call this), else None."""
+        return full_state_dict(self.model) if is_sharded(self.model) else None
 
     def log(self, logs: dict) -> None:
         """Record logs with step and epoch: trainer_state's log_history and a line of output_dir/log.jsonl."""
@@ -468,6 +480,10 @@ class Trainer:
         barrier(self.ctx)
 
     def _resume(self, folder: Path, max_steps: int, steps_per_epoch: int) -> None:
+        if self.args.fsdp:
+            raise CheckpointError(f"--resume_from_checkpoint {folder} with --fsdp: resuming a sharded run is not "
+                                  "supported yet; its checkpoint's model.safetensors holds the full weights: "
+                                  "start a new run from them")
         load_model_weights(self.model, folder)
         self.state = load_training_state(folder, self.optimizer, self.lr_scheduler, self.ctx)
         saved = (self.state.train_batch_size, self.state.gradient_accumulation_steps, self.state.world_size)
@@ -482,6 +498,14 @@ class Trainer:
 
     def _wrap_model(self) -> nn.Module:
         model = self.model
+        if self.args.gradient_checkpointing:
+            enable = getattr(model, "gradient_checkpointing_enable", None)
+            if enable is None:
+                raise ConfigError(f"--gradient_checkpointing: {type(model).__name__} cannot recompute its blocks "
+                                  "(it has no gradient_checkpointing_enable()); train without the flag")
+            enable()
+        if self.args.fsdp:
+            return model  # sharded in place before the optimizer was built (train)
         if self.ctx.is_distributed:
             device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             model = DistributedDataParallel(model, device_ids=device_ids)

@@ -1,0 +1,92 @@
+"""--fsdp: torch.distributed's fully_shard under torchrun (2 CPU processes, gloo) makes the updates of
+DDP while each process holds about half of the weights and of the AdamW state (common/train/fsdp.py).
+
+One torchrun launch trains a small GPT with FSDP (also with gradient accumulation, so
+the gradient sync is skipped on the first micro-batch) beside DDP runs of the same shapes, and saves
+each final model; each FSDP
+process also writes how many parameter and AdamW-state numbers it holds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.errors import ConfigError
+from common.hub.pretrained import load_state_dict
+from common.train.args import TrainingArguments
+from common.train.trainer import Trainer
+from test_trainer_ddp import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+COMMON = dict(max_steps=3, learning_rate=1e-2, max_grad_norm=1.0, use_cpu=True, disable_tqdm=True,
+              logging_steps=1, seed=4, save_strategy="no")
+RUNS = {"ddp": dict(per_device_train_batch_size=4),
+        "fsdp": dict(per_device_train_batch_size=4, fsdp=True),
+        "ddp_accum2": dict(per_device_train_batch_size=2, gradient_accumulation_steps=2),
+        "fsdp_accum2": dict(per_device_train_batch_size=2, gradient_accumulation_steps=2, fsdp=True)}
+
+SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    sys.path[:0] = [{repo!r}, {tests!r}]
+    import torch
+    from _trainer_toys import RaggedTokenDataset, ToyTokenizer
+    from common.train.args import TrainingArguments
+    from common.train.fsdp import local_tensor
+    from common.train.trainer import Trainer
+    from minigpt.config import GPTConfig
+    from minigpt.model import GPT
+
+    for name, run in {runs!r}.items():
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=13, block_size=16))
+        total = sum(p.numel() for p in model.parameters())
+        args = TrainingArguments(output_dir=os.path.join(sys.argv[1], name), **{common!r}, **run)
+        trainer = Trainer(model, args, train_dataset=RaggedTokenDataset(n=24), tokenizer=ToyTokenizer())
+        trainer.train()
+        trainer.save_model(os.path.join(args.output_dir, "final"))
+        held = sum(local_tensor(p).numel() for p in trainer.model.parameters())
+        state = sum(local_tensor(t).numel() for s in trainer.optimizer.state.values() for t in s.values()
+                    if torch.is_tensor(t) and t.dim() > 0)
+        with open(os.path.join(args.output_dir, f"held_{{trainer.ctx.rank}}.json"), "w") as f:
+            json.dump(dict(total=total, params=held, adam=state), f)
+""")
+
+
+@pytest.mark.slow
+def test_fsdp_equals_ddp_and_each_process_holds_half(tmp_path):
+    script = tmp_path / "train_fsdp.py"
+    script.write_text(SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), runs=RUNS, common=COMMON))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={free_port()}", str(script), str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"torchrun failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    for name, reference in (("fsdp", "ddp"), ("fsdp_accum2", "ddp_accum2")):
+        ddp = load_state_dict(tmp_path / reference / "final")
+        sharded = load_state_dict(tmp_path / name / "final")
+        assert sorted(sharded) == sorted(ddp), f"{name}: saved keys differ from DDP's"
+        err = max((sharded[k] - v).abs().max().item() for k, v in ddp.items())
+        assert err <= 1e-5, f"{name}: final weights differ from the DDP run's by {err:.2e} (tolerance 1e-5)"
+        for rank in (0, 1):
+            held = json.loads((tmp_path / name / f"held_{rank}.json").read_text())
+            share = held["params"] / held["total"]
+            assert 0.4 <= share <= 0.6, f"{name} rank {rank} holds {share:.0%} of the parameters, not about half"
+            assert 0.4 <= held["adam"] / (2 * held["total"]) <= 0.6, (
+                f"{name} rank {rank} holds {held['adam']} AdamW numbers of {2 * held['total']}, not about half")
+    ddp_held = json.loads((tmp_path / "ddp" / "held_0.json").read_text())
+    assert ddp_held["params"] == ddp_held["total"], "DDP should hold every parameter in each process"
+
+
+def test_fsdp_without_torchrun_is_one_clear_error(tmp_path):
+    from _trainer_toys import RaggedTokenDataset, ToyTokenizer, ToyTokenLM
+    args = TrainingArguments(output_dir=str(tmp_path), fsdp=True, max_steps=1, use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(ToyTokenLM(), args, train_dataset=RaggedTokenDataset(n=4), tokenizer=ToyTokenizer())
+    with pytest.raises(ConfigError, match="--fsdp shards the weights over the processes of torchrun"):
+        trainer.train()

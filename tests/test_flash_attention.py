@@ -14,7 +14,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.nn.attention import MultiHeadAttention, scaled_dot_product_attention
+from common.nn.attention import MultiHeadAttention, scaled_dot_product_attention, set_attn_implementation
 from common.nn.flash_attention import _FlashAttention, flash_attention, online_softmax_update
 from common.nn.masks import causal_mask, combine_masks, padding_mask
 
@@ -145,7 +145,7 @@ def test_flash_saves_no_T_by_T_tensor_for_the_backward():
 def test_multi_head_attention_flash_gives_the_eager_numbers(seed, B, T, causal):
     torch.manual_seed(seed)
     eager = MultiHeadAttention(8, 2, output_projection=True)
-    flash = MultiHeadAttention(8, 2, output_projection=True, attn_impl="flash")
+    flash = set_attn_implementation(MultiHeadAttention(8, 2, output_projection=True), "flash")
     flash.load_state_dict(eager.state_dict())
     x = torch.randn(B, T, 8)
     mask = causal_mask(T) if causal else None

@@ -100,7 +100,10 @@ print("sentence 2 ('[CLS] a dog ran [SEP]' + 3 pads):\n", both[1, 0].int())
 # replaced by the **most negative finite number** of the dtype, `torch.finfo(dtype).min`. After
 # the softmax, `exp(min - max)` underflows to exactly 0, so a blocked key gets weight 0 - the same
 # result `-inf` would give whenever at least one key of the row is allowed.
-# `additive_mask` writes the same thing as the additive `M` of the formula.
+# `additive_mask` writes the same thing as the additive `M` of the formula. Below, three dtypes:
+# float32, and two 16-bit floats that halve memory: float16 (5 exponent bits, 10 mantissa bits: fine
+# steps, a small range, largest 65504) and bfloat16 ("brain float": float32's 8 exponent bits and 7
+# mantissa bits: float32's range, about 3 significant digits).
 
 # %%
 for dtype in (torch.float32, torch.bfloat16, torch.float16):

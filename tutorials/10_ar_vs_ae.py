@@ -77,8 +77,9 @@ print(f"parameters: BERT {sum(p.numel() for p in bert.parameters()):,}, GPT {sum
 # ## Training both, the same way
 #
 # The same batches of 32 sentences, AdamW at the same rate, the same number of steps. BERT's
-# batch is corrupted by the collator (tutorial 04: the function that builds each batch; a fresh 80/10/10 draw each step); GPT's labels are the
-# token ids themselves with `-100` on the padding (the shift by one happens in the loss).
+# batch is corrupted by the collator (tutorial 04: the function that builds each batch; a fresh
+# 80/10/10 draw each step); GPT's labels are the token ids themselves with `-100` on the padding
+# (the shift by one happens in the loss).
 
 # %%
 steps = 150 if QUICK else 2000

@@ -261,8 +261,8 @@ REGISTRY: dict[str, Exercise] = _exercises(
         "relative_position_bucket", "minit5/model.py", "tutorials/13_t5.py", ("tests/test_t5_parity.py",),
         keywords=("relative_position_bucket",),
         hint="r = key - query; bidirectional: half the buckets for r > 0, n = |r|; causal: n = max(-r, 0); "
-             "n_b = buckets of one direction; n < n_b/2 exact, else n_b/2 + floor(log(n / (n_b/2)) / log(D / (n_b/2)) "
-             "* (n_b - n_b/2)), at most n_b - 1",
+             "n_b = buckets of one direction; n < n_b/2 exact, else n_b/2 + floor(log(n / (n_b/2)) / "
+             "log(D / (n_b/2)) * (n_b - n_b/2)), at most n_b - 1",
     ),
     Exercise(
         "span_corruption", "common/data/span_corruption.py", "tutorials/13_t5.py", ("tests/test_span_corruption.py",),
@@ -275,7 +275,8 @@ REGISTRY: dict[str, Exercise] = _exercises(
         "beam_search", "common/generation/beam_search.py", "tutorials/14_t5_decoding.py", ("tests/test_t5_parity.py",),
         keywords=("beam",),
         hint="per step: log_softmax + running scores, top 2K of K V; among the first K, eos (or max length) "
-             "-> finished with score / n^length_penalty (n = tokens generated, eos included); the K best others run on; reorder the caches",
+             "-> finished with score / n^length_penalty (n = tokens generated, eos included); the K best "
+             "others run on; reorder the caches",
         requires=("attention", "masks", "kv_cache", "sampling", "rms_norm", "relative_position_bucket"),
     ),
     Exercise(

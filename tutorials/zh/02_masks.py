@@ -94,7 +94,9 @@ print("sentence 2 ('[CLS] a dog ran [SEP]' + 3 pads):\n", both[1, 0].int())
 # 注意力代码写的是 `scores.masked_fill(~mask, mask_value(dtype))`：被屏蔽的分数被替换为该数据类型
 # **最小的有限数**，即 `torch.finfo(dtype).min`。softmax 之后，`exp(min - max)` 下溢为恰好 0，所以
 # 被屏蔽的键权重为 0——只要这一行至少有一个键被允许，结果就与用 `-inf` 相同。
-# `additive_mask` 把同样的东西写成公式里的加性 `M`。
+# `additive_mask` 把同样的东西写成公式里的加性 `M`。下面用三种数据类型：float32，以及两种把内存减半的
+# 16 位浮点数：float16（5 位指数、10 位尾数：精度较细，范围小，最大 65504）和 bfloat16（“brain float”：
+# 与 float32 一样的 8 位指数，7 位尾数：范围与 float32 相同，只有约 3 位有效数字）。
 
 # %%
 for dtype in (torch.float32, torch.bfloat16, torch.float16):

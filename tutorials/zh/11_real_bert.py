@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 11 · 真实的 BERT 权重：用 all-MiniLM-L6-v2 计算句向量
 #
-# 到目前为止的一切都是在这里、在玩具文本上训练的。同样的代码也能运行真实的预训练模型：
+# 到目前为止，所有模型都是我们自己在玩具文本上训练的。同样的代码也能运行真正的预训练模型：
 # all-MiniLM-L6-v2（Wang et al. 2020，MiniLM；由 sentence-transformers 在十亿个句对上微调）是一个
 # BERT，有 L = 6 层、d = 384、h = 12 个头、30,522 个片段的 WordPiece 词表和 2270 万个参数。它的权重
 # 使用 BERT 的参数名，而我们的参数名与之一致，所以 `minibert.BertModel.from_pretrained(folder)`

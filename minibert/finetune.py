@@ -69,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="classification: the classifier reads the pooler on [CLS] (BERT's) or on the mean of the last "
              "hidden states (better from an MLM-only checkpoint, whose [CLS] output was never trained). "
              "Default: the checkpoint's config.json, else cls.")
+    add_data_flags(group)
+    add_training_flags(parser, RECIPE)
+    add_lora_flags(parser, "query,value", "the task's head: classifier, qa_outputs for qa")
+    return parser
+
+
+def add_data_flags(group) -> None:
+    """The data flags of minibert.finetune (also minibert.distill's): files, columns, lengths, limits."""
+    add = group.add_argument
     add("--tokenizer_name", "--tokenizer-name", default=None,
         help="A tokenizer folder, when it is not the one in --model_name_or_path.")
     add("--train_file", "--train-file", required=True, help="The labeled training file.")
@@ -95,9 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max_eval_samples", "--max-eval-samples", type=int, default=None,
         help="Evaluate on the first this many validation examples only.")
     add("--encoding", default="utf-8", help="Encoding of the data files (default: %(default)s).")
-    add_training_flags(parser, RECIPE)
-    add_lora_flags(parser, "query,value", "the task's head: classifier, qa_outputs for qa")
-    return parser
 
 
 def first(examples: list, n: Optional[int], flag: str) -> list:

@@ -31,7 +31,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from common.hub.pretrained import check_tokenizer_fits_model, load_state_dict, resolve_model_folder
+from common.hub.pretrained import (check_tokenizer_fits_model, load_state_dict, prepare_compressed_model,
+                                   resolve_model_folder)
 from common.errors import ConfigError, run_cli
 from common.train.device import set_seed
 from common.text.auto import load_tokenizer
@@ -128,8 +129,12 @@ def load_model(opts, task, seed: int):
             raise ConfigError(f"--classifier_pooling is for --task classification, not {opts.task}; drop the flag")
         labels["classifier_pooling"] = opts.classifier_pooling
     config = BertConfig.from_pretrained(folder, **labels)
+    if config.extra.get("quantization_config"):
+        raise ConfigError(f"{folder} is an int8 folder (quantization_config in config.json); fine-tune the float "
+                          "model it was quantized from, then quantize the result")
     torch.manual_seed(seed)  # the head's initial weights follow --seed
     model = task.model_class(config)
+    prepare_compressed_model(model, config)  # a pruned folder: its heads removed before the weights load
     if opts.from_scratch:
         print(f"minibert.finetune: --from_scratch: the config and tokenizer of {folder}, every weight random",
               file=sys.stderr)

@@ -193,3 +193,22 @@ def test_gpt_quantize_folder_loads_and_keeps_the_tied_table_in_float(tmp_path):
     assert loaded.lm_head.weight is loaded.transformer.wte.weight, "the tied table stays tied, in float"
     ids = torch.tensor([tokenizer.encode("to be or not")])
     assert (loaded(ids).logits - model(ids).logits).abs().max() < 0.05
+
+
+def test_a_pruned_teacher_fine_tunes_and_an_int8_one_is_refused(setup, tmp_path, capsys):
+    from minibert.finetune import main as finetune_main
+
+    model = BertForSequenceClassification.from_pretrained(setup["teacher"])
+    model.prune_heads({0: [0, 1], 3: [2]})
+    model.save_pretrained(tmp_path / "pruned")
+    (tmp_path / "pruned" / "vocab.txt").write_text((setup["teacher"] / "vocab.txt").read_text())
+    argv = ["--task", "classification", "--train_file", str(setup["train"]), "--validation_file", str(setup["dev"]),
+            "--max_steps", "1", *FAST]
+    assert finetune_main(["--model_name_or_path", str(tmp_path / "pruned"), "--output_dir", str(tmp_path / "ft"),
+                          *argv]) == 0
+    tuned = BertForSequenceClassification.from_pretrained(tmp_path / "ft")
+    assert tuned.bert.encoder.layer[0].attention.self.num_heads == 2, "the pruned shape survives fine-tuning"
+    assert bert_quantize_main(["--model_name_or_path", str(setup["teacher"]), "--output_dir", str(tmp_path / "q")]) == 0
+    line = exit_with_error(finetune_main, ["--model_name_or_path", str(tmp_path / "q"), "--output_dir",
+                                           str(tmp_path / "ft2"), *argv], capsys)
+    assert "int8" in line and "float" in line, line

@@ -6,8 +6,8 @@ fine-tuned SST-2 teacher, and a GPT's validation loss in float32 and int8, side 
 
 Accuracy is on the whole SST-2 dev set (872 sentences, at most 64 tokens). Speed: batch 32 of length
 64 (dev sentences padded or cut to 64 tokens), forward only, one thread; medians of interleaved
-repeats (bench/timing.py), the load average printed beside them. int8 is ours (common/nn/quantization.py,
-with torch._int_mm and with the textbook path) and torch.ao.quantization.quantize_dynamic on the same
+repeats (bench/timing.py), the load average printed beside them. int8 is ours (common/nn/quantization.py:
+the textbook path, torch._int_mm, and our int8 weights in torch.ao's fused fbgemm kernel) and torch.ao.quantization.quantize_dynamic on the same
 teacher. Pruning: head importance (Michel et al. 2019) from 16 batches of 32 training sentences, then
 the least important fraction of heads removed at once, dev accuracy at each fraction (plot).
 Writes compression.json and pruning.png to --out.
@@ -101,27 +101,15 @@ def bert_figures(opts, record):
     models = {"teacher fp32": teacher}
     for path in opts.students:
         models[f"student {Path(path).name}"] = BertForSequenceClassification.from_pretrained(path)
-    ours = copy.deepcopy(teacher)
-    record["int8_config"] = quantize_model(ours, ["classifier"])
-    ours.config.extra["quantization_config"] = record["int8_config"]
-    use_int8_kernel(ours)
-    models["teacher int8 (ours, int_mm)"] = ours
-    textbook = copy.deepcopy(ours)
-    use_int8_kernel(textbook, False)
-    models["teacher int8 (ours, textbook)"] = textbook
-    models["teacher int8 (torch.ao quantize_dynamic)"] = torch_ao_int8(teacher)
+    out = Path(opts.out)
+    if "int8" in opts.parts:
+        add_int8_models(teacher, models, record, out)
     record["accuracy"] = {}
     for name, model in models.items():
         if name == "teacher int8 (ours, textbook)":
             continue  # the same numbers as int_mm (tests/test_quantization.py); time only
         record["accuracy"][name] = accuracy(model, dev)
         print(f"{name}: dev accuracy {record['accuracy'][name]:.4f} (load {load_loadavg()})", flush=True)
-    out = Path(opts.out)
-    ours.save_pretrained(out / "teacher-int8")
-    record["size_bytes"] = {"teacher fp32 (model.safetensors)": (folder / "model.safetensors").stat().st_size,
-                            "teacher int8 ours (model.safetensors)": (out / "teacher-int8" / "model.safetensors").stat().st_size,
-                            "teacher fp32 (torch.save state_dict)": state_bytes(teacher),
-                            "teacher int8 torch.ao (torch.save state_dict)": state_bytes(models["teacher int8 (torch.ao quantize_dynamic)"])}
     ids, mask = timing_batch(dev)
     record["load_before_timing"] = load_loadavg()
     with torch.no_grad():
@@ -133,7 +121,29 @@ def bert_figures(opts, record):
     record["speedup_vs_teacher_fp32"] = {name: ratio(base, t) for name, t in timings.items()}
     for name, t in timings.items():
         print(f"{name}: {t.median * 1e3:.1f} ms per batch (spread {t.spread:.2f}), {ratio(base, t):.2f}x", flush=True)
-    pruning(teacher, train, dev, record, out)
+    if "pruning" in opts.parts:
+        pruning(teacher, train, dev, record, out)
+
+
+def add_int8_models(teacher, models, record, out):
+    ours = copy.deepcopy(teacher)
+    record["int8_config"] = quantize_model(ours, ["classifier"])
+    ours.config.extra["quantization_config"] = record["int8_config"]
+    use_int8_kernel(ours)
+    models["teacher int8 (ours, int_mm)"] = ours
+    textbook = copy.deepcopy(ours)
+    use_int8_kernel(textbook, "textbook")
+    models["teacher int8 (ours, textbook)"] = textbook
+    fbgemm = copy.deepcopy(textbook)
+    use_int8_kernel(fbgemm, "fbgemm")
+    models["teacher int8 (ours, fbgemm kernel)"] = fbgemm
+    models["teacher int8 (torch.ao quantize_dynamic)"] = torch_ao_int8(teacher)
+    ours.save_pretrained(out / "teacher-int8")
+    teacher.save_pretrained(out / "teacher-fp32")
+    record["size_bytes"] = {"teacher fp32 (model.safetensors)": (out / "teacher-fp32" / "model.safetensors").stat().st_size,
+                            "teacher int8 ours (model.safetensors)": (out / "teacher-int8" / "model.safetensors").stat().st_size,
+                            "teacher fp32 (torch.save state_dict)": state_bytes(teacher),
+                            "teacher int8 torch.ao (torch.save state_dict)": state_bytes(models["teacher int8 (torch.ao quantize_dynamic)"])}
 
 
 def pruning(teacher, train, dev, record, out):
@@ -209,16 +219,18 @@ def main():
     parser.add_argument("--text", default=None)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--parts", default="gpt,int8,pruning",
+                        help="what to measure besides the teacher and --students: gpt, int8, pruning (comma-separated)")
     opts = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     os.makedirs(opts.out, exist_ok=True)
     record = {"threads": 1, "cpu": os.cpu_count(), "torch": torch.__version__, "load_at_start": load_loadavg()}
-    if opts.gpt:
+    if opts.gpt and "gpt" in opts.parts:
         gpt_figures(opts, record)
     bert_figures(opts, record)
     record["load_at_end"] = load_loadavg()
-    Path(opts.out, "compression.json").write_text(json.dumps(record, indent=2) + "\n")
+    Path(opts.out, f"compression-{opts.parts.replace(',', '-') or 'students'}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"written {opts.out}/compression.json and pruning.png", file=sys.stderr)
 
 

@@ -79,11 +79,33 @@ def test_int8_kernel_equals_the_textbook_path(seed, N, n_in, n_out):
         f"int8 kernel and textbook path differ by {float((fast - textbook).abs().max()):.3g}")
 
 
+@given(seed=seeds, N=st.integers(1, 20), n_in=st.integers(1, 48), n_out=st.integers(1, 24))
+def test_fbgemm_int8_kernel_is_the_textbook_product_up_to_its_input_rounding(seed, N, n_in, n_out):
+    """fbgemm rounds the input with one asymmetric 7-bit scale per call, step = (max - min) / 127
+    (x86's reduce_range), the textbook path with s_x[t] per token: the two differ by at most
+    sum_j |W_deq[o, j]| (step / 2 + s_x[t] / 2) (same int8 weights, both sums exact)."""
+    g = torch.Generator().manual_seed(seed)
+    linear = nn.Linear(n_in, n_out)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(n_out, n_in, generator=g))
+    q = Int8Linear.from_linear(linear)
+    x = torch.randn(N, n_in, generator=g) * 2
+    textbook = q(x)
+    assert use_int8_kernel(q, "fbgemm") == "fbgemm", "torch.ao's fbgemm kernel runs on this CPU"
+    fast = q(x)
+    _, s_x = quantize_absmax(x)
+    step = (x.max().clamp_min(0) - x.min().clamp_max(0)) / 127
+    w_abs = dequantize(q.weight, q.weight_scale).abs().sum(1)  # (out,)
+    bound = w_abs * (step / 2 + s_x / 2) * 1.01 + 1e-4  # (N, out)
+    assert ((fast - textbook).abs() <= bound).all(), (
+        f"fbgemm and textbook differ by {float((fast - textbook).abs().max()):.4g}, more than their rounding allows")
+
+
 def test_missing_int8_kernel_falls_back_with_one_line(monkeypatch):
     import common.nn.quantization as quantization
 
     q = Int8Linear.from_linear(nn.Linear(8, 4))
-    monkeypatch.setattr(quantization, "int8_kernel_available", lambda device=None: False)
+    monkeypatch.setattr(quantization, "int8_kernel_available", lambda device=None, kernel="int_mm": False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert use_int8_kernel(q) == "textbook"

@@ -18,6 +18,10 @@ first form; the fast path (kernel "int_mm") computes the integer sums with torch
 -> int32, exact) and scales once, the second form. The two are the same number up to float32
 rounding of the sums; tests/test_quantization.py pins them together. The fast path trades nothing in
 accuracy; where torch has no int8 kernel for the device, use_int8_kernel falls back with one line.
+A third kernel, "fbgemm", hands our int8 weights and scales to torch.ao's fused dynamic linear
+(quantize the input, multiply, rescale in one call; the fastest on a CPU), which trades the per-token
+input scale for ONE asymmetric scale per call over 7 bits (x86's reduce_range): its input rounding
+is coarser; the test bounds its distance to the textbook path by the two paths' rounding errors.
 
 Embeddings quantize per row (each token's vector has its own scale) and dequantize the rows they
 look up. On disk an int8 weight costs 1 byte instead of 4, plus one float32 scale per row.
@@ -35,7 +39,7 @@ import torch.nn.functional as F
 from common.errors import ConfigError
 
 QMAX = 127  # 2^(8-1) - 1
-KERNELS = ("textbook", "int_mm")
+KERNELS = ("textbook", "int_mm", "fbgemm")
 QUANT_METHOD = "absmax_int8"  # quantization_config["quant_method"] of our folders
 
 
@@ -80,6 +84,8 @@ class Int8Linear(nn.Module):
         return new.to(linear.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == "fbgemm":
+            return fbgemm_linear(self, x)
         q_x, s_x = quantize_absmax(x)  # (..., in) int8, (..., 1): one scale per token, at run time
         if self.kernel == "int_mm":
             y = int_mm_product(q_x, s_x, self.weight, self.weight_scale)  # (..., out)
@@ -100,6 +106,25 @@ def int_mm_product(q_x: torch.Tensor, s_x: torch.Tensor, q_w: torch.Tensor, s_w:
     lead = q_x.shape[:-1]
     acc = torch._int_mm(q_x.reshape(-1, q_x.size(-1)), q_w.T)  # (N, out) int32
     return acc.float().view(*lead, -1) * s_x * s_w.view(-1)  # (..., out)
+
+
+def fbgemm_linear(layer: "Int8Linear", x: torch.Tensor) -> torch.Tensor:
+    """torch.ao's fused dynamic int8 linear on the layer's own int8 weights and per-channel scales
+    (packed once, kept on the layer): x (..., in) float32 -> (..., out). See the module docstring."""
+    packed = getattr(layer, "_fbgemm_packed", None)
+    key = (layer.weight.data_ptr(), layer.weight._version, layer.weight_scale._version)  # repacked after a load
+    if packed is None or packed[0] != key:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's quantized-tensor constructors warn of their deprecation
+            w = torch._make_per_channel_quantized_tensor(
+                layer.weight, layer.weight_scale.view(-1).double(),
+                torch.zeros(layer.out_features, dtype=torch.long), 0)
+            packed = (key, torch.ops.quantized.linear_prepack(
+                w, None if layer.bias is None else layer.bias.detach().float()))
+        layer._fbgemm_packed = packed
+    lead = x.shape[:-1]
+    y = torch.ops.quantized.linear_dynamic(x.reshape(-1, x.size(-1)).float(), packed[1], True)
+    return y.view(*lead, layer.out_features).to(x.dtype)
 
 
 class Int8Embedding(nn.Module):
@@ -182,24 +207,34 @@ def _convert(model: nn.Module, kept: list[str], quantize_embeddings: bool, from_
         setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def int8_kernel_available(device=None) -> bool:
-    """Whether torch._int_mm runs here (a 2x8 by 8x8 product, checked against the exact answer)."""
+def int8_kernel_available(device=None, kernel: str = "int_mm") -> bool:
+    """Whether the kernel runs here: a tiny product checked against the exact answer."""
     try:
+        if kernel == "fbgemm":
+            if torch.device(device or "cpu").type != "cpu":
+                return False
+            layer = Int8Linear.from_linear(nn.Linear(8, 2))
+            return fbgemm_linear(layer, torch.zeros(1, 8)).shape == (1, 2)
         a = torch.ones(2, 8, dtype=torch.int8, device=device)
         return int(torch._int_mm(a, a.new_ones(8, 8))[0, 0]) == 8
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
 
 
-def use_int8_kernel(model: nn.Module, enable: bool = True) -> str:
-    """Switch every Int8Linear of the model to the int8 matrix product (or back to the textbook path).
-    Where the kernel does not run, one line says so and the textbook path stays. Returns the kernel."""
+def use_int8_kernel(model: nn.Module, kernel="int_mm") -> str:
+    """Switch every Int8Linear of the model to an int8 kernel: "int_mm" (True), "fbgemm", or back to
+    "textbook" (False). Where the kernel does not run, one line says so and the textbook path stays.
+    Returns the kernel in use."""
+    kernel = {True: "int_mm", False: "textbook"}.get(kernel, kernel)
+    if kernel not in KERNELS:
+        raise ConfigError(f"int8 kernel must be one of {KERNELS}, got {kernel!r}")
     layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
-    kernel = "int_mm" if enable else "textbook"
-    if enable and layers and not int8_kernel_available(layers[0].weight.device):
-        warnings.warn(f"torch._int_mm (int8 x int8 -> int32) is not available on {layers[0].weight.device} "
-                      f"with torch {torch.__version__}; the int8 model runs the textbook path (dequantize, "
-                      "then multiply in float32): same numbers, slower", stacklevel=2)
+    if kernel != "textbook" and layers and not int8_kernel_available(layers[0].weight.device, kernel):
+        what = ("torch._int_mm (int8 x int8 -> int32)" if kernel == "int_mm"
+                else "torch.ao's quantized linear_dynamic (fbgemm)")
+        warnings.warn(f"{what} is not available on {layers[0].weight.device} with torch {torch.__version__}; "
+                      "the int8 model runs the textbook path (dequantize, then multiply in float32): same "
+                      "numbers, slower", stacklevel=2)
         kernel = "textbook"
     for layer in layers:
         layer.kernel = kernel

@@ -104,7 +104,11 @@ def int_mm_product(q_x: torch.Tensor, s_x: torch.Tensor, q_w: torch.Tensor, s_w:
     """The fast path: s_x[t] s_w[o] sum_j q_x[t, j] q_w[o, j], the sums exact in int32 (torch._int_mm).
     q_x (..., in) int8, s_x (..., 1), q_w (out, in) int8, s_w (out, 1) -> (..., out) float32."""
     lead = q_x.shape[:-1]
-    acc = torch._int_mm(q_x.reshape(-1, q_x.size(-1)), q_w.T)  # (N, out) int32
+    rows = q_x.reshape(-1, q_x.size(-1))
+    if rows.size(1) == 1:  # torch 2.13's CPU _int_mm returns garbage for in = 1 (tests/test_quantization.py found it)
+        acc = rows.int() * q_w.int().T  # (N, out) int32, the same exact sums
+    else:
+        acc = torch._int_mm(rows, q_w.T)  # (N, out) int32
     return acc.float().view(*lead, -1) * s_x * s_w.view(-1)  # (..., out)
 
 

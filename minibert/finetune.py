@@ -31,7 +31,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from common.hub.pretrained import check_tokenizer_fits_model, load_state_dict, resolve_model_folder
+from common.hub.pretrained import (check_tokenizer_fits_model, load_state_dict, prepare_compressed_model,
+                                   resolve_model_folder)
 from common.errors import ConfigError, run_cli
 from common.train.device import set_seed
 from common.text.auto import load_tokenizer
@@ -69,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="classification: the classifier reads the pooler on [CLS] (BERT's) or on the mean of the last "
              "hidden states (better from an MLM-only checkpoint, whose [CLS] output was never trained). "
              "Default: the checkpoint's config.json, else cls.")
+    add_data_flags(group)
+    add_training_flags(parser, RECIPE)
+    add_lora_flags(parser, "query,value", "the task's head: classifier, qa_outputs for qa")
+    return parser
+
+
+def add_data_flags(group) -> None:
+    """The data flags of minibert.finetune (also minibert.distill's): files, columns, lengths, limits."""
+    add = group.add_argument
     add("--tokenizer_name", "--tokenizer-name", default=None,
         help="A tokenizer folder, when it is not the one in --model_name_or_path.")
     add("--train_file", "--train-file", required=True, help="The labeled training file.")
@@ -95,9 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max_eval_samples", "--max-eval-samples", type=int, default=None,
         help="Evaluate on the first this many validation examples only.")
     add("--encoding", default="utf-8", help="Encoding of the data files (default: %(default)s).")
-    add_training_flags(parser, RECIPE)
-    add_lora_flags(parser, "query,value", "the task's head: classifier, qa_outputs for qa")
-    return parser
 
 
 def first(examples: list, n: Optional[int], flag: str) -> list:
@@ -122,8 +129,12 @@ def load_model(opts, task, seed: int):
             raise ConfigError(f"--classifier_pooling is for --task classification, not {opts.task}; drop the flag")
         labels["classifier_pooling"] = opts.classifier_pooling
     config = BertConfig.from_pretrained(folder, **labels)
+    if config.extra.get("quantization_config"):
+        raise ConfigError(f"{folder} is an int8 folder (quantization_config in config.json); fine-tune the float "
+                          "model it was quantized from, then quantize the result")
     torch.manual_seed(seed)  # the head's initial weights follow --seed
     model = task.model_class(config)
+    prepare_compressed_model(model, config)  # a pruned folder: its heads removed before the weights load
     if opts.from_scratch:
         print(f"minibert.finetune: --from_scratch: the config and tokenizer of {folder}, every weight random",
               file=sys.stderr)

@@ -286,6 +286,20 @@ REGISTRY: dict[str, Exercise] = _exercises(
              "+ (exp(S_b - m') * keep) V_b; dropout's keep never enters l",
         requires=("attention", "masks"),
     ),
+    Exercise(
+        "distillation_loss", "common/nn/distillation.py", "tutorials/20_smaller_models.py",
+        ("tests/test_distillation.py",), keywords=("kl_is_zero", "t_squared", "teacher_gets_no_gradient", "objective"),
+        hint="T^2 * mean over rows of sum_k p_t (log p_t - log p_s), p = softmax(z / T) for both models, "
+             "the teacher detached, only the rows where mask is True",
+        requires=("log_softmax",),
+    ),
+    Exercise(
+        "quantize_absmax", "common/nn/quantization.py", "tutorials/20_smaller_models.py",
+        ("tests/test_quantization.py",),
+        keywords=("rounding_error", "zero_rows", "int8_linear", "int8_kernel", "int8_embedding", "tied_weights"),
+        hint="per row of the last axis: s = max|x| / 127 (1 for an all-zero row), q = clamp(round(x / s), "
+             "-127, 127) as int8; return (q, s) with s of shape (..., 1)",
+    ),
 )
 
 
@@ -307,7 +321,7 @@ LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Silver", ("encoder_block", "decoder_block", "mlm_masking", "nsp_pairs", "embeddings")),
     ("Gold", ("kv_cache", "sampling", "speculative_sampling")),
     ("Platinum", ("rms_norm", "swiglu", "rope", "lora_linear", "assistant_labels", "relative_position_bucket",
-                  "span_corruption", "beam_search", "online_softmax")),
+                  "span_corruption", "beam_search", "online_softmax", "distillation_loss", "quantize_absmax")),
 )
 
 

@@ -258,6 +258,15 @@ class PreTrainedModel(nn.Module):
         params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
         return sum(p.numel() for p in params.values())
 
+    def prune_heads(self, heads_to_prune: dict[int, list[int]]) -> None:
+        """Remove attention heads physically, {layer: [heads]} numbered as built (transformers' meaning;
+        common/nn/pruning.py). config.json's `pruned_heads` records them, so from_pretrained rebuilds
+        the same shapes."""
+        from common.nn.pruning import prune_heads, pruned_heads_of
+
+        prune_heads(self, heads_to_prune)
+        self.config.extra["pruned_heads"] = pruned_heads_of(self)
+
     def save_pretrained(self, folder, state_dict: Optional[dict[str, torch.Tensor]] = None) -> None:
         """config.json + model.safetensors, both written to temporary files first and renamed only
         when both are complete: a full disk keeps the previous pair, never a mix of old and new.
@@ -343,8 +352,22 @@ class PreTrainedModel(nn.Module):
         if config is None:
             config = cls.config_class.from_pretrained(folder, **config_overrides)
         model = cls(config)
+        prepare_compressed_model(model, config)
         state_dict = cls.convert_state_dict(load_state_dict(folder), config)
         model.load_pretrained_state_dict(state_dict, source=str(folder),
                                          ignore_mismatched_sizes=ignore_mismatched_sizes)
         model.eval()
         return model
+
+
+def prepare_compressed_model(model: PreTrainedModel, config) -> None:
+    """Give a freshly built model the shapes of a compressed folder before its weights load: the heads
+    config.json's `pruned_heads` names are removed, and with a `quantization_config` (as transformers
+    writes it) the int8 modules replace the float ones (common/nn/quantization.py)."""
+    extra = getattr(config, "extra", {}) or {}
+    if extra.get("pruned_heads"):
+        model.prune_heads({int(layer): heads for layer, heads in extra["pruned_heads"].items()})
+    if extra.get("quantization_config"):
+        from common.nn.quantization import prepare_quantized_model
+
+        prepare_quantized_model(model, extra["quantization_config"])

@@ -9,6 +9,9 @@
     sampling.py   the next token from the logits: greedy, temperature, top-k, top-p
     lora.py       LoRA: y = x W^T + b + (alpha / r) dropout(x) A^T B^T, W frozen; injection, merging
     dpo.py        DPO: -log sigmoid(beta ((log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))))
+    distillation.py  T^2 KL(softmax(z_t / T) || softmax(z_s / T)) + task loss (+ cosine); DistilBERT's layer rule
+    quantization.py  absmax int8: s = max|w| / 127 per output row, q = round(w / s); Int8Linear, int8 kernel
+    pruning.py    head importance |dL / d gate| and head pruning (MultiHeadAttention.prune_heads)
 
 Nothing here imports from another layer of the project except common/errors.py.
 """

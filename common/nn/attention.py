@@ -243,6 +243,7 @@ class MultiHeadAttention(nn.Module):
         self.key = nn.Linear(hidden_size, kv_size, bias=bias)
         self.value = nn.Linear(hidden_size, kv_size, bias=bias)
         self.out_proj = nn.Linear(hidden_size, hidden_size, bias=bias) if output_projection else None
+        self.pruned_heads: set[int] = set()  # heads removed by prune_heads, numbered as built
 
     def forward(
         self,
@@ -273,3 +274,44 @@ class MultiHeadAttention(nn.Module):
         if self.out_proj is not None:
             context = self.out_proj(context)
         return context, weights
+
+    def prune_heads(self, heads, output_linear: Optional[nn.Linear] = None) -> None:
+        """Remove heads physically (Michel et al. 2019; transformers' prune_heads): head i owns rows
+        i d .. i d + d - 1 of W^Q, W^K, W^V (and their biases) and the same columns of W^O, so dropping
+        those rows and columns computes exactly what zeroing the head's output before W^O computes.
+        heads: indices as the module was built (already pruned ones are ignored); W^O is out_proj,
+        or output_linear when it lives outside (BERT's attention.output.dense). At least one head stays.
+        """
+        if self.num_kv_heads != self.num_heads:
+            raise ValueError("prune_heads: grouped-query attention shares key/value heads; prune a "
+                             "multi-head attention model")
+        built = self.num_heads + len(self.pruned_heads)
+        if any(not 0 <= int(h) < built for h in heads):
+            raise ValueError(f"prune_heads: head indices must be in [0, {built}), got {sorted(heads)}")
+        remove = {int(h) for h in heads} - self.pruned_heads
+        current = [h for h in range(built) if h not in self.pruned_heads]  # built numbers, in order
+        keep = [i for i, h in enumerate(current) if h not in remove]
+        if not keep:
+            raise ValueError(f"prune_heads: removing heads {sorted(remove)} would leave no head in this layer; keep one")
+        d = self.head_dim
+        rows = torch.cat([torch.arange(i * d, (i + 1) * d) for i in keep]).to(self.query.weight.device)
+        for linear in (self.query, self.key, self.value):
+            _keep_slices(linear, rows, dim=0)
+        output_linear = output_linear if output_linear is not None else self.out_proj
+        if output_linear is not None:
+            _keep_slices(output_linear, rows, dim=1)
+        self.num_heads = self.num_kv_heads = len(keep)
+        self.pruned_heads |= remove
+
+
+def _keep_slices(linear: nn.Linear, index: torch.Tensor, dim: int) -> None:
+    """Keep only `index` along the output (dim 0: rows and bias) or input (dim 1: columns) of a Linear."""
+    with torch.no_grad():
+        linear.weight = nn.Parameter(linear.weight.index_select(dim, index).clone(),
+                                     requires_grad=linear.weight.requires_grad)
+        if dim == 0 and linear.bias is not None:
+            linear.bias = nn.Parameter(linear.bias[index].clone(), requires_grad=linear.bias.requires_grad)
+    if dim == 0:
+        linear.out_features = len(index)
+    else:
+        linear.in_features = len(index)

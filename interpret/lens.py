@@ -14,7 +14,6 @@ from typing import Optional
 import torch
 
 
-# BEGIN EXERCISE logit_lens
 def logit_lens(model, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(B, T) ids of a minigpt.GPT -> (L + 1, B, T, V): LN_f(h_l) W_U for every layer l."""
     with torch.no_grad():
@@ -23,7 +22,6 @@ def logit_lens(model, input_ids: torch.Tensor, attention_mask: Optional[torch.Te
         ln_f, head = model.transformer.ln_f, model.lm_head
         lens = [head(ln_f(h)) for h in states[:-1]] + [head(states[-1])]
     return torch.stack(lens)  # (L + 1, B, T, V)
-# END EXERCISE logit_lens
 
 
 def lens_accuracy(lens: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ from common.errors import UserError, run_cli  # noqa: E402
 
 # The folders whose .py files may hold exercise regions, and what a student copy contains.
 SOURCE_DIRS = ("common", "minibert", "minigpt", "minit5")
-COPY_DIRS = ("common", "minibert", "minigpt", "minit5", "demo", "tests", "tutorials", "bench")
+COPY_DIRS = ("common", "minibert", "minigpt", "minit5", "interpret", "demo", "tests", "tutorials", "bench")
 COPY_FILES = ("Makefile", "pyproject.toml", "README.md", "README.zh-CN.md", ".gitignore", "LICENSE")
 SKIP_PARTS = ("__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints")
 SKIP_SUFFIXES = (".pyc", ".ipynb", ".egg-info")
@@ -262,6 +262,12 @@ REGISTRY: dict[str, Exercise] = _exercises(
              "-> finished with score / length^length_penalty; the K best others run on; reorder the caches",
         requires=("attention", "masks", "kv_cache", "sampling", "rms_norm", "relative_position_bucket"),
     ),
+    Exercise(
+        "induction_score", "interpret/induction.py", "tutorials/19_looking_inside.py",
+        ("tests/test_interpret_experiments.py",), keywords=("induction_score",),
+        hint="mean over the batch and the repeat's queries t = start + n .. start + 2n - 1 of "
+             "A[l, b, h, t, t - n + 1] (the key after the first occurrence of x_t): an (L, H) grid",
+    ),
 )
 
 
@@ -283,7 +289,7 @@ LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Silver", ("encoder_block", "decoder_block", "mlm_masking", "nsp_pairs", "embeddings")),
     ("Gold", ("kv_cache", "sampling")),
     ("Platinum", ("rms_norm", "swiglu", "rope", "lora_linear", "assistant_labels", "relative_position_bucket",
-                  "span_corruption", "beam_search")),
+                  "span_corruption", "beam_search", "induction_score")),
 )
 
 

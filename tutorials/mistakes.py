@@ -472,6 +472,23 @@ MISTAKES: tuple[Mistake, ...] = (
     Mistake("kv_cache", "values written into the key buffer",
             "self.value[:, :, start:end] = value", "self.value[:, :, start:end] = key",
             caught_by="test_incremental_attention_with_kv_cache_equals_full_causal_attention"),
+
+    Mistake("induction_score", "the earlier copy of the same token (a duplicate-token head), not the one after it",
+            "keys = queries - period + 1  # the token after the first occurrence of x_t",
+            "keys = queries - period",
+            caught_by="test_induction_score_is_one"),
+    Mistake("induction_score", "queries from the start of the sequence, not the repeat",
+            "queries = torch.arange(start + period, start + 2 * period)  # t in the repeat",
+            "queries = torch.arange(start, start + 2 * period)",
+            caught_by="test_induction_score_is_one"),
+    Mistake("induction_score", "the offset `start` ignored",
+            "queries = torch.arange(start + period, start + 2 * period)  # t in the repeat",
+            "queries = torch.arange(period, 2 * period)",
+            caught_by="test_induction_score_is_one"),
+    Mistake("induction_score", "averaged over the heads instead of the batch",
+            "return A[..., queries, keys].mean(dim=(1, -1))  # (L, H)",
+            "return A[..., queries, keys].mean(dim=(2, -1))",
+            caught_by="test_induction_score_is_one"),
 )
 
 

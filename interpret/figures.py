@@ -48,11 +48,9 @@ def run_induction(args) -> None:
         ablated, _ = hooks.run_with_hooks(model, ids, patches={name: patch}, cache=False)
         f, r = induction.loss_per_half(ablated, ids, args.period)
         print(f"| layer {layer} head {head} {label} | {f:.3f} | {r:.3f} |")
-    for label, names in (("every head of layer " + str(layer), [name]),):
-        all_heads = lambda z: torch.zeros_like(z)
-        ablated, _ = hooks.run_with_hooks(model, ids, patches={n: all_heads for n in names}, cache=False)
-        f, r = induction.loss_per_half(ablated, ids, args.period)
-        print(f"| {label} zero-ablated | {f:.3f} | {r:.3f} |")
+    ablated, _ = hooks.run_with_hooks(model, ids, patches={name: hooks.zero()}, cache=False)
+    f, r = induction.loss_per_half(ablated, ids, args.period)
+    print(f"| every head of layer {layer} zero-ablated | {f:.3f} | {r:.3f} |")
     if args.plot:
         plot_grids({"induction score": ind, "previous-token score": prev}, args.plot)
 
@@ -121,11 +119,11 @@ def run_probes(args) -> None:
         return [x for s, k in zip(sentences, kept) for x in getattr(s, name)[:k]]
     tr_words, te_words = column(train, tr_kept, "words"), column(test, te_kept, "words")
     print(f"{len(train)} training sentences ({len(tr_words)} words), {len(test)} test sentences "
-          f"({len(te_words)} words) of CoNLL-2003; probe = linear softmax, L-BFGS\n")
+          f"({len(te_words)} words) of CoNLL-2003; probe = linear softmax, {args.probe_steps} L-BFGS iterations\n")
     curves = {}
     for task in ("pos", "ner"):
         rows = probes.probe_layers(tr_feats, te_feats, column(train, tr_kept, task), column(test, te_kept, task),
-                                   tr_words, te_words, seed=args.seed)
+                                   tr_words, te_words, seed=args.seed, steps=args.probe_steps)
         print(f"| {task.upper()}: layer | accuracy | control accuracy | selectivity |\n|---|---|---|---|")
         for l, (real, control, sel) in enumerate(rows):
             print(f"| {'embeddings' if l == 0 else l} | {real:.3f} | {control:.3f} | {sel:.3f} |")
@@ -157,8 +155,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser("probes")
     p.add_argument("--model_name_or_path", required=True)
     p.add_argument("--conll_dir", required=True)
-    p.add_argument("--train_sentences", type=int, default=2000)
-    p.add_argument("--test_sentences", type=int, default=500)
+    p.add_argument("--train_sentences", type=int, default=1000)
+    p.add_argument("--test_sentences", type=int, default=300)
+    p.add_argument("--probe_steps", type=int, default=50, help="L-BFGS iterations per probe")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot")
     args = parser.parse_args(argv)

@@ -142,3 +142,33 @@ def test_read_conll_and_word_features_take_the_first_piece_of_every_word(tmp_pat
     bad.write_text("EU NNP\n", encoding="utf-8")
     with pytest.raises(probes.DataError, match="bad.txt:1"):
         probes.read_conll(bad)
+
+
+def test_induction_data_repeats_each_line_with_lengths_in_range(tmp_path):
+    from interpret.induction_data import main as data_main, repeated_random_lines
+    lines = repeated_random_lines(50, 9, min_length=4, seed=1)
+    for line in lines:
+        half = len(line) // 2
+        assert line[:half] == line[half:] and 4 <= half <= 9, line
+    assert len({len(line) for line in lines}) > 1, "the period must vary (else a positional head copies)"
+    out = tmp_path / "r.txt"
+    with pytest.raises(SystemExit) as e:
+        from common.errors import run_cli
+        run_cli(data_main, ["--output", str(out), "--lines", "5", "--length", "6", "--min_length", "3"])
+    assert e.value.code == 0 and len(out.read_text().splitlines()) == 5
+
+
+def test_figures_induction_reports_the_grid_and_the_ablated_loss(tmp_path, capsys):
+    from common.errors import run_cli
+    from common.text.char import CharTokenizer
+    from interpret.figures import main as figures_main
+    tokenizer = CharTokenizer.from_text("abcdefghij")
+    torch.manual_seed(0)
+    GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=32, vocab_size=tokenizer.vocab_size,
+                  feed_forward="none")).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        run_cli(figures_main, ["induction", "--model_name_or_path", str(tmp_path), "--period", "8", "--batch", "4"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    assert "| layer 1 |" in out and "best induction head" in out and "zero-ablated" in out, out

@@ -124,6 +124,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert len(page_data((tmp_path / "long.html").read_text(encoding="utf-8"))["tokens"]) == 8
 
 
+@pytest.mark.slow  # starts Chromium (a few seconds)
 def test_page_in_a_real_browser_shows_every_head_and_hovering_changes_the_weights(tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By

@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:  # `python tutorials/exercises.py` works as well a
 from common.errors import UserError, run_cli  # noqa: E402
 
 # The folders whose .py files may hold exercise regions, and what a student copy contains.
-SOURCE_DIRS = ("common", "minibert", "minigpt", "minit5")
+SOURCE_DIRS = ("common", "minibert", "minigpt", "minit5", "interpret")
 COPY_DIRS = ("common", "minibert", "minigpt", "minit5", "interpret", "demo", "tests", "tutorials", "bench")
 COPY_FILES = ("Makefile", "pyproject.toml", "README.md", "README.zh-CN.md", ".gitignore", "LICENSE")
 SKIP_PARTS = ("__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints")

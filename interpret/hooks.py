@@ -19,6 +19,12 @@ Names (GPT: decoder-only; BERT: post-LN encoder; the same names for both):
     blocks.N.resid_post         the residual stream leaving block N                 (B, T, C)
     final                       GPT: LN_f(h_L), what the LM head reads; BERT: H_L
 
+T5 (T5ForConditionalGeneration, with decoder_input_ids=...) has the same names under `encoder.` and
+`decoder.` (encoder.embed, encoder.blocks.N.resid_pre, ..., decoder.final), and in each decoder
+block the cross-attention between resid_mid and mlp_out: decoder.blocks.N.cross_attn.pattern
+(B, H, T, S), decoder.blocks.N.cross_attn.heads, decoder.blocks.N.cross_attn_out and
+decoder.blocks.N.resid_cross (the stream after it).
+
 Because W^O is linear, attn_out = sum_h z_h W^O_h (+ b^O): zeroing z_h in `attn.heads` removes
 exactly head h's contribution to the residual stream (zero_head, mean_head, patch_head below).
 Runs are in eval mode semantics (dropout is whatever the modules do: call model.eval() first).
@@ -40,19 +46,33 @@ Patch = Callable[[torch.Tensor], torch.Tensor]
 
 
 def family(model: nn.Module) -> str:
-    """'gpt' (minigpt.GPT: .transformer.h and .lm_head) or 'bert' (minibert.BertModel or a head
-    model holding one as .bert); anything else is one error naming what is supported."""
+    """'gpt' (minigpt.GPT: .transformer.h and .lm_head), 't5' (minit5.T5ForConditionalGeneration)
+    or 'bert' (minibert.BertModel or a head model holding one as .bert); anything else is one error."""
+    if hasattr(model, "decoder") and hasattr(model, "shared") and hasattr(model, "lm_logits"):
+        return "t5"
     if hasattr(model, "transformer") and hasattr(model.transformer, "h") and hasattr(model, "lm_head"):
         return "gpt"
     if hasattr(model, "encoder") and hasattr(model, "embeddings") or hasattr(model, "bert"):
         return "bert"
-    raise UserError(f"interpret.hooks runs minigpt.GPT and minibert BERT models, not {type(model).__name__}; "
-                    "for T5 use output_attentions / output_hidden_states on the model itself")
+    raise UserError(f"interpret.hooks runs minigpt.GPT, minibert BERT and minit5.T5ForConditionalGeneration "
+                    f"models, not {type(model).__name__}")
 
 
 def hook_names(model: nn.Module) -> list[str]:
     """Every name a run of this model passes through its hook, in the order it does."""
     kind = family(model)
+    if kind == "t5":
+        names = []
+        for prefix, stack in (("encoder.", model.encoder), ("decoder.", model.decoder)):
+            names.append(prefix + "embed")
+            for n in range(len(stack.block)):
+                p = f"{prefix}blocks.{n}."
+                names += [p + s for s in ("resid_pre", "attn.pattern", "attn.heads", "attn_out", "resid_mid")]
+                if stack.is_decoder:
+                    names += [p + s for s in ("cross_attn.pattern", "cross_attn.heads", "cross_attn_out", "resid_cross")]
+                names += [p + "mlp_out", p + "resid_post"]
+            names.append(prefix + "final")
+        return names
     blocks = model.transformer.h if kind == "gpt" else _bert(model).encoder.layer
     names = ["embed"]
     for n, block in enumerate(blocks):
@@ -67,10 +87,10 @@ def describe_names(names: list[str]) -> str:
     """One line: 'embed, blocks.N.resid_pre, ..., final (N = 0..1)'."""
     shapes, layers = [], set()
     for name in names:
-        m = re.match(r"^blocks\.(\d+)\.(.+)$", name)
-        short = f"blocks.N.{m.group(2)}" if m else name
+        m = re.match(r"^(.*?blocks)\.(\d+)\.(.+)$", name)
+        short = f"{m.group(1)}.N.{m.group(3)}" if m else name
         if m:
-            layers.add(int(m.group(1)))
+            layers.add(int(m.group(2)))
         if short not in shapes:
             shapes.append(short)
     return ", ".join(shapes) + (f" (N = 0..{max(layers)})" if layers else "")
@@ -82,11 +102,13 @@ class ActivationCache(dict):
     def __missing__(self, name):
         raise UserError(f"no activation named {name!r}; the names are {describe_names(list(self))}")
 
-    def stack(self, suffix: str) -> torch.Tensor:
-        """cache.stack('attn.pattern') -> (L, ...) the per-block tensors of that name, in layer order."""
-        found = [v for k, v in self.items() if re.fullmatch(rf"blocks\.\d+\.{re.escape(suffix)}", k)]
+    def stack(self, suffix: str, prefix: str = "") -> torch.Tensor:
+        """cache.stack('attn.pattern') -> (L, ...) the per-block tensors of that name, in layer order
+        (T5: prefix='encoder.' or 'decoder.')."""
+        pattern = rf"{re.escape(prefix)}blocks\.\d+\.{re.escape(suffix)}"
+        found = [v for k, v in self.items() if re.fullmatch(pattern, k)]
         if not found:
-            raise UserError(f"no activation blocks.N.{suffix}; the names are {describe_names(list(self))}")
+            raise UserError(f"no activation {prefix}blocks.N.{suffix}; the names are {describe_names(list(self))}")
         return torch.stack(found)
 
 
@@ -169,14 +191,57 @@ def _run_bert(model, input_ids, attention_mask, hook: _Hook, token_type_ids=None
     return hook("final", x)  # (B, T, C)
 
 
+def _t5_attention(attn, h, source, mask, bias, prefix: str, hook: _Hook) -> torch.Tensor:
+    """minit5.model.T5Attention's forward (scale 1, relative bias), its pattern and heads exposed."""
+    q = attn.split(attn.q(h))  # (B, H, T, d)
+    k, v = attn.key_value(h if source is None else source)  # (B, H, S, d)
+    _, pattern = scaled_dot_product_attention(q, k, v, mask, scale=1.0, bias=bias, need_weights=True)
+    pattern = hook(prefix + "pattern", pattern)
+    heads = hook(prefix + "heads", pattern @ v)  # (B, H, T, d)
+    B, H, T, d = heads.shape
+    return attn.o(heads.transpose(1, 2).reshape(B, T, H * d))
+
+
+def _run_t5_stack(stack, ids, attention_mask, hook: _Hook, prefix: str, encoded=None, encoder_attention_mask=None):
+    T = ids.size(1)
+    mask = padding_mask(attention_mask) if attention_mask is not None else None
+    if stack.is_decoder:
+        mask = combine_masks(mask, causal_mask(T, T, device=ids.device))
+    encoder_mask = padding_mask(encoder_attention_mask) if encoder_attention_mask is not None else None
+    x = hook(prefix + "embed", stack.dropout(stack.embed_tokens(ids)))
+    bias = stack.block[0].layer[0].SelfAttention.compute_bias(T, T, device=ids.device)  # shared by the blocks
+    for n, block in enumerate(stack.block):
+        p = f"{prefix}blocks.{n}."
+        x = hook(p + "resid_pre", x)
+        sa = block.layer[0]
+        a = hook(p + "attn_out", _t5_attention(sa.SelfAttention, sa.layer_norm(x), None, mask, bias, p + "attn.", hook))
+        x = hook(p + "resid_mid", x + sa.dropout(a))
+        if stack.is_decoder:
+            ca = block.layer[1]
+            c = _t5_attention(ca.EncDecAttention, ca.layer_norm(x), encoded, encoder_mask, None, p + "cross_attn.", hook)
+            x = hook(p + "resid_cross", x + ca.dropout(hook(p + "cross_attn_out", c)))
+        ff = block.layer[-1]
+        x = hook(p + "resid_post", x + ff.dropout(hook(p + "mlp_out", ff.DenseReluDense(ff.layer_norm(x)))))
+    return hook(prefix + "final", stack.dropout(stack.final_layer_norm(x)))
+
+
+def _run_t5(model, input_ids, attention_mask, hook: _Hook, decoder_input_ids=None) -> torch.Tensor:
+    if decoder_input_ids is None:
+        raise UserError("a T5 run needs decoder_input_ids (B, T) as well, starting with decoder_start_token_id")
+    encoded = _run_t5_stack(model.encoder, input_ids, attention_mask, hook, "encoder.")
+    decoded = _run_t5_stack(model.decoder, decoder_input_ids, None, hook, "decoder.", encoded, attention_mask)
+    return model.lm_logits(decoded)  # (B, T, V)
+
+
 def run_with_hooks(model: nn.Module, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                    patches: Optional[dict[str, Patch]] = None, cache: bool = True, **kwargs):
     """Run `model` on input_ids (B, T), with each patches[name](value) replacing that activation.
-    Returns (output, ActivationCache or None): GPT's logits (B, T, V) or BERT's H_L (B, T, C).
-    An unknown name in `patches` is one UserError listing the names."""
+    Returns (output, ActivationCache or None): GPT's and T5's logits (B, T, V) (T5: pass
+    decoder_input_ids=...), BERT's H_L (B, T, C). An unknown name in `patches` is one UserError
+    listing the names."""
     kind = family(model)
     hook = _Hook(hook_names(model), dict(patches or {}), cache)
-    run = _run_gpt if kind == "gpt" else _run_bert
+    run = {"gpt": _run_gpt, "bert": _run_bert, "t5": _run_t5}[kind]
     with torch.no_grad():
         out = run(model, input_ids, attention_mask, hook, **kwargs)
     return out, (hook.cache if cache else None)

@@ -140,3 +140,27 @@ def test_an_unknown_hook_name_is_one_line_listing_the_names():
         cache["blocks.7.resid_pre"]
     with pytest.raises(UserError, match="head 9 does not exist"):
         hooks.run_with_hooks(model, ids, patches={"blocks.0.attn.heads": hooks.zero_head(9)})
+
+
+def test_t5_run_equals_the_model_and_names_its_cross_attention():
+    from minit5 import T5Config, T5ForConditionalGeneration
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=30, d_model=16, d_kv=4, d_ff=24, num_layers=2,
+                                                num_decoder_layers=2, num_heads=4, dropout_rate=0.0)).eval()
+    with torch.no_grad():  # RMSNorm weights away from 1
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ids, mask = batch(30)
+    decoder_ids = torch.randint(0, 30, (2, 6), generator=torch.Generator().manual_seed(3))
+    logits, cache = hooks.run_with_cache(model, ids, mask, decoder_input_ids=decoder_ids)
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids, output_attentions=True)
+    assert (logits - expected.logits).abs().max() <= TOL
+    cross = cache.stack("cross_attn.pattern", prefix="decoder.")
+    assert (cross - torch.stack(expected.cross_attentions)).abs().max() <= TOL
+    assert cross.shape == (2, 2, 4, 6, 10), "(L, B, H, T, S)"
+    message = hooks.describe_names(list(cache))
+    assert "decoder.blocks.N.cross_attn.pattern" in message and "encoder.blocks.N.attn.pattern" in message
+    silenced, _ = hooks.run_with_hooks(model, ids, mask, decoder_input_ids=decoder_ids,
+                                       patches={"decoder.blocks.1.cross_attn.heads": hooks.zero()})
+    assert (silenced - logits).abs().max() > 1e-4, "silencing cross-attention must change the output"

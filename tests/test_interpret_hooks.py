@@ -164,3 +164,13 @@ def test_t5_run_equals_the_model_and_names_its_cross_attention():
     silenced, _ = hooks.run_with_hooks(model, ids, mask, decoder_input_ids=decoder_ids,
                                        patches={"decoder.blocks.1.cross_attn.heads": hooks.zero()})
     assert (silenced - logits).abs().max() > 1e-4, "silencing cross-attention must change the output"
+
+
+def test_an_attention_only_gpt_has_no_feed_forward_and_generates_the_same_with_the_fast_path():
+    model = gpt("attention_only")
+    names = [n for n, _ in model.named_parameters()]
+    assert not any(".mlp." in n or ".ln_2." in n for n in names), [n for n in names if "mlp" in n or "ln_2" in n]
+    prompt = torch.randint(0, 23, (2, 3), generator=torch.Generator().manual_seed(4))
+    fast = model.generate(prompt, 12)  # packed decode steps (minigpt/decode_step.py)
+    slow = model.generate(prompt, 12, use_cache=False)  # the whole prefix each step
+    assert torch.equal(fast, slow), f"attention-only generation differs: {fast.tolist()} vs {slow.tolist()}"

@@ -138,28 +138,27 @@ def run_probes(args) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m interpret.figures", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="figure", required=True)
-    p = sub.add_parser("induction")
-    p.add_argument("--model_name_or_path", required=True)
+    commands = {}
+    for name in ("induction", "lens", "probes"):  # every figure reads a model folder and may plot
+        commands[name] = sub.add_parser(name)
+        commands[name].add_argument("--model_name_or_path", required=True)
+        commands[name].add_argument("--plot", help="also save the figure as this PNG")
+    p = commands["induction"]
     p.add_argument("--period", type=int, default=20)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip_first_token", action="store_true", help="draw ids from 1 up (id 0 = newline)")
-    p.add_argument("--plot")
-    p = sub.add_parser("lens")
-    p.add_argument("--model_name_or_path", required=True)
+    p = commands["lens"]
     p.add_argument("--text_file", required=True)
     p.add_argument("--chars", type=int, default=100_000)
     p.add_argument("--windows", type=int, default=64)
     p.add_argument("--period", type=int, default=0, help="also the induction scores on repeats of this period")
-    p.add_argument("--plot")
-    p = sub.add_parser("probes")
-    p.add_argument("--model_name_or_path", required=True)
+    p = commands["probes"]
     p.add_argument("--conll_dir", required=True)
     p.add_argument("--train_sentences", type=int, default=1000)
     p.add_argument("--test_sentences", type=int, default=300)
     p.add_argument("--probe_steps", type=int, default=50, help="L-BFGS iterations per probe")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if getattr(args, "plot", None) and not Path(args.plot).parent.is_dir():

@@ -15,6 +15,7 @@ Five switches turn the GPT-2 shape (the default) into the Llama shape (LLAMA_SHA
                         "rmsnorm":   x / sqrt(mean(x^2) + eps) * weight   (common/nn/norms.py)
     feed_forward        "gelu":   act(x W_1 + b_1) W_2 + b_2, act = activation_function, width n_inner
                         "swiglu": W_2 (silu(x W_1) * (x W_3)), width n_inner (common/nn/blocks.py)
+                        "none":   no feed-forward sub-layer (an attention-only model, for interpret/)
     n_kv_head           key/value heads; n_head / n_kv_head query heads share each one (grouped-query
                         attention; 1 = multi-query; None = n_head, multi-head). The KV cache holds
                         n_kv_head heads: n_head / n_kv_head times less memory.
@@ -78,7 +79,7 @@ class GPTConfig(PretrainedConfig):
     position_embedding: str = "learned"  # "learned" (GPT-2) or "rope" (Llama)
     rope_theta: float = 10000.0  # RoPE's base: theta_i = rope_theta^(-2i / head_dim)
     normalization: str = "layernorm"  # "layernorm" (GPT-2) or "rmsnorm" (Llama); eps = layer_norm_epsilon
-    feed_forward: str = "gelu"  # "gelu" (GPT-2, with activation_function) or "swiglu" (Llama)
+    feed_forward: str = "gelu"  # "gelu" (GPT-2, with activation_function), "swiglu" (Llama) or "none"
     n_kv_head: Optional[int] = None  # key/value heads (grouped-query attention); None means n_head
     initializer_range: float = 0.02
     pad_token_id: Optional[int] = None
@@ -124,7 +125,7 @@ class GPTConfig(PretrainedConfig):
                 f"must be a positive integer dividing n_head={self.n_head} (each key/value head serves "
                 f"n_head / n_kv_head query heads), got {self.n_kv_head!r}")
         if self.n_inner is None:
-            self.n_inner = 4 * self.n_embd if self.feed_forward == "gelu" else swiglu_width(self.n_embd)
+            self.n_inner = swiglu_width(self.n_embd) if self.feed_forward == "swiglu" else 4 * self.n_embd
         require(_is_positive_int(self.n_inner), "n_inner",
                 f"must be a positive integer or null (= 4 * n_embd), got {self.n_inner!r}")
         check_special_token_ids(self, ("pad_token_id", "eos_token_id"))  # outside the vocabulary: kept, warned

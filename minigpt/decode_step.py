@@ -58,9 +58,9 @@ class LayerWeights:
     qkv: BlockedLinear  # C -> C + 2 C_kv, [W^Q W^K W^V]
     out: BlockedLinear  # C -> C, W^O
     ln_2: nn.Module
-    fc: BlockedLinear  # C -> I, or C -> 2I = [W_1 W_3] for SwiGLU
-    proj: BlockedLinear  # I -> C
-    act: Callable[[torch.Tensor], torch.Tensor]
+    fc: Optional[BlockedLinear]  # C -> I, or C -> 2I = [W_1 W_3] for SwiGLU; None: attention-only
+    proj: Optional[BlockedLinear]  # I -> C
+    act: Optional[Callable[[torch.Tensor], torch.Tensor]]
     gated: bool  # SwiGLU: act(first half) * second half of fc's output
     attend: Callable  # the block's attention implementation (common/nn/attention.py ATTENTION_FUNCTIONS)
 
@@ -68,12 +68,12 @@ class LayerWeights:
     def from_block(cls, block, blocks: int) -> "LayerWeights":
         attn, mlp = block.attn, block.mlp
         gated = hasattr(mlp, "gate_proj")
-        fc = stacked([mlp.gate_proj, mlp.up_proj], blocks) if gated else blocked(mlp.c_fc, blocks)
+        fc = stacked([mlp.gate_proj, mlp.up_proj], blocks) if gated else blocked(mlp.c_fc, blocks) if mlp else None
         return cls(
             ln_1=block.ln_1, qkv=stacked([attn.query, attn.key, attn.value], blocks),
             out=blocked(attn.out_proj, blocks), ln_2=block.ln_2,
-            fc=fc, proj=blocked(mlp.down_proj if gated else mlp.c_proj, blocks),
-            act=mlp.act, gated=gated, attend=ATTENTION_FUNCTIONS[attn.attn_impl],
+            fc=fc, proj=(blocked(mlp.down_proj if gated else mlp.c_proj, blocks) if mlp else None),
+            act=mlp.act if mlp else None, gated=gated, attend=ATTENTION_FUNCTIONS[attn.attn_impl],
         )
 
 
@@ -129,6 +129,8 @@ class DecodeWeights:
             q = q.view(B, H_kv, H // H_kv, d)  # a group's query heads as rows of its kv head
             a, _ = layer.attend(q, keys, values, mask)  # (B, H_kv, H / H_kv, d_k)
             x = x + layer.out(a.reshape(B, -1))  # heads concatenated in order h: (B, C)
+            if layer.fc is None:  # feed_forward="none"
+                continue
             h = layer.fc(layer.ln_2(x))  # (B, I), or (B, 2I) for SwiGLU
             if layer.gated:
                 gate, up = h.chunk(2, dim=1)

@@ -43,6 +43,7 @@ class CausalLMOutput:
     loss: Optional[torch.Tensor]  # scalar, when labels are given
     logits: torch.Tensor  # (B, T, V), or (B, 1, V) with last_token_only
     attentions: Optional[tuple[torch.Tensor, ...]] = None  # per layer (B, H, T, T_k)
+    hidden_states: Optional[tuple[torch.Tensor, ...]] = None  # L + 1 of (B, T, C), see GPTModel.forward
 
 
 @dataclasses.dataclass
@@ -50,6 +51,7 @@ class SequenceClassifierOutput:
     loss: Optional[torch.Tensor]
     logits: torch.Tensor  # (B, num_labels)
     attentions: Optional[tuple[torch.Tensor, ...]] = None
+    hidden_states: Optional[tuple[torch.Tensor, ...]] = None
 
 
 def position_ids_from_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -85,10 +87,13 @@ class GPTModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 position_ids: Optional[torch.Tensor] = None,
-                kv_caches: Optional[list[KVCache]] = None, output_attentions: bool = False):
+                kv_caches: Optional[list[KVCache]] = None, output_attentions: bool = False,
+                output_hidden_states: bool = False):
         """input_ids (B, T); attention_mask (B, T_k) 1 = token, 0 = padding, covering the cached
         positions too; position_ids (B, T); kv_caches: one KVCache per layer, extended in place.
-        Returns (hidden states (B, T, C) after ln_f, attention weights per layer or None)."""
+        Returns (LN_f(h_L) (B, T, C), hidden states or None, attention weights per layer or None).
+        hidden states, as transformers': (h_0, h_1, ..., h_{L-1}, LN_f(h_L)), L + 1 tensors (B, T, C):
+        the embeddings, the residual stream after each block, and the last one after the final norm."""
         B, T = input_ids.shape
         past = kv_caches[0].length if kv_caches is not None else 0
         T_k = past + T
@@ -121,13 +126,20 @@ class GPTModel(nn.Module):
             rotary = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
         x = self.drop(x)
         attentions = [] if output_attentions else None
+        hidden_states = [] if output_hidden_states else None
         for i, block in enumerate(self.h):
+            if output_hidden_states:
+                hidden_states.append(x)  # h_i, the input of block i
             cache = kv_caches[i] if kv_caches is not None else None
             x, weights = run_block(block, self.gradient_checkpointing and cache is None, x, mask=mask,
                                    kv_cache=cache, output_attentions=output_attentions, rotary=rotary)
             if output_attentions:
                 attentions.append(weights)
-        return self.ln_f(x), (tuple(attentions) if output_attentions else None)
+        x = self.ln_f(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        return (x, tuple(hidden_states) if output_hidden_states else None,
+                tuple(attentions) if output_attentions else None)
 
 
 class GPTPreTrainedModel(PreTrainedModel):
@@ -256,15 +268,15 @@ class GPT(GPTPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None, position_ids: Optional[torch.Tensor] = None,
                 kv_caches: Optional[list[KVCache]] = None, output_attentions: bool = False,
-                last_token_only: bool = False) -> CausalLMOutput:
+                last_token_only: bool = False, output_hidden_states: bool = False) -> CausalLMOutput:
         """Logits for the next token at every position, and L_LM when labels are given.
 
         labels (B, T): usually input_ids; -100 (and, with an attention_mask, padded positions)
         are not scored. last_token_only=True computes the (C x V) head for the last position
         only, which is all generation needs and saves most of the head's work (nanoGPT's trick).
         """
-        hidden, attentions = self.transformer(input_ids, attention_mask, position_ids, kv_caches,
-                                              output_attentions)  # (B, T, C)
+        hidden, hidden_states, attentions = self.transformer(
+            input_ids, attention_mask, position_ids, kv_caches, output_attentions, output_hidden_states)  # (B, T, C)
         if last_token_only:
             hidden = hidden[:, -1:, :]  # (B, 1, C)
         logits = self.lm_head(hidden)  # (B, T, V)
@@ -275,7 +287,7 @@ class GPT(GPTPreTrainedModel):
             if attention_mask is not None:
                 labels = labels.masked_fill(attention_mask[:, -labels.size(1):] == 0, IGNORE_INDEX)
             loss = causal_lm_loss(logits, labels)
-        return CausalLMOutput(loss=loss, logits=logits, attentions=attentions)
+        return CausalLMOutput(loss=loss, logits=logits, attentions=attentions, hidden_states=hidden_states)
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: Optional[int] = None, **kwargs) -> torch.Tensor:
         """See minigpt.generate.generate."""
@@ -312,13 +324,15 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None, position_ids: Optional[torch.Tensor] = None,
-                output_attentions: bool = False) -> SequenceClassifierOutput:
-        hidden, attentions = self.transformer(input_ids, attention_mask, position_ids,
-                                              output_attentions=output_attentions)  # (B, T, C)
+                output_attentions: bool = False, output_hidden_states: bool = False) -> SequenceClassifierOutput:
+        hidden, hidden_states, attentions = self.transformer(
+            input_ids, attention_mask, position_ids, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states)  # (B, T, C)
         last = self.last_token_index(input_ids, attention_mask)  # (B,)
         pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]  # (B, C)
         logits = self.score(pooled)  # (B, num_labels)
         loss = None
         if labels is not None:
             loss = classification_loss(logits, labels, self.num_labels, self.config.problem_type)
-        return SequenceClassifierOutput(loss=loss, logits=logits, attentions=attentions)
+        return SequenceClassifierOutput(loss=loss, logits=logits, attentions=attentions,
+                                        hidden_states=hidden_states)

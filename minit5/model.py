@@ -52,6 +52,22 @@ class Seq2SeqLMOutput:
     loss: Optional[torch.Tensor]  # scalar mean cross-entropy over labels != -100
     logits: torch.Tensor  # (B, T, V); (N, V) with labels and logits_at_labels_only=True
     encoder_last_hidden_state: Optional[torch.Tensor] = None  # (B, S, C)
+    # With output_hidden_states / output_attentions (transformers' names; T5StackOutput per stack):
+    encoder_hidden_states: Optional[tuple[torch.Tensor, ...]] = None  # L_enc + 1 of (B, S, C)
+    decoder_hidden_states: Optional[tuple[torch.Tensor, ...]] = None  # L_dec + 1 of (B, T, C)
+    encoder_attentions: Optional[tuple[torch.Tensor, ...]] = None  # per layer (B, H, S, S)
+    decoder_attentions: Optional[tuple[torch.Tensor, ...]] = None  # per layer (B, H, T, T)
+    cross_attentions: Optional[tuple[torch.Tensor, ...]] = None  # per layer (B, H, T, S)
+
+
+@dataclasses.dataclass
+class T5StackOutput:
+    """What a T5Stack returns when asked for its insides (otherwise it returns the tensor alone).
+    hidden_states: (e_0, e_1, ..., e_{L-1}, Dropout(RMS_f(e_L))), L + 1 tensors, as transformers'."""
+    last_hidden_state: torch.Tensor  # (B, T, C)
+    hidden_states: Optional[tuple[torch.Tensor, ...]] = None
+    attentions: Optional[tuple[torch.Tensor, ...]] = None  # self-attention, per layer (B, H, T, T_k)
+    cross_attentions: Optional[tuple[torch.Tensor, ...]] = None  # decoder only, per layer (B, H, T, S)
 
 
 @dataclasses.dataclass
@@ -143,10 +159,11 @@ class T5Attention(nn.Module):
     def forward(self, hidden_states: torch.Tensor, key_value_states: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None, position_bias: Optional[torch.Tensor] = None,
                 kv_cache: Optional[KVCache] = None,
-                cross_key_value: Optional[tuple[torch.Tensor, torch.Tensor]] = None):
+                cross_key_value: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                output_attentions: bool = False):
         """hidden_states (B, T, C); key_value_states (B, S, C) for cross-attention, or precomputed
         cross_key_value; mask bool broadcastable to (B, H, T, T_k). Returns (out (B, T, C),
-        position_bias (1, H, T, T_k) or None)."""
+        position_bias (1, H, T, T_k) or None, attention weights (B, H, T, T_k) or None)."""
         q = self.split(self.q(hidden_states))  # (B, H, T, d)
         if cross_key_value is not None:
             k, v = cross_key_value  # (B, H, S, d), computed once per source
@@ -159,10 +176,10 @@ class T5Attention(nn.Module):
         if position_bias is None and self.relative_attention_bias is not None:
             position_bias = self.compute_bias(q.size(2), k.size(2), past, device=q.device)
         # scale=1.0: no 1/sqrt(d_k) here; T5's initialisation of W^Q carries it (module docstring).
-        out, _ = scaled_dot_product_attention(q, k, v, mask, self.dropout_p, self.training,
-                                              scale=1.0, bias=position_bias)  # (B, H, T, d)
-        B, H, T, d = out.shape
-        return self.o(out.transpose(1, 2).reshape(B, T, H * d)), position_bias
+        out, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout_p, self.training, scale=1.0,
+                                                    bias=position_bias, need_weights=output_attentions)
+        B, H, T, d = out.shape  # (B, H, T, d)
+        return self.o(out.transpose(1, 2).reshape(B, T, H * d)), position_bias, weights
 
 
 class T5LayerSelfAttention(nn.Module):
@@ -174,10 +191,10 @@ class T5LayerSelfAttention(nn.Module):
         self.layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.dropout = Dropout(config.dropout_rate)
 
-    def forward(self, x, mask=None, position_bias=None, kv_cache=None):
-        a, position_bias = self.SelfAttention(self.layer_norm(x), mask=mask, position_bias=position_bias,
-                                              kv_cache=kv_cache)
-        return x + self.dropout(a), position_bias
+    def forward(self, x, mask=None, position_bias=None, kv_cache=None, output_attentions=False):
+        a, position_bias, weights = self.SelfAttention(self.layer_norm(x), mask=mask, position_bias=position_bias,
+                                                       kv_cache=kv_cache, output_attentions=output_attentions)
+        return x + self.dropout(a), position_bias, weights
 
 
 class T5LayerCrossAttention(nn.Module):
@@ -189,10 +206,10 @@ class T5LayerCrossAttention(nn.Module):
         self.layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.dropout = Dropout(config.dropout_rate)
 
-    def forward(self, x, encoder_hidden_states=None, mask=None, cross_key_value=None):
-        a, _ = self.EncDecAttention(self.layer_norm(x), key_value_states=encoder_hidden_states, mask=mask,
-                                    cross_key_value=cross_key_value)
-        return x + self.dropout(a)
+    def forward(self, x, encoder_hidden_states=None, mask=None, cross_key_value=None, output_attentions=False):
+        a, _, weights = self.EncDecAttention(self.layer_norm(x), key_value_states=encoder_hidden_states, mask=mask,
+                                             cross_key_value=cross_key_value, output_attentions=output_attentions)
+        return x + self.dropout(a), weights
 
 
 class T5DenseActDense(nn.Module):
@@ -250,11 +267,15 @@ class T5Block(nn.Module):
         self.layer = nn.ModuleList(layers)
 
     def forward(self, x, mask=None, position_bias=None, encoder_hidden_states=None, encoder_mask=None,
-                kv_cache=None, cross_key_value=None):
-        x, position_bias = self.layer[0](x, mask=mask, position_bias=position_bias, kv_cache=kv_cache)
+                kv_cache=None, cross_key_value=None, output_attentions=False):
+        """-> (x, position_bias, self-attention weights or None, cross-attention weights or None)."""
+        x, position_bias, weights = self.layer[0](x, mask=mask, position_bias=position_bias, kv_cache=kv_cache,
+                                                  output_attentions=output_attentions)
+        cross_weights = None
         if self.is_decoder:
-            x = self.layer[1](x, encoder_hidden_states, mask=encoder_mask, cross_key_value=cross_key_value)
-        return self.layer[-1](x), position_bias
+            x, cross_weights = self.layer[1](x, encoder_hidden_states, mask=encoder_mask,
+                                             cross_key_value=cross_key_value, output_attentions=output_attentions)
+        return self.layer[-1](x), position_bias, weights, cross_weights
 
 
 class T5Stack(nn.Module):
@@ -276,10 +297,12 @@ class T5Stack(nn.Module):
                 encoder_hidden_states: Optional[torch.Tensor] = None,
                 encoder_attention_mask: Optional[torch.Tensor] = None,
                 kv_caches: Optional[list[KVCache]] = None,
-                cross_key_values: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None) -> torch.Tensor:
+                cross_key_values: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None,
+                output_attentions: bool = False, output_hidden_states: bool = False):
         """input_ids (B, T); attention_mask (B, T_k) 1 = token, 0 = padding (for the decoder with a
         cache it covers the cached positions too); encoder_hidden_states (B, S, C) with
-        encoder_attention_mask (B, S). Returns hidden states (B, T, C) after final_layer_norm."""
+        encoder_attention_mask (B, S). Returns hidden states (B, T, C) after final_layer_norm; with
+        output_attentions or output_hidden_states a T5StackOutput holding them and the insides."""
         check_ids(input_ids, self.config.vocab_size)
         B, T = input_ids.shape
         past = kv_caches[0].length if kv_caches is not None else 0
@@ -291,12 +314,23 @@ class T5Stack(nn.Module):
             encoder_mask = padding_mask(encoder_attention_mask)  # (B, 1, 1, S)
         x = self.dropout(self.embed_tokens(input_ids))  # (B, T, C)
         position_bias = None  # computed by block 0, shared by the others
+        hidden_states, attentions, cross_attentions = [], [], []
         for i, block in enumerate(self.block):
-            x, position_bias = run_block(
-                block, self.gradient_checkpointing and kv_caches is None, x, mask=mask, position_bias=position_bias, encoder_hidden_states=encoder_hidden_states,
+            hidden_states.append(x)  # e_i, the input of block i (a reference: no copy)
+            x, position_bias, weights, cross_weights = run_block(  # recomputed in the backward when checkpointing
+                block, self.gradient_checkpointing and kv_caches is None,
+                x, mask=mask, position_bias=position_bias, encoder_hidden_states=encoder_hidden_states,
                 encoder_mask=encoder_mask, kv_cache=kv_caches[i] if kv_caches is not None else None,
-                cross_key_value=cross_key_values[i] if cross_key_values is not None else None)
-        return self.dropout(self.final_layer_norm(x))
+                cross_key_value=cross_key_values[i] if cross_key_values is not None else None,
+                output_attentions=output_attentions)
+            attentions.append(weights)
+            cross_attentions.append(cross_weights)
+        x = self.dropout(self.final_layer_norm(x))
+        if not (output_attentions or output_hidden_states):
+            return x
+        return T5StackOutput(x, tuple(hidden_states) + (x,) if output_hidden_states else None,
+                             tuple(attentions) if output_attentions else None,
+                             tuple(cross_attentions) if output_attentions and self.is_decoder else None)
 
 
 def check_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
@@ -459,26 +493,48 @@ class T5ForConditionalGeneration(T5PreTrainedModel):
     def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                 decoder_input_ids: Optional[torch.Tensor] = None,
                 decoder_attention_mask: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
-                encoder_outputs: Optional[torch.Tensor] = None, logits_at_labels_only: bool = False) -> Seq2SeqLMOutput:
+                encoder_outputs: Optional[torch.Tensor] = None, logits_at_labels_only: bool = False,
+                output_attentions: bool = False, output_hidden_states: bool = False) -> Seq2SeqLMOutput:
         """input_ids (B, S) with attention_mask (B, S); labels (B, T), -100 = not scored. Without
         decoder_input_ids they are shift_right(labels). loss = mean over scored positions of
         -log P(y_t | y_<t, x) (common/nn/losses.py cross_entropy). With logits_at_labels_only=True
-        (a training switch, never saved) and labels, minit5/logits_at_labels.py runs the head at the scored positions only: the same
-        loss and gradients, logits (N, V) for the N positions with labels != -100."""
-        encoded = encoder_outputs if encoder_outputs is not None else self.encode(input_ids, attention_mask)
+        (a training switch, never saved) and labels, minit5/logits_at_labels.py runs the head at the
+        scored positions only: the same loss and gradients, logits (N, V) for the N positions with
+        labels != -100.
+        output_attentions / output_hidden_states fill the output's encoder_/decoder_hidden_states,
+        encoder_/decoder_attentions and cross_attentions (transformers' names and shapes)."""
+        inside = output_attentions or output_hidden_states
+        if inside and encoder_outputs is not None:
+            raise UserError("output_attentions / output_hidden_states need the encoder run here: "
+                            "pass input_ids instead of encoder_outputs")
+        insides = {}
+        if encoder_outputs is not None:
+            encoded = encoder_outputs
+        elif inside:
+            enc = self.encoder(input_ids, attention_mask, output_attentions=output_attentions,
+                               output_hidden_states=output_hidden_states)
+            encoded = enc.last_hidden_state
+            insides.update(encoder_hidden_states=enc.hidden_states, encoder_attentions=enc.attentions)
+        else:
+            encoded = self.encode(input_ids, attention_mask)
         if decoder_input_ids is None:
             if labels is None:
                 raise UserError("pass labels (B, T) or decoder_input_ids (B, T) to T5ForConditionalGeneration")
             decoder_input_ids = shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
-        hidden = self.decoder(decoder_input_ids, decoder_attention_mask, encoded, attention_mask)  # (B, T, C)
-        if logits_at_labels.applies(logits_at_labels_only, labels):  # speed trick
+        hidden = self.decoder(decoder_input_ids, decoder_attention_mask, encoded, attention_mask,
+                              output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        if inside:
+            insides.update(decoder_hidden_states=hidden.hidden_states, decoder_attentions=hidden.attentions,
+                           cross_attentions=hidden.cross_attentions)
+            hidden = hidden.last_hidden_state  # (B, T, C)
+        if logits_at_labels.applies(logits_at_labels_only, labels) and not inside:  # speed trick
             logits, loss = logits_at_labels.logits_and_loss(self, hidden, labels)  # (N, V), scalar
             return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoded)
         logits = self.lm_logits(hidden)  # (B, T, V)
         loss = None
         if labels is not None:
             loss = cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1))
-        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoded)
+        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoded, **insides)
 
     def generate(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
         """See minit5.generate.generate."""

@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "architecture.md"
 ROW = re.compile(r"^\|\s*(\d+)\s*\|(.*?)\|")
-TOP_LEVEL = ("common", "minibert", "minigpt", "minit5", "demo", "tutorials", "bench", "tests", "tools")
+TOP_LEVEL = ("common", "minibert", "minigpt", "minit5", "demo", "interpret", "tutorials", "bench", "tests", "tools")
 
 
 def read_layers(doc: Path = DOC) -> dict[str, int]:
@@ -94,7 +94,7 @@ def check_tree(root: Path, layers: dict[str, int]) -> list[Violation]:
 def test_the_layer_table_names_every_package():
     layers = read_layers()
     for unit in ("common.errors", "common.nn", "common.text", "common.hub", "common.data", "common.train",
-                 "common.cli", "minibert", "minigpt", "minit5", "demo", "tutorials", "bench", "tests"):
+                 "common.cli", "minibert", "minigpt", "minit5", "demo", "interpret", "tutorials", "bench", "tests"):
         assert unit in layers, f"docs/architecture.md's layer table does not list {unit}: {sorted(layers)}"
     for folder in sorted((REPO / "common").iterdir()):
         if folder.is_dir() and (folder / "__init__.py").exists():

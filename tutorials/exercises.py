@@ -50,8 +50,8 @@ if str(ROOT) not in sys.path:  # `python tutorials/exercises.py` works as well a
 from common.errors import UserError, run_cli  # noqa: E402
 
 # The folders whose .py files may hold exercise regions, and what a student copy contains.
-SOURCE_DIRS = ("common", "minibert", "minigpt", "minit5")
-COPY_DIRS = ("common", "minibert", "minigpt", "minit5", "demo", "tests", "tutorials", "bench", "docs")
+SOURCE_DIRS = ("common", "minibert", "minigpt", "minit5", "interpret")
+COPY_DIRS = ("common", "minibert", "minigpt", "minit5", "interpret", "demo", "tests", "tutorials", "bench", "docs")
 COPY_FILES = ("Makefile", "pyproject.toml", "README.md", "README.zh-CN.md", ".gitignore", "LICENSE")
 # Teachers' material: its `old=` patches are the reference solution lines, so it never enters a copy.
 TEACHER_FILES = ("tutorials/mistakes.py", "tests/mutants.py", "tests/test_mistakes.py")
@@ -300,6 +300,12 @@ REGISTRY: dict[str, Exercise] = _exercises(
         hint="per row of the last axis: s = max|x| / 127 (1 for an all-zero row), q = clamp(round(x / s), "
              "-127, 127) as int8; return (q, s) with s of shape (..., 1)",
     ),
+    Exercise(
+        "induction_score", "interpret/induction.py", "tutorials/19_looking_inside.py",
+        ("tests/test_interpret_experiments.py",), keywords=("induction_score",),
+        hint="mean over the batch and the repeat's queries t = start + n .. start + 2n - 1 of "
+             "A[l, b, h, t, t - n + 1] (the key after the first occurrence of x_t): an (L, H) grid",
+    ),
 )
 
 
@@ -321,7 +327,8 @@ LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Silver", ("encoder_block", "decoder_block", "mlm_masking", "nsp_pairs", "embeddings")),
     ("Gold", ("kv_cache", "sampling", "speculative_sampling")),
     ("Platinum", ("rms_norm", "swiglu", "rope", "lora_linear", "assistant_labels", "relative_position_bucket",
-                  "span_corruption", "beam_search", "online_softmax", "distillation_loss", "quantize_absmax")),
+                  "span_corruption", "beam_search", "online_softmax", "distillation_loss", "quantize_absmax",
+                  "induction_score")),
 )
 
 

@@ -540,6 +540,22 @@ MISTAKES: tuple[Mistake, ...] = (
             "l_new = alpha * l + p.sum(dim=-1, keepdim=True)",
             "l_new = alpha * l + (p if keep is None else p * keep).sum(dim=-1, keepdim=True)",
             caught_by="test_online_softmax_applies_dropout"),
+    Mistake("induction_score", "the earlier copy of the same token (a duplicate-token head), not the one after it",
+            "keys = queries - period + 1  # the token after the first occurrence of x_t",
+            "keys = queries - period",
+            caught_by="test_induction_score_is_one"),
+    Mistake("induction_score", "queries from the start of the sequence, not the repeat",
+            "queries = torch.arange(start + period, start + 2 * period)  # t in the repeat",
+            "queries = torch.arange(start, start + 2 * period)",
+            caught_by="test_induction_score_is_one"),
+    Mistake("induction_score", "the offset `start` ignored",
+            "queries = torch.arange(start + period, start + 2 * period)  # t in the repeat",
+            "queries = torch.arange(period, 2 * period)",
+            caught_by="test_induction_score_is_one"),
+    Mistake("induction_score", "averaged over the heads instead of the batch",
+            "return A[..., queries, keys].mean(dim=(1, -1))  # (L, H)",
+            "return A[..., queries, keys].mean(dim=(2, -1))",
+            caught_by="test_induction_score_is_one"),
 )
 
 

@@ -103,7 +103,7 @@ class FeedForward(nn.Module):
         return self.c_proj(self.act(self.c_fc(x)))  # (B, T, C)
 
 
-FEED_FORWARDS = ("gelu", "swiglu")
+FEED_FORWARDS = ("gelu", "swiglu", "none")
 
 
 class SwiGLU(nn.Module):
@@ -130,8 +130,12 @@ class SwiGLU(nn.Module):
 
 
 def make_feed_forward(kind: str, hidden_size: int, intermediate_size: int, activation: str,
-                      bias: bool) -> nn.Module:
-    """"gelu": FeedForward with `activation` (GPT-2's tanh GELU by default); "swiglu": SwiGLU."""
+                      bias: bool) -> Optional[nn.Module]:
+    """"gelu": FeedForward with `activation` (GPT-2's tanh GELU by default); "swiglu": SwiGLU;
+    "none": no feed-forward sub-layer at all (an attention-only model, Elhage et al. 2021: every
+    layer only moves information between positions, which makes its circuits readable)."""
+    if kind == "none":
+        return None
     if kind == "gelu":
         return FeedForward(hidden_size, intermediate_size, activation, bias=bias)
     if kind == "swiglu":
@@ -236,8 +240,8 @@ class DecoderBlock(nn.Module):
                                                      bias=bias, output_projection=True)
         else:
             self.ln_cross_attn = self.crossattention = None
-        self.ln_2 = make_norm(norm, hidden_size, layer_norm_eps, bias)
         self.mlp = make_feed_forward(feed_forward, hidden_size, intermediate_size, activation, bias)
+        self.ln_2 = make_norm(norm, hidden_size, layer_norm_eps, bias) if self.mlp is not None else None
         self.dropout = Dropout(dropout)  # common/nn/dropout.py, the one dropout of the project
 
     # BEGIN EXERCISE decoder_block
@@ -255,6 +259,7 @@ class DecoderBlock(nn.Module):
             c, _ = self.crossattention(self.ln_cross_attn(x), key_value_states=encoder_hidden_states,
                                        mask=encoder_mask)
             x = x + self.dropout(c)
-        x = x + self.dropout(self.mlp(self.ln_2(x)))
+        if self.mlp is not None:  # feed_forward="none": an attention-only block
+            x = x + self.dropout(self.mlp(self.ln_2(x)))
         return x, weights
     # END EXERCISE decoder_block

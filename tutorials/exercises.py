@@ -262,6 +262,25 @@ REGISTRY: dict[str, Exercise] = _exercises(
              "-> finished with score / length^length_penalty; the K best others run on; reorder the caches",
         requires=("attention", "masks", "kv_cache", "sampling", "rms_norm", "relative_position_bucket"),
     ),
+    # post-training (issue 31): preference tuning, rewards, evaluation
+    Exercise(
+        "dpo_loss", "common/nn/dpo.py", "tutorials/14_instruction_tuning.py", ("tests/test_dpo.py",),
+        keywords=("dpo_loss", "log_2"),
+        hint="L = mean over pairs of -log sigmoid(beta ((pi_w - ref_w) - (pi_l - ref_l))), with F.logsigmoid",
+        requires=("attention", "masks", "decoder_block", "assistant_labels"),
+    ),
+    Exercise(
+        "grpo_advantages", "common/nn/grpo.py", "tutorials/18_rewards.py", ("tests/test_grpo.py",),
+        keywords=("advantages", "constant_reward", "rewarded"),
+        hint="A = (r - mean of its group) / (sample std of its group + eps), each row of rewards (P, G) a group; "
+             "r - mean only with normalize_by_std=False",
+        requires=("attention", "masks", "decoder_block"),
+    ),
+    Exercise(
+        "pass_at_k", "common/nn/evaluation.py", "tutorials/18_rewards.py", ("tests/test_evaluation.py",),
+        keywords=("pass_at_k",),
+        hint="pass@k = 1 - C(n - c, k) / C(n, k) = 1 - prod over i from n - c + 1 to n of (1 - k / i); 1 if n - c < k",
+    ),
 )
 
 
@@ -283,7 +302,7 @@ LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Silver", ("encoder_block", "decoder_block", "mlm_masking", "nsp_pairs", "embeddings")),
     ("Gold", ("kv_cache", "sampling")),
     ("Platinum", ("rms_norm", "swiglu", "rope", "lora_linear", "assistant_labels", "relative_position_bucket",
-                  "span_corruption", "beam_search")),
+                  "span_corruption", "beam_search", "dpo_loss", "grpo_advantages", "pass_at_k")),
 )
 
 

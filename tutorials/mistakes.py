@@ -472,6 +472,47 @@ MISTAKES: tuple[Mistake, ...] = (
     Mistake("kv_cache", "values written into the key buffer",
             "self.value[:, :, start:end] = value", "self.value[:, :, start:end] = key",
             caught_by="test_incremental_attention_with_kv_cache_equals_full_causal_attention"),
+
+    # ---------------------------------------------------------------- post-training (issue 31)
+    Mistake("dpo_loss", "chosen and rejected swapped in the margin",
+            "margin = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)  # (B,)",
+            "margin = (policy_rejected - reference_rejected) - (policy_chosen - reference_chosen)  # (B,)",
+            caught_by="test_dpo_loss_is_minus_log_sigmoid_of_beta_times_the_margin"),
+    Mistake("dpo_loss", "reference log-probabilities added instead of subtracted",
+            "margin = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)  # (B,)",
+            "margin = (policy_chosen + reference_chosen) - (policy_rejected + reference_rejected)  # (B,)",
+            caught_by="test_dpo_loss_is_minus_log_sigmoid_of_beta_times_the_margin"),
+    Mistake("dpo_loss", "beta outside the log-sigmoid",
+            "return -F.logsigmoid(beta * margin).mean()", "return -beta * F.logsigmoid(margin).mean()",
+            caught_by="test_dpo_loss_is_minus_log_sigmoid_of_beta_times_the_margin"),
+    Mistake("dpo_loss", "summed over the pairs instead of averaged",
+            "return -F.logsigmoid(beta * margin).mean()", "return -F.logsigmoid(beta * margin).sum()",
+            caught_by="test_dpo_loss_is_the_mean_over_the_pairs"),
+
+    Mistake("grpo_advantages", "baseline over the whole batch, not the group",
+            "mean = rewards.mean(dim=1, keepdim=True)  # (P, 1)", "mean = rewards.mean()",
+            caught_by="test_advantages_have_mean_zero_in_every_group"),
+    Mistake("grpo_advantages", "no baseline (rewards only scaled)",
+            "centred = rewards - mean  # (P, G): every row sums to 0", "centred = rewards",
+            caught_by="test_advantages_have_mean_zero_in_every_group"),
+    Mistake("grpo_advantages", "population std (divisor G) instead of the sample std",
+            "std = rewards.std(dim=1, keepdim=True)  # (P, 1), divisor G - 1",
+            "std = rewards.std(dim=1, keepdim=True, unbiased=False)",
+            caught_by="test_advantages_are_the_group_z_scores_not_the_batch_ones"),
+    Mistake("grpo_advantages", "no eps: a group with one reward divides 0 by 0",
+            "return centred / (std + eps)", "return centred / std",
+            caught_by="test_advantages_are_the_group_z_scores_not_the_batch_ones"),
+
+    Mistake("pass_at_k", "with replacement: 1 - (1 - c / n)^k",
+            "return 1.0 - fail", "return 1.0 - (1.0 - c / n) ** k",
+            caught_by="test_pass_at_k_is_the_fraction_of_k_subsets_holding_a_right_answer"),
+    Mistake("pass_at_k", "product starts one factor early",
+            "for i in range(n - c + 1, n + 1):", "for i in range(n - c, n + 1):",
+            caught_by="test_pass_at_k_is_the_fraction_of_k_subsets_holding_a_right_answer"),
+    Mistake("pass_at_k", "pass@1 for every k (c / n)",
+            "return 1.0 - fail", "return c / n",
+            caught_by="test_pass_at_k_is_the_fraction_of_k_subsets_holding_a_right_answer"),
+
 )
 
 

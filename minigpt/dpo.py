@@ -43,7 +43,7 @@ from common.nn.dpo import dpo_loss, sequence_log_probs
 from common.nn.lora import merge_and_unload
 from common.train.device import move_to_device, pick_device, set_seed
 from common.train.trainer import Trainer
-from minigpt.sft import answer, load_model
+from minigpt.sft import answer, load_model, split_records
 
 RECIPE = dict(learning_rate=5e-5, per_device_train_batch_size=8, per_device_eval_batch_size=16, warmup_steps=10,
               lr_scheduler_type="linear", weight_decay=0.0, num_train_epochs=1.0, logging_steps=10,
@@ -169,19 +169,8 @@ class DPOTrainer(Trainer):
 
 
 def build_datasets(opts, tokenizer, max_length):
-    records = load_preference_file(opts.train_file, opts.encoding)
-    if opts.max_train_samples is not None:
-        if opts.max_train_samples < 1:
-            raise ConfigError(f"--max_train_samples must be >= 1, got {opts.max_train_samples}")
-        records = records[:opts.max_train_samples]
-    if opts.validation_file is not None:
-        train_records, eval_records = records, load_preference_file(opts.validation_file, opts.encoding)
-    else:
-        if not 0 <= opts.validation_split_percentage < 100:
-            raise ConfigError(f"--validation_split_percentage must be in [0, 100), got "
-                              f"{opts.validation_split_percentage}")
-        n_eval = int(round(len(records) * opts.validation_split_percentage / 100))
-        train_records, eval_records = records[:len(records) - n_eval], records[len(records) - n_eval:]
+    train_records, eval_records = split_records(opts, load_preference_file(opts.train_file, opts.encoding),
+                                                load_preference_file)
     train_set = PreferenceDataset(tokenizer, train_records, max_length, opts.drop_long_examples)
     eval_set = PreferenceDataset(tokenizer, eval_records, max_length, opts.drop_long_examples) if eval_records else None
     dropped = train_set.dropped + (eval_set.dropped if eval_set else 0)

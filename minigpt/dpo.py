@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Longest prompt + answer in tokens (default and maximum: the model's block_size).")
     add("--drop_long_examples", "--drop-long-examples", action="store_true",
         help="Skip pairs longer than --max_seq_length (counted in one line) instead of stopping.")
+    add("--drop_identical_pairs", "--drop-identical-pairs", action="store_true",
+        help="Skip records whose chosen and rejected answers are the same text (counted in one line) instead of "
+             "stopping at the first.")
     add("--max_train_samples", "--max-train-samples", type=int, default=None, help="Use the first N records only.")
     add("--encoding", default="utf-8", help="Encoding of the data files (default: %(default)s).")
     add_training_flags(parser, RECIPE)
@@ -169,8 +172,14 @@ class DPOTrainer(Trainer):
 
 
 def build_datasets(opts, tokenizer, max_length):
-    train_records, eval_records = split_records(opts, load_preference_file(opts.train_file, opts.encoding),
-                                                load_preference_file)
+    def load(path, encoding):
+        records = load_preference_file(path, encoding, opts.drop_identical_pairs)
+        if records.dropped:
+            print(f"minigpt.dpo: --drop_identical_pairs: skipped {records.dropped} records of {path} whose chosen and "
+                  "rejected answers are the same", file=sys.stderr)
+        return records
+
+    train_records, eval_records = split_records(opts, load(opts.train_file, opts.encoding), load)
     train_set = PreferenceDataset(tokenizer, train_records, max_length, opts.drop_long_examples)
     eval_set = PreferenceDataset(tokenizer, eval_records, max_length, opts.drop_long_examples) if eval_records else None
     dropped = train_set.dropped + (eval_set.dropped if eval_set else 0)

@@ -143,3 +143,10 @@ def test_bad_preference_records_are_one_error_line(sft, tmp_path, capsys, record
                            str(tmp_path / "out"), *FAST])
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert stop.value.code == 2 and len(errors) == 1 and message in errors[0] and str(bad) in errors[0], errors
+
+
+def test_identical_pairs_can_be_skipped_and_counted(tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [PAIRS[0], {"prompt": "x", "chosen": "a", "rejected": "a"}]))
+    records = load_preference_file(data, drop_identical=True)
+    assert len(records) == 1 and records.dropped == 1, (len(records), records.dropped)

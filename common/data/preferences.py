@@ -34,6 +34,10 @@ def _answer_text(value, field: str, where: str) -> str:
     return value
 
 
+class IdenticalAnswers(DataError):
+    """A record whose chosen and rejected answers are the same text."""
+
+
 def preference_to_messages(record, where: str) -> tuple[list[dict], str, str]:
     """(prompt turns, chosen text, rejected text) of one record of either format."""
     if not isinstance(record, dict):
@@ -41,8 +45,9 @@ def preference_to_messages(record, where: str) -> tuple[list[dict], str, str]:
     chosen = _answer_text(record.get("chosen"), "chosen", where)
     rejected = _answer_text(record.get("rejected"), "rejected", where)
     if chosen.strip() == rejected.strip():
-        raise DataError(f"{where}: \"chosen\" and \"rejected\" are the same text; the pair teaches nothing "
-                        "(its DPO margin is always 0); remove the record or fix one answer")
+        raise IdenticalAnswers(f"{where}: \"chosen\" and \"rejected\" are the same text; the pair teaches nothing "
+                               "(its DPO margin is always 0); remove the record, fix one answer, or skip such "
+                               "records with --drop_identical_pairs")
     if "prompt" in record:
         prompt = record["prompt"]
         if isinstance(prompt, str) and prompt.strip():
@@ -54,9 +59,23 @@ def preference_to_messages(record, where: str) -> tuple[list[dict], str, str]:
     return [user], chosen, rejected
 
 
-def load_preference_file(path, encoding: str = "utf-8") -> list[tuple[list[dict], str, str, str]]:
-    """[(prompt turns, chosen, rejected, where)] of a preference file (see the module docstring)."""
-    return [(*preference_to_messages(r, where), where) for r, where in read_records(path, encoding, "preference")]
+class PreferenceRecords(list):
+    """[(prompt turns, chosen, rejected, where)]; .dropped counts the records skipped as identical pairs."""
+    dropped = 0
+
+
+def load_preference_file(path, encoding: str = "utf-8", drop_identical: bool = False) -> PreferenceRecords:
+    """[(prompt turns, chosen, rejected, where)] of a preference file (see the module docstring).
+    drop_identical=True skips (and counts) records whose two answers are the same text instead of stopping."""
+    out = PreferenceRecords()
+    for record, where in read_records(path, encoding, "preference"):
+        try:
+            out.append((*preference_to_messages(record, where), where))
+        except IdenticalAnswers:
+            if not drop_identical:
+                raise
+            out.dropped += 1
+    return out
 
 
 def encode_answer(tokenizer: ChatTokenizer, prompt: Sequence[dict], answer: str, where: str,

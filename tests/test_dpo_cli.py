@@ -109,6 +109,7 @@ def test_dpo_with_lora_uses_the_base_without_adapters_as_reference(sft, tmp_path
     assert abs(results["eval_rewards/chosen"]) > 1e-4, "the adapters should have moved the policy off the reference"
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_weights(sft, tmp_path):
     for name in ("a", "b"):
         assert run_dpo(sft, tmp_path / name, "--max_steps", "3") == 0

@@ -39,6 +39,7 @@ def run(root, out, *extra):
                       "--max_steps", "3", *SMALL, *extra])
 
 
+@pytest.mark.slow
 def test_grpo_writes_the_model_log_and_held_out_scores_and_the_same_seed_gives_the_same_weights(chat_model, tmp_path,
                                                                                                 monkeypatch):
     # a random model never answers right: a reward that varies with the reply gives the run something to learn

@@ -9,7 +9,7 @@ x_{t+1} ~ softmax(filter(z / temperature)) with the sampling flags of minigpt.sa
 emits <|end|> or --max_new_tokens is reached. The model sees the whole conversation, which must fit
 in its context (block_size tokens, the reply included): when it would not, the oldest turns are
 dropped, and the chat says so. Commands: /reset forgets the conversation, /exit (or Ctrl-D) quits,
-Ctrl-C stops a reply.
+Ctrl-C stops a reply. --web serves the same chat as a local page instead (minigpt/chat_web.py).
 """
 from __future__ import annotations
 
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=None, help="Seed of the sampler: the same seed and inputs give the same replies.")
     add("--use_cpu", "--use-cpu", type=parse_bool, nargs="?", const=True, default=False, metavar="{true,false}",
         help="Run on the CPU even when a GPU is available.")
+    add("--web", action="store_true",
+        help="Serve a chat page on http://127.0.0.1:PORT/ instead of the terminal (minigpt/chat_web.py).")
+    add("--port", type=int, default=8000, help="Port of --web, on 127.0.0.1 only (default: %(default)s; 0: any free one).")
     parser.set_defaults(num_return_sequences=1)
     return parser
 
@@ -115,6 +118,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     check_sampling_flags(args)
     model, tokenizer, folder = load_chat_model(args.model_name_or_path, args.use_cpu)
+    if args.web:
+        from minigpt.chat_web import serve
+        settings = {k: getattr(args, k) for k in ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p")}
+        return serve(model, tokenizer, settings, args.port, str(folder), args.system, args.seed)
     generator = torch.Generator(device=next(model.parameters()).device)
     if args.seed is not None:
         generator.manual_seed(args.seed)

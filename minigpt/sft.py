@@ -125,9 +125,15 @@ def load_model(opts, seed: int):
     return model, tokenizer, added
 
 
-def split_records(opts, records):
+def split_records(opts, records, load=load_instruction_file):
+    """(training records, validation records): --max_train_samples first, then --validation_file (read
+    with `load`) or the last --validation_split_percentage percent held out."""
+    if opts.max_train_samples is not None:
+        if opts.max_train_samples < 1:
+            raise ConfigError(f"--max_train_samples must be >= 1, got {opts.max_train_samples}")
+        records = records[:opts.max_train_samples]
     if opts.validation_file is not None:
-        return records, load_instruction_file(opts.validation_file, opts.encoding)
+        return records, load(opts.validation_file, opts.encoding)
     if not 0 <= opts.validation_split_percentage < 100:
         raise ConfigError(f"--validation_split_percentage must be in [0, 100), got {opts.validation_split_percentage}")
     n_eval = int(round(len(records) * opts.validation_split_percentage / 100))
@@ -135,12 +141,7 @@ def split_records(opts, records):
 
 
 def build_datasets(opts, tokenizer, max_length):
-    records = load_instruction_file(opts.train_file, opts.encoding)
-    if opts.max_train_samples is not None:
-        if opts.max_train_samples < 1:
-            raise ConfigError(f"--max_train_samples must be >= 1, got {opts.max_train_samples}")
-        records = records[:opts.max_train_samples]
-    train_records, eval_records = split_records(opts, records)
+    train_records, eval_records = split_records(opts, load_instruction_file(opts.train_file, opts.encoding))
     train_set = InstructionDataset(tokenizer, train_records, max_length, opts.drop_long_examples)
     eval_set = InstructionDataset(tokenizer, eval_records, max_length, opts.drop_long_examples) if eval_records else None
     dropped = train_set.dropped + (eval_set.dropped if eval_set else 0)

@@ -33,6 +33,13 @@ def test_dpo_loss_is_minus_log_sigmoid_of_beta_times_the_margin(values, beta):
     assert abs(got - expected) < 1e-4 * max(1.0, abs(expected)), f"{got} vs {expected} (margin {margin})"
 
 
+def test_dpo_loss_is_the_mean_over_the_pairs():
+    pw, pl, rw, rl = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.0, 1.0, 0.5]), torch.zeros(3), torch.zeros(3)
+    each = [dpo_loss(pw[i:i + 1], pl[i:i + 1], rw[i:i + 1], rl[i:i + 1], 0.3).item() for i in range(3)]
+    got = dpo_loss(pw, pl, rw, rl, 0.3).item()
+    assert abs(got - sum(each) / 3) < 1e-6, f"batch loss {got}, mean of the per-pair losses {sum(each) / 3}"
+
+
 def test_loss_is_log_2_when_the_policy_is_the_reference_and_a_step_prefers_the_chosen_answer():
     torch.manual_seed(0)
     policy = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=len(TOKENIZER)))

@@ -14,25 +14,31 @@
 # model (InstructGPT, Ouyang et al. 2022).
 #
 # Code: `common/data/instructions.py:encode_conversation`, `common/data/instructions.py:assistant_labels`,
-# `common/data/instructions.py:DataCollatorForChat`, `minigpt/sft.py:main`, `minigpt/chat.py:main`.
-# Tests: `tests/test_instructions.py`, `tests/test_sft_chat.py`. `TUTORIAL_QUICK=1`: a few seconds,
-# and answers that are still wrong.
+# `common/data/instructions.py:DataCollatorForChat`, `common/nn/dpo.py:dpo_loss`, `minigpt/train.py:main`,
+# `minigpt/sft.py:main`, `minigpt/dpo.py:main`, `minigpt/chat.py:main`. Tests: `tests/test_instructions.py`,
+# `tests/test_sft_chat.py`, `tests/test_dpo.py`, `tests/test_dpo_cli.py`. `TUTORIAL_QUICK=1`: under a
+# minute, and answers that are still wrong.
 
 # %%
 import _setup
 
+import json
 import random
 import tempfile
+from pathlib import Path
 
 import torch
 
 from common.data.instructions import (ChatTokenizer, DataCollatorForChat, IGNORE_INDEX, InstructionDataset,
                                       assistant_labels, encode_conversation)
+from common.nn.dpo import dpo_loss
+from common.text.auto import load_tokenizer
 from common.text.char import CharTokenizer
-from common.train.args import TrainingArguments
-from common.train.trainer import Trainer
-from minigpt import GPT, GPTConfig
+from minigpt import GPT
+from minigpt.dpo import main as dpo_main
 from minigpt.sft import answer
+from minigpt.sft import main as sft_main
+from minigpt.train import main as train_main
 
 _setup.seed(0)
 QUICK = _setup.QUICK
@@ -93,38 +99,101 @@ print({k: tuple(v.shape) for k, v in batch.items()}, "assistant tokens in the ba
       int((batch["labels"] != IGNORE_INDEX).sum()))
 
 # %% [markdown]
-# ## Before and after
+# ## Stage 1: pretraining on text
 #
-# A small GPT from random weights, then SFT. Exact match = the answer up to `<|end|>` is exactly
-# the expected string.
+# The base model reads plain lines of text ("reverse: abc -> cba."), never the template. It learns
+# the string operations as *text*: given "reverse: abc" it continues the text, arrow, answer, full
+# stop and the next line included. It has no notion of a turn that ends.
 
 # %%
-def exact_match(model, examples):
-    return sum(answer(model, tokenizer, r[:1], max_new_tokens=8) == r[1]["content"] for r in examples) / len(examples)
+def text_line(rng):
+    (user, assistant) = make_record(rng)
+    return f"{user['content']} -> {assistant['content']}."
 
 
-_setup.seed(0)
-model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=len(tokenizer)))
-print("before:", [answer(model, tokenizer, r[:1], max_new_tokens=8) for r in test[:3]],
-      f"exact match {exact_match(model, test):.2f}")
-with tempfile.TemporaryDirectory() as out:
-    args = TrainingArguments(output_dir=out, max_steps=10 if QUICK else 1200, learning_rate=3e-3,
-                             per_device_train_batch_size=32, warmup_steps=20, logging_steps=200,
-                             save_strategy="no", disable_tqdm=True, use_cpu=True, seed=0)
-    Trainer(model, args, train_dataset=train_set, data_collator=DataCollatorForChat(tokenizer.pad_token_id)).train()
-for r in test[:5]:
-    print(f"  {r[0]['content']:16} -> {answer(model, tokenizer, r[:1], max_new_tokens=8)!r:10} "
-          f"(expected {r[1]['content']!r})")
-print(f"after SFT: exact match {exact_match(model, test):.2f} on {len(test)} held-out prompts")
+work = Path(tempfile.mkdtemp())
+text_rng = random.Random(1)
+(work / "text.txt").write_text("\n".join(text_line(text_rng) for _ in range(3000 if QUICK else 20000)) + "\n",
+                               encoding="utf-8")
+write = lambda name, rows: (work / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+write("sft.jsonl", [{"messages": r} for r in records])
+common = ["--use_cpu", "--disable_tqdm", "--seed", "0"]
+train_main(["--train_file", str(work / "text.txt"), "--output_dir", str(work / "base"), "--config_overrides",
+            "n_layer=2,n_head=4,n_embd=64,block_size=48", "--max_steps", "20" if QUICK else "1500",
+            "--sample_tokens", "0", "--save_strategy", "no", "--bf16", "false", "--per_device_train_batch_size", "32",
+            *common])
+prompts = [r[:1] for r in test[:4]]
+base = GPT.from_pretrained(work / "base")
+base_tokenizer = load_tokenizer(work / "base")
+for messages in prompts:
+    ids = torch.tensor([base_tokenizer.encode(messages[0]["content"])])
+    print(f"  base  {messages[0]['content']!r:16} -> {base_tokenizer.decode(base.generate(ids, 16)[0, ids.size(1):].tolist())!r}")
 
 # %% [markdown]
-# The same on the command line, with any GPT folder and Alpaca-style records, then a chat:
+# ## Stage 2: SFT
+#
+# The same model, tuned on the template's conversations (`python -m minigpt.sft`): now it answers
+# after `<|assistant|>` and stops at `<|end|>`.
+
+# %%
+def show(stage, folder):
+    model = GPT.from_pretrained(folder).eval()
+    chat = ChatTokenizer.from_folder(folder, load_tokenizer(folder))
+    for messages in prompts:
+        print(f"  {stage:5} {messages[0]['content']:16} -> {answer(model, chat, messages, max_new_tokens=8)!r}")
+    right = sum(answer(model, chat, r[:1], max_new_tokens=8) == r[1]["content"] for r in test)
+    print(f"  {stage}: exact match {right / len(test):.2f} on {len(test)} held-out prompts")
+
+
+sft_main(["--model_name_or_path", str(work / "base"), "--train_file", str(work / "sft.jsonl"), "--output_dir",
+          str(work / "sft"), "--max_steps", "10" if QUICK else "300", "--learning_rate", "3e-3",
+          "--per_device_train_batch_size", "32", "--validation_split_percentage", "0", *common])
+show("sft", work / "sft")
+
+# %% [markdown]
+# ## Stage 3: DPO
+#
+# Preference pairs: the right answer is chosen; the rejected one is a plausible slip, the word
+# copied unchanged (or reversed when it should be copied). First the loss on numbers: at pi = pi_ref
+# every margin is 0 and L = log 2; a pair the policy already favours more than the reference costs less.
+
+# %%
+beta = 0.1
+zero = torch.zeros(2)
+print(f"pi = pi_ref: L = {dpo_loss(zero, zero, zero, zero, beta):.4f} (log 2 = {torch.log(torch.tensor(2.0)):.4f})")
+print(f"chosen +5 nats, rejected -5 nats vs the reference: L = "
+      f"{dpo_loss(torch.tensor([5.0]), torch.tensor([-5.0]), torch.zeros(1), torch.zeros(1), beta):.4f}")
+
+
+def slip(messages):
+    task, word = messages[0]["content"].split(": ")
+    return word[::-1] if task == "copy" else word
+
+
+pairs = [{"prompt": r[0]["content"], "chosen": r[1]["content"], "rejected": slip(r)} for r in records
+         if r[1]["content"] != slip(r)]
+write("pairs.jsonl", pairs)
+dpo_main(["--model_name_or_path", str(work / "sft"), "--train_file", str(work / "pairs.jsonl"), "--output_dir",
+          str(work / "dpo"), "--beta", str(beta), "--max_steps", "5" if QUICK else "150", "--learning_rate", "1e-3",
+          "--per_device_train_batch_size", "16", *common])
+print({k: round(v, 3) for k, v in json.loads((work / "dpo" / "eval_results.json").read_text()).items()
+       if k.startswith(("eval_rewards", "init_eval_preference", "eval_preference"))})
+show("dpo", work / "dpo")
+
+# %% [markdown]
+# `eval_rewards/accuracies` is the share of held-out pairs whose chosen answer gained more
+# (relative to the reference) than the rejected one; `eval_preference_accuracy` the share the model
+# itself now ranks right, before (`init_`) and after. The same on the command line, with any GPT
+# folder, Alpaca-style records and rasbt's preference file, then a chat in the terminal or the browser:
 #
 #     python -m minigpt.sft --model_name_or_path out/base --train_file ../shared/data/instructions/instruction-data.json \
 #         --output_dir out/sft --max_time 300
-#     python -m minigpt.chat --model_name_or_path out/sft
+#     python -m minigpt.dpo --model_name_or_path out/sft \
+#         --train_file ../shared/data/instructions/instruction-data-with-preference.json --output_dir out/dpo
+#     python -m minigpt.chat --model_name_or_path out/dpo --web
 #
-# docs/results/lora_sft.md measures what pretraining buys this step.
+# docs/results/lora_sft.md measures what pretraining buys SFT; docs/results/post_training.md the DPO
+# and GRPO stages.
 #
 # ## Your turn: exercise `assistant_labels`
 #

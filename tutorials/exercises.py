@@ -306,6 +306,25 @@ REGISTRY: dict[str, Exercise] = _exercises(
         hint="mean over the batch and the repeat's queries t = start + n .. start + 2n - 1 of "
              "A[l, b, h, t, t - n + 1] (the key after the first occurrence of x_t): an (L, H) grid",
     ),
+    # post-training: preference tuning, rewards, evaluation
+    Exercise(
+        "dpo_loss", "common/nn/dpo.py", "tutorials/16_instruction_tuning.py", ("tests/test_dpo.py",),
+        keywords=("dpo_loss", "log_2"),
+        hint="L = mean over pairs of -log sigmoid(beta ((pi_w - ref_w) - (pi_l - ref_l))), with F.logsigmoid",
+        requires=("attention", "masks", "decoder_block", "assistant_labels"),
+    ),
+    Exercise(
+        "grpo_advantages", "common/nn/grpo.py", "tutorials/18_rewards.py", ("tests/test_grpo.py",),
+        keywords=("advantages", "constant_reward", "rewarded"),
+        hint="A = (r - mean of its group) / (sample std of its group + eps), each row of rewards (P, G) a group; "
+             "r - mean only with normalize_by_std=False",
+        requires=("attention", "masks", "decoder_block"),
+    ),
+    Exercise(
+        "pass_at_k", "common/nn/evaluation.py", "tutorials/18_rewards.py", ("tests/test_evaluation.py",),
+        keywords=("pass_at_k",),
+        hint="pass@k = 1 - C(n - c, k) / C(n, k) = 1 - prod over i from n - c + 1 to n of (1 - k / i); 1 if n - c < k",
+    ),
 )
 
 
@@ -328,7 +347,7 @@ LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Gold", ("kv_cache", "sampling", "speculative_sampling")),
     ("Platinum", ("rms_norm", "swiglu", "rope", "lora_linear", "assistant_labels", "relative_position_bucket",
                   "span_corruption", "beam_search", "online_softmax", "distillation_loss", "quantize_absmax",
-                  "induction_score")),
+                  "induction_score", "dpo_loss", "grpo_advantages", "pass_at_k")),
 )
 
 

@@ -186,14 +186,13 @@ def record_to_messages(record, where: str) -> list[dict]:
     return alpaca_to_messages(record, where)
 
 
-def load_instruction_file(path, encoding: str = "utf-8") -> list[tuple[list[dict], str]]:
-    """[(messages, where)] from a .json array (Alpaca records or {"messages"} objects) or a .jsonl
-    file (one record per line); `where` names the file and record for error lines."""
+def read_records(path, encoding: str = "utf-8", what: str = "records") -> list[tuple[object, str]]:
+    """[(record, where)] from a .json array or a .jsonl file; `where` is "file:line" or "file: record i"."""
     path = Path(path)
     try:
         text = path.read_text(encoding=encoding)
     except OSError as e:
-        raise DataError(f"{path}: cannot read the instruction file ({e.strerror})") from None
+        raise DataError(f"{path}: cannot read the {what} file ({e.strerror})") from None
     if path.suffix == ".jsonl":
         records = []
         for number, line in enumerate(text.splitlines(), 1):
@@ -212,7 +211,13 @@ def load_instruction_file(path, encoding: str = "utf-8") -> list[tuple[list[dict
         records = [(r, f"{path}: record {i}") for i, r in enumerate(data)]
     if not records:
         raise DataError(f"{path}: no records")
-    return [(record_to_messages(r, where), where) for r, where in records]
+    return records
+
+
+def load_instruction_file(path, encoding: str = "utf-8") -> list[tuple[list[dict], str]]:
+    """[(messages, where)] from a .json array (Alpaca records or {"messages"} objects) or a .jsonl
+    file (one record per line); `where` names the file and record for error lines."""
+    return [(record_to_messages(r, where), where) for r, where in read_records(path, encoding, "instruction")]
 
 
 class InstructionDataset(Dataset):

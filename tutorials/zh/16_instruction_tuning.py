@@ -12,25 +12,40 @@
 # 写完时输出 `<|end|>`——对话就在那里停止生成。这就是监督微调（SFT），几乎每个对话模型在预训练之后都从
 # 这一步开始（InstructGPT，Ouyang et al. 2022）。
 #
+# 然后是偏好微调。给定提示 x、被选中的回答 y_w 和被拒绝的回答 y_l，DPO（Rafailov et al. 2023）相对于一个冻结的
+# 参考模型 pi_ref（SFT 模型）提高被选中回答的概率、降低被拒绝回答的概率：
+#
+#     L_DPO = -log sigmoid(beta ((log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x))))
+#
+# （`dpo_loss`；log pi(y|x) 只对回答的词元对数概率求和。）下面是每个对话模型都走的流程，只是规模很小：
+# 在文本上预训练、SFT、DPO，每个阶段之后问同样的提示。
+#
 # 代码：`common/data/instructions.py:encode_conversation`、`common/data/instructions.py:assistant_labels`、
-# `common/data/instructions.py:DataCollatorForChat`、`minigpt/sft.py:main`、`minigpt/chat.py:main`。
-# 测试：`tests/test_instructions.py`、`tests/test_sft_chat.py`。`TUTORIAL_QUICK=1`：几秒钟，回答仍然是错的。
+# `common/data/instructions.py:DataCollatorForChat`、`common/nn/dpo.py:dpo_loss`、`minigpt/train.py:main`、
+# `minigpt/sft.py:main`、`minigpt/dpo.py:main`、`minigpt/chat.py:main`。测试：`tests/test_instructions.py`、
+# `tests/test_sft_chat.py`、`tests/test_dpo.py`、`tests/test_dpo_cli.py`。`TUTORIAL_QUICK=1`：不到一分钟，
+# 回答仍然是错的。
 
 # %%
 import _setup
 
+import json
 import random
 import tempfile
+from pathlib import Path
 
 import torch
 
 from common.data.instructions import (ChatTokenizer, DataCollatorForChat, IGNORE_INDEX, InstructionDataset,
                                       assistant_labels, encode_conversation)
+from common.nn.dpo import dpo_loss
+from common.text.auto import load_tokenizer
 from common.text.char import CharTokenizer
-from common.train.args import TrainingArguments
-from common.train.trainer import Trainer
-from minigpt import GPT, GPTConfig
+from minigpt import GPT
+from minigpt.dpo import main as dpo_main
 from minigpt.sft import answer
+from minigpt.sft import main as sft_main
+from minigpt.train import main as train_main
 
 _setup.seed(0)
 QUICK = _setup.QUICK
@@ -90,37 +105,97 @@ print({k: tuple(v.shape) for k, v in batch.items()}, "assistant tokens in the ba
       int((batch["labels"] != IGNORE_INDEX).sum()))
 
 # %% [markdown]
-# ## 之前与之后
+# ## 阶段 1：在文本上预训练
 #
-# 一个从随机权重开始的小 GPT，然后做 SFT。完全匹配 = 到 `<|end|>` 为止的回答与期望的字符串完全相同。
+# 基础模型读的是纯文本行（"reverse: abc -> cba."），从未见过模板。它把字符串操作当作*文本*学会：给它
+# "reverse: abc"，它就续写文本，箭头、答案、句号和下一行都写出来。它不知道一个轮次会结束。
 
 # %%
-def exact_match(model, examples):
-    return sum(answer(model, tokenizer, r[:1], max_new_tokens=8) == r[1]["content"] for r in examples) / len(examples)
+def text_line(rng):
+    (user, assistant) = make_record(rng)
+    return f"{user['content']} -> {assistant['content']}."
 
 
-_setup.seed(0)
-model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=len(tokenizer)))
-print("before:", [answer(model, tokenizer, r[:1], max_new_tokens=8) for r in test[:3]],
-      f"exact match {exact_match(model, test):.2f}")
-with tempfile.TemporaryDirectory() as out:
-    args = TrainingArguments(output_dir=out, max_steps=10 if QUICK else 1200, learning_rate=3e-3,
-                             per_device_train_batch_size=32, warmup_steps=20, logging_steps=200,
-                             save_strategy="no", disable_tqdm=True, use_cpu=True, seed=0)
-    Trainer(model, args, train_dataset=train_set, data_collator=DataCollatorForChat(tokenizer.pad_token_id)).train()
-for r in test[:5]:
-    print(f"  {r[0]['content']:16} -> {answer(model, tokenizer, r[:1], max_new_tokens=8)!r:10} "
-          f"(expected {r[1]['content']!r})")
-print(f"after SFT: exact match {exact_match(model, test):.2f} on {len(test)} held-out prompts")
+work = Path(tempfile.mkdtemp())
+text_rng = random.Random(1)
+(work / "text.txt").write_text("\n".join(text_line(text_rng) for _ in range(3000 if QUICK else 20000)) + "\n",
+                               encoding="utf-8")
+write = lambda name, rows: (work / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+write("sft.jsonl", [{"messages": r} for r in records])
+common = ["--use_cpu", "--disable_tqdm", "--seed", "0"]
+train_main(["--train_file", str(work / "text.txt"), "--output_dir", str(work / "base"), "--config_overrides",
+            "n_layer=2,n_head=4,n_embd=64,block_size=48", "--max_steps", "20" if QUICK else "1500",
+            "--sample_tokens", "0", "--save_strategy", "no", "--bf16", "false", "--per_device_train_batch_size", "32",
+            *common])
+prompts = [r[:1] for r in test[:4]]
+base = GPT.from_pretrained(work / "base")
+base_tokenizer = load_tokenizer(work / "base")
+for messages in prompts:
+    ids = torch.tensor([base_tokenizer.encode(messages[0]["content"])])
+    print(f"  base  {messages[0]['content']!r:16} -> {base_tokenizer.decode(base.generate(ids, 16)[0, ids.size(1):].tolist())!r}")
 
 # %% [markdown]
-# 在命令行上做同样的事，可以用任何 GPT 目录和 Alpaca 格式的记录，然后对话：
+# ## 阶段 2：SFT
+#
+# 同一个模型，在模板格式的对话上微调（`python -m minigpt.sft`）：现在它在 `<|assistant|>` 之后回答，
+# 并在 `<|end|>` 处停止。
+
+# %%
+def show(stage, folder):
+    model = GPT.from_pretrained(folder).eval()
+    chat = ChatTokenizer.from_folder(folder, load_tokenizer(folder))
+    for messages in prompts:
+        print(f"  {stage:5} {messages[0]['content']:16} -> {answer(model, chat, messages, max_new_tokens=8)!r}")
+    right = sum(answer(model, chat, r[:1], max_new_tokens=8) == r[1]["content"] for r in test)
+    print(f"  {stage}: exact match {right / len(test):.2f} on {len(test)} held-out prompts")
+
+
+sft_main(["--model_name_or_path", str(work / "base"), "--train_file", str(work / "sft.jsonl"), "--output_dir",
+          str(work / "sft"), "--max_steps", "10" if QUICK else "300", "--learning_rate", "3e-3",
+          "--per_device_train_batch_size", "32", "--validation_split_percentage", "0", *common])
+show("sft", work / "sft")
+
+# %% [markdown]
+# ## 阶段 3：DPO
+#
+# 偏好对：正确答案被选中；被拒绝的是一个看似合理的失误——把单词原样照抄（或者在应该照抄时把它反转）。
+# 先在数字上看损失：pi = pi_ref 时每个差值都是 0，L = log 2；策略比参考模型更偏向被选中回答的一对，损失更小。
+
+# %%
+beta = 0.1
+zero = torch.zeros(2)
+print(f"pi = pi_ref: L = {dpo_loss(zero, zero, zero, zero, beta):.4f} (log 2 = {torch.log(torch.tensor(2.0)):.4f})")
+print(f"chosen +5 nats, rejected -5 nats vs the reference: L = "
+      f"{dpo_loss(torch.tensor([5.0]), torch.tensor([-5.0]), torch.zeros(1), torch.zeros(1), beta):.4f}")
+
+
+def slip(messages):
+    task, word = messages[0]["content"].split(": ")
+    return word[::-1] if task == "copy" else word
+
+
+pairs = [{"prompt": r[0]["content"], "chosen": r[1]["content"], "rejected": slip(r)} for r in records
+         if r[1]["content"] != slip(r)]
+write("pairs.jsonl", pairs)
+dpo_main(["--model_name_or_path", str(work / "sft"), "--train_file", str(work / "pairs.jsonl"), "--output_dir",
+          str(work / "dpo"), "--beta", str(beta), "--max_steps", "5" if QUICK else "150", "--learning_rate", "1e-3",
+          "--per_device_train_batch_size", "16", *common])
+print({k: round(v, 3) for k, v in json.loads((work / "dpo" / "eval_results.json").read_text()).items()
+       if k.startswith(("eval_rewards", "init_eval_preference", "eval_preference"))})
+show("dpo", work / "dpo")
+
+# %% [markdown]
+# `eval_rewards/accuracies` 是留出的偏好对中，被选中回答（相对参考模型）涨得比被拒绝回答多的比例；
+# `eval_preference_accuracy` 是模型自己现在排对的比例，训练前（`init_`）和训练后。命令行上的同样流程，
+# 可以用任何 GPT 文件夹、Alpaca 格式的记录和 rasbt 的偏好文件，然后在终端或浏览器里对话：
 #
 #     python -m minigpt.sft --model_name_or_path out/base --train_file ../shared/data/instructions/instruction-data.json \
 #         --output_dir out/sft --max_time 300
-#     python -m minigpt.chat --model_name_or_path out/sft
+#     python -m minigpt.dpo --model_name_or_path out/sft \
+#         --train_file ../shared/data/instructions/instruction-data-with-preference.json --output_dir out/dpo
+#     python -m minigpt.chat --model_name_or_path out/dpo --web
 #
-# docs/results/lora_sft.md 测量了预训练给这一步带来了什么。
+# docs/results/lora_sft.md 测量预训练给 SFT 带来了什么；docs/results/post_training.md 测量 DPO 和 GRPO 阶段。
 #
 # ## 轮到你了：练习 `assistant_labels`
 #

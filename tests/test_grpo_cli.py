@@ -1,0 +1,95 @@
+"""python -m minigpt.grpo on a tiny chat model (random weights, width 16) and one-digit arithmetic:
+what it writes, that the same seed gives the same weights, and its one-line errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from common.data.arithmetic import main as arithmetic_main
+from common.data.instructions import ChatTokenizer
+from common.errors import run_cli
+from common.text.char import CharTokenizer
+from minigpt import GPT, GPTConfig
+from minigpt.grpo import main as grpo_main
+
+SMALL = ["--num_generations", "2", "--prompts_per_step", "2", "--max_new_tokens", "4", "--eval_samples", "2",
+         "--max_eval_samples", "4", "--eval_steps", "2", "--logging_steps", "1", "--use_cpu", "--seed", "7"]
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grpo")
+    assert arithmetic_main(["--output_dir", str(root / "data"), "--num_train", "20", "--num_test", "6",
+                            "--min_digits", "1", "--max_digits", "1"]) == 0
+    text = (root / "data" / "pretrain.txt").read_text() + (root / "data" / "test.jsonl").read_text()
+    tokenizer = ChatTokenizer(CharTokenizer(sorted(set(text))))
+    torch.manual_seed(0)
+    GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=48, vocab_size=len(tokenizer),
+                  eos_token_id=tokenizer.end_id)).save_pretrained(root / "sft")
+    tokenizer.save_pretrained(root / "sft")
+    return root
+
+
+def run(root, out, *extra):
+    return grpo_main(["--model_name_or_path", str(root / "sft"), "--train_file", str(root / "data" / "train.jsonl"),
+                      "--validation_file", str(root / "data" / "test.jsonl"), "--output_dir", str(out),
+                      "--max_steps", "3", *SMALL, *extra])
+
+
+@pytest.mark.slow
+def test_grpo_writes_the_model_log_and_held_out_scores_and_the_same_seed_gives_the_same_weights(chat_model, tmp_path,
+                                                                                                monkeypatch):
+    # a random model never answers right: a reward that varies with the reply gives the run something to learn
+    (tmp_path / "toy_reward.py").write_text("def reward(reply, record):\n    return float(sum(map(ord, reply)) % 3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("a", "b"):
+        assert run(chat_model, tmp_path / name, "--kl_coef", "0.1", "--num_iterations", "2",
+                   "--reward", "toy_reward:reward", "--learning_rate", "1e-2") == 0
+    a, b = (load_file(tmp_path / n / "model.safetensors") for n in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a), "two runs with --seed 7 gave different weights"
+    start = load_file(chat_model / "sft" / "model.safetensors")
+    assert any(not torch.equal(a[k], start[k]) for k in a), "three steps left every weight unchanged"
+    lines = [json.loads(l) for l in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    steps = [l for l in lines if "reward" in l]
+    evals = [l for l in lines if "eval_pass@1" in l]
+    assert [l["step"] for l in steps] == [1, 2, 3] and all(l["kl"] >= 0 for l in steps)
+    assert any(l["grad_norm"] > 0 for l in steps) and steps[-1]["kl"] > 0, steps
+    assert [l["step"] for l in evals] == [0, 2, 3] and all("eval_pass@2" in l for l in evals), evals
+    results = json.loads((tmp_path / "a" / "eval_results.json").read_text())
+    assert {"eval_exact_match", "init_eval_exact_match", "eval_pass@1", "eval_pass@2"} <= set(results), results
+    assert (tmp_path / "a" / "chat_template.json").is_file(), "the GRPO model must stay chat-ready"
+
+
+def run_error(args, capsys):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_cli(grpo_main, args)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert stop.value.code == 2 and len(errors) == 1, errors
+    return errors[0]
+
+
+def test_group_of_one_is_one_error_line(chat_model, tmp_path, capsys):
+    args = ["--model_name_or_path", str(chat_model / "sft"), "--train_file", str(chat_model / "data" / "train.jsonl"),
+            "--output_dir", str(tmp_path / "x"), "--num_generations", "1"]
+    assert "at least 2" in run_error(args, capsys)
+
+
+def test_problem_without_answer_is_one_error_line_naming_it(chat_model, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "1 + 1 =", "answer": "2"}\n{"prompt": "2 + 2 ="}\n', encoding="utf-8")
+    error = run_error(["--model_name_or_path", str(chat_model / "sft"), "--train_file", str(bad),
+                       "--output_dir", str(tmp_path / "x")], capsys)
+    assert f"{bad}:2" in error and "answer" in error, error
+
+
+def test_reward_function_that_raises_is_one_error_line_naming_the_record(chat_model, tmp_path, capsys, monkeypatch):
+    (tmp_path / "broken_reward.py").write_text("def reward(reply, record):\n    raise KeyError('score')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    error = run_error(["--model_name_or_path", str(chat_model / "sft"), "--train_file",
+                       str(chat_model / "data" / "train.jsonl"), "--output_dir", str(tmp_path / "x"),
+                       "--reward", "broken_reward:reward", "--max_steps", "1", *SMALL], capsys)
+    assert "train.jsonl:" in error and "broken_reward:reward raised KeyError" in error, error

@@ -38,7 +38,8 @@ HOST = "127.0.0.1"
 
 def stream_pieces(model, tokenizer, prompt: list[int], settings: dict, generator, write: Callable[[str], None]) -> str:
     """Generate the reply to `prompt` (ids), calling write(piece) for each new piece of text; returns the
-    whole reply. The one function that produces the tokens of the page (minigpt.chat.stream_reply)."""
+    whole reply. The one function that produces the tokens of the page: minigpt.chat.stream_reply, which
+    streams through generate's streamer (common/generation/streamers.py)."""
     reply = stream_reply(model, tokenizer, prompt, settings["max_new_tokens"], settings["do_sample"],
                          settings["temperature"], settings["top_k"], settings["top_p"], generator, write)
     return tokenizer.decode(reply, skip_special_tokens=True)

@@ -116,7 +116,8 @@ def test_hidden_matrices_go_to_muon_embeddings_output_layer_and_vectors_to_adamw
         names = {id(p): n for n, p in model.named_parameters()}
         muon, adam = muon_parameter_split(model)
         assert sorted(names[id(p)] for p in muon) == ["block.0.weight", "block.2.weight"]
-        expected = ["block.0.bias", "block.2.bias", "norm.bias", "norm.weight", "wte.weight"] + ([] if tie else ["lm_head.weight"])
+        expected = ["block.0.bias", "block.2.bias", "norm.bias", "norm.weight", "wte.weight"]
+        expected += [] if tie else ["lm_head.weight"]
         assert sorted(names[id(p)] for p in adam) == sorted(expected), f"tie={tie}"
 
 

@@ -58,9 +58,9 @@ class TrainingArguments:
         "for token-level losses (each micro-batch is weighted by its share of label tokens)."))
     learning_rate: float = field(default=5e-5, metadata=_help("Peak learning rate of AdamW."))
     optim: str = field(default="adamw_torch_fused", metadata=_help(
-        "Optimizer: adamw_torch_fused or adamw_torch (both torch.optim.AdamW on every parameter) or muon (Muon's orthogonalised momentum on the "
-        "hidden weight matrices with --muon_learning_rate, AdamW with --learning_rate on embeddings, output "
-        "layers, biases and norms; common/train/muon.py).", choices=OPTIMIZERS))
+        "Optimizer: adamw_torch_fused or adamw_torch (both torch.optim.AdamW on every parameter) or muon "
+        "(Muon's orthogonalised momentum on the hidden weight matrices with --muon_learning_rate, AdamW with "
+        "--learning_rate on embeddings, output layers, biases and norms; common/train/muon.py).", choices=OPTIMIZERS))
     muon_learning_rate: float = field(default=0.02, metadata=_help(
         "Peak learning rate of the Muon matrices (with --optim muon); the schedule scales it like learning_rate."))
     muon_momentum: float = field(default=0.95, metadata=_help("Momentum mu of Muon (with --optim muon)."))

@@ -57,15 +57,16 @@ DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinysh
 def parabola_vertex(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, bool]:
     """(x at the minimum, y there, whether the fit has one) of a least-squares y = p x^2 + q x + r.
 
-    Without a valley (p <= 0: the sizes tried sit on one side of the optimum) the lowest point
-    tried is returned with False: widen --widths.
+    Without a valley among the points (p <= 0, or a vertex outside the x tried: the sizes sit on
+    one side of the optimum, and the parabola would extrapolate) the lowest point tried is
+    returned with False: widen --widths.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     p, q, r = np.polyfit(x, y, 2)
-    if p <= 0:
+    vertex = -q / (2 * p) if p > 0 else math.nan
+    if not x.min() <= vertex <= x.max():  # also False for nan
         i = int(np.argmin(y))
         return float(x[i]), float(y[i]), False
-    vertex = -q / (2 * p)
     return float(vertex), float(p * vertex ** 2 + q * vertex + r), True
 
 

@@ -49,6 +49,7 @@ def test_parabola_vertex_and_slope_error_on_exact_curves():
     vertex, low, valley = parabola_vertex(x, [2 * (v - 1.3) ** 2 + 0.7 for v in x])
     assert valley and abs(vertex - 1.3) < 1e-9 and abs(low - 0.7) < 1e-9, (vertex, low)
     assert parabola_vertex(x, [-v for v in x]) == (3.5, -3.5, False), "no valley: the lowest point tried"
+    assert parabola_vertex(x, [(v - 5.0) ** 2 for v in x]) == (3.5, 2.25, False), "a vertex beyond the sizes tried"
     slope, error, intercept = slope_with_error([1, 2, 3], [2.5, 4.0, 5.5])
     assert (round(slope, 12), round(error, 12), round(intercept, 12)) == (1.5, 0.0, 1.0)
     slope, error, _ = slope_with_error([0, 1, 2], [0, 2, 1])  # residuals -1/2, 1, -1/2: SE sqrt(1.5 / 1 / 2)

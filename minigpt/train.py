@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -36,7 +38,7 @@ from common.cli.training import (add_lora_flags, add_training_flags, apply_lora_
                                  perplexity, save_trained_model, time_budget_callbacks, training_arguments,
                                  write_json)
 from common.data.language_modeling import read_nonempty_text
-from common.train.device import pick_device, set_seed
+from common.train.device import autocast_context, pick_device, set_seed
 from common.errors import ConfigError, run_cli
 from common.nn.lora import merge_and_unload
 from common.text.auto import BPETokenizer, CharTokenizer, SentencePieceTokenizer, load_tokenizer
@@ -113,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         if action.dest == "bf16":
             action.default = AUTO
             action.help = ("Run forward and loss under torch.autocast(bfloat16); weights stay float32 "
-                           "(default: on where bfloat16 is native: a CPU with AVX512-BF16 or AMX, a bf16 GPU).")
+                           "(default: on a bf16 GPU; on a CPU with native bfloat16 (AVX512-BF16 or AMX) on when "
+                           "a timed step of this model is >= 1.1x faster with it (choose_bf16), else off).")
     return parser
 
 
@@ -129,6 +132,44 @@ def native_bf16(device: torch.device) -> bool:
         checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
         return any(check() for check in checks if check is not None)
     return False
+
+
+BF16_MARGIN = 1.1  # bf16 must be this much faster than float32 to be chosen: a near tie stays float32
+
+
+def step_seconds(model: GPT, batch_size: int, block_size: int, device: torch.device, repeats: int = 3) -> dict:
+    """Median seconds of one forward + backward at the training shape, in float32 and under bf16
+    autocast, interleaved (so a load change hits both alike). Leaves no trace: the global RNG is
+    restored, the gradients are removed, the weights are not stepped."""
+    times = {False: [], True: []}
+    with torch.random.fork_rng(devices=[]):
+        ids = torch.randint(0, model.config.vocab_size, (batch_size, block_size), device=device)
+        for bf16 in (False, True, False, True):  # warm both paths before timing
+            with autocast_context(device, bf16):
+                model(input_ids=ids, labels=ids).loss.backward()
+        for _ in range(repeats):
+            for bf16 in (False, True):
+                start = time.perf_counter()
+                with autocast_context(device, bf16):
+                    model(input_ids=ids, labels=ids).loss.backward()
+                times[bf16].append(time.perf_counter() - start)
+    model.zero_grad(set_to_none=True)
+    return {"float32": statistics.median(times[False]), "bf16": statistics.median(times[True])}
+
+
+def choose_bf16(model: GPT, batch_size: int, block_size: int, device: torch.device) -> tuple[bool, str]:
+    """The default of --bf16: (on?, why). Off without native bfloat16 (native_bf16); on a bf16 GPU;
+    on a CPU, measured (step_seconds): whether the bf16 kernels beat float32 depends on the CPU (AMX,
+    AVX512-BF16 alone) and on the model's size, and a small model can lose to autocast's casts."""
+    if not native_bf16(device):
+        return False, "no native bfloat16 on this device"
+    if device.type != "cpu":
+        return True, f"native bfloat16 on {device.type}"
+    seconds = step_seconds(model, batch_size, block_size, device)
+    speedup = seconds["float32"] / max(seconds["bf16"], 1e-12)
+    chosen = speedup >= BF16_MARGIN
+    return chosen, (f"measured {seconds['float32'] * 1e3:.0f} ms per step in float32, {seconds['bf16'] * 1e3:.0f} ms "
+                    f"under bf16 ({speedup:.2f}x; chosen at >= {BF16_MARGIN}x; pass --bf16 true/false to fix it)")
 
 
 def warn_if_cpu_busy(device: torch.device) -> None:
@@ -203,8 +244,9 @@ class TokensAtStart(TrainerCallback):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     opts = build_parser().parse_args(argv)
-    if opts.bf16 is AUTO:
-        opts.bf16 = native_bf16(pick_device(opts.use_cpu))
+    auto_bf16 = opts.bf16 is AUTO
+    if auto_bf16:
+        opts.bf16 = False  # decided below, once the model exists (choose_bf16)
     args = training_arguments(opts)
     set_seed(args.seed)  # before anything draws a random number: tokenizer, model, head, data
 
@@ -230,11 +272,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if validation_text:
         eval_set = TokenBlocks(encode_stream(tokenizer, validation_text, "validation text"), block_size,
                                random_offset=False, what="validation text")
+    bf16_reason = "--bf16 given"
+    if auto_bf16:
+        args.bf16, bf16_reason = choose_bf16(model, args.per_device_train_batch_size, block_size,
+                                             pick_device(args.use_cpu))
     c = model.config
     print(f"minigpt.train: GPT of {model.num_parameters() / 1e6:.2f}M parameters (layers {c.n_layer}, heads {c.n_head}, "
           f"width {c.n_embd}, context {block_size}), {type(tokenizer).__name__} of {len(tokenizer)} tokens; "
           f"train {len(train_set.ids):,} tokens ({len(train_set):,} windows per epoch), validation "
-          f"{len(eval_set.ids) if eval_set else 0:,} tokens; bf16 autocast {'on' if args.bf16 else 'off'}",
+          f"{len(eval_set.ids) if eval_set else 0:,} tokens; "
+          f"bf16 autocast {'on' if args.bf16 else 'off'} ({bf16_reason})",
           file=sys.stderr)
     lora = apply_lora_flags(model, opts, "minigpt.train", base_model_name_or_path=opts.model_name_or_path)
     warn_if_cpu_busy(pick_device(args.use_cpu))

@@ -27,6 +27,9 @@ SCHEDULER_TYPES = ("linear", "cosine", "constant", "constant_with_warmup", "cosi
 SCHEDULER_KWARGS = {"cosine_with_min_lr": ("min_lr", "min_lr_rate"),
                     "warmup_stable_decay": ("num_decay_steps", "num_stable_steps", "min_lr_ratio",
                                             "warmup_type", "decay_type")}
+# transformers' names for torch's AdamW (both build torch.optim.AdamW with torch's default kernel choice);
+# muon: common/train/muon.py
+OPTIMIZERS = ("adamw_torch_fused", "adamw_torch", "muon")
 INTERVAL_STRATEGIES = ("no", "steps", "epoch")
 RESUME_NEWEST = ("latest", "true", "True")  # strings that mean "the newest checkpoint-* in output_dir"
 
@@ -54,6 +57,13 @@ class TrainingArguments:
         "Micro-batches summed into one optimizer step; the update equals one big batch, also "
         "for token-level losses (each micro-batch is weighted by its share of label tokens)."))
     learning_rate: float = field(default=5e-5, metadata=_help("Peak learning rate of AdamW."))
+    optim: str = field(default="adamw_torch_fused", metadata=_help(
+        "Optimizer: adamw_torch_fused or adamw_torch (both torch.optim.AdamW on every parameter) or muon "
+        "(Muon's orthogonalised momentum on the hidden weight matrices with --muon_learning_rate, AdamW with "
+        "--learning_rate on embeddings, output layers, biases and norms; common/train/muon.py).", choices=OPTIMIZERS))
+    muon_learning_rate: float = field(default=0.02, metadata=_help(
+        "Peak learning rate of the Muon matrices (with --optim muon); the schedule scales it like learning_rate."))
+    muon_momentum: float = field(default=0.95, metadata=_help("Momentum mu of Muon (with --optim muon)."))
     weight_decay: float = field(default=0.0, metadata=_help(
         "Decoupled weight decay of AdamW; never applied to biases and LayerNorm weights "
         "(parameters with fewer than 2 dimensions)."))
@@ -137,6 +147,10 @@ class TrainingArguments:
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 1, name, f"must be an integer >= 1, got {value!r}")
         require(self.learning_rate >= 0, "learning_rate", f"must be >= 0, got {self.learning_rate}")
+        require(self.optim in OPTIMIZERS, "optim",
+                f"unknown optimizer {self.optim!r}; choose one of {', '.join(OPTIMIZERS)}")
+        require(self.muon_learning_rate >= 0, "muon_learning_rate", f"must be >= 0, got {self.muon_learning_rate}")
+        require(0 <= self.muon_momentum < 1, "muon_momentum", f"must be in [0, 1), got {self.muon_momentum}")
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         for name in ("adam_beta1", "adam_beta2"):
             value = getattr(self, name)

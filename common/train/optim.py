@@ -40,7 +40,7 @@ import torch.nn as nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from common.errors import ConfigError
-from common.train.args import SCHEDULER_KWARGS, SCHEDULER_TYPES
+from common.train.args import OPTIMIZERS, SCHEDULER_KWARGS, SCHEDULER_TYPES
 
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -57,8 +57,16 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def create_optimizer(model: nn.Module, learning_rate: float, weight_decay: float = 0.0,
-                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
-    """torch.optim.AdamW over `weight_decay_groups(model, weight_decay)`."""
+                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, optim: str = "adamw_torch_fused",
+                     muon_learning_rate: float = 0.02, muon_momentum: float = 0.95) -> torch.optim.Optimizer:
+    """torch.optim.AdamW over `weight_decay_groups(model, weight_decay)`; with optim="muon", Muon
+    (common/train/muon.py) on the hidden matrices and AdamW with these settings on the rest."""
+    if optim == "muon":
+        from common.train.muon import create_muon
+
+        return create_muon(model, learning_rate, muon_learning_rate, weight_decay, betas, eps, muon_momentum)
+    if optim not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optim!r}; choose one of {', '.join(OPTIMIZERS)}")
     return torch.optim.AdamW(weight_decay_groups(model, weight_decay), lr=learning_rate,
                              betas=betas, eps=eps)
 

@@ -6,7 +6,8 @@ evaluation metrics and predict). One optimizer step is
     window  = the next gradient_accumulation_steps micro-batches (data order = f(seed, epoch))
     for each micro-batch i:  (L_i * n_i / sum_j n_j).backward()     n_i = label units (trainer_utils)
     g       = clip(g, max_grad_norm)                                 the norm is logged
-    theta   = AdamW(theta, g, lr_t);  t = t + 1                      lr_t from the schedule (optim)
+    theta   = AdamW(theta, g, lr_t);  t = t + 1                      lr_t from the schedule (optim);
+                                                                     --optim muon: common/train/muon.py
 
 so the update equals one big batch even for token-level losses with unequal padding. Under
 torchrun the model is wrapped in DistributedDataParallel (gradients averaged over processes; the
@@ -107,7 +108,8 @@ class Trainer:
             check_fsdp_context(ctx.is_distributed)
             shard_model(self.model)
         self.optimizer = create_optimizer(self.model, args.learning_rate, args.weight_decay,
-                                          (args.adam_beta1, args.adam_beta2), args.adam_epsilon)
+                                          (args.adam_beta1, args.adam_beta2), args.adam_epsilon, optim=args.optim,
+                                          muon_learning_rate=args.muon_learning_rate, muon_momentum=args.muon_momentum)
         self.lr_scheduler = get_scheduler(args.lr_scheduler_type, self.optimizer,
                                           args.warmup_steps_for(max_steps), max_steps, args.scheduler_kwargs)
         self.state = TrainerState(max_steps=max_steps, steps_per_epoch=steps_per_epoch,

@@ -1,0 +1,48 @@
+"""minigpt.train's default recipe: the measured bf16 choice (choose_bf16) and the defaults it trains with.
+
+The recipe's figures (validation loss against nanoGPT's at the same wall time) are in
+docs/results/minigpt.md; here: the choice follows the measurement, and measuring leaves the model
+and the random numbers untouched (so a run with the automatic choice trains like one without it).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import minigpt.train as train
+from minigpt.config import GPTConfig
+from minigpt.model import GPT
+
+
+def tiny_gpt() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=20, n_layer=1, n_head=2, n_embd=16, block_size=8, dropout=0.1))
+
+
+def test_timing_the_two_precisions_leaves_weights_gradients_and_rng_untouched():
+    model = tiny_gpt()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(123)
+    seconds = train.step_seconds(model, 2, 8, torch.device("cpu"), repeats=1)
+    after_rng = torch.rand(3)
+    torch.manual_seed(123)
+    assert torch.equal(after_rng, torch.rand(3)), "step_seconds moved the global random number generator"
+    assert set(seconds) == {"float32", "bf16"} and min(seconds.values()) > 0, seconds
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "step_seconds changed a weight"
+    assert all(p.grad is None for p in model.parameters()), "step_seconds left gradients behind"
+
+
+@pytest.mark.parametrize("float32, bf16, expected", [(0.10, 0.05, True), (0.10, 0.095, False), (0.05, 0.10, False)],
+                         ids=["bf16_2x_faster", "near_tie_stays_float32", "bf16_slower"])
+def test_the_cpu_choice_follows_the_measured_speedup(monkeypatch, float32, bf16, expected):
+    monkeypatch.setattr(train, "native_bf16", lambda device: True)
+    monkeypatch.setattr(train, "step_seconds", lambda *a, **k: {"float32": float32, "bf16": bf16})
+    chosen, reason = train.choose_bf16(tiny_gpt(), 2, 8, torch.device("cpu"))
+    assert chosen is expected, f"{float32 / bf16:.2f}x faster under bf16 -> chosen {chosen} ({reason})"
+    assert "measured" in reason and "--bf16" in reason, reason
+
+
+def test_no_native_bf16_means_off_without_measuring(monkeypatch):
+    monkeypatch.setattr(train, "native_bf16", lambda device: False)
+    monkeypatch.setattr(train, "step_seconds", lambda *a, **k: pytest.fail("measured without native bf16"))
+    assert train.choose_bf16(tiny_gpt(), 2, 8, torch.device("cpu"))[0] is False

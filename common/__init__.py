@@ -5,6 +5,7 @@
     common/text/       tokenizers: characters, WordPiece, SentencePiece
     common/data/       datasets and collators: blocks of text, NSP pairs, MLM masking, labeled files
     common/hub/        configs (config.json) and save_pretrained / from_pretrained (safetensors)
+    common/generation/ the one generation loop (greedy, sampling, beam search), streamers, speculative decoding
     common/train/      TrainingArguments, the Trainer, its checkpoints, optimizer and schedules, device
     common/cli/        what every command-line tool shares: flags, config overrides, plots
 

@@ -5,8 +5,8 @@
     data.py       source/target pairs (tables or parallel files), padded batches, batched translation
     metrics.py    corpus BLEU, as sacrebleu computes it
     model.py      relative position buckets, T5 attention (no 1/sqrt(d_k)), the stacks, the LM head
-    generate.py   greedy, sampling and beam search, with a self-attention KV cache and the
-                  cross-attention keys and values computed once per source
+    generate.py   T5's adapter to the one generation loop (common/generation/): the encoder once,
+                  a self-attention KV cache, the cross-attention keys and values once per source
     pretrain.py   python -m minit5.pretrain: span corruption on your text
     finetune.py   python -m minit5.finetune: source -> target pairs, scored with corpus BLEU
     translate.py  python -m minit5.translate: a file or stdin through a trained model

@@ -48,9 +48,17 @@ def run_induction(args) -> None:
         ablated, _ = hooks.run_with_hooks(model, ids, patches={name: patch}, cache=False)
         f, r = induction.loss_per_half(ablated, ids, args.period)
         print(f"| layer {layer} head {head} {label} | {f:.3f} | {r:.3f} |")
-    ablated, _ = hooks.run_with_hooks(model, ids, patches={name: hooks.zero()}, cache=False)
-    f, r = induction.loss_per_half(ablated, ids, args.period)
-    print(f"| every head of layer {layer} zero-ablated | {f:.3f} | {r:.3f} |")
+    for l in range(ind.size(0)):
+        ablated, _ = hooks.run_with_hooks(model, ids, patches={f"blocks.{l}.attn.heads": hooks.zero()}, cache=False)
+        f, r = induction.loss_per_half(ablated, ids, args.period)
+        print(f"| every head of layer {l} zero-ablated | {f:.3f} | {r:.3f} |")
+    each = torch.zeros_like(ind)  # the repeat's loss with one head mean-ablated
+    for l in range(ind.size(0)):
+        name = f"blocks.{l}.attn.heads"
+        for h in range(ind.size(1)):
+            ablated, _ = hooks.run_with_hooks(model, ids, patches={name: hooks.mean_head(h, cache[name])}, cache=False)
+            each[l, h] = induction.loss_per_half(ablated, ids, args.period)[1]
+    print("\n" + grid_table(each, "repeat loss, head mean-ablated"))
     if args.plot:
         plot_grids({"induction score": ind, "previous-token score": prev}, args.plot)
 

@@ -57,7 +57,7 @@ class LayerWeights:
     ln_1: nn.Module  # LayerNorm or RMSNorm, called as is
     qkv: BlockedLinear  # C -> C + 2 C_kv, [W^Q W^K W^V]
     out: BlockedLinear  # C -> C, W^O
-    ln_2: nn.Module
+    ln_2: Optional[nn.Module]
     fc: Optional[BlockedLinear]  # C -> I, or C -> 2I = [W_1 W_3] for SwiGLU; None: attention-only
     proj: Optional[BlockedLinear]  # I -> C
     act: Optional[Callable[[torch.Tensor], torch.Tensor]]
@@ -68,12 +68,14 @@ class LayerWeights:
     def from_block(cls, block, blocks: int) -> "LayerWeights":
         attn, mlp = block.attn, block.mlp
         gated = hasattr(mlp, "gate_proj")
-        fc = stacked([mlp.gate_proj, mlp.up_proj], blocks) if gated else blocked(mlp.c_fc, blocks) if mlp else None
+        fc = proj = act = None  # an attention-only block (feed_forward="none") has no mlp
+        if mlp is not None:
+            fc = stacked([mlp.gate_proj, mlp.up_proj], blocks) if gated else blocked(mlp.c_fc, blocks)
+            proj, act = blocked(mlp.down_proj if gated else mlp.c_proj, blocks), mlp.act
         return cls(
             ln_1=block.ln_1, qkv=stacked([attn.query, attn.key, attn.value], blocks),
             out=blocked(attn.out_proj, blocks), ln_2=block.ln_2,
-            fc=fc, proj=(blocked(mlp.down_proj if gated else mlp.c_proj, blocks) if mlp else None),
-            act=mlp.act if mlp else None, gated=gated, attend=ATTENTION_FUNCTIONS[attn.attn_impl],
+            fc=fc, proj=proj, act=act, gated=gated, attend=ATTENTION_FUNCTIONS[attn.attn_impl],
         )
 
 

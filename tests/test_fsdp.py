@@ -9,20 +9,16 @@ process also writes how many parameter and AdamW-state numbers it holds.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 
 from common.errors import ConfigError
 from common.hub.pretrained import load_state_dict
 from common.train.args import TrainingArguments
 from common.train.trainer import Trainer
-from test_trainer_ddp import free_port
+from test_trainer_ddp import run_two_processes
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = dict(max_steps=3, learning_rate=1e-2, max_grad_norm=1.0, use_cpu=True, disable_tqdm=True,
@@ -63,11 +59,7 @@ SCRIPT = textwrap.dedent("""
 def test_fsdp_equals_ddp_and_each_process_holds_half(tmp_path):
     script = tmp_path / "train_fsdp.py"
     script.write_text(SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), runs=RUNS, common=COMMON))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-               f"--master_port={free_port()}", str(script), str(tmp_path)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"torchrun failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    run_two_processes(script, tmp_path)
     for name, reference in (("fsdp", "ddp"), ("fsdp_accum2", "ddp_accum2")):
         ddp = load_state_dict(tmp_path / reference / "final")
         sharded = load_state_dict(tmp_path / name / "final")

@@ -54,14 +54,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_two_processes(script: Path, out: Path) -> None:
+    """`python -m torch.distributed.run --nproc_per_node=2 script out` on the CPU; fails with its output."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={free_port()}", str(script), str(out)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"torchrun failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
 def test_two_processes_with_batch_4_equal_one_process_with_batch_8(tmp_path):
     script = tmp_path / "train_ddp.py"
     script.write_text(SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), configs=CONFIGS, common=COMMON))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-               f"--master_port={free_port()}", str(script), str(tmp_path)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"torchrun failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    run_two_processes(script, tmp_path)
 
     torch.manual_seed(0)
     single = Trainer(ToyTokenLM(), TrainingArguments(output_dir=str(tmp_path / "single"), per_device_train_batch_size=8,

@@ -147,17 +147,16 @@ class _FlashAttention(torch.autograd.Function):
         B, H, T_q, _ = q.shape
         out = q.new_empty(B, H, T_q, v.size(-1))
         stats = q.new_empty(2, B, H, T_q, 1)  # the final m and l of each row
-        row_blocks = []  # [rows, m, l, acc] per query block, in the order the tiles come
+        current = None  # [rows, m, l, acc] of the query block the tiles are in (they come block by block)
         for rows, cols, s, _, keep in _Tiles(q, k, mask, bias, scale, dropout_p, seed, block):
-            if not row_blocks or row_blocks[-1][0] != rows:
-                row_blocks.append([rows, s.new_full(s.shape[:-1] + (1,), -math.inf),
-                                   s.new_zeros(s.shape[:-1] + (1,)), s.new_zeros(s.shape[:-1] + (v.size(-1),))])
-                if len(row_blocks) > 1:
-                    _finish(row_blocks[-2], out, stats)
-            current = row_blocks[-1]
+            if current is None or current[0] != rows:
+                if current is not None:
+                    _finish(current, out, stats)
+                current = [rows, s.new_full(s.shape[:-1] + (1,), -math.inf),
+                           s.new_zeros(s.shape[:-1] + (1,)), s.new_zeros(s.shape[:-1] + (v.size(-1),))]
             current[1:] = online_softmax_update(*current[1:], s, v[:, :, cols], keep)
-        if row_blocks:
-            _finish(row_blocks[-1], out, stats)
+        if current is not None:
+            _finish(current, out, stats)
         ctx.save_for_backward(q, k, v, bias, mask, out, stats)
         ctx.config = (scale, dropout_p, seed, block)
         return out

@@ -174,3 +174,20 @@ if plt is not None:
 #         --validation_file data/arithmetic/test.jsonl --output_dir out/grpo
 #     python -m minigpt.evaluate --model_name_or_path out/grpo --task_file data/arithmetic/test.jsonl \
 #         --num_samples 8 --k 1,8
+
+# %% [markdown]
+# ## Your turn: exercises `grpo_advantages` and `pass_at_k`
+#
+# In the student copy, `grpo_advantages` (`common/nn/grpo.py`) and `pass_at_k`
+# (`common/nn/evaluation.py`) raise `NotImplementedError`. Write them from the formulas above (the
+# group's mean and sample standard deviation; `1 - C(n - c, k) / C(n, k)` as a product), then grade:
+#
+#     python -m tutorials.exercises make --out ../student --only grpo_advantages --only pass_at_k
+#     cd ../student && python -m tutorials.exercises grade --only grpo_advantages --only pass_at_k
+
+# %%
+from tutorials.exercises import REGISTRY
+
+for name in ("grpo_advantages", "pass_at_k"):
+    print(REGISTRY[name].pytest_command())
+    print("hint:", REGISTRY[name].hint)

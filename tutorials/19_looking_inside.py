@@ -233,10 +233,14 @@ page.write_text(render_html(data, "the induction model"), encoding="utf-8")
 print(f"wrote {page} ({page.stat().st_size / 1024:.0f} KB)")
 
 # %% [markdown]
-# ## Exercise
+# ## Your turn: exercise `induction_score`
 #
-# `make exercises` stubs `induction_score` (`interpret/induction.py`); `make grade` runs its tests in
-# tests/test_interpret_experiments.py. Which wrong versions would a test catch? Attending to the
+# In the student copy, `induction_score` (`interpret/induction.py`) raises `NotImplementedError`:
+#
+#     python -m tutorials.exercises make --out ../student --only induction_score
+#     cd ../student && python -m tutorials.exercises grade --only induction_score
+#
+# The grade runs its tests in tests/test_interpret_experiments.py. Which wrong versions would a test catch? Attending to the
 # earlier copy of the same token (k = t - n: a *duplicate-token* head) scores 0 on a perfect
 # induction head; so does forgetting the `start` offset; averaging over the heads instead of the
 # batch gives the wrong shape.

@@ -205,10 +205,15 @@ print(f"pruned {plan}: max |pruned - masked| = {(pruned - masked).abs().max():.1
 assert (pruned - masked).abs().max() < 1e-6
 
 # %% [markdown]
-# ## Exercises
+# ## Your turn: exercises `distillation_loss` and `quantize_absmax`
 #
-# `make exercises` stubs `distillation_loss` (`common/nn/distillation.py`) and `quantize_absmax`
-# (`common/nn/quantization.py`); `make grade` runs their tests. Then try: distil with
+# In the student copy, `distillation_loss` (`common/nn/distillation.py`) and `quantize_absmax`
+# (`common/nn/quantization.py`) raise `NotImplementedError`:
+#
+#     python -m tutorials.exercises make --out ../student --only distillation_loss --only quantize_absmax
+#     cd ../student && python -m tutorials.exercises grade --only distillation_loss --only quantize_absmax
+#
+# The grade runs their tests. Then try: distil with
 # `--alpha_cos 0.5` (align the hidden states too) and compare; quantize only the feed-forward layers
 # (`--modules_to_not_convert query,key,value`) and measure the accuracy; prune with importance
 # re-estimated after every 10% of heads instead of once.

@@ -166,3 +166,19 @@ if plt is not None:
 #         --validation_file data/arithmetic/test.jsonl --output_dir out/grpo
 #     python -m minigpt.evaluate --model_name_or_path out/grpo --task_file data/arithmetic/test.jsonl \
 #         --num_samples 8 --k 1,8
+
+# %% [markdown]
+# ## 轮到你了：练习 `grpo_advantages` 和 `pass_at_k`
+#
+# 在学生副本中，`grpo_advantages`（`common/nn/grpo.py`）和 `pass_at_k`（`common/nn/evaluation.py`）会抛出
+# `NotImplementedError`。按上面的公式写出它们（组内均值与样本标准差；把 `1 - C(n - c, k) / C(n, k)` 写成连乘），然后评分：
+#
+#     python -m tutorials.exercises make --out ../student --only grpo_advantages --only pass_at_k
+#     cd ../student && python -m tutorials.exercises grade --only grpo_advantages --only pass_at_k
+
+# %%
+from tutorials.exercises import REGISTRY
+
+for name in ("grpo_advantages", "pass_at_k"):
+    print(REGISTRY[name].pytest_command())
+    print("hint:", REGISTRY[name].hint)

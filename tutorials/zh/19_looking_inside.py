@@ -224,7 +224,11 @@ page.write_text(render_html(data, "the induction model"), encoding="utf-8")
 print(f"wrote {page} ({page.stat().st_size / 1024:.0f} KB)")
 
 # %% [markdown]
-# ## 练习
+# ## 轮到你了：练习 `induction_score`
+#
+#     python -m tutorials.exercises make --out ../student --only induction_score
+#     cd ../student && python -m tutorials.exercises grade --only induction_score
+#
 #
 # `make exercises` 会把 `induction_score`（`interpret/induction.py`）挖空；`make grade` 运行
 # tests/test_interpret_experiments.py 中它的测试。哪些错误版本会被测试抓到？关注同一词元更早的那次

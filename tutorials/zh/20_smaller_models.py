@@ -198,7 +198,11 @@ print(f"pruned {plan}: max |pruned - masked| = {(pruned - masked).abs().max():.1
 assert (pruned - masked).abs().max() < 1e-6
 
 # %% [markdown]
-# ## 练习
+# ## 轮到你了：练习 `distillation_loss` 和 `quantize_absmax`
+#
+#     python -m tutorials.exercises make --out ../student --only distillation_loss --only quantize_absmax
+#     cd ../student && python -m tutorials.exercises grade --only distillation_loss --only quantize_absmax
+#
 #
 # `make exercises` 会把 `distillation_loss`（`common/nn/distillation.py`）和 `quantize_absmax`
 # （`common/nn/quantization.py`）替换成桩；`make grade` 运行它们的测试。然后试试：用 `--alpha_cos 0.5`

@@ -250,6 +250,7 @@ class GPT(GPTPreTrainedModel):
     matrix with tie_word_embeddings=False as in Llama)."""
 
     _tied_weights_keys = ("lm_head.weight",)
+    shifts_labels = True  # the loss scores labels[:, 1:] (common/train/utils.py:label_units counts those)
 
     def __init__(self, config: GPTConfig):
         super().__init__()

@@ -388,3 +388,23 @@ def test_torch_compile_trains_like_eager_and_saves_keys_without_orig_mod(tmp_pat
     assert keys == sorted(ToyTokenLM().state_dict()), f"saved keys: {keys}"
     err = max_weight_difference(eager.model, compiled.model)
     assert err <= 1e-5, f"compiled training differs from eager by {err:.2e} (tolerance 1e-5)"
+
+
+def test_accumulation_counts_only_the_labels_a_causal_lm_scores(tmp_path):
+    """A causal LM never scores position 0's label (the shift is inside its loss), so n_i counts
+    labels[:, 1:]: counting position 0 too weights ragged micro-batches wrongly (2.9e-2 here)."""
+    from common.train.utils import label_units
+    from minigpt import GPT, GPTConfig
+
+    batch = {"labels": torch.tensor([[5, 6, -100], [7, -100, -100]])}
+    assert label_units(batch) == 3 and label_units(batch, shifted=True) == 1, \
+        f"label_units: {label_units(batch)} unshifted (want 3), {label_units(batch, shifted=True)} shifted (want 1)"
+    config = dict(vocab_size=13, block_size=16, n_layer=1, n_head=2, n_embd=8, dropout=0.0)
+    trainers = []
+    for name, size, steps in (("big", 8, 1), ("small", 2, 4)):
+        torch.manual_seed(0)
+        trainers.append(make_trainer(tmp_path / name, model=GPT(GPTConfig(**config)),
+                                     per_device_train_batch_size=size, gradient_accumulation_steps=steps, **SGD_LIKE))
+        trainers[-1].train()
+    err = max_weight_difference(trainers[0].model, trainers[1].model)
+    assert err <= 1e-5, f"a GPT on ragged batches: accumulation 4 x 2 differs from batch 8 by {err:.2e} (tolerance 1e-5)"

@@ -74,6 +74,8 @@ class Trainer:
         if self.args.bf16 and (reason := bf16_supported(self.ctx.device)):
             raise ConfigError(f"bf16: {reason}; train without --bf16")
         self.model = model.to(self.ctx.device)  # the bare module: what is saved and evaluated
+        # a causal LM scores labels[:, 1:] only (the shift is inside its loss): count those units
+        self.shifts_labels = bool(getattr(model, "shifts_labels", False))
         self.tokenizer = processing_class if processing_class is not None else tokenizer
         self.data_collator = data_collator or functools.partial(
             default_data_collator, pad_token_id=getattr(self.tokenizer, "pad_token_id", None))
@@ -159,7 +161,7 @@ class Trainer:
         """Forward/backward every micro-batch of the window, clip, step. Returns (loss of the window
         averaged over all processes, grad norm, tokens read by all processes, learning rate used)."""
         ctx, args = self.ctx, self.args
-        units = [label_units(batch) for batch in window]
+        units = [label_units(batch, self.shifts_labels) for batch in window]
         total_units = all_reduce(torch.tensor(float(sum(units)), device=ctx.device), ctx).item()
         ddp = model if isinstance(model, DistributedDataParallel) else getattr(model, "_orig_mod", None)
         local_loss, tokens = torch.zeros((), device=ctx.device), 0
@@ -393,7 +395,7 @@ class Trainer:
         model.eval()
         loss_sum, units, batches, predictions, labels = 0.0, 0, 0, [], []
         for batch in self.eval_dataloader(dataset):
-            n = label_units(batch)
+            n = label_units(batch, self.shifts_labels)
             batch = move_to_device(batch, self.ctx.device)
             with autocast_context(self.ctx.device, self.args.bf16):
                 output = model(**batch)

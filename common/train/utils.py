@@ -69,14 +69,18 @@ class LogWindow:
         return logs
 
 
-def label_units(batch: dict) -> int:
+def label_units(batch: dict, shifted: bool = False) -> int:
     """n_i of the module docstring: how many label units a micro-batch's loss averages over.
 
     Integer `labels` (token labels (B, T) or class labels (B,)): the count of labels != -100.
+    shifted: the model shifts its labels inside the loss (a causal LM predicts x_t from x_<t, so
+    position 0's label is never scored): only labels[:, 1:] count, as the loss's own mean does.
     Float labels (regression, multi-label) or no `labels` key: the number of examples B.
     """
     labels = batch.get("labels")
     if isinstance(labels, torch.Tensor) and not labels.is_floating_point():
+        if shifted and labels.dim() >= 2:
+            labels = labels[..., 1:]
         return int((labels != IGNORE_INDEX).sum())
     return batch_size(batch)
 

@@ -30,7 +30,7 @@ def to_transformers(model):
     config = transformers.GPT2Config(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, n_positions=c.block_size,
                                      vocab_size=c.vocab_size, n_inner=c.n_inner, activation_function=c.activation_function,
                                      layer_norm_epsilon=c.layer_norm_epsilon, resid_pdrop=0.0, embd_pdrop=0.0,
-                                     attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+                                     attn_pdrop=0.0, bos_token_id=None, eos_token_id=None, pad_token_id=0)
     state = {}
     ours = model.state_dict()
     for key, tensor in ours.items():
@@ -64,8 +64,9 @@ def run(target_dir: str, draft_dir: str, new_tokens: int = 256, gamma: int = 4, 
     hf_target, hf_draft = to_transformers(target), to_transformers(draft)
     hf_draft.generation_config.num_assistant_tokens = gamma
     hf_draft.generation_config.num_assistant_tokens_schedule = "constant"
-    hf_kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                     do_sample=False, pad_token_id=0)
+    # no eos on either side: every way writes new_tokens tokens (min_new_tokens would ban the eos id instead)
+    hf_kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, do_sample=False,
+                     eos_token_id=None, pad_token_id=0)
 
     def hf_plain():
         with warnings.catch_warnings():

@@ -289,3 +289,23 @@ def test_assistant_model_bad_input_is_one_line_each():
         from minit5 import T5Config, T5ForConditionalGeneration
         T5ForConditionalGeneration(T5Config(vocab_size=V, d_model=16, d_kv=4, d_ff=16, num_layers=1,
                                             num_heads=2)).generate(prompt, assistant_model=target)
+
+
+@pytest.mark.slow
+def test_the_speculative_benchmark_runs_the_four_ways_on_the_same_weights(tmp_path):
+    """bench/speculative.py on two tiny random GPTs: transformers' copies give our logits, all four ways the same tokens."""
+    from bench import speculative
+    from common.text.char import CharTokenizer
+    tokenizer = CharTokenizer.from_text("ROMEO: to be or not to be\n")
+    for name, layers in (("target", 2), ("draft", 1)):
+        model = gpt(len(name), layers, vocab=len(tokenizer), n_embd=16)
+        model.save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    ours = GPT.from_pretrained(tmp_path / "target").eval()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        err = (speculative.to_transformers(ours)(ids).logits - ours(ids).logits).abs().max().item()
+    assert err < 1e-5, f"transformers' copy differs from our GPT by {err:.2e}"
+    result = speculative.run(str(tmp_path / "target"), str(tmp_path / "draft"), new_tokens=12, gamma=3, repeats=1)
+    assert all(result["same_tokens_as_ours_plain"].values()), result["same_tokens_as_ours_plain"]
+    assert 0 <= result["acceptance_rate"] <= 1 and result["target_forwards"] >= 12 / 4

@@ -29,6 +29,7 @@ import torch
 
 from common.errors import UserError
 from common.nn.lora import LoRALinear
+from common.nn.quantization import is_quantized
 # The decoding rules (greedy, temperature, top-k, top-p) are shared with minit5: common/nn/sampling.py.
 from common.nn.sampling import check_sampling_arguments, generation_mode, next_token
 from minigpt.decode_step import DecodeWeights
@@ -102,6 +103,7 @@ def _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top
 
     caches = model.new_kv_caches(B, min(total, block_size)) if use_cache else None
     has_adapters = any(isinstance(m, LoRALinear) for m in model.modules())
+    has_adapters = has_adapters or is_quantized(model)  # int8 layers: the decode step packs float weights only
     fast = (DecodeWeights.from_model(model) if use_decode_step(T0, max_new_tokens, block_size, use_cache, has_adapters)
             else None)
 

@@ -103,7 +103,8 @@ def _decode(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top
 
     caches = model.new_kv_caches(B, min(total, block_size)) if use_cache else None
     has_adapters = any(isinstance(m, LoRALinear) for m in model.modules())
-    has_adapters = has_adapters or is_quantized(model)  # int8 layers: the decode step packs float weights only
+    has_adapters = (has_adapters or is_quantized(model)  # the decode step packs float weights of n_head heads
+                    or any(getattr(m, "pruned_heads", None) for m in model.modules()))
     fast = (DecodeWeights.from_model(model) if use_decode_step(T0, max_new_tokens, block_size, use_cache, has_adapters)
             else None)
 

@@ -26,6 +26,7 @@ import torch
 from common.generation.config import GenerationConfig, check_generate_arguments
 from common.generation.loop import GenerateOutput, generate_tokens
 from common.generation.packed import MIN_STEPS_TO_PACK, has_lora, use_packed_step  # noqa: F401 (re-exported)
+from common.nn.quantization import is_quantized
 from common.nn.sampling import generation_mode
 from minigpt.decode_step import DecodeWeights
 
@@ -56,8 +57,11 @@ class GPTFamily:
             self.mask[:, :T0] = attention_mask
         self.caches = model.new_kv_caches(N, min(total, self.block_size)) if config.use_cache else None
         self.fast = None
+        # the packed step holds float weights of n_head heads: LoRA, int8 and pruned models keep the textbook path
+        textbook_only = (has_lora(model) or is_quantized(model)
+                         or any(getattr(m, "pruned_heads", None) for m in model.modules()))
         if config.packed_step and use_decode_step(T0, config.max_new_tokens, self.block_size, config.use_cache,
-                                                  has_lora(model)):
+                                                  textbook_only):
             self.fast = DecodeWeights.from_model(model)
         self.decode_path = "packed" if self.fast is not None else ("cache" if self.caches is not None else "recompute")
 

@@ -208,8 +208,9 @@ class GPTPreTrainedModel(PreTrainedModel):
         n_kv_head key/value heads (grouped-query attention caches n_head / n_kv_head times less)."""
         c = self.config
         param = self.transformer.wte.weight
-        return [KVCache(batch_size, c.n_kv_head, max_length, c.head_dim, dtype=param.dtype, device=param.device)
-                for _ in range(c.n_layer)]
+        return [KVCache(batch_size, block.attn.num_kv_heads, max_length, c.head_dim, dtype=param.dtype,
+                        device=param.device)
+                for block in self.transformer.h]  # a layer's own head count: prune_heads may have removed some
 
 
 # Llama's module names -> ours, inside model.layers.N / transformer.h.N.

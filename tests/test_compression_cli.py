@@ -193,6 +193,8 @@ def test_gpt_quantize_folder_loads_and_keeps_the_tied_table_in_float(tmp_path):
     assert loaded.lm_head.weight is loaded.transformer.wte.weight, "the tied table stays tied, in float"
     ids = torch.tensor([tokenizer.encode("to be or not")])
     assert (loaded(ids).logits - model(ids).logits).abs().max() < 0.05
+    out = loaded.generate(ids, max_new_tokens=20)  # long enough for generate's packed fast path
+    assert out.shape == (1, ids.size(1) + 20), "an int8 GPT generates (textbook forward, no float packing)"
 
 
 def test_a_pruned_teacher_fine_tunes_and_an_int8_one_is_refused(setup, tmp_path, capsys):

@@ -112,3 +112,12 @@ def test_bad_pruning_requests_are_clear_errors():
         model.prune_heads({5: [0]})
     with pytest.raises(ConfigError, match=r"\[0, 4\)"):
         model.prune_heads({0: [7]})
+
+
+def test_a_pruned_gpt_generates_the_same_tokens_with_and_without_the_cache():
+    model = gpt()
+    model.prune_heads({0: [1, 2], 1: [3]})
+    ids = torch.randint(1, 40, (2, 3), generator=torch.Generator().manual_seed(2))
+    cached = model.generate(ids, max_new_tokens=12, use_cache=True)
+    recomputed = model.generate(ids, max_new_tokens=12, use_cache=False)
+    assert torch.equal(cached, recomputed), "a pruned GPT must decode with its own head counts"

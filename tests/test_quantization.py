@@ -63,15 +63,20 @@ def test_int8_linear_is_the_dequantized_product_and_close_to_float(seed, B, T, n
     assert ((y - linear(x)).abs() <= bound * (1 + 1e-4) + 1e-5).all(), "int8 output outside the rounding bound"
 
 
-@given(seed=seeds, N=st.integers(1, 40), n_in=st.integers(1, 64), n_out=st.integers(1, 32))
-def test_int8_kernel_equals_the_textbook_path(seed, N, n_in, n_out):
+def random_int8_layer(seed, N, n_in, n_out, x_scale):
+    """An Int8Linear of N(0, 1) weights, an input (N, n_in), and the textbook path's output."""
     g = torch.Generator().manual_seed(seed)
     linear = nn.Linear(n_in, n_out)
     with torch.no_grad():
         linear.weight.copy_(torch.randn(n_out, n_in, generator=g))
     q = Int8Linear.from_linear(linear)
-    x = torch.randn(N, n_in, generator=g) * 3
-    textbook = q(x)
+    x = torch.randn(N, n_in, generator=g) * x_scale
+    return q, x, q(x)
+
+
+@given(seed=seeds, N=st.integers(1, 40), n_in=st.integers(1, 64), n_out=st.integers(1, 32))
+def test_int8_kernel_equals_the_textbook_path(seed, N, n_in, n_out):
+    q, x, textbook = random_int8_layer(seed, N, n_in, n_out, x_scale=3.0)
     assert use_int8_kernel(q) == "int_mm", "torch._int_mm runs on this CPU"
     fast = q(x)
     scale = textbook.abs().max().clamp_min(1.0)
@@ -84,13 +89,7 @@ def test_fbgemm_int8_kernel_is_the_textbook_product_up_to_its_input_rounding(see
     """fbgemm rounds the input with one asymmetric 7-bit scale per call, step = (max - min) / 127
     (x86's reduce_range), the textbook path with s_x[t] per token: the two differ by at most
     sum_j |W_deq[o, j]| (step / 2 + s_x[t] / 2) (same int8 weights, both sums exact)."""
-    g = torch.Generator().manual_seed(seed)
-    linear = nn.Linear(n_in, n_out)
-    with torch.no_grad():
-        linear.weight.copy_(torch.randn(n_out, n_in, generator=g))
-    q = Int8Linear.from_linear(linear)
-    x = torch.randn(N, n_in, generator=g) * 2
-    textbook = q(x)
+    q, x, textbook = random_int8_layer(seed, N, n_in, n_out, x_scale=2.0)
     assert use_int8_kernel(q, "fbgemm") == "fbgemm", "torch.ao's fbgemm kernel runs on this CPU"
     fast = q(x)
     _, s_x = quantize_absmax(x)

@@ -5,6 +5,8 @@ Soft targets at temperature T (T > 1 spreads the probability over the wrong clas
 sizes are what the teacher knows beyond the label):
 
     p_t = softmax(z_t / T),   p_s = softmax(z_s / T)                      z: logits (N, K)
+
+(T is the temperature in this file, Hinton et al.'s letter, not the sequence length; N rows, K classes.)
     L_KD = T^2 * KL(p_t || p_s) = T^2 * (1/N) sum_n sum_k p_t[n,k] (log p_t[n,k] - log p_s[n,k])
 
 Why T^2: without it, dKL/dz_s = (1/T)(p_s - p_t) per row, and for large T (zero-mean logits)

@@ -116,7 +116,8 @@ def fbgemm_linear(layer: "Int8Linear", x: torch.Tensor) -> torch.Tensor:
     """torch.ao's fused dynamic int8 linear on the layer's own int8 weights and per-channel scales
     (packed once, kept on the layer): x (..., in) float32 -> (..., out). See the module docstring."""
     packed = getattr(layer, "_fbgemm_packed", None)
-    key = (layer.weight.data_ptr(), layer.weight._version, layer.weight_scale._version)  # repacked after a load
+    key = (layer.weight.data_ptr(), layer.weight._version, layer.weight_scale._version,
+           None if layer.bias is None else layer.bias._version)  # repacked after a load changes any of them
     if packed is None or packed[0] != key:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's quantized-tensor constructors warn of their deprecation

@@ -107,7 +107,8 @@ def fit_isoflops(runs: list[dict]) -> dict:
     for key, name in (("params_opt", "a"), ("tokens_opt", "b")):
         log_y = [math.log10(o[key]) for o in optima]
         slope, error, intercept = slope_with_error(log_c, log_y)
-        pairs = [(log_y[j] - log_y[i]) / (log_c[j] - log_c[i]) for i in range(len(log_c)) for j in range(i + 1, len(log_c))]
+        pairs = [(log_y[j] - log_y[i]) / (log_c[j] - log_c[i])
+                 for i in range(len(log_c)) for j in range(i + 1, len(log_c))]
         result[name] = {"exponent": slope, "standard_error": error, "intercept": intercept, "pairwise": pairs}
     return result
 
@@ -164,7 +165,8 @@ def plot(runs: list[dict], fit: dict, path: Path) -> Optional[Path]:
         x = np.log10([r["params"] for r in group])
         (line,) = left.plot(10 ** x, [r["loss"] for r in group], "o", label=f"C = {c:.1e} FLOPs")
         grid = np.linspace(x.min(), x.max(), 50)
-        left.plot(10 ** grid, np.polyval(np.polyfit(x, [r["loss"] for r in group], 2), grid), "-", color=line.get_color())
+        curve = np.polyval(np.polyfit(x, [r["loss"] for r in group], 2), grid)
+        left.plot(10 ** grid, curve, "-", color=line.get_color())
         left.plot(optimum["params_opt"], optimum["loss_opt"], "*", color=line.get_color(), markersize=12)
     left.set(xscale="log", xlabel="parameters N (without the position table)", ylabel="validation loss",
              title="IsoFLOP curves")
@@ -191,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output_dir", "--output-dir", required=True, help="Folder for runs.jsonl, fit.json and isoflop.png.")
     add("--train_file", "--train-file", default=str(DEFAULT_TEXT),
         help="Text to train on; the last 10%% is the validation split (default: %(default)s).")
-    add("--budgets", default="3e11,1e12,3e12", help="Compute budgets C in FLOPs, comma-separated (default: %(default)s).")
+    add("--budgets", default="3e11,1e12,3e12",
+        help="Compute budgets C in FLOPs, comma-separated (default: %(default)s).")
     add("--widths", default="32,48,64,96,128,192", help="Model widths d to try at each budget (default: %(default)s).")
     add("--n_layer", "--n-layer", type=int, default=4, help="Blocks of every model (default: %(default)s).")
     add("--block_size", "--block-size", type=int, default=64, help="Context T (default: %(default)s).")
@@ -221,11 +224,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     budgets = parse_numbers(opts.budgets, float, "--budgets")
     widths = parse_numbers(opts.widths, int, "--widths")
     if len(budgets) < 2:
-        raise ConfigError(f"--budgets: the exponents need at least two budgets (three or more for a spread), got {budgets}")
+        raise ConfigError(f"--budgets: the exponents need at least two budgets (three or more for a spread), "
+                          f"got {budgets}")
     torch.set_num_threads(opts.threads)
     output_dir = Path(opts.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    train_text, validation_text = split_train_validation(read_nonempty_text(opts.train_file, "utf-8", "--train_file"), 10.0)
+    text = read_nonempty_text(opts.train_file, "utf-8", "--train_file")
+    train_text, validation_text = split_train_validation(text, 10.0)
     tokenizer = CharTokenizer.from_text(train_text + validation_text)
     train_set = TokenBlocks(encode_stream(tokenizer, train_text, "training text"), opts.block_size, random_offset=True)
     eval_set = evenly_spread(TokenBlocks(encode_stream(tokenizer, validation_text, "validation text"),

@@ -29,7 +29,8 @@ def synthetic_runs(alpha: float, beta: float, budgets=(1e18, 1e19, 1e20), points
         shift = 0.07 * (-1) ** int(math.log10(c))  # the grid is not centred on the optimum
         for n in centre * 10 ** (np.linspace(-0.6, 0.6, points) + shift):
             d = c / (6 * n)
-            runs.append({"budget": c, "params": float(n), "tokens": float(d), "loss": E + A / n ** alpha + B / d ** beta})
+            loss = E + A / n ** alpha + B / d ** beta
+            runs.append({"budget": c, "params": float(n), "tokens": float(d), "loss": loss})
     return runs
 
 

@@ -46,3 +46,23 @@ def test_no_native_bf16_means_off_without_measuring(monkeypatch):
     monkeypatch.setattr(train, "native_bf16", lambda device: False)
     monkeypatch.setattr(train, "step_seconds", lambda *a, **k: pytest.fail("measured without native bf16"))
     assert train.choose_bf16(tiny_gpt(), 2, 8, torch.device("cpu"))[0] is False
+
+
+class Captured(Exception):
+    pass
+
+
+@pytest.mark.parametrize("extra, expected", [([], "muon"), (["--lora_r", "2"], "adamw_torch_fused"),
+                                             (["--optim", "adamw_torch"], "adamw_torch")],
+                         ids=["new_model_muon", "lora_adamw", "explicit_flag"])
+def test_default_optimizer_is_muon_for_a_new_model_and_adamw_for_adapters(tmp_path, monkeypatch, extra, expected):
+    def capture(model, args, **kwargs):
+        raise Captured(args.optim)
+
+    monkeypatch.setattr(train, "Trainer", capture)
+    text = tmp_path / "t.txt"
+    text.write_text("abc def ghi\n" * 50, encoding="utf-8")
+    with pytest.raises(Captured) as chosen:
+        train.main(["--train_file", str(text), "--output_dir", str(tmp_path / "o"), "--bf16", "false", "--use_cpu",
+                    "--config_overrides", "n_layer=1,n_head=2,n_embd=16,block_size=8", *extra])
+    assert str(chosen.value) == expected, f"flags {extra}: optimizer {chosen.value}, expected {expected}"

@@ -95,7 +95,9 @@ class Muon(torch.optim.Optimizer):
                 group.setdefault("betas", (0.9, 0.999))
                 group.setdefault("eps", 1e-8)
             group.setdefault("weight_decay", 0.0)
-        super().__init__(param_groups, defaults={"lr": param_groups[0]["lr"], "use_muon": False})
+        # defaults["lr"] is --learning_rate (AdamW's), which a schedule's min_lr is a fraction of
+        adamw_lr = next((g["lr"] for g in param_groups if not g.get("use_muon", False)), param_groups[0]["lr"])
+        super().__init__(param_groups, defaults={"lr": adamw_lr, "use_muon": False})
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -437,8 +437,10 @@ else:
 
 # %% [markdown]
 # The measured run (`docs/results/chnsenticorp.md`: the whole training set, a 2-layer BERT
-# 128 wide, the same fine-tuning budget for both arms) gives the figures to compare with; at
-# quick size the two arms are both near the share of positive reviews.
+# 128 wide, the same 15-minute fine-tuning budget for both arms on a heavily shared machine) gave
+# 0.867 test accuracy pretrained against 0.860 from scratch: both learn the task, and a gap of 6
+# reviews is within one seed's noise, as the pretraining had only 3 CPU minutes. At quick size both
+# arms stay at the share of positive reviews (0.676).
 
 # %% [markdown]
 # ## Try it

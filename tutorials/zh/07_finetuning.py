@@ -422,8 +422,10 @@ else:
           f"fine-tuning steps on {n_labeled} labeled reviews)")
 
 # %% [markdown]
-# 用来对照的数字见实际测量的运行（`docs/results/chnsenticorp.md`：整个训练集、2 层 128 宽的 BERT、
-# 两组的微调预算相同）；快速模式下两组的准确率都接近正面评论所占的比例。
+# 实际测量的运行（`docs/results/chnsenticorp.md`：整个训练集、2 层 128 宽的 BERT，在一台负载很重的
+# 共享机器上两组各微调 15 分钟）得到测试准确率：先预训练 0.867，从零开始 0.860。两组都学会了这个任务，
+# 相差 6 条评论，在单个随机种子的噪声之内，因为预训练只分到 3 分钟 CPU 时间。快速模式下两组都停在
+# 正面评论所占的比例（0.676）。
 
 # %% [markdown]
 # ## 试一试

@@ -364,7 +364,8 @@ if have_ner:
     dev_true, dev_predicted = tag_sentences(ner_model, ner_dev_set, ner_collate)
     after = entity_f1(dev_true, dev_predicted)
     print(f"dev entity F1 on {len(ner_dev)} sentences: {before['f1']:.3f} with the random head, {after['f1']:.3f} "
-          f"after {ner_steps} steps of {ner_batch} sentences (precision {after['precision']:.3f}, recall {after['recall']:.3f})")
+          f"after {ner_steps} steps of {ner_batch} sentences (precision {after['precision']:.3f}, "
+          f"recall {after['recall']:.3f})")
     print(" ".join(f"{w}/{p}" for w, p in zip(ner_dev[0].words, dev_predicted[0])), "  <- predicted")
 
 # %% [markdown]
@@ -431,7 +432,8 @@ else:
                       "--per_device_train_batch_size", "32", "--learning_rate", "5e-4",
                       "--max_steps", str(finetune_steps), "--seed", "42", "--output_dir", str(out), *quiet])
             chn_accuracy[arm] = json.loads((out / "test_results.json").read_text())["test_accuracy"]
-    print(f"ChnSentiCorp test accuracy (777 reviews, 0.676 of them positive): pretrained {chn_accuracy['pretrained']:.3f}, "
+    print(f"ChnSentiCorp test accuracy (777 reviews, 0.676 of them positive): "
+          f"pretrained {chn_accuracy['pretrained']:.3f}, "
           f"from scratch {chn_accuracy['from scratch']:.3f}  ({pretrain_steps} MLM steps, {finetune_steps} "
           f"fine-tuning steps on {n_labeled} labeled reviews)")
 

@@ -364,7 +364,8 @@ if have_ner:
     dev_true, dev_predicted = tag_sentences(ner_model, ner_dev_set, ner_collate)
     after = entity_f1(dev_true, dev_predicted)
     print(f"dev entity F1 on {len(ner_dev)} sentences: {before['f1']:.3f} with the random head, {after['f1']:.3f} "
-          f"after {ner_steps} steps of {ner_batch} sentences (precision {after['precision']:.3f}, recall {after['recall']:.3f})")
+          f"after {ner_steps} steps of {ner_batch} sentences (precision {after['precision']:.3f}, "
+          f"recall {after['recall']:.3f})")
     print(" ".join(f"{w}/{p}" for w, p in zip(ner_dev[0].words, dev_predicted[0])), "  <- predicted")
 
 # %% [markdown]
@@ -383,7 +384,7 @@ if have_ner:
 # the two command-line tools and nothing else:
 #
 # 1. train a SentencePiece tokenizer on the training reviews' text (`--character_coverage 0.9995`:
-#    Chinese has thousands of characters, tutorial 11) and pretrain a small BERT on it by MLM
+#    Chinese has thousands of characters, tutorial 12) and pretrain a small BERT on it by MLM
 #    (`python -m minibert.pretrain --line_by_line`, one review per line, labels unused);
 # 2. fine-tune it on the labels (`python -m minibert.finetune --task classification
 #    --text_column_name review`), and the same model from random weights (`--from_scratch`, same
@@ -431,14 +432,17 @@ else:
                       "--per_device_train_batch_size", "32", "--learning_rate", "5e-4",
                       "--max_steps", str(finetune_steps), "--seed", "42", "--output_dir", str(out), *quiet])
             chn_accuracy[arm] = json.loads((out / "test_results.json").read_text())["test_accuracy"]
-    print(f"ChnSentiCorp test accuracy (777 reviews, 0.676 of them positive): pretrained {chn_accuracy['pretrained']:.3f}, "
+    print(f"ChnSentiCorp test accuracy (777 reviews, 0.676 of them positive): "
+          f"pretrained {chn_accuracy['pretrained']:.3f}, "
           f"from scratch {chn_accuracy['from scratch']:.3f}  ({pretrain_steps} MLM steps, {finetune_steps} "
           f"fine-tuning steps on {n_labeled} labeled reviews)")
 
 # %% [markdown]
 # The measured run (`docs/results/chnsenticorp.md`: the whole training set, a 2-layer BERT
-# 128 wide, the same fine-tuning budget for both arms) gives the figures to compare with; at
-# quick size the two arms are both near the share of positive reviews.
+# 128 wide, the same 15-minute fine-tuning budget for both arms on a heavily shared machine) gave
+# 0.867 test accuracy pretrained against 0.860 from scratch: both learn the task, and a gap of 6
+# reviews is within one seed's noise, as the pretraining had only 3 CPU minutes. At quick size both
+# arms stay at the share of positive reviews (0.676).
 
 # %% [markdown]
 # ## Try it

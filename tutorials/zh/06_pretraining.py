@@ -78,7 +78,7 @@ print(f"{len(train_pairs)} training pairs, {len(heldout_pairs)} held-out pairs, 
 #
 # - 不用 dropout（`hidden_dropout_prob = attention_probs_dropout_prob = 0`）：用 0.1 的 dropout 时，
 #   同样的步数只让教程 07 从预训练中得到几个百分点的提升（`demo/corpus.py`）；
-# - `mlm_logits_at_masked_only=True`，这是 forward 的参数，由下面的数据整理器加进每个批次
+# - `mlm_logits_at_masked_only=True`，这是 forward 的参数，由下面的组批器加进每个批次
 #   （`common/data/switches.py`；从不写进 config.json）：`V` 路的输出层只在 15% 被掩码的位置上运行，而损失也只读取这些
 #   位置。损失相同、梯度相同，工作量更少（`minibert/masked_only.py`，由 `tests/test_bert_parity.py`
 #   与完整计算对照）。

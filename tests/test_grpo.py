@@ -32,8 +32,8 @@ def test_advantages_have_mean_zero_in_every_group(rows):
 def test_advantages_are_the_group_z_scores_not_the_batch_ones():
     rewards = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
     A = group_advantages(rewards, eps=0.0)
-    std = rewards.std(dim=1, keepdim=True)  # sample std, per group
-    expected = (rewards - rewards.mean(dim=1, keepdim=True)) / std
+    # by hand: group means 1/4 and 3/4; sample std sqrt(((3/4)^2 + 3 (1/4)^2) / 3) = 1/2 in both groups
+    expected = (rewards - torch.tensor([[0.25], [0.75]])) / 0.5
     assert torch.allclose(A, expected), f"got {A.tolist()}, per-group z-scores are {expected.tolist()}"
     assert A[0, 0] > A[1, 0] > 0, "a lone right answer should earn more than one right answer among three"
     assert torch.allclose(group_advantages(torch.full((2, 3), 7.0)), torch.zeros(2, 3)), \

@@ -20,6 +20,10 @@ small = st.integers(1, 5)
 float_dtypes = st.sampled_from([torch.float32, torch.float64])
 MASK_SHAPES = ("key_padding", "per_query", "per_head")
 
+# Implementations that are a graded exercise of their own are checked against eager in their own file,
+# so that the attention and kv_cache exercises never depend on a later one (tests/test_ladder.py).
+GRADED_ELSEWHERE = {"flash": "tests/test_flash_attention.py (exercise online_softmax)"}
+
 
 def qkv(seed, B, H, T_q, T_k, d, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
@@ -102,7 +106,7 @@ def test_hand_written_attention_equals_torch_sdpa(mask_kind, seed, B, H, T, d, d
 
 @given(seed=seeds, B=small, H=st.integers(1, 4), T_q=small, T_k=small, dtype=float_dtypes,
        shape=st.sampled_from(MASK_SHAPES), output_projection=st.booleans(),
-       impl=st.sampled_from([name for name in ATTENTION_FUNCTIONS if name != "eager"]))
+       impl=st.sampled_from([name for name in ATTENTION_FUNCTIONS if name not in ("eager", *GRADED_ELSEWHERE)]))
 def test_multi_head_attention_every_registered_implementation_gives_eager_numbers(seed, B, H, T_q, T_k, dtype, shape,
                                                                                  output_projection, impl):
     """Every entry of the registry (sdpa, and any added later) against the hand-written path; also on
@@ -143,7 +147,7 @@ def test_self_attention_without_positions_is_permutation_equivariant(seed, B, H,
 
 
 @given(seed=seeds, B=small, H=st.integers(1, 4), T=st.integers(2, 8), data=st.data(),
-       attn_impl=st.sampled_from(["eager", "sdpa", "flash"]))
+       attn_impl=st.sampled_from(["eager", "sdpa"]))
 def test_with_a_causal_mask_a_later_token_never_changes_earlier_outputs(seed, B, H, T, data, attn_impl):
     t = data.draw(st.integers(0, T - 2), label="t")
     later = data.draw(st.integers(t + 1, T - 1), label="t + k")
@@ -214,7 +218,7 @@ def test_attention_dropout_acts_on_the_weights_and_only_in_training():
 
 
 @given(seed=seeds, B=small, H=st.integers(1, 3), T=st.integers(1, 8), data=st.data(),
-       attn_impl=st.sampled_from(["eager", "sdpa", "flash"]))
+       attn_impl=st.sampled_from(["eager", "sdpa"]))
 def test_incremental_attention_with_kv_cache_equals_full_causal_attention(seed, B, H, T, data, attn_impl):
     """Prefill a prompt of n tokens, then feed the rest one token at a time."""
     n = data.draw(st.integers(1, T), label="prompt length")

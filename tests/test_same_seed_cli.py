@@ -58,8 +58,8 @@ WAIT_TO_BE_KILLED = textwrap.dedent("""
 
     save_model_files = checkpoints.save_model_files
 
-    def save_then_wait(model, folder, tokenizer=None):  # inside save_checkpoint: weights written, state not yet
-        save_model_files(model, folder, tokenizer)
+    def save_then_wait(model, folder, *args, **kwargs):  # inside save_checkpoint: weights written, state not yet
+        save_model_files(model, folder, *args, **kwargs)
         if point == "in_save" and str(folder).endswith(str(step)):
             wait_for_the_kill()
 

@@ -17,8 +17,9 @@ and docs/results/minigpt.md for what they reach on tiny shakespeare in 60 s on 2
 ends when the time does, however fast the machine is.
 
 Writes to --output_dir: config.json, model.safetensors, the tokenizer files, eval_results.json
-(eval_loss, perplexity), train_results.json, log.jsonl (plot it with common/cli/plot_logs.py) and
-checkpoint-<step>/ folders (resume with --resume_from_checkpoint latest).
+(eval_loss, perplexity), train_results.json (with bf16 and bf16_reason: the precision the run trained
+in, and why), log.jsonl (plot it with common/cli/plot_logs.py) and checkpoint-<step>/ folders
+(resume with --resume_from_checkpoint latest).
 """
 from __future__ import annotations
 
@@ -312,7 +313,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     write_json(output_dir / "train_results.json", {
         "train_loss": result.training_loss, "train_runtime": runtime, "train_steps": result.global_step,
         "train_tokens": trainer.state.num_input_tokens_seen, "stop_reason": result.metrics["stop_reason"],
-        "train_tokens_per_second": tokens_per_second, "epoch": trainer.state.epoch})
+        "train_tokens_per_second": tokens_per_second, "epoch": trainer.state.epoch,
+        "bf16": args.bf16, "bf16_reason": bf16_reason})  # the precision the run trained in, and why (choose_bf16)
     if eval_set is not None:
         metrics = trainer.evaluate(eval_set)
         eval_results = {"eval_loss": metrics["eval_loss"], "perplexity": perplexity(metrics["eval_loss"]),

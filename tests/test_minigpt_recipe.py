@@ -6,6 +6,8 @@ and the random numbers untouched (so a run with the automatic choice trains like
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -66,3 +68,26 @@ def test_default_optimizer_is_muon_for_a_new_model_and_adamw_for_adapters(tmp_pa
         train.main(["--train_file", str(text), "--output_dir", str(tmp_path / "o"), "--bf16", "false", "--use_cpu",
                     "--config_overrides", "n_layer=1,n_head=2,n_embd=16,block_size=8", *extra])
     assert str(chosen.value) == expected, f"flags {extra}: optimizer {chosen.value}, expected {expected}"
+
+
+@pytest.mark.parametrize("flags, measured, expected_bf16, reason_says", [
+    ([], {"float32": 0.10, "bf16": 0.095}, False, "measured 100 ms per step in float32, 95 ms under bf16 (1.05x"),
+    ([], {"float32": 0.10, "bf16": 0.05}, True, "measured 100 ms per step in float32, 50 ms under bf16 (2.00x"),
+    (["--bf16", "false"], None, False, "--bf16 given"),
+], ids=["measured_off", "measured_on", "flag_given"])
+def test_train_results_record_the_precision_and_why(tmp_path, monkeypatch, flags, measured, expected_bf16,
+                                                    reason_says):
+    """A run whose bf16 was chosen by timing cannot be read (or redone) without the choice: train_results.json
+    keeps bf16 and its reason, the same words the run printed."""
+    monkeypatch.setattr(train, "native_bf16", lambda device: True)
+    monkeypatch.setattr(train, "step_seconds", lambda *a, **k: measured or pytest.fail("measured with --bf16 given"))
+    text, out = tmp_path / "t.txt", tmp_path / "o"
+    text.write_text("abc def ghi\n" * 50, encoding="utf-8")
+    assert train.main(["--train_file", str(text), "--output_dir", str(out), "--use_cpu", "--max_steps", "1",
+                       "--save_strategy", "no", "--sample_tokens", "0", "--disable_tqdm", *flags,
+                       "--config_overrides", "n_layer=1,n_head=2,n_embd=16,block_size=8"]) == 0
+    results = json.loads((out / "train_results.json").read_text())
+    assert results.get("bf16") is expected_bf16, f"train_results.json bf16 = {results.get('bf16')!r}, " \
+                                                 f"expected {expected_bf16}: {results}"
+    assert reason_says in results.get("bf16_reason", ""), \
+        f"train_results.json bf16_reason = {results.get('bf16_reason')!r}, expected it to say {reason_says!r}"

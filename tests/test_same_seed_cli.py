@@ -12,6 +12,7 @@ sends SIGKILL (no cleanup runs, as in a crash or an out-of-memory kill). The res
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -211,14 +212,42 @@ def test_minibert_finetune_twice_in_one_process_gives_the_same_head(tmp_path, be
 
 
 def test_minigpt_train_twice_in_one_process_gives_the_same_weights(tmp_path):
+    """With the default recipe (no --optim: Muon for a new model); only --bf16 is fixed, since its
+    default is chosen by timing a step and so may differ from one run to the next."""
     from minigpt.train import main
 
     (tmp_path / "text.txt").write_text(TEXT)
     for name in ("first", "second"):
         torch.rand(7)
         assert run_tool(main, ["--train_file", str(tmp_path / "text.txt"), "--output_dir", str(tmp_path / name),
-                               "--max_steps", "2", *GPT_FLAGS[6:]]) == 0
+                               "--max_steps", "2", "--save_steps", "2", *GPT_FLAGS[6:]]) == 0
+    optim = json.loads((tmp_path / "first" / "checkpoint-2" / "training_args.json").read_text())["optim"]
+    assert optim == "muon", f"the run trained with {optim!r}; this test is meant to cover the default, Muon"
     assert_same_weights(tmp_path / "first", tmp_path / "second", "minigpt.train twice with --seed 7")
+
+
+def test_minibert_distill_twice_in_one_process_gives_the_same_student(tmp_path):
+    """A student from scratch (its initialisation draws from --seed), dropout on, both loss terms."""
+    from common.text.auto import BertTokenizer
+    from minibert import BertConfig, BertForSequenceClassification
+    from minibert.distill import main
+
+    teacher = tmp_path / "teacher"
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(
+        vocab_size=len(BERT_VOCAB), hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16,
+        max_position_embeddings=32, id2label={0: "0", 1: "1"})).save_pretrained(teacher)
+    BertTokenizer(vocab=BERT_VOCAB).save_pretrained(teacher)
+    rows = "".join(f"the {a} {v}\t{int(a == 'cat')}\n" for a in ("cat", "dog") for v in ("sat", "ran")) * 3
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + rows)
+    for name in ("first", "second"):
+        argv = ["--task", "classification", "--teacher_name_or_path", str(teacher), "--train_file",
+                str(tmp_path / "train.tsv"), "--validation_file", str(tmp_path / "train.tsv"), "--output_dir",
+                str(tmp_path / name), "--student_num_hidden_layers", "1", "--student_init", "scratch",
+                "--alpha_ce", "0.5", "--alpha_task", "0.5", "--save_strategy", "no", *COMMON]
+        torch.rand(7)  # the global generator is elsewhere now: the tool must seed before it builds the student
+        assert run_tool(main, argv) == 0
+    assert_same_weights(tmp_path / "first", tmp_path / "second", "minibert.distill twice with --seed 3")
 
 
 def test_minit5_pretrain_twice_in_one_process_gives_the_same_weights(tmp_path):

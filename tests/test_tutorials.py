@@ -5,6 +5,11 @@ from the repository root) in a fresh interpreter, in quick mode (TUTORIAL_QUICK=
 same code), with its plots sent to a temporary folder (TUTORIAL_OUT). A tutorial that raises, or
 that asserts a number it printed, fails here with the tail of its output.
 
+The quick runs are most of the fast suite's time, and each is one process doing small operations:
+QUICK_JOBS of them (2: the 2 cores `make test-fast` is sized for) run at once, each with one thread
+(OMP_NUM_THREADS=1 unless set), so that while one test waits for its tutorial the next selected one
+is already running. TUTORIAL_JOBS=1 runs them one after another, as a learner would.
+
 The format check is what `make notebooks` (jupytext) needs: the file opens with a `# %% [markdown]`
 cell, has prose and code cells, and every line of a prose cell is a comment.
 """
@@ -13,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,6 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
 TIMEOUT_S = 600  # quick mode aims at seconds; this only stops a hung run on a slow, shared machine
+QUICK_JOBS = max(1, int(os.environ.get("TUTORIAL_JOBS", "2")))  # quick runs at once (see the module docstring)
 CELL = re.compile(r"^# %%(.*)$")
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
@@ -67,24 +74,72 @@ def test_tutorial_is_jupytext_percent_with_prose_and_code_cells(path):
     compile(source, str(path), "exec")
 
 
+class QuickRuns:
+    """The quick runs of this session: each started once, in a pool of QUICK_JOBS threads that each
+    wait on one `python tutorials/NN_topic.py` process; its plots go to a fresh folder."""
+
+    def __init__(self, tmp_path_factory):
+        self.factory = tmp_path_factory
+        self.pool = ThreadPoolExecutor(max_workers=QUICK_JOBS)
+        self.runs = {}  # path -> (future of (returncode or None on timeout, stdout, stderr), plot folder)
+        self.processes = []
+
+    def start(self, path: Path):
+        if path not in self.runs:
+            out = self.factory.mktemp(f"quick_{path.stem}")
+            self.runs[path] = (self.pool.submit(self.run, path, out), out)
+        return self.runs[path]
+
+    def run(self, path: Path, out: Path):
+        env = {**os.environ, "TUTORIAL_QUICK": "1", "TUTORIAL_OUT": str(out), "MPLBACKEND": "Agg"}
+        if QUICK_JOBS > 1:
+            env.setdefault("OMP_NUM_THREADS", "1")  # runs side by side: threads of one must not wait on the other
+        process = subprocess.Popen([sys.executable, str(path.relative_to(ROOT))], cwd=ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.processes.append(process)
+        try:
+            stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+            return None, stdout, stderr
+        return process.returncode, stdout, stderr
+
+    def close(self):
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for process in self.processes:  # a run started ahead for a test that will not come (-x, Ctrl-C)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    runs = QuickRuns(tmp_path_factory)
+    yield runs
+    runs.close()
+
+
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
-def test_tutorial_runs_in_quick_mode(path, tmp_path):
-    env = {**os.environ, "TUTORIAL_QUICK": "1", "TUTORIAL_OUT": str(tmp_path), "MPLBACKEND": "Agg"}
-    try:
-        run = subprocess.run([sys.executable, str(path.relative_to(ROOT))], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired as stopped:
-        out = stopped.stdout or ""
-        out = out.decode(errors="replace") if isinstance(out, bytes) else out  # bytes on some Pythons
-        pytest.fail(f"{path.name} did not finish within {TIMEOUT_S} s in quick mode; last output:\n{tail(out)}")
+def test_tutorial_runs_in_quick_mode(path, quick_runs, request):
+    items = request.session.items
+    later = [item.callspec.params["path"] for item in items[items.index(request.node) + 1:]
+             if getattr(item, "function", None) is test_tutorial_runs_in_quick_mode]
+    future, plots = quick_runs.start(path)
+    for upcoming in later[:QUICK_JOBS - 1]:  # selected in this session: started now, checked by its own test
+        quick_runs.start(upcoming)
+    returncode, stdout, stderr = future.result()
+    if returncode is None:
+        pytest.fail(f"{path.name} did not finish within {TIMEOUT_S} s in quick mode; last output:\n{tail(stdout)}")
+    run = subprocess.CompletedProcess(path, returncode, stdout, stderr)
     assert run.returncode == 0, (
         f"`TUTORIAL_QUICK=1 python {path.relative_to(ROOT)}` exited with {run.returncode}.\n"
         f"--- stderr (tail) ---\n{tail(run.stderr)}\n--- stdout (tail) ---\n{tail(run.stdout, 15)}")
     assert run.stdout.strip(), f"{path.name} printed nothing: a tutorial shows its shapes and numbers"
     if HAS_MATPLOTLIB and "save_plot(" in path.read_text(encoding="utf-8"):
-        plots = sorted(p.name for p in tmp_path.rglob("*.png"))
-        assert plots, (f"{path.name} calls save_plot and matplotlib is installed, but no .png appeared "
-                       f"in TUTORIAL_OUT={tmp_path}; plots must go to _setup.OUT")
+        found = sorted(p.name for p in plots.rglob("*.png"))
+        assert found, (f"{path.name} calls save_plot and matplotlib is installed, but no .png appeared "
+                       f"in TUTORIAL_OUT={plots}; plots must go to _setup.OUT")
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)

@@ -7,8 +7,8 @@ that asserts a number it printed, fails here with the tail of its output.
 
 The quick runs are most of the fast suite's time, and each is one process doing small operations:
 QUICK_JOBS of them (2: the 2 cores `make test-fast` is sized for) run at once, each with one thread
-(OMP_NUM_THREADS=1 unless set), so that while one test waits for its tutorial the next selected one
-is already running. TUTORIAL_JOBS=1 runs them one after another, as a learner would.
+(OMP_NUM_THREADS=1 unless set): the first quick-run test queues every selected tutorial, in test order,
+and each test then waits for its own. TUTORIAL_JOBS=1 runs them one after another, as a learner would.
 
 The format check is what `make notebooks` (jupytext) needs: the file opens with a `# %% [markdown]`
 cell, has prose and code cells, and every line of a prose cell is a comment.
@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -83,6 +84,7 @@ class QuickRuns:
         self.pool = ThreadPoolExecutor(max_workers=QUICK_JOBS)
         self.runs = {}  # path -> (future of (returncode or None on timeout, stdout, stderr), plot folder)
         self.processes = []
+        self.lock, self.closed = threading.Lock(), False
 
     def start(self, path: Path):
         if path not in self.runs:
@@ -94,9 +96,12 @@ class QuickRuns:
         env = {**os.environ, "TUTORIAL_QUICK": "1", "TUTORIAL_OUT": str(out), "MPLBACKEND": "Agg"}
         if QUICK_JOBS > 1:
             env.setdefault("OMP_NUM_THREADS", "1")  # runs side by side: threads of one must not wait on the other
-        process = subprocess.Popen([sys.executable, str(path.relative_to(ROOT))], cwd=ROOT, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.processes.append(process)
+        with self.lock:  # close() kills every process started before it, and none starts after it
+            if self.closed:
+                return None, "", "not run: the tests ended first"
+            process = subprocess.Popen([sys.executable, str(path.relative_to(ROOT))], cwd=ROOT, env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.processes.append(process)
         try:
             stdout, stderr = process.communicate(timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -106,11 +111,13 @@ class QuickRuns:
         return process.returncode, stdout, stderr
 
     def close(self):
+        with self.lock:
+            self.closed = True
         self.pool.shutdown(wait=False, cancel_futures=True)
-        for process in self.processes:  # a run started ahead for a test that will not come (-x, Ctrl-C)
+        for process in self.processes:  # a run started for a test that will not come (-x, Ctrl-C)
             if process.poll() is None:
                 process.kill()
-                process.wait()
+        self.pool.shutdown(wait=True)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +133,7 @@ def test_tutorial_runs_in_quick_mode(path, quick_runs, request):
     later = [item.callspec.params["path"] for item in items[items.index(request.node) + 1:]
              if getattr(item, "function", None) is test_tutorial_runs_in_quick_mode]
     future, plots = quick_runs.start(path)
-    for upcoming in later[:QUICK_JOBS - 1]:  # selected in this session: started now, checked by its own test
+    for upcoming in later:  # selected in this session: queued now, run as a worker frees, checked by its own test
         quick_runs.start(upcoming)
     returncode, stdout, stderr = future.result()
     if returncode is None:

@@ -6,9 +6,10 @@ same code), with its plots sent to a temporary folder (TUTORIAL_OUT). A tutorial
 that asserts a number it printed, fails here with the tail of its output.
 
 The quick runs are most of the fast suite's time, and each is one process doing small operations:
-QUICK_JOBS of them (2: the 2 cores `make test-fast` is sized for) run at once, each with one thread
-(OMP_NUM_THREADS=1 unless set): the first quick-run test queues every selected tutorial, in test order,
-and each test then waits for its own. TUTORIAL_JOBS=1 runs them one after another, as a learner would.
+QUICK_JOBS of them (2, the cores `make test-fast` is sized for; 1 on a 1-core machine) run at once,
+each with one thread (OMP_NUM_THREADS=1 unless set): the first quick-run test queues every selected
+tutorial, in test order, and each test then waits for its own. TUTORIAL_JOBS=1 runs them one after
+another, as a learner would.
 
 The format check is what `make notebooks` (jupytext) needs: the file opens with a `# %% [markdown]`
 cell, has prose and code cells, and every line of a prose cell is a comment.
@@ -27,7 +28,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
 TIMEOUT_S = 600  # quick mode aims at seconds; this only stops a hung run on a slow, shared machine
-QUICK_JOBS = max(1, int(os.environ.get("TUTORIAL_JOBS", "2")))  # quick runs at once (see the module docstring)
+QUICK_JOBS = max(1, int(os.environ.get("TUTORIAL_JOBS", min(2, os.cpu_count() or 1))))  # runs at once (docstring)
 CELL = re.compile(r"^# %%(.*)$")
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 

@@ -310,9 +310,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 log.flush()
                 print(f"C={budget:.2e} d={width:4d} N={run['params']:>9,} D={run['tokens']:>10,} "
                       f"steps={run['steps']:>6} loss={run['loss']:.4f} ({run['train_seconds']:.0f} s)", file=sys.stderr)
-    if len({r["budget"] for r in runs}) < 2:
-        print(f"{len(runs)} runs in {log_path}, all at one budget: run more budgets into this folder with "
-              f"--resume, then the fit follows")
+    sizes = {c: sum(r["budget"] == c for r in runs) for c in sorted({r["budget"] for r in runs})}
+    thin = [c for c, k in sizes.items() if k < 3]
+    for c in thin:
+        print(f"C={c:.2e}: {sizes[c]} runs so far, left out of the fit (a parabola needs 3 sizes)")
+    runs = [r for r in runs if r["budget"] not in thin]
+    if len(sizes) - len(thin) < 2:
+        print(f"{len(sizes) - len(thin)} budget(s) with 3 or more runs in {log_path}: run more into this "
+              f"folder with --resume, then the fit follows")
         return 0
     fit = fit_isoflops(runs)
     (output_dir / "fit.json").write_text(json.dumps(fit, indent=2) + "\n", encoding="utf-8")

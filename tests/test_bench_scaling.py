@@ -100,7 +100,8 @@ def test_resume_keeps_the_runs_done_trains_the_missing_ones_and_fits_every_budge
     flags, (small, large) = tiny_study(tmp_path)
     out = ["--output_dir", str(tmp_path / "out")]
     assert main(out + flags + ["--budgets", small, "--resume"]) == 0  # one budget: runs, no fit yet
-    assert "all at one budget" in capsys.readouterr().out and not (tmp_path / "out" / "fit.json").exists()
+    assert "1 budget(s) with 3 or more runs" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "fit.json").exists(), "one budget: no exponent to fit"
     first = (tmp_path / "out" / "runs.jsonl").read_text().splitlines()
     trained = []
     real = scaling.train_one
@@ -115,6 +116,16 @@ def test_resume_keeps_the_runs_done_trains_the_missing_ones_and_fits_every_budge
     trained.clear()
     assert main(out + flags + ["--budgets", small, "--resume"]) == 0
     assert trained == [] and "N_opt ~ C^" in capsys.readouterr().out, "a finished study: nothing to train, both fitted"
+    with open(tmp_path / "out" / "runs.jsonl", "a", encoding="utf-8") as log:  # a third budget, begun
+        opts = scaling.build_parser().parse_args(out + flags)
+        vocab = len(CharTokenizer.from_text((tmp_path / "t.txt").read_text(encoding="utf-8")))
+        third = 2 * float(large)
+        log.write(json.dumps({**json.loads(lines[0]), "budget": third,
+                              "steps": scaling.steps_for(third, 8, opts, vocab)[0]}) + "\n")
+    monkeypatch.setattr(scaling, "train_one", lambda *args: None)
+    assert main(out + flags + ["--budgets", small, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 runs so far, left out of the fit" in printed and "N_opt ~ C^" in printed, printed
 
 
 def test_an_existing_study_is_neither_overwritten_nor_resumed_with_other_settings(tmp_path):

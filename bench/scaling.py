@@ -223,9 +223,11 @@ def plot(runs: list[dict], fit: dict, path: Path) -> Optional[Path]:
     budgets = np.array([o["budget"] for o in fit["budgets"]])
     for key, name, marker in (("params_opt", "a", "o"), ("tokens_opt", "b", "s")):
         e = fit[name]
-        right.plot(budgets, [o[key] for o in fit["budgets"]], marker,
-                   label=f"{'N' if name == 'a' else 'D'}_opt ~ C^{e['exponent']:.2f} (+- {e['standard_error']:.2f})")
-        right.plot(budgets, 10 ** (e["intercept"] + e["exponent"] * np.log10(budgets)), "-")
+        (points,) = right.plot(budgets, [o[key] for o in fit["budgets"]], marker,
+                               label=f"{'N' if name == 'a' else 'D'}_opt ~ C^{e['exponent']:.2f} "
+                                     f"(+- {e['standard_error']:.2f})")
+        right.plot(budgets, 10 ** (e["intercept"] + e["exponent"] * np.log10(budgets)), "-",
+                   color=points.get_color())
     right.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="N_opt, D_opt",
               title=f"compute-optimal size and tokens (Chinchilla: {CHINCHILLA})")
     right.legend()

@@ -361,6 +361,12 @@ print(f"N_opt ~ C^{a_fit:.3f} (beta / (alpha + beta) = {beta / (alpha + beta):.3
       f"D_opt ~ C^{b_fit:.3f} (alpha / (alpha + beta) = {alpha / (alpha + beta):.3f})")
 
 # %% [markdown]
+# `python -m bench.scaling` 在 tiny shakespeare 上做了真正的研究（2 层 GPT，按字符）。从 1e10 到 3e11
+# 次浮点运算的四个预算各有一个山谷，拟合得到 N_opt ~ C^0.63（标准误差 0.07）和 D_opt ~ C^0.48
+# （0.06）：Chinchilla 的 0.5 在大约两个标准误差之内；只看其中两个预算，得到的指数从 0.37 到 0.80
+# 都有；而且这些很小的模型要的是每个参数 140 到 320 个词元，而不是 20 个。表格、图以及为什么只能
+# 粗略地看这些数，见 docs/results/compute.md。
+#
 # ## 轮到你了
 #
 # `make exercises` 会把 `online_softmax`（`common/nn/flash_attention.py:online_softmax_update`）

@@ -312,6 +312,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 log.flush()
                 print(f"C={budget:.2e} d={width:4d} N={run['params']:>9,} D={run['tokens']:>10,} "
                       f"steps={run['steps']:>6} loss={run['loss']:.4f} ({run['train_seconds']:.0f} s)", file=sys.stderr)
+    if opts.resume:  # other processes may have added runs to the folder meanwhile: fit them all
+        runs = read_runs(log_path, opts, len(tokenizer))
     sizes = {c: sum(r["budget"] == c for r in runs) for c in sorted({r["budget"] for r in runs})}
     thin = [c for c, k in sizes.items() if k < 3]
     for c in thin:

@@ -126,6 +126,18 @@ def test_resume_keeps_the_runs_done_trains_the_missing_ones_and_fits_every_budge
     assert main(out + flags + ["--budgets", small, "--resume"]) == 0
     printed = capsys.readouterr().out
     assert "1 runs so far, left out of the fit" in printed and "N_opt ~ C^" in printed, printed
+    # another process, filling the same folder, finishes a run while this one trains: the fit sees it
+    extra = {**json.loads(lines[0]), "budget": 3 * float(large)}
+    extra["steps"] = scaling.steps_for(extra["budget"], 8, opts, vocab)[0]
+
+    def meanwhile(*args):
+        with open(tmp_path / "out" / "runs.jsonl", "a", encoding="utf-8") as log:
+            log.write(json.dumps(extra) + "\n")
+
+    monkeypatch.setattr(scaling, "train_one", meanwhile)
+    assert main(out + flags + ["--budgets", f"{5 * float(large):.6g}", "--widths", "8", "--resume"]) == 0
+    assert f"C={extra['budget']:.2e}: 1 runs so far" in capsys.readouterr().out, (
+        "a run another process wrote while this one trained is missing from the fit's report")
 
 
 def test_an_existing_study_is_neither_overwritten_nor_resumed_with_other_settings(tmp_path):

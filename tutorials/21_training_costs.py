@@ -186,7 +186,6 @@ assert (out_textbook - out_flash).abs().max() < 1e-5
 # fast kernel, because S never travels to the GPU's slow memory. `attn_impl="flash"` in a GPT or
 # BERT config selects it.
 #
-#
 # ## 5. Muon: every direction of the update the same size
 #
 # AdamW divides each weight's step by that weight's own running gradient size, entry by entry. A
@@ -202,8 +201,8 @@ assert (out_textbook - out_flash).abs().max() < 1e-5
 # Each step maps every singular value sigma of X to p(sigma) = a sigma + b sigma^3 + c sigma^5 and
 # keeps the singular vectors. Embeddings, the output layer, biases and norm gains stay on AdamW.
 #
-# A real momentum matrix: a small GPT reads batches of the demo's stories; for its first MLP
-# weight we keep Muon's momentum B_t = mu B_{t-1} + (1 - mu) G_t (mu = 0.95) of the gradients G_t,
+# A real momentum matrix: a small GPT reads batches of the demo's stories; for the output weight
+# of its first MLP (`c_proj`) we keep Muon's momentum B_t = mu B_{t-1} + (1 - mu) G_t (mu = 0.95) of the gradients G_t,
 # take the Nesterov look-ahead M_t = mu B_t + (1 - mu) G_t, and orthogonalise that.
 
 # %%

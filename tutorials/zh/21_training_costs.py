@@ -191,7 +191,7 @@ assert (out_textbook - out_flash).abs().max() < 1e-5
 # 每一步把 X 的每个奇异值 sigma 映射为 p(sigma) = a sigma + b sigma^3 + c sigma^5，奇异向量不变。
 # 词嵌入、输出层、偏置和归一化的增益仍然用 AdamW。
 #
-# 下面看一个真实的动量矩阵：一个小 GPT 读入几批示例故事；对它第一个 MLP 的输出权重，我们按 Muon 的
+# 下面看一个真实的动量矩阵：一个小 GPT 读入几批示例故事；对它第一个 MLP 的输出权重（`c_proj`），我们按 Muon 的
 # 做法累积梯度 G_t 的动量 B_t = mu B_{t-1} + (1 - mu) G_t（mu = 0.95），取 Nesterov 式的前瞻
 # M_t = mu B_t + (1 - mu) G_t，再把它正交化。
 

@@ -17,6 +17,12 @@ of freedom, so read it as a rough width) and the exponents of every pair of budg
 
     python -m bench.scaling --output_dir out/scaling                       # ~15 min on one idle core
     python -m bench.scaling --output_dir out/s --budgets 3e11,1e12,3e12 --widths 32,48,64,96,128
+    python -m bench.scaling --output_dir out/s --resume --budgets 1e13 --widths 96,128,192,256
+
+--resume keeps the runs already in DIR/runs.jsonl (a stopped study loses at most the run it was
+in), trains only the (budget, width) pairs missing, and fits every budget in the file; so budgets
+with their own widths, or several processes started side by side, can fill one folder. The fit
+needs two budgets (three for a spread); with fewer it says so and stops after the runs.
 
 Each run: a GPT of --n_layer layers and width d (heads of 16), context --block_size, characters of the
 text, AdamW through the Trainer (lr --learning_rate, 5% warmup, linear decay to 0 over the run's
@@ -122,14 +128,57 @@ def gpt_of_width(width: int, n_layer: int, block_size: int, vocab_size: int) -> 
                          block_size=block_size, dropout=0.0))
 
 
+SETTINGS = ("n_layer", "block_size", "batch_size", "learning_rate", "eval_windows", "seed")
+
+
+def settings_of(opts) -> dict:
+    """The flags a run's loss depends on besides its budget and width, stored with each run."""
+    return {"train_file": Path(opts.train_file).name, **{k: getattr(opts, k) for k in SETTINGS}}
+
+
+def steps_for(budget: float, width: int, opts, vocab_size: int) -> tuple[int, float]:
+    """(optimizer steps that `budget` buys at this width, FLOPs of one step)."""
+    step_flops = flops_per_step(gpt_of_width(width, opts.n_layer, opts.block_size, vocab_size), opts.batch_size)
+    return int(budget // step_flops), step_flops
+
+
+def read_runs(path: Path, opts, vocab_size: int) -> list[dict]:
+    """The runs of an earlier (stopped or partial) study in runs.jsonl, checked against these flags.
+
+    A run trained with other settings would put a loss of another experiment on the curve, so each
+    line must agree: its stored settings (when it has them) and its step count, recomputed here
+    from its budget and width at --n_layer, --block_size and --batch_size.
+    """
+    runs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            run = json.loads(line)
+            budget, width, steps = float(run["budget"]), int(run["n_embd"]), int(run["steps"])
+            float(run["loss"]), float(run["params"]), float(run["tokens"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"{where}: not a run of bench.scaling ({error!r}); remove the line or use "
+                              f"a new --output_dir") from None
+        differ = {k: (v, run["settings"].get(k)) for k, v in settings_of(opts).items()
+                  if k in run.get("settings", {}) and run["settings"][k] != v}
+        want, _ = steps_for(budget, width, opts, vocab_size)
+        if run.get("n_layer") != opts.n_layer or steps != want or differ:
+            detail = differ or {"n_layer": (opts.n_layer, run.get("n_layer")), "steps": (want, steps)}
+            raise ConfigError(f"{where}: this run was trained with other settings (flag: (now, then) = "
+                              f"{detail}); resume with the flags it was run with, or use a new --output_dir")
+        runs.append(run)
+    return runs
+
+
 def train_one(budget: float, width: int, opts, tokenizer, train_set, eval_set, output_dir: Path) -> Optional[dict]:
     """Train one model on the tokens `budget` pays for; None when it buys fewer than --min_steps steps."""
-    torch.manual_seed(opts.seed)
-    model = gpt_of_width(width, opts.n_layer, opts.block_size, len(tokenizer))
-    step_flops = flops_per_step(model, opts.batch_size)
-    steps = int(budget // step_flops)
+    steps, step_flops = steps_for(budget, width, opts, len(tokenizer))
     if steps < opts.min_steps:
         return None
+    torch.manual_seed(opts.seed)
+    model = gpt_of_width(width, opts.n_layer, opts.block_size, len(tokenizer))
     args = TrainingArguments(output_dir=str(output_dir / f"run-{budget:.3g}-{width}"), overwrite_output_dir=True,
                              max_steps=steps, per_device_train_batch_size=opts.batch_size,
                              per_device_eval_batch_size=64, learning_rate=opts.learning_rate,
@@ -145,7 +194,7 @@ def train_one(budget: float, width: int, opts, tokenizer, train_set, eval_set, o
     params = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
     return {"budget": budget, "n_layer": c.n_layer, "n_embd": c.n_embd, "n_head": c.n_head, "params": params,
             "tokens": steps * opts.batch_size * opts.block_size, "steps": steps, "flops": steps * step_flops,
-            "loss": loss, "train_seconds": seconds}
+            "loss": loss, "train_seconds": seconds, "settings": settings_of(opts)}
 
 
 def plot(runs: list[dict], fit: dict, path: Path) -> Optional[Path]:
@@ -174,9 +223,11 @@ def plot(runs: list[dict], fit: dict, path: Path) -> Optional[Path]:
     budgets = np.array([o["budget"] for o in fit["budgets"]])
     for key, name, marker in (("params_opt", "a", "o"), ("tokens_opt", "b", "s")):
         e = fit[name]
-        right.plot(budgets, [o[key] for o in fit["budgets"]], marker,
-                   label=f"{'N' if name == 'a' else 'D'}_opt ~ C^{e['exponent']:.2f} (+- {e['standard_error']:.2f})")
-        right.plot(budgets, 10 ** (e["intercept"] + e["exponent"] * np.log10(budgets)), "-")
+        (points,) = right.plot(budgets, [o[key] for o in fit["budgets"]], marker,
+                               label=f"{'N' if name == 'a' else 'D'}_opt ~ C^{e['exponent']:.2f} "
+                                     f"(+- {e['standard_error']:.2f})")
+        right.plot(budgets, 10 ** (e["intercept"] + e["exponent"] * np.log10(budgets)), "-",
+                   color=points.get_color())
     right.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="N_opt, D_opt",
               title=f"compute-optimal size and tokens (Chinchilla: {CHINCHILLA})")
     right.legend()
@@ -205,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--eval_windows", "--eval-windows", type=int, default=300,
         help="Validation windows, evenly spread, for each run's loss (default: %(default)s).")
     add("--seed", type=int, default=0)
+    add("--resume", action="store_true",
+        help="Keep the runs already in OUTPUT_DIR/runs.jsonl, train only the missing ones, fit them all.")
+    add("--overwrite_output_dir", "--overwrite-output-dir", action="store_true",
+        help="Start a new study in a folder that already holds runs.jsonl (its runs are lost).")
     add("--threads", type=int, default=1, help="torch threads (default: %(default)s).")
     return parser
 
@@ -223,11 +278,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     opts = build_parser().parse_args(argv)
     budgets = parse_numbers(opts.budgets, float, "--budgets")
     widths = parse_numbers(opts.widths, int, "--widths")
-    if len(budgets) < 2:
+    if len(budgets) < 2 and not opts.resume:
         raise ConfigError(f"--budgets: the exponents need at least two budgets (three or more for a spread), "
-                          f"got {budgets}")
+                          f"got {budgets}; or add --resume to fill a folder one budget at a time")
     torch.set_num_threads(opts.threads)
     output_dir = Path(opts.output_dir)
+    log_path = output_dir / "runs.jsonl"
+    if log_path.exists() and not (opts.resume or opts.overwrite_output_dir):
+        raise ConfigError(f"{log_path} already holds a study: add --resume to continue it, or "
+                          f"--overwrite_output_dir to start again (its runs are lost)")
     output_dir.mkdir(parents=True, exist_ok=True)
     text = read_nonempty_text(opts.train_file, "utf-8", "--train_file")
     train_text, validation_text = split_train_validation(text, 10.0)
@@ -235,10 +294,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train_set = TokenBlocks(encode_stream(tokenizer, train_text, "training text"), opts.block_size, random_offset=True)
     eval_set = evenly_spread(TokenBlocks(encode_stream(tokenizer, validation_text, "validation text"),
                                          opts.block_size, random_offset=False), opts.eval_windows)
-    runs = []
-    with open(output_dir / "runs.jsonl", "w", encoding="utf-8") as log:
+    runs = read_runs(log_path, opts, len(tokenizer)) if opts.resume and log_path.exists() else []
+    done = {(r["budget"], r["n_embd"]) for r in runs}
+    if runs:
+        print(f"resuming: {len(runs)} runs already in {log_path}", file=sys.stderr)
+    with open(log_path, "a" if opts.resume else "w", encoding="utf-8") as log:
         for budget in budgets:
             for width in widths:
+                if (budget, width) in done:
+                    continue
                 run = train_one(budget, width, opts, tokenizer, train_set, eval_set, output_dir / "runs")
                 if run is None:
                     print(f"C={budget:.2e} d={width}: fewer than {opts.min_steps} steps, skipped", file=sys.stderr)
@@ -248,6 +312,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 log.flush()
                 print(f"C={budget:.2e} d={width:4d} N={run['params']:>9,} D={run['tokens']:>10,} "
                       f"steps={run['steps']:>6} loss={run['loss']:.4f} ({run['train_seconds']:.0f} s)", file=sys.stderr)
+    if opts.resume:  # other processes may have added runs to the folder meanwhile: fit them all
+        runs = read_runs(log_path, opts, len(tokenizer))
+    sizes = {c: sum(r["budget"] == c for r in runs) for c in sorted({r["budget"] for r in runs})}
+    thin = [c for c, k in sizes.items() if k < 3]
+    for c in thin:
+        print(f"C={c:.2e}: {sizes[c]} runs so far, left out of the fit (a parabola needs 3 sizes)")
+    runs = [r for r in runs if r["budget"] not in thin]
+    if len(sizes) - len(thin) < 2:
+        print(f"{len(sizes) - len(thin)} budget(s) with 3 or more runs in {log_path}: run more into this "
+              f"folder with --resume, then the fit follows")
+        return 0
     fit = fit_isoflops(runs)
     (output_dir / "fit.json").write_text(json.dumps(fit, indent=2) + "\n", encoding="utf-8")
     picture = plot(runs, fit, output_dir / "isoflop.png")

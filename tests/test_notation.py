@@ -140,3 +140,18 @@ def test_the_span_corruption_docstring_example_is_what_corrupt_spans_returns():
     assert got == (shown["inputs"], shown["targets"]), (
         f"common/data/span_corruption.py's example shows inputs {shown['inputs']}, targets "
         f"{shown['targets']}; corrupt_spans returns {got[0]}, {got[1]}")
+
+
+# Tutorial 21's Muon and scaling-study formulas, as docs/notation.md states them (the tutorial and
+# common/train/muon.py, bench/scaling.py use the same names).
+MUON_AND_SCALING = {
+    "Newton-Schulz step": "`X_{k+1} = a X_k + (b A + c A^2) X_k`, `A = X_k X_k^T`",
+    "its polynomial": "`p(sigma) = a sigma + b sigma^3 + c sigma^5`",
+    "a run's compute": "`C = S C_step` FLOPs and reads `D = S B T` tokens",
+    "the exponents from a loss surface": "`a = beta / (alpha + beta)` and\n`b = alpha / (alpha + beta)`",
+}
+
+
+def test_notation_states_muon_and_the_scaling_exponents():
+    missing = {k: v for k, v in MUON_AND_SCALING.items() if v not in NOTATION}
+    assert not missing, f"docs/notation.md lacks (or states differently) Tutorial 21's: {missing}"

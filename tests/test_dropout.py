@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from common.nn.dropout import Dropout, dropout
+from common.nn.dropout import Dropout, dropout, keep_mask, uniform_15bit
 
 
 def test_dropout_is_the_identity_in_eval_mode_and_at_p_zero():
@@ -65,3 +65,33 @@ def test_dropout_keeps_a_bfloat16_input_bfloat16_with_the_same_rate():
 def test_dropout_rejects_a_probability_outside_0_1():
     with pytest.raises(ValueError, match="dropout probability"):
         Dropout(1.5)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 1 / 3])
+def test_keep_mask_drops_below_floor_keeps_above_and_resolves_the_tie_with_probability_q_minus_floor(p):
+    # every 15-bit value once: exactly f = floor(p 2^15) dropped below the tie, 2^15 - f - 1 kept above it
+    q = p * 2**15
+    f = int(q)
+    v = torch.arange(2**15, dtype=torch.int16)
+    keep = keep_mask(v, p)
+    assert not keep[:f].any(), f"values below f = {f} must be dropped (v < f means u < p)"
+    assert keep[f + 1:].all(), f"values above f = {f} must be kept"
+    # only ties: kept with probability 1 - (q - f), so P(drop) = (f + q - f) / 2^15 = p exactly
+    torch.manual_seed(0)
+    n = 200_000
+    kept = keep_mask(torch.full((n,), f, dtype=torch.int16), p).double().mean().item()
+    expected = 1 - (q - f)
+    sigma = math.sqrt(max(expected * (1 - expected), 1e-12) / n)
+    assert abs(kept - expected) <= 5 * sigma + 1e-12, (
+        f"a tie v = f was kept with frequency {kept:.4f}, expected 1 - (q - f) = {expected:.4f}")
+
+
+def test_uniform_15bit_gives_four_alike_uniform_pieces_per_draw():
+    torch.manual_seed(0)
+    v = uniform_15bit((100_000, 4)).long()  # column j = the j-th 16-bit piece of each 64-bit draw
+    assert v.min() >= 0 and v.max() < 2**15, f"values outside 0 .. 2^15 - 1: [{v.min()}, {v.max()}]"
+    for j in range(4):
+        for bit in (0, 7, 14):
+            share = ((v[:, j] >> bit) & 1).double().mean().item()
+            assert abs(share - 0.5) <= 0.01, f"bit {bit} of piece {j} is set in {share:.4f} of draws, expected 0.5"
+    assert uniform_15bit((3, 5, 7)).shape == (3, 5, 7), "a shape whose size is not a multiple of 4 must still fit"

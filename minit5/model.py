@@ -291,7 +291,7 @@ class T5Stack(nn.Module):
                                    for i in range(num_layers))
         self.final_layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.dropout = Dropout(config.dropout_rate)
-        self.gradient_checkpointing = False  # gradient_checkpointing_enable() (common/nn/checkpointing.py)
+        self.gradient_checkpointing = False  # or "full" / "selective": gradient_checkpointing_enable()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 encoder_hidden_states: Optional[torch.Tensor] = None,
@@ -318,7 +318,7 @@ class T5Stack(nn.Module):
         for i, block in enumerate(self.block):
             hidden_states.append(x)  # e_i, the input of block i (a reference: no copy)
             x, position_bias, weights, cross_weights = run_block(  # recomputed in the backward when checkpointing
-                block, self.gradient_checkpointing and kv_caches is None,
+                block, self.gradient_checkpointing if kv_caches is None else False,
                 x, mask=mask, position_bias=position_bias, encoder_hidden_states=encoder_hidden_states,
                 encoder_mask=encoder_mask, kv_cache=kv_caches[i] if kv_caches is not None else None,
                 cross_key_value=cross_key_values[i] if cross_key_values is not None else None,

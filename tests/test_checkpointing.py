@@ -1,7 +1,8 @@
 """Activation checkpointing (common/nn/checkpointing.py, gradient_checkpointing_enable on the three
-families, --gradient_checkpointing through TrainingArguments): recomputing each block in the backward
-gives the gradients of the run that keeps every activation, bit for bit without dropout, and with
-dropout too (the RNG state at each block's start is replayed, so the same masks are drawn)."""
+families, --gradient_checkpointing through TrainingArguments): recomputing in the backward, whole
+blocks ("full") or all but the Linears' outputs ("selective"), gives the gradients of the run that
+keeps every activation, bit for bit without dropout, and with dropout too (the RNG state at each
+block's start is replayed, so the same masks are drawn)."""
 import pytest
 import torch
 
@@ -49,19 +50,25 @@ def gradients(model, loss, seed):
 
 @pytest.mark.parametrize("family", [gpt, bert, t5], ids=["gpt", "bert", "t5"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3], ids=["no_dropout", "dropout"])
-def test_checkpointed_gradients_are_bit_equal_to_the_plain_run(family, dropout):
+@pytest.mark.parametrize("granularity", [None, "full", "selective"], ids=["default", "full", "selective"])
+def test_checkpointed_gradients_are_bit_equal_to_the_plain_run(family, dropout, granularity):
     torch.manual_seed(0)
     model, loss = family(dropout)
     model.train()
     plain_loss, plain = gradients(model, loss, seed=7)
-    model.gradient_checkpointing_enable()
+    if granularity is None:
+        model.gradient_checkpointing_enable()  # "full"
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"granularity": granularity})
     assert model.is_gradient_checkpointing
     ckpt_loss, ckpt = gradients(model, loss, seed=7)
-    assert torch.equal(plain_loss, ckpt_loss), f"loss {plain_loss.item()} vs {ckpt_loss.item()} with checkpointing"
+    assert torch.equal(plain_loss, ckpt_loss), (
+        f"loss {plain_loss.item()} vs {ckpt_loss.item()} with {granularity or 'full'} checkpointing")
     assert plain.keys() == ckpt.keys()
     for name in plain:
         diff = (plain[name] - ckpt[name]).abs().max().item()
-        assert torch.equal(plain[name], ckpt[name]), f"{name}: gradient differs by {diff:.2e} with checkpointing"
+        assert torch.equal(plain[name], ckpt[name]), (
+            f"{name}: gradient differs by {diff:.2e} with {granularity or 'full'} checkpointing")
     model.gradient_checkpointing_disable()
     assert not model.is_gradient_checkpointing
 
@@ -77,6 +84,57 @@ def test_checkpointing_keeps_less_for_the_backward():
     model.gradient_checkpointing_enable()
     ckpt = peak_allocated_bytes(step)
     assert ckpt * 1.5 <= plain, f"peak {ckpt} bytes with checkpointing, {plain} without: not 1.5x less"
+
+
+def test_each_granularity_keeps_what_its_formula_says_per_layer():
+    """Activations the forward pass leaves for the backward, per layer (4 layers minus 2 layers, halved):
+    plain 16 B T d + B h T^2 (+ 4 B T norm statistics, + the (T, T) bool mask masked_fill keeps), full
+    B T d (the block's input), selective 10 B T d (the input and the outputs of the six Linears: Q, K,
+    V, W^O, c_fc (4d wide), c_proj), so selective keeps no (T x T) tensor; each checkpointed block also
+    keeps the RNG state it replays. A policy that also kept the attention's batched products, or kept
+    nothing but the input, would fail here (float32: 4 bytes a number)."""
+    from common.train.measure import allocated_bytes
+
+    B, T, d, h = 2, 64, 32, 4
+
+    def kept(n_layer, granularity):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(n_layer=n_layer, n_head=h, n_embd=d, vocab_size=20, block_size=T))
+        if granularity:
+            model.gradient_checkpointing_enable({"granularity": granularity})
+        ids = torch.randint(0, 20, (B, T))
+        graph = {}
+
+        def forward():
+            graph["loss"] = model(ids, labels=ids).loss  # keeps the graph (and its saved tensors) alive
+        return allocated_bytes(forward)[1]
+
+    rng_state = torch.get_rng_state().numel()  # bytes: each checkpointed block keeps the CPU generator's state
+    expected = {"full": 4 * B * T * d + rng_state, "selective": 4 * 10 * B * T * d + rng_state,
+                None: 4 * (16 * B * T * d + B * h * T * T + 4 * B * T) + T * T}  # + the inverted causal mask
+    for granularity, numbers in expected.items():
+        per_layer = (kept(4, granularity) - kept(2, granularity)) / 2
+        # within 64 bytes (a scalar or two); a wrong policy is off by at least B T numbers (512 bytes)
+        assert abs(per_layer - numbers) <= 64, (
+            f"{granularity or 'plain'}: {per_layer:,.0f} bytes kept per layer, the formula says {numbers:,}")
+
+
+def test_an_unknown_granularity_or_key_is_one_clear_error():
+    model, _ = gpt(0.0)
+    with pytest.raises(UserError, match=r"granularity must be one of \('full', 'selective'\), got 'partial'"):
+        model.gradient_checkpointing_enable({"granularity": "partial"})
+    with pytest.raises(UserError, match=r"unknown key\(s\) \['policy'\]"):
+        model.gradient_checkpointing_enable({"policy": "selective"})
+    with pytest.raises(UserError, match="use_reentrant=True is not supported"):
+        model.gradient_checkpointing_enable({"use_reentrant": True})
+    model.gradient_checkpointing_enable({"use_reentrant": False})  # transformers' common argument: accepted
+    assert model.is_gradient_checkpointing
+    for bad, field_error in [('{"granularity": "partial"}', "granularity must be one of"),
+                             ("[1]", "must be a JSON object"), ("{granularity", "not valid JSON")]:
+        with pytest.raises(ConfigError, match=f"^gradient_checkpointing_kwargs: .*{field_error}"):
+            TrainingArguments(output_dir="unused", gradient_checkpointing=True, gradient_checkpointing_kwargs=bad)
+    with pytest.raises(ConfigError, match="only with --gradient_checkpointing"):
+        TrainingArguments(output_dir="unused", gradient_checkpointing_kwargs={"granularity": "selective"})
 
 
 def test_a_model_that_cannot_checkpoint_says_so_in_one_line():
@@ -107,3 +165,10 @@ def test_the_flag_reaches_the_trainer_through_the_shared_training_flags(tmp_path
     model, _ = gpt(0.0)
     Trainer(model, args)._wrap_model()
     assert model.is_gradient_checkpointing, "--gradient_checkpointing did not enable checkpointing"
+    assert model.transformer.gradient_checkpointing == "full", "the default granularity is full-block recompute"
+    args = training_arguments(parser.parse_args(["--output_dir", str(tmp_path), "--gradient_checkpointing",
+                                                 "--gradient_checkpointing_kwargs", '{"granularity": "selective"}']))
+    model, _ = gpt(0.0)
+    Trainer(model, args)._wrap_model()
+    assert model.transformer.gradient_checkpointing == "selective", (
+        f"--gradient_checkpointing_kwargs did not reach the model: {model.transformer.gradient_checkpointing!r}")

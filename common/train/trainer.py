@@ -510,7 +510,8 @@ class Trainer:
             if enable is None:
                 raise ConfigError(f"--gradient_checkpointing: {type(model).__name__} cannot recompute its blocks "
                                   "(it has no gradient_checkpointing_enable()); train without the flag")
-            enable()
+            kwargs = self.args.checkpointing_kwargs  # transformers' keyword, given only when set
+            enable(gradient_checkpointing_kwargs=kwargs) if kwargs else enable()
         if self.args.fsdp:
             return model  # sharded in place before the optimizer was built (train)
         if self.ctx.is_distributed:

@@ -88,3 +88,84 @@ def test_fsdp_without_torchrun_is_one_clear_error(tmp_path):
     trainer = Trainer(ToyTokenLM(), args, train_dataset=RaggedTokenDataset(n=4), tokenizer=ToyTokenizer())
     with pytest.raises(ConfigError, match="--fsdp shards the weights over the processes of torchrun"):
         trainer.train()
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import os, sys
+    sys.path[:0] = [{repo!r}, {tests!r}]
+    import torch
+    from _trainer_toys import RaggedTokenDataset, ToyTokenizer
+    from common.train.args import TrainingArguments
+    from common.train.trainer import Trainer
+    from minigpt.config import GPTConfig
+    from minigpt.model import GPT
+
+    def train(name, optim, **extra):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=13, block_size=16, dropout=0.1))
+        args = TrainingArguments(output_dir=os.path.join(sys.argv[1], name), max_steps=4, learning_rate=1e-2,
+                                 use_cpu=True, disable_tqdm=True, logging_steps=1, seed=4, fsdp=True,
+                                 per_device_train_batch_size=2, save_strategy="steps", save_steps=2, optim=optim,
+                                 **extra)
+        trainer = Trainer(model, args, train_dataset=RaggedTokenDataset(n=24), tokenizer=ToyTokenizer())
+        trainer.train()
+        trainer.save_model(os.path.join(args.output_dir, "final"))
+
+    for optim in ("adamw_torch", "muon"):
+        train(f"straight_{{optim}}", optim)
+        checkpoint = os.path.join(sys.argv[1], f"straight_{{optim}}", "checkpoint-2")
+        train(f"resumed_{{optim}}", optim, resume_from_checkpoint=checkpoint)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optim", ["adamw_torch", "muon"])
+def test_an_fsdp_run_resumed_from_its_checkpoint_ends_on_the_uninterrupted_weights(tmp_path_factory, optim):
+    """Stopped at step 2 of 4 and resumed (each process reading the full weights and its own shard of the
+    optimizer state, dropout on so the random state must continue too): the weights of the run that
+    never stopped. A resume that lost the moments (or the Muon momentum), or loaded another process's
+    shard, ends elsewhere."""
+    out = _resumed_runs(tmp_path_factory)
+    straight = load_state_dict(out / f"straight_{optim}" / "final")
+    resumed = load_state_dict(out / f"resumed_{optim}" / "final")
+    err = max((resumed[k] - v).abs().max().item() for k, v in straight.items())
+    assert err <= 1e-6, f"{optim}: resumed run ends {err:.2e} away from the uninterrupted one (tolerance 1e-6)"
+    assert (out / f"straight_{optim}" / "checkpoint-2" / "optimizer_rank1.pt").is_file(), "each process saves its shard"
+
+
+_RESUMED = {}
+
+
+def _resumed_runs(tmp_path_factory) -> Path:
+    """One torchrun launch for both optimizers (each launch costs seconds of start-up)."""
+    if "out" not in _RESUMED:
+        out = tmp_path_factory.mktemp("fsdp_resume")
+        script = out / "resume_fsdp.py"
+        script.write_text(RESUME_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests")))
+        run_two_processes(script, out)
+        _RESUMED["out"] = out
+    return _RESUMED["out"]
+
+
+def test_resuming_across_the_fsdp_setting_is_one_clear_error(tmp_path):
+    """A sharded checkpoint (optimizer_rank<r>.pt) resumed without --fsdp, and a plain one with --fsdp,
+    each name what the checkpoint needs instead of "not a training checkpoint"."""
+    import torch
+
+    from common.errors import CheckpointError
+    from common.train.checkpoints import load_training_state
+    from common.train.device import DistributedContext
+
+    sharded, plain = tmp_path / "sharded", tmp_path / "plain"
+    for folder, optimizer_files in ((sharded, ["optimizer_rank0.pt", "optimizer_rank1.pt"]), (plain, ["optimizer.pt"])):
+        folder.mkdir()
+        for name in optimizer_files + ["scheduler.pt"]:
+            torch.save({}, folder / name)
+    weight = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.AdamW([weight])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    with pytest.raises(CheckpointError, match=r"written by an --fsdp run of 2 processes.*--nproc_per_node=2 with --fsdp"):
+        load_training_state(sharded, optimizer, scheduler, DistributedContext())
+    with pytest.raises(CheckpointError, match=r"optimizer_rank1.pt is missing: this checkpoint was not written by an "
+                                              r"--fsdp run of 2 processes"):
+        load_training_state(plain, optimizer, scheduler, DistributedContext(rank=1, world_size=2), sharded=True)

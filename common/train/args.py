@@ -116,8 +116,8 @@ class TrainingArguments:
         "common/nn/checkpointing.py). A dict is accepted from Python and stored as JSON."))
     fsdp: bool = field(default=False, metadata=_help(
         "Under torchrun, shard weights, gradients and AdamW state over the processes (torch.distributed's "
-        "fully_shard, common/train/fsdp.py) instead of a full copy in each (DDP). Resuming such a run is not "
-        "supported yet."))
+        "fully_shard, common/train/fsdp.py) instead of a full copy in each (DDP). Resume such a run with the "
+        "same number of processes and --fsdp."))
     torch_compile: bool = field(default=False, metadata=_help(
         "Wrap the model in torch.compile (saved keys never carry its _orig_mod. prefix)."))
     dataloader_num_workers: int = field(default=0, metadata=_help(

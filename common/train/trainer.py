@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from common.train.device import (all_reduce, autocast_context, barrier, bf16_supported, move_to_device,
                            set_seed, setup_distributed)
-from common.errors import CheckpointError, ConfigError, UserError
+from common.errors import ConfigError, UserError
 from common.train.fsdp import check_fsdp_context, full_state_dict, full_tensor, is_sharded, shard_model
 from common.train.optim import create_optimizer, get_scheduler
 from common.train.columns import ColumnFilter, LOSS_KEYS, forward_arguments, no_loss_message, unused_columns
@@ -487,12 +487,8 @@ class Trainer:
         barrier(self.ctx)
 
     def _resume(self, folder: Path, max_steps: int, steps_per_epoch: int) -> None:
-        if self.args.fsdp:
-            raise CheckpointError(f"--resume_from_checkpoint {folder} with --fsdp: resuming a sharded run is not "
-                                  "supported yet; its checkpoint's model.safetensors holds the full weights: "
-                                  "start a new run from them")
         load_model_weights(self.model, folder)
-        self.state = load_training_state(folder, self.optimizer, self.lr_scheduler, self.ctx)
+        self.state = load_training_state(folder, self.optimizer, self.lr_scheduler, self.ctx, sharded=self.args.fsdp)
         saved = (self.state.train_batch_size, self.state.gradient_accumulation_steps, self.state.world_size)
         now = (self.args.per_device_train_batch_size, self.args.gradient_accumulation_steps, self.ctx.world_size)
         if saved != now or self.state.steps_per_epoch != steps_per_epoch:

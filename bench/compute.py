@@ -1,7 +1,7 @@
 """What training costs, measured: attention memory and time, activation checkpointing.
 
     python -m bench.compute attention [--lengths 512 1024 2048] [--heads 4] [--head_dim 64]
-    python -m bench.compute checkpointing [--n_layer 12] [--n_embd 128] [--block_size 512] [--batch_size 1] [--repeats 3] [--steps 1]
+    python -m bench.compute checkpointing [--n_layer 12] [--n_embd 128] [--block_size 512] [--batch_size 1] [--repeats 3] [--steps 1] [--clock wall|cpu]
     python -m bench.compute accounting
     python -m bench.compute costs CONFIG [--batch_size 8] [--seq_len 512] [--target_len T] [--gradient_checkpointing]
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -156,8 +157,9 @@ def accounting() -> list[dict]:
     return rows
 
 
-def checkpointing(n_layer, n_embd, n_head, block_size, batch_size, repeats, steps=1) -> list[dict]:
-    """A GPT's training step (forward + backward) plain, with full and with selective checkpointing."""
+def checkpointing(n_layer, n_embd, n_head, block_size, batch_size, repeats, steps=1, clock="wall") -> list[dict]:
+    """A GPT's training step (forward + backward) plain, with full and with selective checkpointing.
+    clock: "wall" (time.perf_counter) or "cpu" (time.process_time: the CPU seconds of this process)."""
     torch.manual_seed(0)
     config = GPTConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head, block_size=block_size, vocab_size=256)
     models = {"plain": GPT(config)}
@@ -185,13 +187,14 @@ def checkpointing(n_layer, n_embd, n_head, block_size, batch_size, repeats, step
         kept.clear()
         rows.append(dict(impl=name, activations_mib=activations / MIB,
                          peak_mib=peak_allocated_bytes(step(model)) / MIB))
-    times = interleaved({name: step(m) for name, m in models.items()}, repeats=repeats, steps=steps, warmup=1)
+    times = interleaved({name: step(m) for name, m in models.items()}, repeats=repeats, steps=steps, warmup=1,
+                        clock={"wall": time.perf_counter, "cpu": time.process_time}[clock])
     for r in rows:
         r.update(seconds=times[r["impl"]].median, spread=times[r["impl"]].spread,
                  per_repeat_ms=[round(t * 1e3) for t in times[r["impl"]].per_repeat])
     plain = rows[0]
     print(f"GPT {n_layer} layers, n_embd {n_embd}, T {block_size}, batch {batch_size}, "
-          f"{repeats} repeats of {steps} step(s), medians:")
+          f"{repeats} repeats of {steps} step(s), {clock} clock, medians:")
     for r in rows:
         print(f"  {r['impl']:10s} activations kept {r['activations_mib']:7.1f} MiB "
               f"({plain['activations_mib'] / r['activations_mib']:4.1f}x less)  step peak {r['peak_mib']:7.1f} MiB  "
@@ -248,6 +251,8 @@ def main(argv=None) -> int:
     g.add_argument("--batch_size", type=int, default=1)
     g.add_argument("--repeats", type=int, default=3)
     g.add_argument("--steps", type=int, default=1, help="steps per timed repeat")
+    g.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall time, or the CPU seconds of this process (less sensitive to other processes)")
     c = sub.add_parser("costs", help="predicted parameters, FLOPs and memory of a config")
     c.add_argument("config", help="a config.json, or a folder holding one")
     c.add_argument("--batch_size", type=int, default=8)
@@ -266,7 +271,7 @@ def main(argv=None) -> int:
         accounting()
     elif args.what == "checkpointing":
         checkpointing(args.n_layer, args.n_embd, args.n_head, args.block_size, args.batch_size, args.repeats,
-                      args.steps)
+                      args.steps, args.clock)
     print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
     return 0
 

@@ -17,27 +17,27 @@ from minit5.config import T5Config
 from minit5.model import T5ForConditionalGeneration
 
 
-def gpt(dropout):
-    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=20, block_size=12, dropout=dropout))
-    ids = torch.randint(0, 20, (2, 12))
-    mask = torch.tensor([[1] * 12, [1] * 8 + [0] * 4])
+def gpt(dropout, T=12):
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=20, block_size=T, dropout=dropout))
+    ids = torch.randint(0, 20, (2, T))
+    mask = torch.tensor([[1] * T, [1] * (T - 4) + [0] * 4])
     return model, lambda: model(ids, attention_mask=mask, labels=ids).loss
 
 
-def bert(dropout):
+def bert(dropout, T=10):
     model = BertForMaskedLM(BertConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=16,
                                        intermediate_size=32, vocab_size=30, hidden_dropout_prob=dropout,
                                        attention_probs_dropout_prob=dropout))
-    ids = torch.randint(0, 30, (2, 10))
-    mask = torch.tensor([[1] * 10, [1] * 6 + [0] * 4])
+    ids = torch.randint(0, 30, (2, T))
+    mask = torch.tensor([[1] * T, [1] * (T - 4) + [0] * 4])
     return model, lambda: model(ids, attention_mask=mask, labels=ids).loss
 
 
-def t5(dropout):
+def t5(dropout, T=9):
     model = T5ForConditionalGeneration(T5Config(num_layers=2, num_heads=2, d_model=16, d_kv=8, d_ff=32,
                                                 vocab_size=30, dropout_rate=dropout))
-    ids, labels = torch.randint(1, 30, (2, 9)), torch.randint(1, 30, (2, 7))
-    return model, lambda: model(ids, attention_mask=torch.ones(2, 9, dtype=torch.long), labels=labels).loss
+    ids, labels = torch.randint(1, 30, (2, T)), torch.randint(1, 30, (2, T - 2))
+    return model, lambda: model(ids, attention_mask=torch.ones(2, T, dtype=torch.long), labels=labels).loss
 
 
 def gradients(model, loss, seed):
@@ -88,13 +88,10 @@ def test_checkpointing_keeps_less_for_the_backward():
 
 def test_each_granularity_keeps_what_its_formula_says_per_layer():
     """Activations the forward pass leaves for the backward, per layer (4 layers minus 2 layers, halved):
-    plain 16 B T d + B h T^2 (+ 4 B T norm statistics, + the (T, T) bool mask masked_fill keeps), full
-    B T d (the block's input), selective 10 B T d (the input and the outputs of the six Linears: Q, K,
-    V, W^O, c_fc (4d wide), c_proj), so selective keeps no (T x T) tensor; each checkpointed block also
-    keeps the RNG state it replays. A policy that also kept the attention's batched products, or kept
-    nothing but the input, would fail here (float32: 4 bytes a number)."""
-    from common.train.measure import allocated_bytes
-
+    plain 16 B T d + B h T^2 + 4 B T (norm statistics), + the (T, T) bool mask masked_fill keeps; full
+    B T d (the block's input); selective the plain terms without the (T x T) ones. Each checkpointed
+    block (full) or attention core (selective) also keeps the RNG state it replays. A selective that
+    kept the attention weights, or a full that kept more than the input, would fail here."""
     B, T, d, h = 2, 64, 32, 4
 
     def kept(n_layer, granularity):
@@ -103,20 +100,43 @@ def test_each_granularity_keeps_what_its_formula_says_per_layer():
         if granularity:
             model.gradient_checkpointing_enable({"granularity": granularity})
         ids = torch.randint(0, 20, (B, T))
-        graph = {}
+        return kept_by_the_forward(lambda: model(ids, labels=ids).loss)
 
-        def forward():
-            graph["loss"] = model(ids, labels=ids).loss  # keeps the graph (and its saved tensors) alive
-        return allocated_bytes(forward)[1]
-
-    rng_state = torch.get_rng_state().numel()  # bytes: each checkpointed block keeps the CPU generator's state
-    expected = {"full": 4 * B * T * d + rng_state, "selective": 4 * 10 * B * T * d + rng_state,
-                None: 4 * (16 * B * T * d + B * h * T * T + 4 * B * T) + T * T}  # + the inverted causal mask
+    rng_state = torch.get_rng_state().numel()  # bytes: the CPU generator's state, kept per checkpoint
+    expected = {"full": 4 * B * T * d + rng_state, "selective": 4 * (16 * B * T * d + 4 * B * T) + rng_state,
+                None: 4 * (16 * B * T * d + B * h * T * T + 4 * B * T) + T * T}
     for granularity, numbers in expected.items():
         per_layer = (kept(4, granularity) - kept(2, granularity)) / 2
-        # within 64 bytes (a scalar or two); a wrong policy is off by at least B T numbers (512 bytes)
+        # within 64 bytes (a scalar or two); a wrong choice is off by at least B T numbers (512 bytes)
         assert abs(per_layer - numbers) <= 64, (
             f"{granularity or 'plain'}: {per_layer:,.0f} bytes kept per layer, the formula says {numbers:,}")
+
+
+def kept_by_the_forward(loss) -> int:
+    """Bytes that stay allocated after the forward pass while its graph is alive (what the backward reads)."""
+    from common.train.measure import allocated_bytes
+
+    graph = {}
+
+    def forward():
+        graph["loss"] = loss()
+    return allocated_bytes(forward)[1]
+
+
+@pytest.mark.parametrize("family", [gpt, bert, t5], ids=["gpt", "bert", "t5"])
+def test_each_granularity_keeps_less_than_the_plain_run_in_every_family(family):
+    """Full keeps less than selective, selective less than plain: each family's stacks and attention
+    layers act on the granularity (a family whose attention ignored "selective" would keep as much as
+    plain and still pass the gradient test). T = 64, so the (T x T) weights outweigh the RNG state
+    (5 KB) each checkpoint keeps."""
+    torch.manual_seed(0)
+    model, loss = family(0.0, T=64)
+    model.train()
+    kept = {"plain": kept_by_the_forward(loss)}
+    for granularity in ("selective", "full"):
+        model.gradient_checkpointing_enable({"granularity": granularity})
+        kept[granularity] = kept_by_the_forward(loss)
+    assert kept["full"] < kept["selective"] < kept["plain"], f"bytes kept after the forward: {kept}"
 
 
 def test_an_unknown_granularity_or_key_is_one_clear_error():

@@ -231,10 +231,11 @@ class PreTrainedModel(nn.Module):
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict] = None) -> None:
         """Recompute activations in the backward pass instead of keeping them (common/nn/checkpointing.py):
-        every submodule with a `gradient_checkpointing` attribute (the block stacks) gets the granularity.
+        every submodule with a `gradient_checkpointing` attribute gets the granularity; the block stacks
+        act on "full", the attention layers on "selective".
         gradient_checkpointing_kwargs (transformers' argument): {"granularity": "full"} (the default,
-        each block's input kept, the whole block recomputed) or {"granularity": "selective"} (the
-        Linears' outputs kept, the attention core and the elementwise work recomputed)."""
+        each block's input kept, the whole block recomputed) or {"granularity": "selective"} (all but
+        the attention core kept, the core recomputed from Q, K, V)."""
         if not self.supports_gradient_checkpointing:
             raise UserError(f"{type(self).__name__} cannot recompute its blocks (gradient checkpointing); "
                             "train it without --gradient_checkpointing")

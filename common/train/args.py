@@ -111,9 +111,9 @@ class TrainingArguments:
         "(model.gradient_checkpointing_enable()): less activation memory for about one more forward."))
     gradient_checkpointing_kwargs: Optional[str] = field(default=None, metadata=_help(
         "JSON object passed to model.gradient_checkpointing_enable() with --gradient_checkpointing: "
-        "'{\"granularity\": \"selective\"}' keeps the Linears' outputs and recomputes only the attention "
-        "core and the elementwise work (less extra time, more memory than the default \"full\"; "
-        "common/nn/checkpointing.py). A dict is accepted from Python and stored as JSON."))
+        "'{\"granularity\": \"selective\"}' keeps all but the attention core and recomputes only the core "
+        "from Q, K, V (less extra time, more memory than the default \"full\"; common/nn/checkpointing.py). "
+        "A dict is accepted from Python and stored as JSON."))
     fsdp: bool = field(default=False, metadata=_help(
         "Under torchrun, shard weights, gradients and AdamW state over the processes (torch.distributed's "
         "fully_shard, common/train/fsdp.py) instead of a full copy in each (DDP). Resume such a run with the "

@@ -187,7 +187,12 @@ def checkpointing(n_layer, n_embd, n_head, block_size, batch_size, repeats, step
         kept.clear()
         rows.append(dict(impl=name, activations_mib=activations / MIB,
                          peak_mib=peak_allocated_bytes(step(model)) / MIB))
-    times = interleaved({name: step(m) for name, m in models.items()}, repeats=repeats, steps=steps, warmup=1,
+    def forward_only():  # what full recompute adds: one forward of the blocks (here of the whole model)
+        with torch.no_grad():
+            models["plain"](ids, labels=ids)
+
+    times = interleaved({**{name: step(m) for name, m in models.items()}, "forward only": forward_only},
+                        repeats=repeats, steps=steps, warmup=1,
                         clock={"wall": time.perf_counter, "cpu": time.process_time}[clock])
     for r in rows:
         r.update(seconds=times[r["impl"]].median, spread=times[r["impl"]].spread,
@@ -202,6 +207,9 @@ def checkpointing(n_layer, n_embd, n_head, block_size, batch_size, repeats, step
               flush=True)
     for r in rows:
         print(f"  {r['impl']:10s} per repeat (ms): {r['per_repeat_ms']}")
+    forward = times["forward only"]
+    print(f"  the plain model's forward without autograd: {forward.median * 1e3:.0f} ms, "
+          f"{forward.median / plain['seconds']:.0%} of a plain step (spread {forward.spread:.0%})")
     return rows
 
 

@@ -13,8 +13,11 @@ so the update equals one big batch even for token-level losses with unequal padd
 torchrun the model is wrapped in DistributedDataParallel (gradients averaged over processes; the
 n_i are summed over processes too), each process reads its own shard, rank 0 logs and saves.
 With --fsdp the model is sharded instead (common/train/fsdp.py: same updates, each process holding
-1/W of the weights, gradients and AdamW state); saving gathers the full weights first.
-With --gradient_checkpointing the model recomputes each block in the backward (common/nn/checkpointing.py).
+1/W of the weights, gradients and optimizer state); saving gathers the full weights first, each
+process saves its own optimizer shard, and resuming restores both.
+With --gradient_checkpointing the model recomputes each block in the backward, or with
+--gradient_checkpointing_kwargs '{"granularity": "selective"}' only each attention core
+(common/nn/checkpointing.py).
 
 Stopping: max_steps/epochs reached, `max_time` seconds used, Ctrl-C (finish the step, save,
 print the resume flag), or a callback setting `trainer.should_stop`. A NaN/inf loss stops with

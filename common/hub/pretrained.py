@@ -249,7 +249,7 @@ class PreTrainedModel(nn.Module):
         self._set_gradient_checkpointing(False)
 
     def _set_gradient_checkpointing(self, value) -> None:
-        """value: False (off), "full" or "selective"; run_block reads it."""
+        """value: False (off), "full" or "selective"; run_block and run_attention read it."""
         for module in self.modules():
             if hasattr(module, "gradient_checkpointing"):
                 module.gradient_checkpointing = value

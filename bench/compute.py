@@ -1,7 +1,7 @@
 """What training costs, measured: attention memory and time, activation checkpointing.
 
     python -m bench.compute attention [--lengths 512 1024 2048] [--heads 4] [--head_dim 64]
-    python -m bench.compute checkpointing [--n_layer 12] [--n_embd 128] [--block_size 512] [--batch_size 1]
+    python -m bench.compute checkpointing [--n_layer 12] [--n_embd 128] [--block_size 512] [--batch_size 1] [--repeats 3] [--steps 1] [--clock wall|cpu]
     python -m bench.compute accounting
     python -m bench.compute costs CONFIG [--batch_size 8] [--seq_len 512] [--target_len T] [--gradient_checkpointing]
 
@@ -14,9 +14,10 @@ path (common/nn/attention.py), the tiled online softmax (common/nn/flash_attenti
 fused kernel (F.scaled_dot_product_attention, through sdpa_attention). Memory is the peak of the
 bytes allocated during the step (common/train/measure.py, torch's profiler); time is the median
 of interleaved repeats (bench/timing.py), so all three see the same load.
-checkpointing: one training step (forward, backward) of a GPT with and without
-gradient_checkpointing_enable(): the bytes the forward pass leaves allocated for the backward (the
-activations), the step's peak and its median time.
+checkpointing: one training step (forward, backward) of a GPT plain and with
+gradient_checkpointing_enable() at each granularity ("full": whole blocks recomputed; "selective":
+the Linears' outputs kept, the attention core recomputed; common/nn/checkpointing.py): the bytes the
+forward pass leaves allocated for the backward (the activations), the step's peak and its median time.
 Figures and the commands that made them: docs/results/compute.md.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -41,6 +43,7 @@ from minit5.accounting import estimate as t5_estimate
 from minit5.config import T5Config
 from minit5.model import T5ForConditionalGeneration
 from common.nn.attention import scaled_dot_product_attention, sdpa_attention
+from common.nn.checkpointing import GRANULARITIES
 from common.nn.flash_attention import flash_attention
 from common.nn.masks import causal_mask
 from common.train.measure import allocated_bytes, peak_allocated_bytes, profiled_flops
@@ -154,13 +157,16 @@ def accounting() -> list[dict]:
     return rows
 
 
-def checkpointing(n_layer, n_embd, n_head, block_size, batch_size, repeats) -> list[dict]:
-    """A GPT's training step (forward + backward) with and without gradient checkpointing."""
+def checkpointing(n_layer, n_embd, n_head, block_size, batch_size, repeats, steps=1, clock="wall") -> list[dict]:
+    """A GPT's training step (forward + backward) plain, with full and with selective checkpointing.
+    clock: "wall" (time.perf_counter) or "cpu" (time.process_time: the CPU seconds of this process)."""
     torch.manual_seed(0)
     config = GPTConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head, block_size=block_size, vocab_size=256)
-    models = {"plain": GPT(config), "checkpointed": GPT(config)}
-    models["checkpointed"].load_state_dict(models["plain"].state_dict())
-    models["checkpointed"].gradient_checkpointing_enable()
+    models = {"plain": GPT(config)}
+    for granularity in GRANULARITIES:  # "full", "selective": the same weights
+        models[granularity] = GPT(config)
+        models[granularity].load_state_dict(models["plain"].state_dict())
+        models[granularity].gradient_checkpointing_enable({"granularity": granularity})
     ids = torch.randint(0, 256, (batch_size, block_size))
     rows = []
     kept = {}
@@ -181,16 +187,29 @@ def checkpointing(n_layer, n_embd, n_head, block_size, batch_size, repeats) -> l
         kept.clear()
         rows.append(dict(impl=name, activations_mib=activations / MIB,
                          peak_mib=peak_allocated_bytes(step(model)) / MIB))
-    times = interleaved({name: step(m) for name, m in models.items()}, repeats=repeats, steps=1, warmup=1)
+    def forward_only():  # what full recompute adds: one forward of the blocks (here of the whole model)
+        with torch.no_grad():
+            models["plain"](ids, labels=ids)
+
+    times = interleaved({**{name: step(m) for name, m in models.items()}, "forward only": forward_only},
+                        repeats=repeats, steps=steps, warmup=1,
+                        clock={"wall": time.perf_counter, "cpu": time.process_time}[clock])
     for r in rows:
-        r.update(seconds=times[r["impl"]].median, spread=times[r["impl"]].spread)
+        r.update(seconds=times[r["impl"]].median, spread=times[r["impl"]].spread,
+                 per_repeat_ms=[round(t * 1e3) for t in times[r["impl"]].per_repeat])
     plain = rows[0]
-    print(f"GPT {n_layer} layers, n_embd {n_embd}, T {block_size}, batch {batch_size}:")
+    print(f"GPT {n_layer} layers, n_embd {n_embd}, T {block_size}, batch {batch_size}, "
+          f"{repeats} repeats of {steps} step(s), {clock} clock, medians:")
     for r in rows:
-        print(f"  {r['impl']:13s} activations kept {r['activations_mib']:7.1f} MiB "
+        print(f"  {r['impl']:10s} activations kept {r['activations_mib']:7.1f} MiB "
               f"({plain['activations_mib'] / r['activations_mib']:4.1f}x less)  step peak {r['peak_mib']:7.1f} MiB  "
-              f"step {r['seconds'] * 1e3:7.0f} ms ({r['seconds'] / plain['seconds'] - 1:+.0%}, spread {r['spread']:.0%})",
+              f"step {r['seconds'] * 1e3:7.0f} ms ({r['seconds'] / plain['seconds'] - 1:+.1%}, spread {r['spread']:.0%})",
               flush=True)
+    for r in rows:
+        print(f"  {r['impl']:10s} per repeat (ms): {r['per_repeat_ms']}")
+    forward = times["forward only"]
+    print(f"  the plain model's forward without autograd: {forward.median * 1e3:.0f} ms, "
+          f"{forward.median / plain['seconds']:.0%} of a plain step (spread {forward.spread:.0%})")
     return rows
 
 
@@ -239,6 +258,9 @@ def main(argv=None) -> int:
     g.add_argument("--block_size", type=int, default=512)
     g.add_argument("--batch_size", type=int, default=1)
     g.add_argument("--repeats", type=int, default=3)
+    g.add_argument("--steps", type=int, default=1, help="steps per timed repeat")
+    g.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall time, or the CPU seconds of this process (less sensitive to other processes)")
     c = sub.add_parser("costs", help="predicted parameters, FLOPs and memory of a config")
     c.add_argument("config", help="a config.json, or a folder holding one")
     c.add_argument("--batch_size", type=int, default=8)
@@ -256,7 +278,8 @@ def main(argv=None) -> int:
     elif args.what == "accounting":
         accounting()
     elif args.what == "checkpointing":
-        checkpointing(args.n_layer, args.n_embd, args.n_head, args.block_size, args.batch_size, args.repeats)
+        checkpointing(args.n_layer, args.n_embd, args.n_head, args.block_size, args.batch_size, args.repeats,
+                      args.steps, args.clock)
     print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
     return 0
 

@@ -87,7 +87,7 @@ class BertEncoder(nn.Module):
                          layer_norm_eps=config.layer_norm_eps)
             for _ in range(config.num_hidden_layers))
         set_attn_implementation(self, config.attn_impl)  # chosen once per model (common/nn/attention.py)
-        self.gradient_checkpointing = False  # gradient_checkpointing_enable() (common/nn/checkpointing.py)
+        self.gradient_checkpointing = False  # or "full" / "selective": gradient_checkpointing_enable()
 
     def forward(self, hidden_states: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 output_attentions: bool = False, output_hidden_states: bool = False):

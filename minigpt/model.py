@@ -83,7 +83,7 @@ class GPTModel(nn.Module):
         )
         self.ln_f = make_norm(config.normalization, config.n_embd, config.layer_norm_epsilon, config.bias)
         set_attn_implementation(self, config.attn_impl)  # chosen once per model (common/nn/attention.py)
-        self.gradient_checkpointing = False  # GPT.gradient_checkpointing_enable() (common/nn/checkpointing.py)
+        self.gradient_checkpointing = False  # or "full" / "selective": gradient_checkpointing_enable()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 position_ids: Optional[torch.Tensor] = None,
@@ -131,7 +131,7 @@ class GPTModel(nn.Module):
             if output_hidden_states:
                 hidden_states.append(x)  # h_i, the input of block i
             cache = kv_caches[i] if kv_caches is not None else None
-            x, weights = run_block(block, self.gradient_checkpointing and cache is None, x, mask=mask,
+            x, weights = run_block(block, self.gradient_checkpointing if cache is None else False, x, mask=mask,
                                    kv_cache=cache, output_attentions=output_attentions, rotary=rotary)
             if output_attentions:
                 attentions.append(weights)

@@ -37,7 +37,7 @@ import torch.nn as nn
 from common.errors import UserError
 from common.hub.pretrained import PreTrainedModel
 from common.nn.attention import KVCache, scaled_dot_product_attention
-from common.nn.checkpointing import run_block
+from common.nn.checkpointing import run_attention, run_block
 from common.nn.blocks import get_activation
 from common.nn.dropout import Dropout
 from common.nn.losses import cross_entropy
@@ -129,6 +129,7 @@ class T5Attention(nn.Module):
         self.num_buckets = config.relative_attention_num_buckets
         self.max_distance = config.relative_attention_max_distance
         self.dropout_p = config.dropout_rate
+        self.gradient_checkpointing = False  # "selective": the core is recomputed (gradient_checkpointing_enable)
         self.q = nn.Linear(config.d_model, config.inner_dim, bias=False)
         self.k = nn.Linear(config.d_model, config.inner_dim, bias=False)
         self.v = nn.Linear(config.d_model, config.inner_dim, bias=False)
@@ -176,8 +177,10 @@ class T5Attention(nn.Module):
         if position_bias is None and self.relative_attention_bias is not None:
             position_bias = self.compute_bias(q.size(2), k.size(2), past, device=q.device)
         # scale=1.0: no 1/sqrt(d_k) here; T5's initialisation of W^Q carries it (module docstring).
-        out, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout_p, self.training, scale=1.0,
-                                                    bias=position_bias, need_weights=output_attentions)
+        # "selective" checkpointing recomputes this (T x T) core in the backward (common/nn/checkpointing.py)
+        out, weights = run_attention(self, False if output_attentions else self.gradient_checkpointing,
+                                     scaled_dot_product_attention, q, k, v, mask, self.dropout_p, self.training,
+                                     scale=1.0, bias=position_bias, need_weights=output_attentions)
         B, H, T, d = out.shape  # (B, H, T, d)
         return self.o(out.transpose(1, 2).reshape(B, T, H * d)), position_bias, weights
 
@@ -291,7 +294,7 @@ class T5Stack(nn.Module):
                                    for i in range(num_layers))
         self.final_layer_norm = RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.dropout = Dropout(config.dropout_rate)
-        self.gradient_checkpointing = False  # gradient_checkpointing_enable() (common/nn/checkpointing.py)
+        self.gradient_checkpointing = False  # or "full" / "selective": gradient_checkpointing_enable()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 encoder_hidden_states: Optional[torch.Tensor] = None,
@@ -318,7 +321,7 @@ class T5Stack(nn.Module):
         for i, block in enumerate(self.block):
             hidden_states.append(x)  # e_i, the input of block i (a reference: no copy)
             x, position_bias, weights, cross_weights = run_block(  # recomputed in the backward when checkpointing
-                block, self.gradient_checkpointing and kv_caches is None,
+                block, self.gradient_checkpointing if kv_caches is None else False,
                 x, mask=mask, position_bias=position_bias, encoder_hidden_states=encoder_hidden_states,
                 encoder_mask=encoder_mask, kv_cache=kv_caches[i] if kv_caches is not None else None,
                 cross_key_value=cross_key_values[i] if cross_key_values is not None else None,

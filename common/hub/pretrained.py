@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from common.hub.config import CONFIG_NAME
 from common.errors import CheckpointError, UserError, write_then_rename
+from common.nn.checkpointing import checkpointing_granularity
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -228,18 +229,27 @@ class PreTrainedModel(nn.Module):
     _tied_weights_keys: tuple[str, ...] = ()
     supports_gradient_checkpointing = False  # a family whose stacks call common/nn/checkpointing.py sets True
 
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute each block in the backward pass instead of keeping its activations
-        (common/nn/checkpointing.py): every submodule with a `gradient_checkpointing` flag turns it on."""
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict] = None) -> None:
+        """Recompute activations in the backward pass instead of keeping them (common/nn/checkpointing.py):
+        every submodule with a `gradient_checkpointing` attribute gets the granularity; the block stacks
+        act on "full", the attention layers on "selective".
+        gradient_checkpointing_kwargs (transformers' argument): {"granularity": "full"} (the default,
+        each block's input kept, the whole block recomputed) or {"granularity": "selective"} (all but
+        the attention core kept, the core recomputed from Q, K, V)."""
         if not self.supports_gradient_checkpointing:
             raise UserError(f"{type(self).__name__} cannot recompute its blocks (gradient checkpointing); "
                             "train it without --gradient_checkpointing")
-        self._set_gradient_checkpointing(True)
+        try:
+            granularity = checkpointing_granularity(gradient_checkpointing_kwargs)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        self._set_gradient_checkpointing(granularity)
 
     def gradient_checkpointing_disable(self) -> None:
         self._set_gradient_checkpointing(False)
 
-    def _set_gradient_checkpointing(self, value: bool) -> None:
+    def _set_gradient_checkpointing(self, value) -> None:
+        """value: False (off), "full" or "selective"; run_block and run_attention read it."""
         for module in self.modules():
             if hasattr(module, "gradient_checkpointing"):
                 module.gradient_checkpointing = value

@@ -46,6 +46,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.nn.checkpointing import run_attention
 from common.nn.dropout import dropout
 from common.nn.flash_attention import flash_attention
 from common.nn.masks import mask_value
@@ -238,6 +239,7 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = hidden_size // num_heads
         self.dropout_p = dropout
         self.attn_impl = "eager"  # chosen per model: set_attn_implementation
+        self.gradient_checkpointing = False  # "selective": the core is recomputed (gradient_checkpointing_enable)
         kv_size = num_kv_heads * self.head_dim
         self.query = nn.Linear(hidden_size, hidden_size, bias=bias)
         self.key = nn.Linear(hidden_size, kv_size, bias=bias)
@@ -269,7 +271,11 @@ class MultiHeadAttention(nn.Module):
             out, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout_p, self.training,
                                                         need_weights=True)
         else:
-            out, weights = ATTENTION_FUNCTIONS[self.attn_impl](q, k, v, mask, self.dropout_p, self.training)
+            # "selective" checkpointing recomputes the (T x T) core in the backward (common/nn/checkpointing.py);
+            # "flash" recomputes inside its own backward, "sdpa" is torch's kernel: only "eager" keeps P
+            granularity = self.gradient_checkpointing if self.attn_impl == "eager" else False
+            out, weights = run_attention(self, granularity, ATTENTION_FUNCTIONS[self.attn_impl],
+                                         q, k, v, mask, self.dropout_p, self.training)
         context = merge_heads(out)  # (B, T_q, C)
         if self.out_proj is not None:
             context = self.out_proj(context)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from common.errors import ConfigError
+from common.nn.checkpointing import checkpointing_granularity
 from common.hub.config import require
 
 SCHEDULER_TYPES = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr",
@@ -108,10 +109,15 @@ class TrainingArguments:
     gradient_checkpointing: bool = field(default=False, metadata=_help(
         "Keep only each block's input in the forward pass and recompute the block in the backward "
         "(model.gradient_checkpointing_enable()): less activation memory for about one more forward."))
+    gradient_checkpointing_kwargs: Optional[str] = field(default=None, metadata=_help(
+        "JSON object passed to model.gradient_checkpointing_enable() with --gradient_checkpointing: "
+        "'{\"granularity\": \"selective\"}' keeps all but the attention core and recomputes only the core "
+        "from Q, K, V (less extra time, more memory than the default \"full\"; common/nn/checkpointing.py). "
+        "A dict is accepted from Python and stored as JSON."))
     fsdp: bool = field(default=False, metadata=_help(
         "Under torchrun, shard weights, gradients and AdamW state over the processes (torch.distributed's "
-        "fully_shard, common/train/fsdp.py) instead of a full copy in each (DDP). Resuming such a run is not "
-        "supported yet."))
+        "fully_shard, common/train/fsdp.py) instead of a full copy in each (DDP). Resume such a run with the "
+        "same number of processes and --fsdp."))
     torch_compile: bool = field(default=False, metadata=_help(
         "Wrap the model in torch.compile (saved keys never carry its _orig_mod. prefix)."))
     dataloader_num_workers: int = field(default=0, metadata=_help(
@@ -140,6 +146,8 @@ class TrainingArguments:
     def __post_init__(self):
         if isinstance(self.lr_scheduler_kwargs, dict):  # transformers takes a dict; the CLI gives JSON text
             self.lr_scheduler_kwargs = json.dumps(self.lr_scheduler_kwargs, sort_keys=True)
+        if isinstance(self.gradient_checkpointing_kwargs, dict):
+            self.gradient_checkpointing_kwargs = json.dumps(self.gradient_checkpointing_kwargs, sort_keys=True)
         self._check_types()
         require(bool(self.output_dir), "output_dir", "must be a folder path")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
@@ -162,6 +170,7 @@ class TrainingArguments:
         require(self.lr_scheduler_type in SCHEDULER_TYPES, "lr_scheduler_type",
                 f"unknown scheduler {self.lr_scheduler_type!r}; choose one of {', '.join(SCHEDULER_TYPES)}")
         self._check_scheduler_kwargs()
+        self._check_gradient_checkpointing_kwargs()
         require(self.max_steps == -1 or self.max_steps >= 1, "max_steps",
                 f"must be -1 (use num_train_epochs) or >= 1, got {self.max_steps}")
         require(self.max_steps >= 1 or self.num_train_epochs > 0, "num_train_epochs",
@@ -209,6 +218,30 @@ class TrainingArguments:
 
         # every check that does not need the number of steps, so a CLI fails before it loads data
         schedule_arguments(self.lr_scheduler_type, kwargs, self.learning_rate, 0, 2**62)
+
+    @property
+    def checkpointing_kwargs(self) -> dict:
+        """gradient_checkpointing_kwargs as a dict ({} when unset)."""
+        return json.loads(self.gradient_checkpointing_kwargs) if self.gradient_checkpointing_kwargs else {}
+
+    def _check_gradient_checkpointing_kwargs(self) -> None:
+        """A JSON object whose keys common/nn/checkpointing.py accepts, checked before any data is loaded."""
+        if self.gradient_checkpointing_kwargs is None:
+            return
+        try:
+            kwargs = json.loads(self.gradient_checkpointing_kwargs)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"gradient_checkpointing_kwargs: not valid JSON ({e.msg}): "
+                              f"{self.gradient_checkpointing_kwargs!r}; write an object, e.g. "
+                              "--gradient_checkpointing_kwargs '{\"granularity\": \"selective\"}'") from None
+        require(isinstance(kwargs, dict), "gradient_checkpointing_kwargs",
+                f"must be a JSON object {{...}}, got {self.gradient_checkpointing_kwargs!r}")
+        try:
+            checkpointing_granularity(kwargs)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        require(self.gradient_checkpointing, "gradient_checkpointing_kwargs",
+                "takes effect only with --gradient_checkpointing; add that flag or drop this one")
 
     def _check_interval(self, strategy_field: str, steps_field: str) -> None:
         strategy, steps = getattr(self, strategy_field), getattr(self, steps_field)

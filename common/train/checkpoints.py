@@ -4,6 +4,7 @@ A checkpoint folder holds everything needed to continue exactly where training w
     model.safetensors (+ config.json)  the weights, keys without `module.` / `_orig_mod.`
     tokenizer files                    when the Trainer was given a tokenizer
     optimizer.pt, scheduler.pt         AdamW moments and the schedule position
+                                       (--fsdp: optimizer_rank<r>.pt, each process's shard)
     rng_state.pth                      python, numpy, torch CPU and CUDA generators
                                        (rng_state_<rank>.pth, one per process, under torchrun)
     trainer_state.json                 global_step, epoch, data position, log history, best metric
@@ -34,10 +35,16 @@ from common.hub.pretrained import (WEIGHTS_NAME, atomic_save_file, clean_state_d
                                torch_load_safely)
 from common.train.device import DistributedContext, all_reduce, barrier, get_rng_state, set_rng_state
 from common.errors import STORAGE_ERRNOS, CheckpointError
+from common.train.fsdp import is_sharded, optimizer_state_like, shard_like
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.pt"
+
+
+def sharded_optimizer_name(rank: int) -> str:
+    """Under --fsdp each process saves its own shard of the optimizer state."""
+    return f"optimizer_rank{rank}.pt"
 SCHEDULER_NAME = "scheduler.pt"
 ARGS_NAME = "training_args.json"
 TEMP_PREFIX = "tmp-checkpoint-"
@@ -157,7 +164,7 @@ def save_checkpoint(output_dir, model: nn.Module, optimizer, scheduler, state: T
             if ctx.is_main_process:
                 save_model_files(model, temp, tokenizer, full_weights)
             if full_weights is not None:  # sharded (--fsdp): each process's own shard of the AdamW state
-                save_torch_file(_local_shards(optimizer.state_dict()), temp / f"optimizer_rank{ctx.rank}.pt")
+                save_torch_file(_local_shards(optimizer.state_dict()), temp / sharded_optimizer_name(ctx.rank))
             elif ctx.is_main_process:
                 save_torch_file(optimizer.state_dict(), temp / OPTIMIZER_NAME)
             if ctx.is_main_process:
@@ -247,19 +254,34 @@ def load_model_weights(model: nn.Module, folder) -> None:
             details.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[0]})")
         raise CheckpointError(f"{folder} is a checkpoint of a different model: {'; '.join(details)}. "
                               "Resume with the same model configuration, or start a new output_dir")
+    if is_sharded(model):  # --fsdp: every process keeps its own rows of each full tensor
+        saved = shard_like(saved, own)
     model.load_state_dict(saved, strict=False)
 
 
-def load_training_state(folder, optimizer, scheduler, ctx: DistributedContext) -> TrainerState:
-    """Restore optimizer and scheduler (weights_only loads) and return the TrainerState."""
+def load_training_state(folder, optimizer, scheduler, ctx: DistributedContext, sharded: bool = False) -> TrainerState:
+    """Restore optimizer and scheduler (weights_only loads) and return the TrainerState.
+    sharded (--fsdp): this process's optimizer_rank<r>.pt, wrapped around the parameters' sharding."""
     folder = Path(folder)
-    for name in (OPTIMIZER_NAME, SCHEDULER_NAME):
+    optimizer_name = sharded_optimizer_name(ctx.rank) if sharded else OPTIMIZER_NAME
+    if sharded and not (folder / optimizer_name).is_file() and (folder / SCHEDULER_NAME).is_file():
+        raise CheckpointError(f"{folder}: {optimizer_name} is missing: this checkpoint was not written by an --fsdp "
+                              f"run of {ctx.world_size} processes; resume it with the number of processes and "
+                              "the --fsdp setting it was trained with")
+    if not sharded and not (folder / OPTIMIZER_NAME).is_file() and (folder / sharded_optimizer_name(0)).is_file():
+        processes = len(list(folder.glob("optimizer_rank*.pt")))
+        raise CheckpointError(f"{folder}: written by an --fsdp run of {processes} processes (one optimizer shard "
+                              f"each, {sharded_optimizer_name(0)} ...); resume it under torchrun "
+                              f"--nproc_per_node={processes} with --fsdp, or start a new run from its model.safetensors")
+    for name in (optimizer_name, SCHEDULER_NAME):
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder}: {name} is missing; this folder is a saved model, "
-                                  "not a training checkpoint (resume needs optimizer.pt and scheduler.pt)")
-    optimizer_state = torch_load_safely(folder / OPTIMIZER_NAME, map_location=ctx.device)
+                                  f"not a training checkpoint (resume needs {optimizer_name} and scheduler.pt)")
+    optimizer_state = torch_load_safely(folder / optimizer_name, map_location=ctx.device)
     scheduler_state = torch_load_safely(folder / SCHEDULER_NAME)
     try:
+        if sharded:
+            optimizer_state = optimizer_state_like(optimizer_state, optimizer)
         optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(scheduler_state)
     except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as e:

@@ -11,7 +11,11 @@ gradients, same AdamW step, just computed shard by shard (tests/test_fsdp.py: eq
 What it trades: memory for communication (an all-gather of every block in the forward and
 again in the backward, a reduce-scatter instead of an all-reduce). Each member of every
 nn.ModuleList (the blocks) is one unit, gathered alone; the rest (embeddings, final norm, head)
-is the root unit. Saving gathers the full tensors on every process and process 0 writes them.
+is the root unit. Saving gathers the full tensors on every process and process 0 writes them;
+each process writes its own shard of the optimizer state (optimizer_rank<r>.pt). Resuming reads the
+full weights on every process and keeps its rows (shard_like), and wraps its saved optimizer shard
+around the same sharding again (optimizer_state_like): the run continues as if never stopped, with
+the same number of processes (tests/test_fsdp.py).
 """
 from __future__ import annotations
 
@@ -68,3 +72,39 @@ def check_fsdp_context(is_distributed: bool) -> None:
     if not is_distributed:
         raise ConfigError("--fsdp shards the weights over the processes of torchrun; launch with "
                           "`torchrun --nproc_per_node=N -m ...` (one process has nothing to shard with)")
+
+
+def shard_like(full: dict, own: dict) -> dict:
+    """full: whole tensors by key (a saved model); own: the sharded model's state_dict. Each tensor
+    whose own value is a DTensor becomes one sharded the same way (distribute_tensor keeps this
+    process's rows; a collective: every process calls it in the same order); the others stay."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    return {k: (distribute_tensor(v.to(own[k].dtype), own[k].device_mesh, own[k].placements)
+                if isinstance(own.get(k), DTensor) else v) for k, v in full.items()}
+
+
+def optimizer_state_like(saved: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """An optimizer state_dict whose tensors are this process's plain shards (as saved under --fsdp)
+    with each per-parameter tensor shaped like its parameter's shard wrapped as a DTensor again, sharded
+    like that parameter (scalars such as AdamW's step stay plain). Raises ValueError when a shard's
+    shape differs from the parameter's shard (another number of processes, or another model)."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state = {}
+    for index, values in saved["state"].items():
+        param = params[int(index)]
+        state[index] = dict(values)
+        if not isinstance(param, DTensor):
+            continue
+        local_shape = param.to_local().shape
+        for key, value in values.items():
+            if not torch.is_tensor(value) or value.dim() == 0:
+                continue
+            if value.shape != local_shape:
+                raise ValueError(f"{key} of parameter {index} has shape {tuple(value.shape)} in the checkpoint, "
+                                 f"this process's shard is {tuple(local_shape)}")
+            state[index][key] = DTensor.from_local(value.to(param.device), param.device_mesh, param.placements,
+                                                   run_check=False, shape=param.shape, stride=param.stride())
+    return {**saved, "state": state}

@@ -13,8 +13,11 @@ so the update equals one big batch even for token-level losses with unequal padd
 torchrun the model is wrapped in DistributedDataParallel (gradients averaged over processes; the
 n_i are summed over processes too), each process reads its own shard, rank 0 logs and saves.
 With --fsdp the model is sharded instead (common/train/fsdp.py: same updates, each process holding
-1/W of the weights, gradients and AdamW state); saving gathers the full weights first.
-With --gradient_checkpointing the model recomputes each block in the backward (common/nn/checkpointing.py).
+1/W of the weights, gradients and optimizer state); saving gathers the full weights first, each
+process saves its own optimizer shard, and resuming restores both.
+With --gradient_checkpointing the model recomputes each block in the backward, or with
+--gradient_checkpointing_kwargs '{"granularity": "selective"}' only each attention core
+(common/nn/checkpointing.py).
 
 Stopping: max_steps/epochs reached, `max_time` seconds used, Ctrl-C (finish the step, save,
 print the resume flag), or a callback setting `trainer.should_stop`. A NaN/inf loss stops with
@@ -43,7 +46,7 @@ from tqdm.auto import tqdm
 
 from common.train.device import (all_reduce, autocast_context, barrier, bf16_supported, move_to_device,
                            set_seed, setup_distributed)
-from common.errors import CheckpointError, ConfigError, UserError
+from common.errors import ConfigError, UserError
 from common.train.fsdp import check_fsdp_context, full_state_dict, full_tensor, is_sharded, shard_model
 from common.train.optim import create_optimizer, get_scheduler
 from common.train.columns import ColumnFilter, LOSS_KEYS, forward_arguments, no_loss_message, unused_columns
@@ -487,12 +490,8 @@ class Trainer:
         barrier(self.ctx)
 
     def _resume(self, folder: Path, max_steps: int, steps_per_epoch: int) -> None:
-        if self.args.fsdp:
-            raise CheckpointError(f"--resume_from_checkpoint {folder} with --fsdp: resuming a sharded run is not "
-                                  "supported yet; its checkpoint's model.safetensors holds the full weights: "
-                                  "start a new run from them")
         load_model_weights(self.model, folder)
-        self.state = load_training_state(folder, self.optimizer, self.lr_scheduler, self.ctx)
+        self.state = load_training_state(folder, self.optimizer, self.lr_scheduler, self.ctx, sharded=self.args.fsdp)
         saved = (self.state.train_batch_size, self.state.gradient_accumulation_steps, self.state.world_size)
         now = (self.args.per_device_train_batch_size, self.args.gradient_accumulation_steps, self.ctx.world_size)
         if saved != now or self.state.steps_per_epoch != steps_per_epoch:
@@ -510,7 +509,8 @@ class Trainer:
             if enable is None:
                 raise ConfigError(f"--gradient_checkpointing: {type(model).__name__} cannot recompute its blocks "
                                   "(it has no gradient_checkpointing_enable()); train without the flag")
-            enable()
+            kwargs = self.args.checkpointing_kwargs  # transformers' keyword, given only when set
+            enable(gradient_checkpointing_kwargs=kwargs) if kwargs else enable()
         if self.args.fsdp:
             return model  # sharded in place before the optimizer was built (train)
         if self.ctx.is_distributed:

@@ -152,7 +152,7 @@ from common.nn.losses import IGNORE_INDEX, cross_entropy
 
 warm = get_scheduler("linear", torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 10, 100)
 warm_rates = [warm.lr_lambdas[0](s) for s in range(11)]
-print("warmup, eta_s / eta_max for s = 0..10:", [round(r, 2) for r in warm_rates])
+print("warm-up, eta_s / eta_max for s = 0..10:", [round(r, 2) for r in warm_rates])
 assert all(abs(warm_rates[s] - s / 10) < 1e-12 for s in range(11))
 
 landed = {}

@@ -145,7 +145,7 @@ print(f"{partners} of {len(sentences)} sentences have their partner as closest n
 i = int(batch["attention_mask"].sum(1).argmin())
 n = int(batch["attention_mask"][i].sum())
 alone = {key: value[i:i + 1, :n] for key, value in batch.items()}
-h_alone = model(**alone).last_hidden_state  # (1, n, C)
+h_alone = model(**alone).last_hidden_state  # (1, n, d)
 e_alone = h_alone.mean(dim=1)[0]  # no padding: a plain mean
 print(f"{sentences[i]!r}: {n} tokens of {batch['input_ids'].size(1)}; largest difference alone vs in the batch: "
       f"{float((e_alone - e[i]).abs().max()):.2e}")

@@ -132,7 +132,7 @@ def _require_tools() -> None:
     if missing:
         raise NotebookError(f"{', '.join(missing)} not installed in {sys.prefix}; run `make "
                             f"notebooks` (it installs them) or: {sys.executable} -m pip install "
-                            "jupytext nbconvert ipykernel")
+                            "jupytext nbclient ipykernel")
 
 
 def _missing(module: str) -> bool:

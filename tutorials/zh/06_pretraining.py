@@ -25,7 +25,8 @@
 # （`demo/stages.py:pretrain_bert`）。测试：`tests/test_trainer.py`、`tests/test_bert_model.py`、
 # `tests/test_demo.py`。
 #
-# 运行：`python tutorials/zh/06_pretraining.py`（在笔记本电脑的 CPU 上要几分钟）；
+# 运行：`python tutorials/zh/06_pretraining.py`（6000 步：约 30 分钟 CPU 时间，在 2 核机器上实测每步 0.31 CPU 秒，
+# 见 docs/results/tutorials.md）；
 # `TUTORIAL_QUICK=1` 只训练几秒钟，它的数字没多大意义。
 
 # %%

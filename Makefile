@@ -74,12 +74,13 @@ grade: $(STAMP)
 	$(PY) -m tutorials.exercises grade $(if $(wildcard STUDENT_COPY.md),,--root $(STUDENT))
 
 # Executed notebooks (outputs included) of every tutorial, English and Chinese, in notebooks/
-# (git-ignored). Installs jupytext, nbconvert and ipykernel into $(VENV) when missing.
+# (git-ignored). Installs jupytext, nbclient and ipykernel (what tutorials/notebooks.py imports) into
+# $(VENV) when missing.
 # QUICK=1: the tests' quick mode; ONLY=02_masks: one tutorial.
 QUICK ?=
 ONLY  ?=
 notebooks: $(STAMP)
-	@$(PY) -c "import jupytext, nbconvert, nbclient, ipykernel" 2>/dev/null || $(PY) -m pip install -q jupytext nbconvert nbclient ipykernel
+	@$(PY) -c "import jupytext, nbclient, ipykernel" 2>/dev/null || $(PY) -m pip install -q jupytext nbclient ipykernel
 	$(PY) -m tutorials.notebooks build --out notebooks $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
 
 clean:

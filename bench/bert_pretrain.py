@@ -1,8 +1,8 @@
 """Row 2: one BERT pre-training step (MLM + NSP loss, backward, AdamW), ours against
 transformers' BertForPreTraining with the same weights, batches and optimizer.
 
-Ours runs with forward's mlm_logits_at_masked_only=True: the vocabulary projection (B T x C) (C x V), the
-largest product of a small BERT, runs on the N ~ 0.15 B T masked positions only. L_MLM only
+Ours runs with forward's mlm_logits_at_masked_only=True: the vocabulary projection (B T x d) (d x V), the
+largest product of a small BERT, runs on the N ≈ 0.15 B T masked positions only. L_MLM only
 scores those positions, so the loss is the same number; the benchmark checks it on the first
 batch (eval mode, same weights): ours masked-only vs transformers, and vs ours on all positions.
 """

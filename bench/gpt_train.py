@@ -3,8 +3,8 @@ GPT2LMHeadModel with the same weights, the same batches and the same optimizer.
 
 Tokens per second = B T / step time. Model FLOPs utilisation (MFU, as in the PaLM paper and
 nanoGPT's estimate_mfu), with N = parameters without the position table (wte counted once):
-    FLOPs per step = (6 N + 12 L T C) B T      6N: forward 2N + backward 4N per token;
-                                                12 L T C: Q K^T and A V, forward + backward
+    FLOPs per step = (6 N + 12 L T d) B T      6N: forward 2N + backward 4N per token;
+                                                12 L T d: Q K^T and A V, forward + backward
     MFU = FLOPs per step / step time / measured fp32 matmul peak: the larger of the peak measured
           at the start (bench/machine.py) and a 1024^3 product timed interleaved with the steps
 """
@@ -74,7 +74,7 @@ def ours_loss(model, x):
 
 
 def flops_per_step(model: GPT, batch_size: int) -> float:
-    """(6 N + 12 L T C) B T, N = parameters without the position table."""
+    """(6 N + 12 L T d) B T, N = parameters without the position table."""
     c = model.config
     n = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
     T = c.block_size
@@ -86,16 +86,16 @@ def matrix_products(size: dict) -> Callable[[], None]:
     tensors of the same shapes and layouts (N = B T rows, per Linear (in -> out)):
         forward   addmm: (N, in) (in, out)                    y = x W^T + b
         backward  mm: (N, out) (out, in)  and  (out, N) (N, in)   dL/dx = g W,  dL/dW = g^T x
-        attention bmm: Q K^T and A V forward, dA, dV, dQ, dK backward, (B H) heads of (T, d)
-    plus the tied LM head (C -> V). Any implementation of the step must do these products."""
-    B, T, C, V, H = (size[k] for k in ("batch_size", "block_size", "n_embd", "vocab_size", "n_head"))
-    N, d, L = B * T, C // H, size["n_layer"]
-    linears = [(C, C)] * 4 + [(C, 4 * C), (4 * C, C)]  # (in, out): Q, K, V, W^O, c_fc, c_proj
-    W = {(i, o): torch.randn(o, i) for i, o in linears + [(C, V)]}
-    b = {o: torch.randn(o) for o in (C, 4 * C)}
-    x = {i: torch.randn(N, i) for i in (C, 4 * C)}
-    g = {o: torch.randn(N, o) for o in (C, 4 * C, V)}
-    q, k, v, grad_out = (torch.randn(B * H, T, d) for _ in range(4))
+        attention bmm: Q K^T and A V forward, dA, dV, dQ, dK backward, (B H) heads of (T, d_k)
+    plus the tied LM head (d -> V). Any implementation of the step must do these products."""
+    B, T, d, V, H = (size[k] for k in ("batch_size", "block_size", "n_embd", "vocab_size", "n_head"))
+    N, d_k, L = B * T, d // H, size["n_layer"]
+    linears = [(d, d)] * 4 + [(d, 4 * d), (4 * d, d)]  # (in, out): Q, K, V, W^O, c_fc, c_proj
+    W = {(i, o): torch.randn(o, i) for i, o in linears + [(d, V)]}
+    b = {o: torch.randn(o) for o in (d, 4 * d)}
+    x = {i: torch.randn(N, i) for i in (d, 4 * d)}
+    g = {o: torch.randn(N, o) for o in (d, 4 * d, V)}
+    q, k, v, grad_out = (torch.randn(B * H, T, d_k) for _ in range(4))
     a = torch.randn(B * H, T, T)
 
     def products():
@@ -107,7 +107,7 @@ def matrix_products(size: dict) -> Callable[[], None]:
             torch.bmm(q, k.transpose(1, 2)), torch.bmm(a, v)
             torch.bmm(grad_out, v.transpose(1, 2)), torch.bmm(a.transpose(1, 2), grad_out)
             torch.bmm(a, k), torch.bmm(a.transpose(1, 2), q)
-        x[C].mm(W[(C, V)].t()), g[V].mm(W[(C, V)]), g[V].t().mm(x[C])
+        x[d].mm(W[(d, V)].t()), g[V].mm(W[(d, V)]), g[V].t().mm(x[d])
     return products
 
 

@@ -125,8 +125,8 @@ def markdown(results: dict, command: str) -> str:
     if results.get("plot"):
         out += ["", f"![fp32 vs bf16 loss]({results['plot']})"]
     out += ["", "## Model FLOPs utilisation (row 6)", "",
-            "FLOPs per step = (6 N + 12 L T C) B T (N = parameters without the position table; 6N "
-            "for the weights' forward + backward, 12 L T C for Q K^T and A V), MFU = FLOPs per step / "
+            "FLOPs per step = (6 N + 12 L T d) B T (N = parameters without the position table; 6N "
+            "for the weights' forward + backward, 12 L T d for Q K^T and A V), MFU = FLOPs per step / "
             "step time / measured fp32 matmul peak (the larger of the peak at the start, "
             f"{m['peak_fp32_flops'] / 1e9:.0f} GFLOP/s, and a 1024^3 product timed interleaved with the "
             f"steps, {gpt.get('interleaved_peak_flops', 0) / 1e9:.0f} GFLOP/s). "

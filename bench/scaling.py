@@ -8,7 +8,7 @@ Plot the final validation loss against log10 N: one valley per budget, an "IsoFL
 model sees many tokens but cannot use them, a large one is undertrained. Fit a parabola per budget,
     loss ~ alpha (log10 N - log10 N_opt)^2 + beta,
 its vertex is N_opt(C); the same fit over log10 D gives D_opt(C). Across the budgets, least squares
-of log10 N_opt on log10 C gives the exponent a of N_opt ~ C^a, and the same for D_opt ~ C^b.
+of log10 N_opt on log10 C gives the exponent a of N_opt ∝ C^a, and the same for D_opt ∝ C^b.
 Chinchilla measured a ~ b ~ 0.5: parameters and tokens should grow together. (Since C ~ N D, a + b
 is close to 1 by construction; what the study measures is how the budget splits.)
 
@@ -93,7 +93,7 @@ def fit_isoflops(runs: list[dict]) -> dict:
     """Approach 2 over runs of dicts with budget, params, tokens, loss (any number of budgets >= 2).
 
     Returns per-budget optima (N_opt, D_opt, loss at the vertex, whether it is a real valley) and
-    the exponents a (N_opt ~ C^a) and b (D_opt ~ C^b) with standard errors and pairwise values.
+    the exponents a (N_opt ∝ C^a) and b (D_opt ∝ C^b) with standard errors and pairwise values.
     """
     budgets = sorted({r["budget"] for r in runs})
     if len(budgets) < 2:

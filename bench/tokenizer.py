@@ -1,6 +1,6 @@
 """Byte-level BPE, ours (common/text/bpe.py, pure Python) against the libraries, in one run:
 
-    python -m bench.tokenizer            # ~15 minutes on 2 busy cores; figures in docs/results/tokenizers.md
+    python -m bench.tokenizer            # about 15 minutes on 2 busy cores; figures in docs/results/tokenizers.md
     python -m bench.tokenizer --quick    # seconds: small slices, to see that it runs
 
 Training: a vocabulary of 8,192 (256 bytes + merges + <|endoftext|>) on tiny shakespeare and on

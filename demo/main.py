@@ -1,6 +1,6 @@
 """`make demo`: the story of pretrained language models, end to end, in a few minutes on a CPU.
 
-    python -m demo                       # the built-in corpus and labeled task (~3-4 min, 2 cores)
+    python -m demo                       # the built-in corpus and labeled task (about 3-4 min, 2 cores)
     python -m demo --data my_text.txt    # the same story on your own text
     python -m demo --quick               # tiny sizes, seconds (what the tests run)
 

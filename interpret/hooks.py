@@ -9,14 +9,14 @@ tests/test_interpret_hooks.py pins a run without patches to the model's own forw
 
 Names (GPT: decoder-only; BERT: post-LN encoder; the same names for both):
 
-    embed                       h_0, the embeddings the first block reads           (B, T, C)
-    blocks.N.resid_pre          the residual stream entering block N                (B, T, C)
+    embed                       h_0, the embeddings the first block reads           (B, T, d)
+    blocks.N.resid_pre          the residual stream entering block N                (B, T, d)
     blocks.N.attn.pattern       A = softmax(Q K^T / sqrt(d_k) + M), every head       (B, H, T, T)
-    blocks.N.attn.heads         z_h = A_h V_h, every head's output before W^O       (B, H, T, d)
-    blocks.N.attn_out           Concat(z_1..z_H) W^O, the attention sub-layer        (B, T, C)
+    blocks.N.attn.heads         z_h = A_h V_h, every head's output before W^O       (B, H, T, d_k)
+    blocks.N.attn_out           Concat(z_1..z_H) W^O, the attention sub-layer        (B, T, d)
     blocks.N.resid_mid          GPT: resid_pre + attn_out; BERT: LN(resid_pre + attn_out)
     blocks.N.mlp_out            the feed-forward's output (absent with feed_forward="none")
-    blocks.N.resid_post         the residual stream leaving block N                 (B, T, C)
+    blocks.N.resid_post         the residual stream leaving block N                 (B, T, d)
     final                       GPT: LN_f(h_L), what the LM head reads; BERT: H_L
 
 T5 (T5ForConditionalGeneration, with decoder_input_ids=...) has the same names under `encoder.` and
@@ -135,17 +135,17 @@ def _bert(model: nn.Module) -> nn.Module:
 def _attention(attn: nn.Module, h: torch.Tensor, mask: Optional[torch.Tensor], prefix: str, hook: _Hook,
                rotary=None) -> torch.Tensor:
     """common.nn.attention.MultiHeadAttention's forward, with its pattern and heads exposed."""
-    q = split_heads(attn.query(h), attn.num_heads)  # (B, H, T, d)
-    k = split_heads(attn.key(h), attn.num_kv_heads)  # (B, H_kv, T, d)
+    q = split_heads(attn.query(h), attn.num_heads)  # (B, H, T, d_k)
+    k = split_heads(attn.key(h), attn.num_kv_heads)  # (B, H_kv, T, d_k)
     v = split_heads(attn.value(h), attn.num_kv_heads)
     if rotary is not None:
         q, k = apply_rope(q, *rotary), apply_rope(k, *rotary)
     n_rep = attn.num_heads // attn.num_kv_heads
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, T, d)
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, T, d_k)
     _, pattern = scaled_dot_product_attention(q, k, v, mask, need_weights=True)  # (B, H, T, T)
     pattern = hook(prefix + "attn.pattern", pattern)
-    heads = hook(prefix + "attn.heads", pattern @ v)  # (B, H, T, d)
-    context = merge_heads(heads)  # (B, T, C)
+    heads = hook(prefix + "attn.heads", pattern @ v)  # (B, H, T, d_k)
+    context = merge_heads(heads)  # (B, T, d)
     return context if attn.out_proj is None else attn.out_proj(context)
 
 
@@ -188,16 +188,16 @@ def _run_bert(model, input_ids, attention_mask, hook: _Hook, token_type_ids=None
         ff = layer.output
         m = hook(p + "mlp_out", ff.dense(layer.intermediate(x)))
         x = hook(p + "resid_post", ff.LayerNorm(x + ff.dropout(m)))
-    return hook("final", x)  # (B, T, C)
+    return hook("final", x)  # (B, T, d)
 
 
 def _t5_attention(attn, h, source, mask, bias, prefix: str, hook: _Hook) -> torch.Tensor:
     """minit5.model.T5Attention's forward (scale 1, relative bias), its pattern and heads exposed."""
-    q = attn.split(attn.q(h))  # (B, H, T, d)
-    k, v = attn.key_value(h if source is None else source)  # (B, H, S, d)
+    q = attn.split(attn.q(h))  # (B, H, T, d_k)
+    k, v = attn.key_value(h if source is None else source)  # (B, H, S, d_k)
     _, pattern = scaled_dot_product_attention(q, k, v, mask, scale=1.0, bias=bias, need_weights=True)
     pattern = hook(prefix + "pattern", pattern)
-    heads = hook(prefix + "heads", pattern @ v)  # (B, H, T, d)
+    heads = hook(prefix + "heads", pattern @ v)  # (B, H, T, d_k)
     B, H, T, d = heads.shape
     return attn.o(heads.transpose(1, 2).reshape(B, T, H * d))
 
@@ -237,7 +237,7 @@ def run_with_hooks(model: nn.Module, input_ids: torch.Tensor, attention_mask: Op
                    patches: Optional[dict[str, Patch]] = None, cache: bool = True, **kwargs):
     """Run `model` on input_ids (B, T), with each patches[name](value) replacing that activation.
     Returns (output, ActivationCache or None): GPT's and T5's logits (B, T, V) (T5: pass
-    decoder_input_ids=...), BERT's H_L (B, T, C). An unknown name in `patches` is one UserError
+    decoder_input_ids=...), BERT's H_L (B, T, d). An unknown name in `patches` is one UserError
     listing the names."""
     kind = family(model)
     hook = _Hook(hook_names(model), dict(patches or {}), cache)
@@ -265,7 +265,7 @@ def from_run(cache: ActivationCache, name: str) -> Patch:
 
 
 def _head_patch(head: int, make: Callable[[torch.Tensor], torch.Tensor]) -> Patch:
-    def patch(value: torch.Tensor) -> torch.Tensor:  # (B, H, T, d) or (B, H, T, T)
+    def patch(value: torch.Tensor) -> torch.Tensor:  # (B, H, T, d_k) or (B, H, T, T)
         if not 0 <= head < value.size(1):
             raise UserError(f"head {head} does not exist; this layer has heads 0..{value.size(1) - 1}")
         value = value.clone()
@@ -281,7 +281,7 @@ def zero_head(head: int) -> Patch:
 
 def mean_head(head: int, reference: torch.Tensor) -> Patch:
     """z_h := its mean over the batch of a reference run (reference: that run's blocks.N.attn.heads
-    (B, H, T, d)), per position: the head keeps its average effect but loses what depends on the input."""
+    (B, H, T, d_k)), per position: the head keeps its average effect but loses what depends on the input."""
     return _head_patch(head, lambda z: reference[:, head].mean(0, keepdim=True).expand_as(z))
 
 

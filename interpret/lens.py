@@ -18,7 +18,7 @@ def logit_lens(model, input_ids: torch.Tensor, attention_mask: Optional[torch.Te
     """(B, T) ids of a minigpt.GPT -> (L + 1, B, T, V): LN_f(h_l) W_U for every layer l."""
     with torch.no_grad():
         out = model(input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        states = out.hidden_states  # L + 1 of (B, T, C); the last one is LN_f(h_L) already
+        states = out.hidden_states  # L + 1 of (B, T, d); the last one is LN_f(h_L) already
         ln_f, head = model.transformer.ln_f, model.lm_head
         lens = [head(ln_f(h)) for h in states[:-1]] + [head(states[-1])]
     return torch.stack(lens)  # (L + 1, B, T, V)

@@ -7,7 +7,7 @@ apart: every word TYPE gets a random tag, drawn once from the real tags' frequen
 way to predict it is to recognise the word. Selectivity = accuracy(real) - accuracy(control): high
 when the layer encodes the property, not merely the word.
 
-Each word is represented by the hidden state of its first word piece. Shapes: features (N, C) per
+Each word is represented by the hidden state of its first word piece. Shapes: features (N, d) per
 layer; labels (N,) long.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def read_conll(path, max_sentences: Optional[int] = None) -> list[TaggedSentence
 
 def word_features(model, tokenizer, sentences: list[TaggedSentence], max_length: int = 128,
                   batch_size: int = 32) -> tuple[torch.Tensor, list[int]]:
-    """(L + 1, N, C): each layer's hidden state at the first word piece of every word (words cut
+    """(L + 1, N, d): each layer's hidden state at the first word piece of every word (words cut
     off by max_length are dropped); and, per sentence, how many of its words were kept."""
     per_layer, kept = [], []
     for start in range(0, len(sentences), batch_size):
@@ -78,7 +78,7 @@ def word_features(model, tokenizer, sentences: list[TaggedSentence], max_length:
             states = torch.stack(model(input_ids, attention_mask=mask, output_hidden_states=True).hidden_states)
         b = torch.cat([torch.full((len(f),), i) for i, f in enumerate(firsts)])
         t = torch.cat([torch.tensor(f, dtype=torch.long) for f in firsts])
-        per_layer.append(states[:, b, t])  # (L + 1, n, C)
+        per_layer.append(states[:, b, t])  # (L + 1, n, d)
     return torch.cat(per_layer, dim=1), kept
 
 
@@ -97,7 +97,7 @@ def control_labels(words: list[str], tags: list[str], seed: int = 0) -> list[str
 def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 100,
                 weight_decay: float = 1e-4, seed: int = 0) -> torch.nn.Linear:
     """Multinomial logistic regression h -> softmax(h W + b), full-batch L-BFGS on the mean
-    cross-entropy + weight_decay |W|^2. features (N, C), labels (N,)."""
+    cross-entropy + weight_decay |W|^2. features (N, d), labels (N,)."""
     torch.manual_seed(seed)
     probe = torch.nn.Linear(features.size(1), num_classes)
     optimizer = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")

@@ -8,7 +8,7 @@ Fields that are ours, not transformers':
                                "flash" (the tiled online softmax, O(T) memory: common/nn/flash_attention.py)
     mlm_alpha, nsp_beta        the weights of the pre-training loss  L = alpha * L_MLM + beta * L_NSP
     classifier_pooling         "cls" (BERT's, the default) or "mean": the vector the sequence
-                               classifier reads, C = tanh(m W_p + b_p) with m = H_L[:, 0] or the
+                               classifier reads, c = tanh(m W_p + b_p) with m = H_L[:, 0] or the
                                mean of H_L over the kept positions (the name and values of
                                transformers' ModernBertConfig). An MLM-only checkpoint never trained
                                its [CLS] output, its mean is the better start

@@ -72,7 +72,7 @@ class QuestionAnsweringOutput:
 
 
 class BertPredictionHeadTransform(nn.Module):
-    """h -> LayerNorm(act(h W_t + b_t)), (..., C) -> (..., C)."""
+    """h -> LayerNorm(act(h W_t + b_t)), (..., d) -> (..., d)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -85,7 +85,7 @@ class BertPredictionHeadTransform(nn.Module):
 
 
 class BertLMPredictionHead(nn.Module):
-    """MLM scores over the vocabulary: transform(h) E_token^T + b, (..., C) -> (..., V).
+    """MLM scores over the vocabulary: transform(h) E_token^T + b, (..., d) -> (..., V).
 
     `decoder.weight` is the token embedding table itself (tied by the model's tie_weights) and
     `decoder.bias` is the same Parameter as `bias`; both names exist because checkpoints use both.
@@ -204,7 +204,7 @@ def _classifier_dropout(config: BertConfig) -> Dropout:
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
-    """logits = Dropout(C) W + b, (B, num_labels). The loss follows config.problem_type
+    """logits = Dropout(c) W + b, (B, num_labels). The loss follows config.problem_type
     (regression: MSE; single-label: CE; multi-label: BCE), inferred from labels when unset.
     C is the pooler on [CLS], or on the mean of H_L when config.classifier_pooling = "mean"."""
 
@@ -222,9 +222,9 @@ class BertForSequenceClassification(BertPreTrainedModel):
                 output_hidden_states: bool = False) -> HeadOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
                         output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        pooled = out.pooler_output  # (B, C)
+        pooled = out.pooler_output  # (B, d)
         if self.config.classifier_pooling == "mean":
-            pooled = self.bert.pooler.mean_pooled(out.last_hidden_state, attention_mask)  # (B, C)
+            pooled = self.bert.pooler.mean_pooled(out.last_hidden_state, attention_mask)  # (B, d)
         logits = self.classifier(self.dropout(pooled))  # (B, K)
         loss = None
         if labels is not None:

@@ -1,10 +1,10 @@
 """A speed trick of MLM pre-training, in one place: compute only what the loss reads.
 
 L_MLM reads the MLM head at I = {i : labels_i != -100} only (about 15% of the tokens) and L_NSP reads
-only C = tanh(H_L[:, 0] W_p + b_p). So once layers 1..L-1 have run at every position, the LAST layer
+only c = tanh(H_L[:, 0] W_p + b_p). So once layers 1..L-1 have run at every position, the LAST layer
 is needed only at [CLS] and at I: its queries come from those K positions, its keys and values from
 all T, so each row it returns is exactly the row the full layer would give there. Its feed-forward
-and W^O then run on K rows instead of T, and the vocabulary projection (B T x C)(C x V), the
+and W^O then run on K rows instead of T, and the vocabulary projection (B T x d)(d x V), the
 largest matrix product of a small BERT, on the N = |I| masked rows only.
 
 What it trades: the loss and every gradient are the same (pinned by
@@ -54,20 +54,20 @@ def encoder_block_at(block: EncoderBlock, x: torch.Tensor, positions: torch.Tens
                      mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """EncoderBlock.forward(x)[b, positions[b]] for every b, computed at those K positions only.
 
-    x (B, T, C), positions (B, K) -> (B, K, C). Queries from the K positions, keys and values from all
+    x (B, T, d), positions (B, K) -> (B, K, d). Queries from the K positions, keys and values from all
     T: h = LayerNorm(x_K + Dropout(MultiHead(x_K, x) W^O)), y = LayerNorm(h + FFN(h)).
     """
-    index = positions[..., None].expand(-1, -1, x.size(-1))  # (B, K, C)
-    x_at = x.gather(1, index)  # (B, K, C)
-    context, _ = block.attention.self(x_at, key_value_states=x, mask=mask)  # (B, K, C)
-    h = block.attention.output(context, x_at)  # (B, K, C)
-    return block.output(block.intermediate(h), h)  # (B, K, C)
+    index = positions[..., None].expand(-1, -1, x.size(-1))  # (B, K, d)
+    x_at = x.gather(1, index)  # (B, K, d)
+    context, _ = block.attention.self(x_at, key_value_states=x, mask=mask)  # (B, K, d)
+    h = block.attention.output(context, x_at)  # (B, K, d)
+    return block.output(block.intermediate(h), h)  # (B, K, d)
 
 
 def last_hidden_at(bert, positions: torch.Tensor, input_ids, attention_mask=None, token_type_ids=None,
                    position_ids=None) -> torch.Tensor:
-    """H_L at `positions` (B, K) -> (B, K, C): BertModel's forward with its last layer run at K positions."""
-    hidden, mask = bert.embed(input_ids, attention_mask, token_type_ids, position_ids)  # (B, T, C)
+    """H_L at `positions` (B, K) -> (B, K, d): BertModel's forward with its last layer run at K positions."""
+    hidden, mask = bert.embed(input_ids, attention_mask, token_type_ids, position_ids)  # (B, T, d)
     for layer in bert.encoder.layer[:-1]:
         hidden, _ = layer(hidden, mask=mask)
     return encoder_block_at(bert.encoder.layer[-1], hidden, positions, mask)

@@ -4,10 +4,11 @@ Input representation (section 3.2): the sum of three learned embeddings, then La
     E = LayerNorm(E_token[x_t] + E_position[t] + E_segment[s_t]),   s_t = 0 for sentence A, 1 for B
 Encoder (Vaswani et al. 2017, post-LN), for l = 1..L:
     H_l = EncoderBlock(H_{l-1}),   H_0 = Dropout(E)                  (see common/nn/blocks.py)
-Pooler (section 3, "C"): the final hidden vector of [CLS] through one dense layer with tanh:
-    C = tanh(H_L[:, 0] W_p + b_p)
+Pooler (section 3, Devlin's "C", the course's c): the final hidden vector of [CLS] through one dense
+layer with tanh:
+    c = tanh(H_L[:, 0] W_p + b_p)
 
-Shapes: B batch, T tokens, C = hidden_size, H heads.
+Shapes: B batch, T tokens, d = hidden_size, H heads.
 Parameter names are transformers' (`embeddings.word_embeddings`, `encoder.layer.N.attention.self.query`,
 `pooler.dense`, ...), so a Hugging Face BERT checkpoint loads by name, nothing renamed.
 """
@@ -37,7 +38,7 @@ LEGACY_BUFFER_KEYS = ("embeddings.position_ids", "embeddings.token_type_ids")
 @dataclass
 class BaseModelOutputWithPooling:
     """What BertModel returns.
-    last_hidden_state (B, T, C): H_L;  pooler_output (B, C): C = tanh(H_L[:, 0] W_p + b_p) or None;
+    last_hidden_state (B, T, d): H_L;  pooler_output (B, d): c = tanh(H_L[:, 0] W_p + b_p) or None;
     hidden_states: (H_0, ..., H_L) if asked;  attentions: L tensors (B, H, T, T) if asked."""
 
     last_hidden_state: torch.Tensor
@@ -47,7 +48,7 @@ class BaseModelOutputWithPooling:
 
 
 class BertEmbeddings(nn.Module):
-    """E = Dropout(LayerNorm(E_token[x] + E_position[t] + E_segment[s])):  (B, T) ids -> (B, T, C).
+    """E = Dropout(LayerNorm(E_token[x] + E_position[t] + E_segment[s])):  (B, T) ids -> (B, T, d).
 
     The [PAD] row of the token table is kept at zero and gets no gradient (padding_idx)."""
 
@@ -68,9 +69,9 @@ class BertEmbeddings(nn.Module):
             position_ids = torch.arange(T, device=input_ids.device)[None, :]  # (1, T)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)  # everything is sentence A
-        embeddings = (self.word_embeddings(input_ids)  # (B, T, C)
-                      + self.position_embeddings(position_ids)  # (1 or B, T, C)
-                      + self.token_type_embeddings(token_type_ids))  # (B, T, C)
+        embeddings = (self.word_embeddings(input_ids)  # (B, T, d)
+                      + self.position_embeddings(position_ids)  # (1 or B, T, d)
+                      + self.token_type_embeddings(token_type_ids))  # (B, T, d)
         return self.dropout(self.LayerNorm(embeddings))
     # END EXERCISE embeddings
 
@@ -91,7 +92,7 @@ class BertEncoder(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 output_attentions: bool = False, output_hidden_states: bool = False):
-        """hidden_states (B, T, C), mask bool (B, 1, 1, T) -> (H_L, all H_l or None, weights or None)."""
+        """hidden_states (B, T, d), mask bool (B, 1, 1, T) -> (H_L, all H_l or None, weights or None)."""
         all_hidden = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         for layer in self.layer:
@@ -107,9 +108,9 @@ class BertEncoder(nn.Module):
 
 
 class BertPooler(nn.Module):
-    """C = tanh(H_L[:, 0] W_p + b_p): the [CLS] vector, (B, T, C) -> (B, C).
+    """c = tanh(H_L[:, 0] W_p + b_p): the [CLS] vector, (B, T, d) -> (B, d).
 
-    mean_pooled: C = tanh(m W_p + b_p), m = sum_t a_t H_L[t] / sum_t a_t (a = attention_mask),
+    mean_pooled: c = tanh(m W_p + b_p), m = sum_t a_t H_L[t] / sum_t a_t (a = attention_mask),
     the same layer on the mean of the kept positions (BertConfig.classifier_pooling = "mean").
     """
 
@@ -118,16 +119,16 @@ class BertPooler(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden_states[:, 0]))  # (B, C)
+        return torch.tanh(self.dense(hidden_states[:, 0]))  # (B, d)
 
     def mean_pooled(self, hidden_states: torch.Tensor,
                     attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         if attention_mask is None:
-            mean = hidden_states.mean(dim=1)  # (B, C)
+            mean = hidden_states.mean(dim=1)  # (B, d)
         else:
             keep = attention_mask.to(hidden_states.dtype).unsqueeze(-1)  # (B, T, 1)
-            mean = (hidden_states * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)  # (B, C)
-        return torch.tanh(self.dense(mean))  # (B, C)
+            mean = (hidden_states * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)  # (B, d)
+        return torch.tanh(self.dense(mean))  # (B, d)
 
 
 class BertPreTrainedModel(PreTrainedModel):
@@ -187,14 +188,14 @@ class BertModel(BertPreTrainedModel):
                 position_ids: Optional[torch.Tensor] = None,
                 output_attentions: bool = False,
                 output_hidden_states: bool = False) -> BaseModelOutputWithPooling:
-        embeddings, mask = self.embed(input_ids, attention_mask, token_type_ids, position_ids)  # (B, T, C)
+        embeddings, mask = self.embed(input_ids, attention_mask, token_type_ids, position_ids)  # (B, T, d)
         last_hidden_state, hidden_states, attentions = self.encoder(
             embeddings, mask, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         pooled = self.pooler(last_hidden_state) if self.pooler is not None else None
         return BaseModelOutputWithPooling(last_hidden_state, pooled, hidden_states, attentions)
 
     def embed(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None):
-        """Checked ids -> (H_0 = E (B, T, C), the padding mask bool (B, 1, 1, T) or None)."""
+        """Checked ids -> (H_0 = E (B, T, d), the padding mask bool (B, 1, 1, T) or None)."""
         self._check_input(input_ids)
         mask = None if attention_mask is None else padding_mask(attention_mask)  # (B, 1, 1, T)
         if mask is not None and not torch.compiler.is_compiling() and bool(mask.all()):

@@ -45,7 +45,7 @@ from minibert import BertConfig, BertForMaskedLM, BertForPreTraining
 from common.cli.training import (FLAG_NOTE, add_training_flags, parse_config_overrides, perplexity,
                                  time_budget_callbacks, train_and_save, training_arguments, write_json)
 
-# A small BERT for a CPU: 4 layers of width 256 (BERT-mini's shape; ~5M parameters + the embeddings).
+# A small BERT for a CPU: 4 layers of width 256 (BERT-mini's shape; about 5M parameters + the embeddings).
 MODEL_DEFAULTS = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
                       max_position_embeddings=512)
 # What this tool passes to forward with every batch (common/data/switches.py), never saved in the model:

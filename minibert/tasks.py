@@ -88,7 +88,7 @@ class NerTask(ClassificationTask):
         id2label = self.id2label
 
         def metrics(prediction) -> dict:
-            logits, labels = prediction  # (N, T, C), (N, T) with -100 where no word starts
+            logits, labels = prediction  # (N, T, num_labels), (N, T) with -100 where no word starts
             predicted = torch.as_tensor(np.argmax(logits, axis=-1))  # (N, T)
             labels = torch.as_tensor(labels)
             true_tags, pred_tags = align_token_predictions(predicted, labels, id2label)

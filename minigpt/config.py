@@ -51,8 +51,8 @@ READABLE_MODEL_TYPES = (None, "minigpt", "gpt2", "llama")
 
 
 def swiglu_width(n_embd: int) -> int:
-    """8C/3 rounded up to a multiple of 8: three (C x I) matrices with the parameters of GPT-2's two
-    (C x 4C) ones (3 C I = 8 C^2), the sizing of the Llama paper."""
+    """8d/3 rounded up to a multiple of 8 (d = n_embd): three (d x I) matrices with the parameters of
+    GPT-2's two (d x 4d) ones (3 d I = 8 d^2), the sizing of the Llama paper."""
     return 8 * -(-8 * n_embd // 24)
 
 

@@ -3,7 +3,7 @@
 GPT's packed fast path (common/generation/packed.py: what it trades, its one rule and switch;
 minigpt.generate.use_decode_step counts GPT's steps for the rule).
 A decode step computes exactly what GPT.forward computes for one new token, with fewer operations.
-For the new token's hidden state x (B, C) at position p, in layer l:
+For the new token's hidden state x (B, d) at position p, in layer l:
 
     [q k v] = LN_1(x) W^QKV + b^QKV          one product, W^QKV = [W^Q W^K W^V] (C x (C + 2 C_kv))
     q, k    = RoPE_p(q), RoPE_p(k)           only with position_embedding="rope"
@@ -19,11 +19,11 @@ query ROWS of their one key/value head, q (B, H_kv, n_rep, d_k) against K (B, H_
 the same scores as repeat_kv, without copying the cache n_rep times every step.
 
 Why a separate path? At batch 1 a step is 4 matrix-vector products per layer plus the head, each
-reading its whole weight matrix from memory (4 bytes x ~14M weights for 6 layers, 384 wide,
+reading its whole weight matrix from memory (4 bytes x about 14M weights for 6 layers, 384 wide,
 vocab 8000: more than a CPU's L3 cache holds, so every step streams them from RAM), and the
 bookkeeping around them. GPT.forward serves any number of tokens, masks and outputs; for one token that generality
 costs many more small operations per step (dropout, the mask and position checks, three
-projections, head reshapes). Here the hidden state stays (B, C), and everything that does not
+projections, head reshapes). Here the hidden state stays (B, d), and everything that does not
 change between steps is done once per generate call by DecodeWeights.from_model:
 
   * W^Q, W^K, W^V are concatenated into one matrix (one product per layer instead of three);
@@ -114,7 +114,7 @@ class DecodeWeights:
         else:  # p = (number of real tokens so far) - 1, as position_ids_from_attention_mask
             mask = padding_mask(attention_mask)  # (B, 1, 1, L)
             position = attention_mask.sum(-1, keepdim=True) - 1  # (B, 1)
-        x = self.wte(input_ids).view(B, -1)  # (B, C); no dropout: eval
+        x = self.wte(input_ids).view(B, -1)  # (B, d); no dropout: eval
         H, H_kv = self.num_heads, self.num_kv_heads
         d = x.size(1) // H
         if self.wpe is not None:
@@ -130,7 +130,7 @@ class DecodeWeights:
             keys, values = cache.append(k, v)  # (B, H_kv, L, d_k)
             q = q.view(B, H_kv, H // H_kv, d)  # a group's query heads as rows of its kv head
             a, _ = layer.attend(q, keys, values, mask)  # (B, H_kv, H / H_kv, d_k)
-            x = x + layer.out(a.reshape(B, -1))  # heads concatenated in order h: (B, C)
+            x = x + layer.out(a.reshape(B, -1))  # heads concatenated in order h: (B, d)
             if layer.fc is None:  # feed_forward="none"
                 continue
             h = layer.fc(layer.ln_2(x))  # (B, I), or (B, 2I) for SwiGLU
@@ -139,5 +139,5 @@ class DecodeWeights:
                 h = layer.act(gate) * up  # silu(x W_1) * (x W_3)
             else:
                 h = layer.act(h)
-            x = x + layer.proj(h)  # (B, C)
+            x = x + layer.proj(h)  # (B, d)
         return self.head(self.ln_f(x))  # (B, V)

@@ -12,7 +12,7 @@ Module and parameter names are transformers' GPT-2 names (`transformer.wte`, `tr
 `lm_head`), except that GPT-2's fused Conv1D `c_attn` is split into `query`/`key`/`value` Linears;
 `GPT.convert_state_dict` translates a Hugging Face GPT-2 or Llama checkpoint on load.
 
-Shapes: B batch, T time (new tokens), T_k all key positions (cached + new), C = n_embd, V vocab.
+Shapes: B batch, T time (new tokens), T_k all key positions (cached + new), d = n_embd, V vocab.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class CausalLMOutput:
     loss: Optional[torch.Tensor]  # scalar, when labels are given
     logits: torch.Tensor  # (B, T, V), or (B, 1, V) with last_token_only
     attentions: Optional[tuple[torch.Tensor, ...]] = None  # per layer (B, H, T, T_k)
-    hidden_states: Optional[tuple[torch.Tensor, ...]] = None  # L + 1 of (B, T, C), see GPTModel.forward
+    hidden_states: Optional[tuple[torch.Tensor, ...]] = None  # L + 1 of (B, T, d), see GPTModel.forward
 
 
 @dataclasses.dataclass
@@ -64,7 +64,7 @@ def position_ids_from_attention_mask(attention_mask: torch.Tensor) -> torch.Tens
 
 
 class GPTModel(nn.Module):
-    """The decoder stack without a head: input ids -> final hidden states (B, T, C)."""
+    """The decoder stack without a head: input ids -> final hidden states (B, T, d)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -91,8 +91,8 @@ class GPTModel(nn.Module):
                 output_hidden_states: bool = False):
         """input_ids (B, T); attention_mask (B, T_k) 1 = token, 0 = padding, covering the cached
         positions too; position_ids (B, T); kv_caches: one KVCache per layer, extended in place.
-        Returns (LN_f(h_L) (B, T, C), hidden states or None, attention weights per layer or None).
-        hidden states, as transformers': (h_0, h_1, ..., h_{L-1}, LN_f(h_L)), L + 1 tensors (B, T, C):
+        Returns (LN_f(h_L) (B, T, d), hidden states or None, attention weights per layer or None).
+        hidden states, as transformers': (h_0, h_1, ..., h_{L-1}, LN_f(h_L)), L + 1 tensors (B, T, d):
         the embeddings, the residual stream after each block, and the last one after the final norm."""
         B, T = input_ids.shape
         past = kv_caches[0].length if kv_caches is not None else 0
@@ -118,7 +118,7 @@ class GPTModel(nn.Module):
             padding_mask(attention_mask) if attention_mask is not None else None,  # (B, 1, 1, T_k)
             causal_mask(T, T_k, device=input_ids.device) if T > 1 else None,  # (1, 1, T, T_k)
         )
-        x = self.wte(input_ids)  # (B, T, C)
+        x = self.wte(input_ids)  # (B, T, d)
         rotary = None
         if self.wpe is not None:
             x = x + self.wpe(position_ids)  # learned positions, added once
@@ -177,7 +177,7 @@ class GPTPreTrainedModel(PreTrainedModel):
 
         GPT-2 stores its projections as Conv1D, y = x W + b with W of shape (C_in, C_out), the
         transpose of nn.Linear's (C_out, C_in). `c_attn` holds W^Q, W^K, W^V side by side:
-            c_attn.weight (C, 3C) -> transpose (3C, C) -> split into query, key, value (C, C) each.
+            c_attn.weight (d, 3d) -> transpose (3d, d) -> split into query, key, value (d, d) each.
         `attn.bias` / `attn.masked_bias` are buffers (a causal mask and a constant), not weights.
         """
         if any(k.startswith(("model.layers.", "model.embed_tokens.")) for k in state_dict):
@@ -278,9 +278,9 @@ class GPT(GPTPreTrainedModel):
         only, which is all generation needs and saves most of the head's work (nanoGPT's trick).
         """
         hidden, hidden_states, attentions = self.transformer(
-            input_ids, attention_mask, position_ids, kv_caches, output_attentions, output_hidden_states)  # (B, T, C)
+            input_ids, attention_mask, position_ids, kv_caches, output_attentions, output_hidden_states)  # (B, T, d)
         if last_token_only:
-            hidden = hidden[:, -1:, :]  # (B, 1, C)
+            hidden = hidden[:, -1:, :]  # (B, 1, d)
         logits = self.lm_head(hidden)  # (B, T, V)
         loss = None
         if labels is not None:
@@ -329,9 +329,9 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
                 output_attentions: bool = False, output_hidden_states: bool = False) -> SequenceClassifierOutput:
         hidden, hidden_states, attentions = self.transformer(
             input_ids, attention_mask, position_ids, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states)  # (B, T, C)
+            output_hidden_states=output_hidden_states)  # (B, T, d)
         last = self.last_token_index(input_ids, attention_mask)  # (B,)
-        pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]  # (B, C)
+        pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]  # (B, d)
         logits = self.score(pooled)  # (B, num_labels)
         loss = None
         if labels is not None:

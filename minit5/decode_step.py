@@ -3,7 +3,7 @@
 T5's packed fast path (common/generation/packed.py: what it trades, its one rule and switch;
 minit5.generate.use_decode_step counts T5's steps for the rule).
 A decode step computes exactly what T5ForConditionalGeneration.decode computes for one new token
-with the caches, with fewer operations. For the new token's hidden state x (B, C) at target
+with the caches, with fewer operations. For the new token's hidden state x (B, d) at target
 position p (the self-attention cache holds positions 0 .. p - 1), in decoder layer l:
 
     [q k v] = RMS_1(x) W^QKV                 one product, W^QKV = [W^Q W^K W^V] (C x 3 H d)
@@ -12,13 +12,13 @@ position p (the self-attention cache holds positions 0 .. p - 1), in decoder lay
                                              b[p, j] = table[bucket(j - p)], one row of the causal
                                              relative bias; one query after every cached key: no mask
     x       = x + softmax(RMS_2(x) W^Q_x K_x^T + M_src) V_x W^O_x    cross-attention on the source's
-                                             K_x, V_x (B, H, S, d), computed once per source
+                                             K_x, V_x (B, H, S, d_k), computed once per source
     x       = x + FFN(RMS_3(x))              relu(x W_i) W_o, or gelu(x W_i0) * (x W_i1) W_o packed
     logits  = RMS_f(x) (d_model^-0.5 when tied) W_lm^T      (B, V)
 
-Why a separate path? At a few rows a step is ~7 small products per layer plus the head, and the
+Why a separate path? At a few rows a step is about 7 small products per layer plus the head, and the
 general decoder (any number of tokens, masks, dropout, the position bias recomputed from buckets
-for every step) wraps each in many more small operations. Here the hidden state stays (B, C) and
+for every step) wraps each in many more small operations. Here the hidden state stays (B, d) and
 what does not change between steps is done once per generate call (DecodeWeights.from_model):
 
   * W^Q, W^K, W^V of each self-attention are one matrix (one product instead of three), and so
@@ -126,20 +126,20 @@ class DecodeWeights:
     def step(self, input_ids: torch.Tensor, caches: list[KVCache],
              cross_key_values: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """input_ids (B, 1): the newest target token, at position p = caches[0].length (its K, V
-        get appended); cross_key_values: each layer's (K_x, V_x) of the source, (B, H, S, d).
+        get appended); cross_key_values: each layer's (K_x, V_x) of the source, (B, H, S, d_k).
         Returns the next-token logits (B, V)."""
         B = input_ids.size(0)
         p = caches[0].length
         H = self.num_heads
-        x = self.embed(input_ids).view(B, -1)  # (B, C); no dropout: eval
+        x = self.embed(input_ids).view(B, -1)  # (B, d); no dropout: eval
         bias = self.position_bias[:, :, p:p + 1, :p + 1]  # (1, H, 1, p + 1), the row of position p
         for layer, cache, (k_x, v_x) in zip(self.layers, caches, cross_key_values):
-            q, k, v = layer.qkv(rms(layer.norm_self, x)).view(B, 3, H, 1, -1).unbind(1)  # (B, H, 1, d) each
+            q, k, v = layer.qkv(rms(layer.norm_self, x)).view(B, 3, H, 1, -1).unbind(1)  # (B, H, 1, d_k) each
             keys, values = cache.append(k, v)  # (B, H, p + 1, d)
-            a = one_query_attention(q, keys, values, bias)  # (B, H, 1, d); T5: no 1/sqrt(d)
-            x = x + layer.out_self(a.view(B, -1))  # heads concatenated in order: (B, C)
-            q = layer.q_cross(rms(layer.norm_cross, x)).view(B, H, 1, -1)  # (B, H, 1, d)
-            a = one_query_attention(q, k_x, v_x, self.source_bias)  # (B, H, 1, d): source padding masked additively
+            a = one_query_attention(q, keys, values, bias)  # (B, H, 1, d_k); T5: no 1/sqrt(d)
+            x = x + layer.out_self(a.view(B, -1))  # heads concatenated in order: (B, d)
+            q = layer.q_cross(rms(layer.norm_cross, x)).view(B, H, 1, -1)  # (B, H, 1, d_k)
+            a = one_query_attention(q, k_x, v_x, self.source_bias)  # (B, H, 1, d_k): source padding masked additively
             x = x + layer.out_cross(a.view(B, -1))
             h = layer.wi(rms(layer.norm_ff, x))  # (B, d_ff), or (B, 2 d_ff) when gated
             if layer.gated:
@@ -147,7 +147,7 @@ class DecodeWeights:
                 h = layer.act(gate) * up
             else:
                 h = layer.act(h)
-            x = x + layer.wo(h)  # (B, C)
+            x = x + layer.wo(h)  # (B, d)
         x = rms(self.final_norm, x)
         if self.head_scale is not None:
             x = x * self.head_scale  # tied: E has unit-variance rows

@@ -86,9 +86,9 @@ def generate(model, input_ids: torch.Tensor, attention_mask: Optional[torch.Tens
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
     K = config.num_beams
     with generation_mode(model):  # eval, inference_mode
-        encoded = model.encode(input_ids, attention_mask)  # (B, S, C): once per source
+        encoded = model.encode(input_ids, attention_mask)  # (B, S, d): once per source
         if K > 1:
-            encoded = encoded.repeat_interleave(K, dim=0)  # (B K, S, C): each beam reads its source
+            encoded = encoded.repeat_interleave(K, dim=0)  # (B K, S, d): each beam reads its source
             attention_mask = attention_mask.repeat_interleave(K, dim=0) if attention_mask is not None else None
         family = T5Family(model, encoded, attention_mask, config)
         start = torch.full((encoded.size(0), 1), config.decoder_start_token_id, dtype=torch.long,

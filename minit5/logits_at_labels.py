@@ -8,10 +8,10 @@ The loss reads the logits at the scored positions I = {(b, t) : labels[b, t] != 
 
 The decoder still runs at every one of the B T positions: the causal self-attention of a scored
 position t reads the keys and values of every position <= t, scored or not. What runs on the N rows
-of I instead of the B T rows is the head: the vocabulary projection (N x C)(C x V) instead of
-(B T x C)(C x V), and the softmax over V with its backward. Batches of translation pairs are padded
+of I instead of the B T rows is the head: the vocabulary projection (N x d)(d x V) instead of
+(B T x d)(d x V), and the softmax over V with its backward. Batches of translation pairs are padded
 to the longest target of the batch (minit5/data.py DataCollatorForSeq2Seq writes -100 there), so a
-large share of the rows are not scored; with V = 4000-8000 and C = 128-256 the head is one of the
+large share of the rows are not scored; with V = 4000-8000 and d = 128-256 the head is one of the
 largest matrix products of a small T5. The rows are picked after the decoder's final RMSNorm and
 dropout, so the dropout masks are the ones the textbook path draws.
 
@@ -44,10 +44,10 @@ def applies(switch: bool, labels: Optional[torch.Tensor]) -> bool:
 def logits_and_loss(model, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The head and the loss at the scored positions only.
 
-    hidden (B, T, C): the decoder's output at every position; labels (B, T), -100 = not scored.
+    hidden (B, T, d): the decoder's output at every position; labels (B, T), -100 = not scored.
     Returns (logits (N, V) of the N scored positions in row-major order, the mean cross-entropy
     over them: 0 when N = 0, as the textbook loss gives).
     """
     scored = labels != IGNORE_INDEX  # (B, T)
-    logits = model.lm_logits(hidden[scored])  # (N, C) -> (N, V); the tied rescale lives in lm_logits
+    logits = model.lm_logits(hidden[scored])  # (N, d) -> (N, V); the tied rescale lives in lm_logits
     return logits, cross_entropy(logits, labels[scored])  # (N, V), scalar

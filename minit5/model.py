@@ -23,7 +23,7 @@ Module and parameter names are transformers' (`shared`, `encoder.block.N.layer.0
 `decoder.block.N.layer.1.EncDecAttention.k`, `layer.2.DenseReluDense.wi_0`, `final_layer_norm`,
 `lm_head`), so a Hugging Face T5 folder loads with from_pretrained unchanged.
 Shapes: B batch, S source length, T target length (new tokens), T_k target keys (cached + new),
-C = d_model, H heads, d = d_kv, V vocab.
+d = d_model, H heads, d_k = d_kv, V vocab.
 """
 from __future__ import annotations
 
@@ -51,10 +51,10 @@ from minit5.config import T5Config
 class Seq2SeqLMOutput:
     loss: Optional[torch.Tensor]  # scalar mean cross-entropy over labels != -100
     logits: torch.Tensor  # (B, T, V); (N, V) with labels and logits_at_labels_only=True
-    encoder_last_hidden_state: Optional[torch.Tensor] = None  # (B, S, C)
+    encoder_last_hidden_state: Optional[torch.Tensor] = None  # (B, S, d)
     # With output_hidden_states / output_attentions (transformers' names; T5StackOutput per stack):
-    encoder_hidden_states: Optional[tuple[torch.Tensor, ...]] = None  # L_enc + 1 of (B, S, C)
-    decoder_hidden_states: Optional[tuple[torch.Tensor, ...]] = None  # L_dec + 1 of (B, T, C)
+    encoder_hidden_states: Optional[tuple[torch.Tensor, ...]] = None  # L_enc + 1 of (B, S, d)
+    decoder_hidden_states: Optional[tuple[torch.Tensor, ...]] = None  # L_dec + 1 of (B, T, d)
     encoder_attentions: Optional[tuple[torch.Tensor, ...]] = None  # per layer (B, H, S, S)
     decoder_attentions: Optional[tuple[torch.Tensor, ...]] = None  # per layer (B, H, T, T)
     cross_attentions: Optional[tuple[torch.Tensor, ...]] = None  # per layer (B, H, T, S)
@@ -64,7 +64,7 @@ class Seq2SeqLMOutput:
 class T5StackOutput:
     """What a T5Stack returns when asked for its insides (otherwise it returns the tensor alone).
     hidden_states: (e_0, e_1, ..., e_{L-1}, Dropout(RMS_f(e_L))), L + 1 tensors, as transformers'."""
-    last_hidden_state: torch.Tensor  # (B, T, C)
+    last_hidden_state: torch.Tensor  # (B, T, d)
     hidden_states: Optional[tuple[torch.Tensor, ...]] = None
     attentions: Optional[tuple[torch.Tensor, ...]] = None  # self-attention, per layer (B, H, T, T_k)
     cross_attentions: Optional[tuple[torch.Tensor, ...]] = None  # decoder only, per layer (B, H, T, S)
@@ -72,13 +72,13 @@ class T5StackOutput:
 
 @dataclasses.dataclass
 class Seq2SeqModelOutput:
-    last_hidden_state: torch.Tensor  # (B, T, C) decoder output
-    encoder_last_hidden_state: torch.Tensor  # (B, S, C)
+    last_hidden_state: torch.Tensor  # (B, T, d) decoder output
+    encoder_last_hidden_state: torch.Tensor  # (B, S, d)
 
 
 @dataclasses.dataclass
 class BaseModelOutput:
-    last_hidden_state: torch.Tensor  # (B, S, C)
+    last_hidden_state: torch.Tensor  # (B, S, d)
 
 
 # BEGIN EXERCISE relative_position_bucket
@@ -148,32 +148,32 @@ class T5Attention(nn.Module):
         return values.permute(2, 0, 1)[None]  # (1, H, T_q, T_k)
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, H * d) -> (B, H, T, d)."""
+        """(B, T, H d_k) -> (B, H, T, d_k)."""
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.d_kv).transpose(1, 2)
 
     def key_value(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """K = states W^K, V = states W^V as (B, H, S, d): for cross-attention, computed once per
+        """K = states W^K, V = states W^V as (B, H, S, d_k): for cross-attention, computed once per
         source and reused at every decoding step."""
-        return self.split(self.k(states)), self.split(self.v(states))  # views: (B, S, H d) transposed
+        return self.split(self.k(states)), self.split(self.v(states))  # views: (B, S, H d_k) transposed
 
     def forward(self, hidden_states: torch.Tensor, key_value_states: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None, position_bias: Optional[torch.Tensor] = None,
                 kv_cache: Optional[KVCache] = None,
                 cross_key_value: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
                 output_attentions: bool = False):
-        """hidden_states (B, T, C); key_value_states (B, S, C) for cross-attention, or precomputed
-        cross_key_value; mask bool broadcastable to (B, H, T, T_k). Returns (out (B, T, C),
+        """hidden_states (B, T, d); key_value_states (B, S, d) for cross-attention, or precomputed
+        cross_key_value; mask bool broadcastable to (B, H, T, T_k). Returns (out (B, T, d),
         position_bias (1, H, T, T_k) or None, attention weights (B, H, T, T_k) or None)."""
-        q = self.split(self.q(hidden_states))  # (B, H, T, d)
+        q = self.split(self.q(hidden_states))  # (B, H, T, d_k)
         if cross_key_value is not None:
-            k, v = cross_key_value  # (B, H, S, d), computed once per source
+            k, v = cross_key_value  # (B, H, S, d_k), computed once per source
         else:
             k, v = self.key_value(hidden_states if key_value_states is None else key_value_states)
         past = 0
         if kv_cache is not None:
             past = kv_cache.length
-            k, v = kv_cache.append(k, v)  # (B, H, past + T, d)
+            k, v = kv_cache.append(k, v)  # (B, H, past + T, d_k)
         if position_bias is None and self.relative_attention_bias is not None:
             position_bias = self.compute_bias(q.size(2), k.size(2), past, device=q.device)
         # scale=1.0: no 1/sqrt(d_k) here; T5's initialisation of W^Q carries it (module docstring).
@@ -181,7 +181,7 @@ class T5Attention(nn.Module):
         out, weights = run_attention(self, False if output_attentions else self.gradient_checkpointing,
                                      scaled_dot_product_attention, q, k, v, mask, self.dropout_p, self.training,
                                      scale=1.0, bias=position_bias, need_weights=output_attentions)
-        B, H, T, d = out.shape  # (B, H, T, d)
+        B, H, T, d = out.shape  # (B, H, T, d_k)
         return self.o(out.transpose(1, 2).reshape(B, T, H * d)), position_bias, weights
 
 
@@ -226,7 +226,7 @@ class T5DenseActDense(nn.Module):
         self.act = get_activation(config.dense_act_fn, fused=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.wo(self.dropout(self.act(self.wi(x))))  # (B, T, C)
+        return self.wo(self.dropout(self.act(self.wi(x))))  # (B, T, d)
 
 
 class T5DenseGatedActDense(nn.Module):
@@ -241,7 +241,7 @@ class T5DenseGatedActDense(nn.Module):
         self.act = get_activation(config.dense_act_fn, fused=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.wo(self.dropout(self.act(self.wi_0(x)) * self.wi_1(x)))  # (B, T, C)
+        return self.wo(self.dropout(self.act(self.wi_0(x)) * self.wi_1(x)))  # (B, T, d)
 
 
 class T5LayerFF(nn.Module):
@@ -303,8 +303,8 @@ class T5Stack(nn.Module):
                 cross_key_values: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None,
                 output_attentions: bool = False, output_hidden_states: bool = False):
         """input_ids (B, T); attention_mask (B, T_k) 1 = token, 0 = padding (for the decoder with a
-        cache it covers the cached positions too); encoder_hidden_states (B, S, C) with
-        encoder_attention_mask (B, S). Returns hidden states (B, T, C) after final_layer_norm; with
+        cache it covers the cached positions too); encoder_hidden_states (B, S, d) with
+        encoder_attention_mask (B, S). Returns hidden states (B, T, d) after final_layer_norm; with
         output_attentions or output_hidden_states a T5StackOutput holding them and the insides."""
         check_ids(input_ids, self.config.vocab_size)
         B, T = input_ids.shape
@@ -315,7 +315,7 @@ class T5Stack(nn.Module):
         encoder_mask = None
         if self.is_decoder and encoder_attention_mask is not None:
             encoder_mask = padding_mask(encoder_attention_mask)  # (B, 1, 1, S)
-        x = self.dropout(self.embed_tokens(input_ids))  # (B, T, C)
+        x = self.dropout(self.embed_tokens(input_ids))  # (B, T, d)
         position_bias = None  # computed by block 0, shared by the others
         hidden_states, attentions, cross_attentions = [], [], []
         for i, block in enumerate(self.block):
@@ -406,7 +406,7 @@ class T5PreTrainedModel(PreTrainedModel):
                 for _ in range(c.num_decoder_layers)]
 
     def cross_key_values(self, encoder_hidden_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each decoder layer's cross-attention K, V (B, H, S, d) of the source: computed once per
+        """Each decoder layer's cross-attention K, V (B, H, S, d_k) of the source: computed once per
         source, since the encoder's output does not change while the decoder writes. Stored contiguous
         (one copy here): a transposed view would be copied again by every step's Q K^T and A V."""
         pairs = (block.layer[1].EncDecAttention.key_value(encoder_hidden_states) for block in self.decoder.block)
@@ -414,7 +414,7 @@ class T5PreTrainedModel(PreTrainedModel):
 
 
 class T5EncoderModel(T5PreTrainedModel):
-    """The encoder alone (for embeddings or classification): input ids -> (B, S, C)."""
+    """The encoder alone (for embeddings or classification): input ids -> (B, S, d)."""
 
     _tied_weights_keys = ("encoder.embed_tokens.weight",)
 
@@ -430,7 +430,7 @@ class T5EncoderModel(T5PreTrainedModel):
 
 
 class T5Model(T5PreTrainedModel):
-    """Encoder + decoder without the LM head: decoder hidden states (B, T, C)."""
+    """Encoder + decoder without the LM head: decoder hidden states (B, T, d)."""
 
     _tied_weights_keys = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 
@@ -445,7 +445,7 @@ class T5Model(T5PreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 decoder_input_ids: Optional[torch.Tensor] = None,
                 decoder_attention_mask: Optional[torch.Tensor] = None) -> Seq2SeqModelOutput:
-        encoded = self.encoder(input_ids, attention_mask)  # (B, S, C)
+        encoded = self.encoder(input_ids, attention_mask)  # (B, S, d)
         if decoder_input_ids is None:
             raise UserError("T5Model needs decoder_input_ids (B, T); they start with "
                             f"decoder_start_token_id={self.config.decoder_start_token_id}")
@@ -474,7 +474,7 @@ class T5ForConditionalGeneration(T5PreTrainedModel):
             self.lm_head.weight = self.shared.weight
 
     def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The encoder's output (B, S, C): run once per source, read by every decoding step."""
+        """The encoder's output (B, S, d): run once per source, read by every decoding step."""
         return self.encoder(input_ids, attention_mask)
 
     def decode(self, decoder_input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor,
@@ -484,11 +484,11 @@ class T5ForConditionalGeneration(T5PreTrainedModel):
                cross_key_values: Optional[list] = None) -> torch.Tensor:
         """Logits (B, T, V) for the decoder inputs, given the encoder's output."""
         hidden = self.decoder(decoder_input_ids, decoder_attention_mask, encoder_hidden_states, attention_mask,
-                              kv_caches=kv_caches, cross_key_values=cross_key_values)  # (B, T, C)
+                              kv_caches=kv_caches, cross_key_values=cross_key_values)  # (B, T, d)
         return self.lm_logits(hidden)  # (B, T, V)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The head: decoder outputs (..., C) -> logits (..., V), h * d_model^-0.5 E^T when tied, h W_lm^T not."""
+        """The head: decoder outputs (..., d) -> logits (..., V), h * d_model^-0.5 E^T when tied, h W_lm^T not."""
         if self.config.tie_word_embeddings:
             hidden = hidden * self.config.d_model ** -0.5  # E has unit-variance rows: rescale before E^T
         return self.lm_head(hidden)  # (..., V)
@@ -529,7 +529,7 @@ class T5ForConditionalGeneration(T5PreTrainedModel):
         if inside:
             insides.update(decoder_hidden_states=hidden.hidden_states, decoder_attentions=hidden.attentions,
                            cross_attentions=hidden.cross_attentions)
-            hidden = hidden.last_hidden_state  # (B, T, C)
+            hidden = hidden.last_hidden_state  # (B, T, d)
         if logits_at_labels.applies(logits_at_labels_only, labels) and not inside:  # speed trick
             logits, loss = logits_at_labels.logits_and_loss(self, hidden, labels)  # (N, V), scalar
             return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoded)

@@ -114,7 +114,7 @@ class ClassificationDataset(Dataset):
 
 
 def random_replacement_collator(features: list[dict]) -> dict:
-    """Pad, then replace ~20% of the input ids by random ones (draws from torch's global RNG,
+    """Pad, then replace about 20% of the input ids by random ones (draws from torch's global RNG,
     as MLM masking does), so an exact resume must restore the RNG too."""
     batch = default_data_collator(features, pad_token_id=PAD_ID)
     replace = (torch.rand(batch["input_ids"].shape) < 0.2) & batch["attention_mask"].bool()

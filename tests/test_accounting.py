@@ -70,7 +70,7 @@ def test_the_costs_command_prints_the_split_and_rejects_an_unknown_model_type(tm
                          ids=["4_layers", "6_layers", "8_layers_T256"])
 def test_gpt_estimate_with_gradient_checkpointing_matches_the_measurement(kw, B, T):
     """Checkpointing: one more forward of every block (exactly what the profiler counts), activations
-    of B T C per layer plus one recomputed block at a time; the peak is rougher here (within 20%)."""
+    of B T d per layer plus one recomputed block at a time; the peak is rougher here (within 20%)."""
     from common.train.measure import peak_allocated_bytes, profiled_flops
     torch.set_num_threads(1)
     config = GPTConfig(**kw, block_size=T)

@@ -46,7 +46,7 @@ def batch():
 
 
 def mean_pool(last_hidden_state, attention_mask):
-    """e = sum_t m_t H[t] / sum_t m_t: (B, T, C), (B, T) -> (B, C)."""
+    """e = sum_t m_t H[t] / sum_t m_t: (B, T, d), (B, T) -> (B, d)."""
     m = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)  # (B, T, 1)
     return (last_hidden_state * m).sum(1) / m.sum(1).clamp_min(1e-9)
 
@@ -75,7 +75,7 @@ def test_last_hidden_state_matches_transformers(model, batch):
 def test_paraphrase_is_closer_than_an_unrelated_sentence(model, batch):
     with torch.no_grad():
         out = model(**batch)
-    e = mean_pool(out.last_hidden_state, batch["attention_mask"])  # (B, C)
+    e = mean_pool(out.last_hidden_state, batch["attention_mask"])  # (B, d)
     cos = torch.nn.functional.cosine_similarity
     paraphrase, unrelated = cos(e[0], e[1], dim=0).item(), cos(e[0], e[2], dim=0).item()
     assert paraphrase > unrelated + 0.2, (

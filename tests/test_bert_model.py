@@ -98,7 +98,7 @@ def test_malformed_input_is_a_clear_error():
 @given(lengths=st.lists(st.integers(1, 9), min_size=1, max_size=3), extra=st.integers(1, 4),
        seed=st.integers(0, 1000))
 def test_mean_pooling_classifier_reads_the_mean_of_kept_positions(lengths, extra, seed):
-    """classifier_pooling="mean": C = tanh(m W_p + b_p), m = sum_t a_t H_L[t] / sum_t a_t; the
+    """classifier_pooling="mean": c = tanh(m W_p + b_p), m = sum_t a_t H_L[t] / sum_t a_t; the
     logits equal that formula and do not move when [PAD] positions are appended."""
     torch.manual_seed(seed)
     config = minibert.BertConfig(**TINY, classifier_pooling="mean", num_labels=3)
@@ -108,7 +108,7 @@ def test_mean_pooling_classifier_reads_the_mean_of_kept_positions(lengths, extra
     mask = torch.tensor([[1] * n + [0] * (T - n) for n in lengths])
     ids = ids * mask
     logits = model(ids, attention_mask=mask).logits  # (B, 3)
-    hidden = model.bert(ids, attention_mask=mask).last_hidden_state  # (B, T, C)
+    hidden = model.bert(ids, attention_mask=mask).last_hidden_state  # (B, T, d)
     m = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
     expected = model.classifier(torch.tanh(model.bert.pooler.dense(m)))
     gap = (logits - expected).abs().max().item()

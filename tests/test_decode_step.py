@@ -26,7 +26,7 @@ def tiny_model(**overrides):
 @pytest.mark.parametrize("overrides", [{}, {"bias": False}, {"attn_impl": "sdpa"}, {"tie_word_embeddings": False}],
                          ids=["default", "no_bias", "sdpa", "untied"])
 @pytest.mark.parametrize("padded", [False, True])
-@pytest.mark.parametrize("blocks", [1, 3])  # 3 divides neither 4C = 128 nor V = 50: padded blocks
+@pytest.mark.parametrize("blocks", [1, 3])  # 3 divides neither 4d = 128 nor V = 50: padded blocks
 def test_decode_steps_give_the_logits_of_the_full_forward(overrides, padded, blocks):
     model = tiny_model(**overrides)
     B, T0, T = 2, 4, 9  # prefill 4 tokens, then 5 decode steps
@@ -53,10 +53,10 @@ def test_packing_copies_the_weights_and_leaves_the_parameters_alone():
     with torch.no_grad():
         decoder = DecodeWeights.from_model(model)
     layer, attn = decoder.layers[0], model.transformer.h[0].attn
-    C = TINY["n_embd"]
+    d = TINY["n_embd"]
     qkv = DecodeWeights.from_model(model, blocks=1).layers[0].qkv.weight[0]  # one block: the whole W^T
-    assert qkv.shape == (C, 3 * C) and qkv.is_contiguous(), qkv.shape
-    assert torch.equal(qkv[:, C:2 * C], attn.key.weight.t()), "columns C..2C must be W^K^T"
+    assert qkv.shape == (d, 3 * d) and qkv.is_contiguous(), qkv.shape
+    assert torch.equal(qkv[:, d:2 * d], attn.key.weight.t()), "columns d..2d must be W^K^T"
     assert decoder.head.out_features == TINY["vocab_size"], decoder.head.out_features
     for name, p in model.named_parameters():
         ptr, stride, value = before[name]

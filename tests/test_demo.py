@@ -296,7 +296,7 @@ def test_flags_that_cannot_work_together_are_one_line_and_exit_2(argv, fragment,
 def test_full_demo_pretraining_beats_scratch_by_a_clear_margin(tmp_path):
     """The whole `make demo` (a few minutes on 2 cores): the numbers the README promises."""
     out = tmp_path / "results"
-    # One thread: ~3 minutes of CPU, and no slow-down when other jobs share the cores (two threads
+    # One thread: about 3 minutes of CPU, and no slow-down when other jobs share the cores (two threads
     # fighting other processes for two cores ran up to 20x slower per step).
     result = run_demo("--threads", "1", "--out", str(out), timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]

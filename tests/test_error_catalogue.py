@@ -416,7 +416,7 @@ CATALOGUE: list[Case] = [
 
 
 # The entries also run as real subprocesses (2-3 s of imports each): one per item of the list
-# and at least one per tool. CATALOGUE_ALL_SUBPROCESSES=1 runs every entry that way (~4 min on 2 cores).
+# and at least one per tool. CATALOGUE_ALL_SUBPROCESSES=1 runs every entry that way (about 4 min on 2 cores).
 SUBPROCESS_IDS = {
     "gpt-train-missing-file", "gpt-train-folder-not-file", "gpt-train-whitespace-file", "gpt-train-not-utf8",
     "gpt-train-flag-value-not-a-number", "gpt-config-heads-do-not-divide", "gpt-config-negative-size",

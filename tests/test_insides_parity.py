@@ -36,7 +36,7 @@ def assert_layers_equal(ours, theirs, what, real=None):
     assert len(ours) == len(theirs), f"{what}: {len(ours)} tensors, transformers gives {len(theirs)}"
     for i, (a, b) in enumerate(zip(ours, theirs)):
         assert a.shape == b.shape, f"{what}[{i}]: shape {tuple(a.shape)} != transformers' {tuple(b.shape)}"
-        if real is not None:  # (B, T, C) or (B, H, T, T_k): keep the real query rows
+        if real is not None:  # (B, T, d) or (B, H, T, T_k): keep the real query rows
             a, b = (a[real] if a.dim() == 3 else a.transpose(1, 2)[real]), \
                    (b[real] if b.dim() == 3 else b.transpose(1, 2)[real])
         diff = (a - b).abs().max().item()

@@ -82,9 +82,9 @@ def test_attn_out_is_the_sum_of_each_heads_output_through_its_slice_of_w_o():
     ids, _ = batch(23)
     _, cache = hooks.run_with_cache(model, ids)
     out_proj = model.transformer.h[0].attn.out_proj
-    z = cache["blocks.0.attn.heads"]  # (B, H, T, d)
+    z = cache["blocks.0.attn.heads"]  # (B, H, T, d_k)
     H, d = z.size(1), z.size(3)
-    W = out_proj.weight.view(-1, H, d)  # (C, H, d): the columns of W^O that read head h
+    W = out_proj.weight.view(-1, H, d)  # (d_model, H, d_k), d_k = d here: the columns of W^O that read head h
     summed = torch.einsum("bhtd,chd->btc", z, W) + out_proj.bias
     assert (summed - cache["blocks.0.attn_out"]).abs().max() <= TOL
 

@@ -12,7 +12,7 @@ The fast tests check the same thing on paper: every exercise's `requires` come b
 
 Speed: one student copy, rewritten in place step by step; one parent process imports torch, pytest
 and hypothesis once and forks a child per step, which imports the copy's modules fresh and runs
-only that exercise's tests (about 1-3 s a step instead of ~5 s with a fresh interpreter), with at
+only that exercise's tests (about 1-3 s a step instead of about 5 s with a fresh interpreter), with at
 most 8 examples per property test (EXERCISES_MAX_EXAMPLES, tutorials/grading_plugin.py) unless the
 test sets its own.
 """

@@ -173,7 +173,7 @@ def test_rope_score_depends_only_on_the_distance_between_positions(p, s, shift, 
 
     # The angles are float32 (as in transformers): the angle p theta_i is off by up to p 2^-24
     # radians, so the two scores may differ by up to about |q| |k| (p + s + 2 shift) 2^-24; a
-    # fixed 1e-5 failed for ~2% of the drawn examples (the graded ladder walk replays them).
+    # fixed 1e-5 failed for about 2% of the drawn examples (the graded ladder walk replays them).
     bound = float(q.norm() * k.norm()) * (p + s + 2 * shift) * 2 ** -23
     before, after = score(p, s), score(p + shift, s + shift)
     assert abs(before - after) <= bound + 1e-12, (
@@ -374,7 +374,7 @@ def test_llama_generation_bench_gives_the_tokens_of_transformers_generate():
 @pytest.mark.parametrize("scale", [1e-4, 1e-3, 1.0])
 def test_rms_norm_eps_sits_inside_the_square_root(scale):
     """y = x / sqrt(mean(x^2) + eps): for small x (mean(x^2) ~ eps) the place of eps matters;
-    x / (sqrt(mean(x^2)) + eps) differs there by up to a factor ~2."""
+    x / (sqrt(mean(x^2)) + eps) differs there by up to a factor of about 2."""
     torch.manual_seed(0)
     eps = 1e-6
     x = scale * torch.randn(3, 8, dtype=torch.float64)

@@ -248,7 +248,7 @@ def test_classifier_pooling_mean_is_saved_and_used(mlm_checkpoint, data, tmp_pat
     assert model.config.classifier_pooling == "mean", f"saved config says {model.config.classifier_pooling!r}"
     ids = torch.tensor([[2, 7, 9, 11, 3]])
     with torch.no_grad():
-        hidden = model.bert(ids).last_hidden_state  # (1, 5, C)
+        hidden = model.bert(ids).last_hidden_state  # (1, 5, d)
         expected = model.classifier(torch.tanh(model.bert.pooler.dense(hidden.mean(1))))
         gap = (model(ids).logits - expected).abs().max().item()
     assert gap < 1e-5, f"the saved classifier does not read the mean of H_L (gap {gap:.2e})"

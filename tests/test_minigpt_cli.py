@@ -190,7 +190,7 @@ def test_stratified_starts_hit_every_start_exactly_k_times_and_stay_in_their_str
 def test_training_window_starts_are_uniform_under_the_seeded_generator():
     """N = 100, L = 8: 4,000 epochs of K = 12 windows; each of the M = 93 starts should get 1/93 = 0.0108.
     A chi-square over the 93 counts (92 degrees of freedom: mean 92, sd 13.6) must stay below 150
-    (p ~ 1e-4); the old clamped jitter gave the last start 4/96 = 0.042 (chi-square in the thousands)."""
+    (p ≈ 1e-4); the old clamped jitter gave the last start 4/96 = 0.042 (chi-square in the thousands)."""
     blocks = TokenBlocks(torch.arange(100), 8, random_offset=True)
     torch.manual_seed(0)
     counts = collections.Counter(blocks.start(i) for _ in range(4000) for i in range(len(blocks)))
@@ -199,7 +199,7 @@ def test_training_window_starts_are_uniform_under_the_seeded_generator():
     chi_square = sum((counts.get(s, 0) - expected) ** 2 / expected for s in range(m))
     top = max(range(m), key=lambda s: counts.get(s, 0))
     assert set(counts) == set(range(m)) and chi_square < 150, (
-        f"starts are not uniform over 0..92: chi-square {chi_square:.0f} (expected ~92); the most drawn start "
+        f"starts are not uniform over 0..92: chi-square {chi_square:.0f} (expected about 92); the most drawn start "
         f"{top} has frequency {counts[top] / total:.4f} against 1/93 = {1 / m:.4f}")
 
 

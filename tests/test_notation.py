@@ -155,3 +155,72 @@ MUON_AND_SCALING = {
 def test_notation_states_muon_and_the_scaling_exponents():
     missing = {k: v for k, v in MUON_AND_SCALING.items() if v not in NOTATION}
     assert not missing, f"docs/notation.md lacks (or states differently) Tutorial 21's: {missing}"
+
+
+# ------------------------------------------------------------------ the width is d, never C
+
+# A shape written in a comment or docstring: a parenthesised tuple of axis names ("(B, T, d)", "(..., d)",
+# "(1 or B, T, d)"). The width used to be written C there (PyTorch's "channels") while the formulas wrote d.
+AXIS = r"(?:\.\.\.|\d*[A-Za-z](?:_[A-Za-z0-9]+)?|\d+|L \+ 1|1 or B|B K|B T)"
+SHAPE = re.compile(r"\(" + AXIS + r"(?:, ?" + AXIS + r")+,?\)|\(" + AXIS + r",\)")
+WIDTH_AS_C = re.compile(r"^\d*C$")  # C, 3C, 4C: the width (or a multiple of it) written C
+SCANNED = ("common", "minibert", "minigpt", "minit5", "interpret", "demo", "bench", "tutorials", "tests")
+
+
+def prose_of(source: str) -> list[tuple[int, str]]:
+    """(line, text) of every comment and docstring of a Python source: where shapes are written in words."""
+    import ast
+    import io
+    import tokenize
+    found = [(tok.start[0], tok.string) for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+             if tok.type == tokenize.COMMENT]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node, clean=False)
+            if doc is not None:
+                found.append((node.body[0].lineno, doc))
+    return sorted(found, key=lambda item: item[0])
+
+
+def shapes_with_width_c(source: str) -> list[tuple[int, str]]:
+    """(line, shape) for each shape in a comment or docstring that has an axis C (or 4C, ...)."""
+    return [(line, m[0]) for line, text in prose_of(source) for m in SHAPE.finditer(text)
+            if any(WIDTH_AS_C.match(axis.strip()) for axis in m[0][1:-1].split(",") if axis.strip())]
+
+
+def test_the_detector_finds_a_width_written_c_and_passes_d():
+    sample = 'def f(x):\n    """x ' + "(B, T, C) -> (B, 4C)" + '."""\n    return x  # ' + "(..., C)" + "\n"
+    assert [s for _, s in shapes_with_width_c(sample)] == ["(B, T, C)", "(B, 4C)", "(..., C)"], (
+        f"the detector should flag all three shapes of {sample!r}, got {shapes_with_width_c(sample)}")
+    fixed = sample.replace("C)", "d)").replace("4C", "4d")
+    assert shapes_with_width_c(fixed) == [], f"the detector flags the d form: {shapes_with_width_c(fixed)}"
+    assert shapes_with_width_c('x = torch.randn(B, T, C)  # a code line, not prose\n') == [], (
+        "code is not prose: only comments and docstrings are scanned")
+
+
+def test_no_comment_or_docstring_writes_the_width_c():
+    found = []
+    for folder in SCANNED:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for line, shape in shapes_with_width_c(path.read_text(encoding="utf-8")):
+                found.append(f"{path.relative_to(REPO)}:{line}: {shape}")
+    assert not found, ("the model width is d (docs/notation.md); these comments or docstrings write it C, "
+                       "write d (a head's width d_k):\n" + "\n".join(found))
+
+
+# ------------------------------------------------------------------ "~" is a name or "drawn from", never "about"
+
+APPROXIMATE_TILDE = re.compile(r"(?<![\w)])~ ?[0-9]")  # "~3 minutes", "p ~ 1/2"; not x~ nor a ~ N(0, 1)
+
+
+def test_no_tilde_for_an_approximate_number():
+    assert APPROXIMATE_TILDE.search("about ~3 minutes") and APPROXIMATE_TILDE.search("p(y | x) ~ 1/2"), (
+        "the pattern must catch both spellings of an approximation")
+    assert not APPROXIMATE_TILDE.search("m_i ~ Bernoulli(0.15), x~ and ~mask"), "those are the tilde's two uses"
+    places = {*COURSE, *(p for folder in ("common", "minibert", "minigpt", "minit5", "interpret", "demo")
+                         for p in (REPO / folder).rglob("*.py"))}
+    found = [f"{path.relative_to(REPO)}:{n}: {line.strip()}" for path in sorted(places) if path.is_file()
+             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if APPROXIMATE_TILDE.search(line)]
+    assert not found, ("docs/notation.md: an approximate number is written 'about' (or ≈), never '~':\n"
+                       + "\n".join(found))

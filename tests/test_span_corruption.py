@@ -93,7 +93,7 @@ def test_the_papers_example():
 def test_input_and_target_lengths_are_what_corruption_gives(inputs_length, density):
     """A block of tokens_length raw tokens corrupts into at most inputs_length tokens (eos included),
     one more raw token would not fit, and the target has targets_length tokens. (From 16 tokens up:
-    below ~10 the mask clamps n_noise and n_spans to >= 1, which T5's length formula does not.)"""
+    below about 10 the mask clamps n_noise and n_spans to >= 1, which T5's length formula does not.)"""
     tokens_length, targets_length = compute_input_and_target_lengths(inputs_length, density, 3.0)
     collator = DataCollatorForSpanCorruption(FIRST_SENTINEL, EOS, PAD, density, 3.0, seed=inputs_length)
     inputs, targets = collator.corrupt(list(range(2, 2 + tokens_length)))

@@ -73,8 +73,8 @@ def head_formula(model, batch):
         c = model.config
         encoded = model.encoder(batch["input_ids"], batch["attention_mask"])
         decoder_ids = shift_right(batch["labels"], c.decoder_start_token_id, c.pad_token_id)
-        hidden = model.decoder(decoder_ids, None, encoded, batch["attention_mask"])  # (B, T, C)
-        h = hidden[batch["labels"] != -100]  # (N, C), row-major
+        hidden = model.decoder(decoder_ids, None, encoded, batch["attention_mask"])  # (B, T, d)
+        h = hidden[batch["labels"] != -100]  # (N, d), row-major
         if c.tie_word_embeddings:
             return (h * c.d_model ** -0.5) @ model.shared.weight.T
         return h @ model.lm_head.weight.T

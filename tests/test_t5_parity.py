@@ -4,7 +4,7 @@ Every parameter is randomised away from its initialisation (RMSNorm weights away
 relative bias away from small values), so a mis-named, transposed, untied or unused weight shows up.
 Sources are padded on the left in one row and on the right in another. Tolerance: 1e-5 in float32,
 relative to the largest value of the tensor compared when that exceeds 1 (random untied heads give
-logits and gradients of size 10-30, where float32 itself resolves ~1e-6).
+logits and gradients of size 10-30, where float32 itself resolves about 1e-6).
 """
 import warnings
 

@@ -27,7 +27,8 @@
 # recipe for longer (`demo/stages.py:pretrain_bert`). Tests: `tests/test_trainer.py`,
 # `tests/test_bert_model.py`, `tests/test_demo.py`.
 #
-# Run it: `python tutorials/06_pretraining.py` (a couple of minutes on a laptop CPU);
+# Run it: `python tutorials/06_pretraining.py` (6,000 steps: about 30 minutes of CPU time, 0.31 CPU
+# seconds a step measured on a 2-core machine, docs/results/tutorials.md);
 # `TUTORIAL_QUICK=1` trains for a few seconds only, and its numbers mean little.
 
 # %%
@@ -152,7 +153,7 @@ from common.nn.losses import IGNORE_INDEX, cross_entropy
 
 warm = get_scheduler("linear", torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 10, 100)
 warm_rates = [warm.lr_lambdas[0](s) for s in range(11)]
-print("warmup, eta_s / eta_max for s = 0..10:", [round(r, 2) for r in warm_rates])
+print("warm-up, eta_s / eta_max for s = 0..10:", [round(r, 2) for r in warm_rates])
 assert all(abs(warm_rates[s] - s / 10) < 1e-12 for s in range(11))
 
 landed = {}

@@ -152,7 +152,7 @@ assert abs(float(out.loss) - np.log(2)) < 0.1, "a near-zero classifier gives p =
 
 # %% [markdown]
 # About `log K = log 2`: a classifier whose weights are near 0 gives near-equal logits, so
-# `p(y | x) ~ 1/2` for either label, whatever `c` is.
+# `p(y | x) ≈ 1/2` for either label, whatever `c` is.
 
 # %% [markdown]
 # ## Fine-tuning both, the same way

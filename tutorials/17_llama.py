@@ -95,12 +95,12 @@ print("its mean is not 0 (no centring):", rms.mean(-1))
 # keeps the parameter count of GPT-2's 4d-wide feed-forward.
 
 # %%
-C = 48
-ffn = SwiGLU(C, swiglu_width(C))
-x = torch.randn(2, 5, C)
+d = 48
+ffn = SwiGLU(d, swiglu_width(d))
+x = torch.randn(2, 5, d)
 by_hand = ffn.down_proj(silu(ffn.gate_proj(x)) * ffn.up_proj(x))
 print("SwiGLU by hand == module:", torch.allclose(by_hand, ffn(x)))
-print(f"C = {C}: SwiGLU width {swiglu_width(C)}, parameters {3 * C * swiglu_width(C)} vs GELU FFN {8 * C * C}")
+print(f"d = {d}: SwiGLU width {swiglu_width(d)}, parameters {3 * d * swiglu_width(d)} vs GELU FFN {8 * d * d}")
 
 # %% [markdown]
 # ## 4. Grouped-query attention: a smaller KV cache

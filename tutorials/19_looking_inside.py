@@ -20,7 +20,7 @@
 # `docs/results/interpret.md`.
 #
 # Run it: `python tutorials/19_looking_inside.py` (about 5 minutes: one 2-layer model trained for
-# ~3 minutes); `TUTORIAL_QUICK=1` for a few seconds (the model then learns little: the code is the same).
+# about 3 minutes); `TUTORIAL_QUICK=1` for a few seconds (the model then learns little: the code is the same).
 
 # %%
 import _setup
@@ -42,7 +42,7 @@ QUICK = _setup.QUICK
 # %% [markdown]
 # ## 1. Every layer's output, with transformers' names
 #
-# `output_hidden_states=True` returns L + 1 tensors (B, T, C): the embeddings h_0, the residual
+# `output_hidden_states=True` returns L + 1 tensors (B, T, d): the embeddings h_0, the residual
 # stream after each block, and, last, LN_f(h_L), what the LM head reads (transformers' convention).
 # `output_attentions=True` returns each layer's softmax weights (B, H, T_q, T_k). T5 returns
 # `encoder_hidden_states`, `decoder_hidden_states`, `encoder_attentions`, `decoder_attentions` and

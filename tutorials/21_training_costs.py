@@ -264,7 +264,7 @@ print("  NS_5(M_t)   ", " ".join(f"{v:9.3f}" for v in after[[0, 15, 31, 47, 62, 
 # %% [markdown]
 # The singular values of M_t spread over orders of magnitude; most come out in a band around 1.
 # The smallest nonzero ones may end lower: five steps multiply a tiny value by at most about
-# 3.4^5 ~ 470, so a direction a thousand times weaker than the strongest only gets part of the way
+# 3.4^5 ≈ 470, so a direction a thousand times weaker than the strongest only gets part of the way
 # (Muon accepts that: such directions carry almost none of the gradient).
 # The 64th is zero before and after, and should be: this matrix (`c_proj`, shape (out, in)) writes
 # into the residual stream, and every reader of that stream is a LayerNorm, which ignores a shift
@@ -307,14 +307,14 @@ for name in ("AdamW", "Muon"):
 # %% [markdown]
 # ## 6. How big a model for a given compute? IsoFLOP curves
 #
-# A whole run of S steps costs C = S C_step FLOPs and reads D = S B T tokens, so C ~ 6 N D for a
+# A whole run of S steps costs C = S C_step FLOPs and reads D = S B T tokens, so C ≈ 6 N D for a
 # model of N parameters (the attention term aside). One budget C buys a big model on few tokens or
 # a small one on many. Hoffmann et al. (2022, "Chinchilla", approach 2) trained several sizes at
 # each of several budgets and plotted the final loss against log N: a valley per budget (an IsoFLOP
 # curve). A small model sees many tokens but cannot hold what they teach; a big one stops
 # undertrained. A parabola through each valley puts its vertex at N_opt(C) (and D_opt(C) = C /
-# (6 N_opt)); across budgets, N_opt ~ C^a and D_opt ~ C^b. They measured a ~ b ~ 0.5: grow the model
-# and its data together, about 20 tokens per parameter. Since C ~ 6 N D, a + b ~ 1; what the study
+# (6 N_opt)); across budgets, N_opt ∝ C^a and D_opt ∝ C^b. They measured a ≈ b ≈ 0.5: grow the model
+# and its data together, about 20 tokens per parameter. Since C ≈ 6 N D, a + b ≈ 1; what the study
 # measures is how a bigger budget is split.
 #
 # IsoFLOP curves, small: at each budget every width trains for the steps the budget buys, and a

@@ -25,7 +25,7 @@ math layer, caught by any test of the suite's files for that layer.
 
 How it runs fast: one parent process imports torch, pytest and hypothesis once, then forks one
 child per patch; the child forgets the project's modules, imports the patched copy and runs pytest
-with -x (the first failing test is enough). About one second per patch instead of ~4 s of imports.
+with -x (the first failing test is enough). About one second per patch instead of about 4 s of imports.
 """
 from __future__ import annotations
 
@@ -270,10 +270,10 @@ MISTAKES: tuple[Mistake, ...] = (
             caught_by="test_nsp_pairs_fit_block_size_and_b_follows_a_or_comes_from_another_document"),
 
     Mistake("embeddings", "position embeddings left out",
-            "+ self.position_embeddings(position_ids)  # (1 or B, T, C)", "+ 0",
+            "+ self.position_embeddings(position_ids)  # (1 or B, T, d)", "+ 0",
             caught_by="test_outputs_and_loss_match_transformers"),
     Mistake("embeddings", "segment embeddings left out",
-            "+ self.token_type_embeddings(token_type_ids))  # (B, T, C)", ")",
+            "+ self.token_type_embeddings(token_type_ids))  # (B, T, d)", ")",
             caught_by="test_outputs_and_loss_match_transformers"),
     Mistake("embeddings", "LayerNorm after dropout",
             "return self.dropout(self.LayerNorm(embeddings))", "return self.LayerNorm(self.dropout(embeddings))",
@@ -344,11 +344,11 @@ MISTAKES: tuple[Mistake, ...] = (
 
     # ---------------------------------------------------------------- Platinum (Llama)
     Mistake("rms_norm", "LayerNorm's centring kept (x - mean) / rms",
-            "normalized = x32 * torch.rsqrt(mean_square + self.eps)  # (..., C) unit root mean square",
+            "normalized = x32 * torch.rsqrt(mean_square + self.eps)  # (..., d) unit root mean square",
             "normalized = (x32 - x32.mean(dim=-1, keepdim=True)) * torch.rsqrt(mean_square + self.eps)",
             caught_by="test_rms_norm_output_has_unit_root_mean_square_before_its_weight"),
     Mistake("rms_norm", "eps added after the square root",
-            "normalized = x32 * torch.rsqrt(mean_square + self.eps)  # (..., C) unit root mean square",
+            "normalized = x32 * torch.rsqrt(mean_square + self.eps)  # (..., d) unit root mean square",
             "normalized = x32 / (mean_square.sqrt() + self.eps)",
             caught_by="test_rms_norm_eps_sits_inside_the_square_root"),
     Mistake("rms_norm", "mean of squares over the batch axis",
@@ -356,7 +356,7 @@ MISTAKES: tuple[Mistake, ...] = (
             "mean_square = x32.pow(2).mean(dim=0, keepdim=True)",
             caught_by="test_rms_norm_output_has_unit_root_mean_square_before_its_weight"),
     Mistake("rms_norm", "weight ignored",
-            "return self.weight * normalized.to(x.dtype)  # (..., C)", "return normalized.to(x.dtype)",
+            "return self.weight * normalized.to(x.dtype)  # (..., d)", "return normalized.to(x.dtype)",
             caught_by="test_rms_norm_output_has_unit_root_mean_square_before_its_weight"),
 
     Mistake("swiglu", "gate and up projections swapped",
@@ -364,10 +364,10 @@ MISTAKES: tuple[Mistake, ...] = (
             "gate = self.act(self.up_proj(x))",
             caught_by="test_swiglu_is_down_of_silu_gate_times_up"),
     Mistake("swiglu", "no gate (silu(x W_1) W_2)",
-            "return self.down_proj(gate * self.up_proj(x))  # (B, T, C)", "return self.down_proj(gate)",
+            "return self.down_proj(gate * self.up_proj(x))  # (B, T, d)", "return self.down_proj(gate)",
             caught_by="test_swiglu_is_down_of_silu_gate_times_up"),
     Mistake("swiglu", "activation on the product instead of the gate",
-            "return self.down_proj(gate * self.up_proj(x))  # (B, T, C)",
+            "return self.down_proj(gate * self.up_proj(x))  # (B, T, d)",
             "return self.down_proj(self.act(self.gate_proj(x) * self.up_proj(x)))",
             caught_by="test_swiglu_is_down_of_silu_gate_times_up"),
 
@@ -729,7 +729,7 @@ def _child(root: Path, pytest_args: Sequence[str], result_path: str) -> None:
     os.chdir(root)
     sys.path[:] = [str(root)] + [p for p in sys.path if p not in ("", str(ROOT))]
     recorder = _FirstFailure()
-    # --assert=plain: no assertion rewriting (it recompiles every test file, ~1 s per child); a
+    # --assert=plain: no assertion rewriting (it recompiles every test file, about 1 s per child); a
     # failing assert still fails and still shows its message.
     code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "--no-header", "--tb=short",
                         "--assert=plain", *pytest_args], plugins=[recorder])
@@ -801,7 +801,7 @@ def preload() -> None:
     import numpy  # noqa: F401
     import pytest  # noqa: F401
     import torch  # noqa: F401
-    try:  # the parity tests' oracle: ~2.5 s of imports that every child running them would repeat
+    try:  # the parity tests' oracle: about 2.5 s of imports that every child running them would repeat
         importlib.import_module("transformers.modeling_utils")
     except Exception:
         pass

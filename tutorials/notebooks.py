@@ -132,7 +132,7 @@ def _require_tools() -> None:
     if missing:
         raise NotebookError(f"{', '.join(missing)} not installed in {sys.prefix}; run `make "
                             f"notebooks` (it installs them) or: {sys.executable} -m pip install "
-                            "jupytext nbconvert ipykernel")
+                            "jupytext nbclient ipykernel")
 
 
 def _missing(module: str) -> bool:
@@ -153,8 +153,15 @@ def execute(english: Path, quick: bool, timeout: int):
     if quick:
         os.environ["TUTORIAL_QUICK"] = "1"
     try:  # the kernel inherits this process's environment
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+        # startup_timeout: nbclient's default (60 s) fails on a busy machine, where a kernel's imports
+        # alone can take longer; a kernel gets as long to start as a cell gets to run.
+        NotebookClient(nb, timeout=timeout, startup_timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": str(english.parent)}}).execute()
+    except RuntimeError as e:
+        if "didn't respond" not in str(e):
+            raise
+        raise NotebookError(f"{_rel(english)}: the Jupyter kernel did not start within {timeout} s ({e}); "
+                            "on a busy machine, give it longer with --timeout SECONDS") from None
     except CellExecutionError as e:
         if e.ename != "SystemExit" or str(e.evalue).strip() not in ("", "0"):
             raise NotebookError(f"{_rel(english)}: a cell raised {e.ename}: {e.evalue}; run "

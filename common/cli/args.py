@@ -1,4 +1,4 @@
-"""Dataclass fields as command-line flags (what transformers' HfArgumentParser does, in ~100 lines).
+"""Dataclass fields as command-line flags (what transformers' HfArgumentParser does, in about 100 lines).
 
 Every field `name: T = default` of a dataclass becomes the flag `--name` (and `--name-with-dashes`)
 with argparse type T, the field's default, and `metadata["help"]` as its --help text. Booleans

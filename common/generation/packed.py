@@ -52,7 +52,7 @@ def one_query_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tenso
     common.nn.attention.scaled_dot_product_attention (a single query after every cached key needs no
     causal mask; padding comes in additively through bias), as two batched products over the B H
     (row, head) pairs on views of the caches (no broadcasting, no copy of K, V).
-    q (B, H, 1, d); keys, values (B, H, L, d); bias broadcastable to (B, H, 1, L) or None -> (B, H, 1, d)."""
+    q (B, H, 1, d_k); keys, values (B, H, L, d_k); bias broadcastable to (B, H, 1, L) or None -> (B, H, 1, d_k)."""
     B, H, _, d = q.shape
     L = keys.size(2)
     scores = torch.bmm(q.reshape(B * H, 1, d), keys.reshape(B * H, L, d).transpose(1, 2)).view(B, H, 1, L)

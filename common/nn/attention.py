@@ -6,7 +6,7 @@ Vaswani et al. (2017), eq. 1, with an attention mask M (0 = allowed, very negati
 
 Multi-head attention projects the width-d input h times into d_k = d / h dimensional heads,
 attends in each head independently, and concatenates the heads again (notation: docs/notation.md;
-the code's tensors name the width C and the heads H):
+the code's shape comments write the heads H = h):
 
     head_i = Attention(X W_i^Q, Y W_i^K, Y W_i^V)        (Y = X for self-attention)
     MultiHead(X, Y) = Concat(head_1, ..., head_h) W^O     (W^O applied once)
@@ -29,7 +29,7 @@ constructor takes it). The registry:
 
 Every entry has one signature, the one of scaled_dot_product_attention's first six arguments:
 
-    fn(query (B, H, T_q, d), key (B, H, T_k, d), value (B, H, T_k, d_v), mask bool or None,
+    fn(query (B, H, T_q, d_k), key (B, H, T_k, d_k), value (B, H, T_k, d_v), mask bool or None,
        dropout_p, training) -> (output (B, H, T_q, d_v), weights (B, H, T_q, T_k) or None)
 
 Adding one is a line next to the others in ATTENTION_FUNCTIONS (with its import at the top of this
@@ -150,7 +150,7 @@ def set_attn_implementation(model: nn.Module, name: str) -> nn.Module:
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     """Grouped-query attention's sharing of keys and values (Ainslie et al. 2023):
-    (B, H_kv, T, d) -> (B, H_kv * n_rep, T, d), kv head j repeated for query heads j n_rep .. j n_rep + n_rep - 1.
+    (B, H_kv, T, d_k) -> (B, H_kv * n_rep, T, d), kv head j repeated for query heads j n_rep .. j n_rep + n_rep - 1.
 
     With H query heads and H_kv = H / n_rep key/value heads, query head h attends with kv head
     h // n_rep. n_rep = 1 is multi-head attention; H_kv = 1 is multi-query attention (Shazeer 2019).
@@ -163,15 +163,15 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, T, C) -> (B, H, T, C / H)."""
-    B, T, C = x.shape
-    return x.view(B, T, num_heads, C // num_heads).transpose(1, 2)
+    """(B, T, d) -> (B, H, T, d_k), d_k = d / H."""
+    B, T, d = x.shape
+    return x.view(B, T, num_heads, d // num_heads).transpose(1, 2)
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, T, d) -> (B, T, H * d): concatenate the heads."""
-    B, H, T, d = x.shape
-    return x.transpose(1, 2).reshape(B, T, H * d)
+    """(B, H, T, d_k) -> (B, T, H d_k) = (B, T, d): concatenate the heads."""
+    B, H, T, d_k = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * d_k)
 
 
 class KVCache:
@@ -196,7 +196,7 @@ class KVCache:
 
     # BEGIN EXERCISE kv_cache
     def append(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the new (B, H, T_new, d) keys/values after the filled part; return all of them
+        """Write the new (B, H, T_new, d_k) keys/values after the filled part; return all of them
         (B, H, length + T_new, d) as views of the buffers."""
         start, end = self.length, self.length + key.size(2)
         if end > self.max_length:
@@ -216,9 +216,9 @@ class MultiHeadAttention(nn.Module):
 
     Parameters are named as in BERT (`query`, `key`, `value`) so checkpoints load unchanged;
     with output_projection=True the module also applies W^O (`out_proj`).
-    forward(hidden_states (B, T_q, C), key_value_states (B, T_k, C) or None, mask bool broadcastable
+    forward(hidden_states (B, T_q, d), key_value_states (B, T_k, d) or None, mask bool broadcastable
     to (B, H, T_q, T_k), kv_cache, rotary = RoPE's (cos, sin) or None)
-        -> (context (B, T_q, C), weights (B, H, T_q, T_k) or None).
+        -> (context (B, T_q, d), weights (B, H, T_q, T_k) or None).
     num_kv_heads < num_heads projects (and caches) only that many key/value heads (see repeat_kv).
     attn_impl: the registry entry it attends with, "eager" until set_attn_implementation says otherwise.
     """
@@ -257,16 +257,16 @@ class MultiHeadAttention(nn.Module):
         rotary: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         source = hidden_states if key_value_states is None else key_value_states
-        q = split_heads(self.query(hidden_states), self.num_heads)  # (B, H, T_q, d)
-        k = split_heads(self.key(source), self.num_kv_heads)  # (B, H_kv, T_k, d)
-        v = split_heads(self.value(source), self.num_kv_heads)  # (B, H_kv, T_k, d)
+        q = split_heads(self.query(hidden_states), self.num_heads)  # (B, H, T_q, d_k)
+        k = split_heads(self.key(source), self.num_kv_heads)  # (B, H_kv, T_k, d_k)
+        v = split_heads(self.value(source), self.num_kv_heads)  # (B, H_kv, T_k, d_k)
         if rotary is not None:  # RoPE (common/nn/rope.py): rotate q and k by their positions' angles
-            cos, sin = rotary  # (B, T, d) each
+            cos, sin = rotary  # (B, T, d_k) each
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)  # (B, H_kv, T_past + T_k, d): the cache holds H_kv heads
         n_rep = self.num_heads // self.num_kv_heads
-        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, T_k, d)
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, T_k, d_k)
         if output_attentions:  # only the hand-written path forms the weights
             out, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout_p, self.training,
                                                         need_weights=True)
@@ -276,7 +276,7 @@ class MultiHeadAttention(nn.Module):
             granularity = self.gradient_checkpointing if self.attn_impl == "eager" else False
             out, weights = run_attention(self, granularity, ATTENTION_FUNCTIONS[self.attn_impl],
                                          q, k, v, mask, self.dropout_p, self.training)
-        context = merge_heads(out)  # (B, T_q, C)
+        context = merge_heads(out)  # (B, T_q, d)
         if self.out_proj is not None:
             context = self.out_proj(context)
         return context, weights

@@ -17,7 +17,7 @@ Which kernels run: LayerNorm is torch's nn.LayerNorm and each activation torch's
 (FUSED_ACTIVATIONS below), not the chain of operations written here; both are pinned to these
 formulas by tests/test_bench.py::test_fused_activation_kernels_equal_the_formulas and
 ::test_torch_layer_norm_is_the_formula.
-Shapes: x (B, T, C); masks bool, broadcastable to (B, H, T_q, T_k), True = may attend.
+Shapes: x (B, T, d); masks bool, broadcastable to (B, H, T_q, T_k), True = may attend.
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 # The same functions as one fused PyTorch kernel each. The formulas above are the definition
 # (tests/test_bench.py::test_fused_activation_kernels_equal_the_formulas checks these kernels against
 # them to 1e-12 in float64); the layers run the kernels because
-# a chain of eight element-wise operations reads and writes a (B, T, 4C) tensor eight times in the
+# a chain of eight element-wise operations reads and writes a (B, T, 4d) tensor eight times in the
 # forward pass and keeps each intermediate for the backward pass, which costs more than the
 # matrix products around it in a small model. One kernel reads x once and keeps only x.
 FUSED_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -89,7 +89,7 @@ def get_activation(name: str, fused: bool = False) -> Callable[[torch.Tensor], t
 
 
 class FeedForward(nn.Module):
-    """FFN(x) = act(x W_1 + b_1) W_2 + b_2, position-wise: (B, T, C) -> (B, T, C).
+    """FFN(x) = act(x W_1 + b_1) W_2 + b_2, position-wise: (B, T, d) -> (B, T, d).
     Names as GPT-2 (`c_fc`, `c_proj`)."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, activation: str = "gelu",
@@ -100,7 +100,7 @@ class FeedForward(nn.Module):
         self.c_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(self.act(self.c_fc(x)))  # (B, T, C)
+        return self.c_proj(self.act(self.c_fc(x)))  # (B, T, d)
 
 
 FEED_FORWARDS = ("gelu", "swiglu", "none")
@@ -125,7 +125,7 @@ class SwiGLU(nn.Module):
     # BEGIN EXERCISE swiglu
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.act(self.gate_proj(x))  # (B, T, I) silu(x W_1)
-        return self.down_proj(gate * self.up_proj(x))  # (B, T, C)
+        return self.down_proj(gate * self.up_proj(x))  # (B, T, d)
     # END EXERCISE swiglu
 
 
@@ -173,7 +173,7 @@ class EncoderAttention(nn.Module):
 
 
 class Intermediate(nn.Module):
-    """First half of BERT's feed-forward: act(x W_1 + b_1), (B, T, C) -> (B, T, 4C)."""
+    """First half of BERT's feed-forward: act(x W_1 + b_1), (B, T, d) -> (B, T, 4d)."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, activation: str):
         super().__init__()
@@ -189,7 +189,7 @@ class EncoderBlock(nn.Module):
         X' = LayerNorm(X + Dropout(MultiHead(X)))                 `attention` (W^O = attention.output.dense)
         Y  = LayerNorm(X' + Dropout(act(X' W_1 + b_1) W_2 + b_2))  `intermediate`, `output`
     Submodule names are transformers' BertLayer names, so `encoder.layer.N.*` keys load as is.
-    forward(x (B, T, C), mask) -> (y (B, T, C), attention weights (B, H, T, T) or None).
+    forward(x (B, T, d), mask) -> (y (B, T, d), attention weights (B, H, T, T) or None).
     """
 
     def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int,
@@ -219,8 +219,8 @@ class DecoderBlock(nn.Module):
     The Llama block is the same three lines with other parts: norm="rmsnorm" (LN = RMSNorm),
     feed_forward="swiglu" (FFN = SwiGLU), num_kv_heads < num_heads (grouped-query attention) and
     RoPE's (cos, sin) passed as `rotary` to rotate queries and keys.
-    forward(x (B, T, C), mask, encoder_hidden_states (B, S, C), encoder_mask, kv_cache, rotary)
-        -> (x (B, T, C), self-attention weights or None).
+    forward(x (B, T, d), mask, encoder_hidden_states (B, S, d), encoder_mask, kv_cache, rotary)
+        -> (x (B, T, d), self-attention weights or None).
     """
 
     def __init__(self, hidden_size: int, num_heads: int, intermediate_size: Optional[int] = None,

@@ -14,11 +14,11 @@ p_s - p_t ~ (z_s - z_t) / (K T), so the gradient shrinks like 1/T^2; the factor 
 about the same whatever T is, so alpha_ce needs no retuning when T changes (tested).
 
 DistilBERT's objective adds the task loss on the labels and a cosine loss that aligns the hidden
-states (both of width C):
+states (both of width d):
 
     L = alpha_ce * L_KD + alpha_task * L_task + alpha_cos * (1/M) sum_m (1 - cos(h_s[m], h_t[m]))
 
-the cosine term over the M kept positions of the last hidden states (B, T, C).
+the cosine term over the M kept positions of the last hidden states (B, T, d).
 The student starts from every other teacher layer (DistilBERT's rule): student layer i copies teacher
 layer 2i (`every_other_layer`), or from scratch.
 """
@@ -57,7 +57,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 def cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(1/M) sum_m (1 - cos(h_s[m], h_t[m])): hidden states (..., C), mask bool (...) True = kept."""
+    """(1/M) sum_m (1 - cos(h_s[m], h_t[m])): hidden states (..., d), mask bool (...) True = kept."""
     s, t = student_hidden.float(), teacher_hidden.detach().float()
     cos = (s * t).sum(-1) / (s.norm(dim=-1) * t.norm(dim=-1)).clamp_min(1e-8)  # (...)
     if mask is not None:

@@ -16,7 +16,7 @@ v_i ~ U{0 .. 2^15 - 1}, a quarter of the draws. With q = p 2^15 and f = floor(q)
     m_i = 0  if v_i < f,      m_i = 1  if v_i > f,      v_i = f (probability 2^-15): m_i = [u_i >= q - f]
 
 with u_i ~ U[0, 1) drawn only for those few ties, so P(m_i = 0) = f 2^-15 + 2^-15 (q - f) = p exactly
-(to the float32 grid of q - f, ~2^-39 in p), finer than a float32 uniform's 2^-24.
+(to the float32 grid of q - f, about 2^-39 in p), finer than a float32 uniform's 2^-24.
 On other devices F.dropout's fused kernel is faster, so it runs there. tests/test_dropout.py pins both
 to the formula (mean, variance, zeros, scale, eval) and the tie rule to its exact counts.
 """

@@ -83,7 +83,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
     check_targets(targets, keep, logits.size(-1))
     safe_targets = torch.where(keep, targets, torch.zeros_like(targets))
     # -log p_y = logsumexp(z) - z_y: log_softmax's formula read at y only, so the (N, V) matrix of
-    # log p is never built (nor its backward): the same numbers, ~40% less time at V = 8000.
+    # log p is never built (nor its backward): the same numbers, about 40% less time at V = 8000.
     shifted, log_normaliser = shifted_log_normaliser(_upcast(logits))  # (N, V), (N, 1); float32 under autocast
     rows = torch.arange(shifted.size(0), device=shifted.device)
     # Indexing keeps only the indices for its backward (gather would keep all of `shifted`, N x V).

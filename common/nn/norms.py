@@ -13,7 +13,7 @@ import torch.nn as nn
 
 
 class RMSNorm(nn.Module):
-    """y = x / sqrt(mean(x^2) + eps) * weight;   x (..., C) -> y (..., C), weight (C,), starts at 1.
+    """y = x / sqrt(mean(x^2) + eps) * weight;   x (..., d) -> y (..., d), weight (d,), starts at 1.
 
     The mean of squares is taken in float32 and the normalised x is cast back to x's dtype before
     the weight multiplies it, as Llama and T5 do: in bfloat16 the sum of C squares loses digits, and
@@ -22,15 +22,15 @@ class RMSNorm(nn.Module):
 
     def __init__(self, hidden_size: int, eps: float = 1e-6):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))  # (C,)
+        self.weight = nn.Parameter(torch.ones(hidden_size))  # (d,)
         self.eps = eps
 
     # BEGIN EXERCISE rms_norm
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()  # (..., C)
+        x32 = x.float()  # (..., d)
         mean_square = x32.pow(2).mean(dim=-1, keepdim=True)  # (..., 1) mean_i x_i^2
-        normalized = x32 * torch.rsqrt(mean_square + self.eps)  # (..., C) unit root mean square
-        return self.weight * normalized.to(x.dtype)  # (..., C)
+        normalized = x32 * torch.rsqrt(mean_square + self.eps)  # (..., d) unit root mean square
+        return self.weight * normalized.to(x.dtype)  # (..., d)
     # END EXERCISE rms_norm
 
     def extra_repr(self) -> str:

@@ -134,7 +134,7 @@ def fbgemm_linear(layer: "Int8Linear", x: torch.Tensor) -> torch.Tensor:
 
 class Int8Embedding(nn.Module):
     """E[i] ~ s[i] q[i]: each row of the table quantized with its own absmax scale; forward looks up
-    the int8 rows and their scales and dequantizes only those: (B, T) ids -> (B, T, C) float32."""
+    the int8 rows and their scales and dequantizes only those: (B, T) ids -> (B, T, d) float32."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int):
         super().__init__()

@@ -83,7 +83,7 @@ class TrainingCost:
 
     def checkpointed(self, kept: dict[str, int], block_transient: int, forward_flops: int) -> "TrainingCost":
         """The same step with gradient checkpointing: each block named in `kept` keeps only the bytes
-        given there (its input, B T C numbers), and the backward pass recomputes one block at a time
+        given there (its input, B T d numbers), and the backward pass recomputes one block at a time
         (forward_flops more in all), so the largest block's activations come back, with its first
         gradients (`block_transient`), beside everything kept."""
         recomputed = max(self.activations[name] for name in kept)

@@ -25,7 +25,8 @@
 # （`demo/stages.py:pretrain_bert`）。测试：`tests/test_trainer.py`、`tests/test_bert_model.py`、
 # `tests/test_demo.py`。
 #
-# 运行：`python tutorials/zh/06_pretraining.py`（在笔记本电脑的 CPU 上要几分钟）；
+# 运行：`python tutorials/zh/06_pretraining.py`（6000 步：约 30 分钟 CPU 时间，在 2 核机器上实测每步 0.31 CPU 秒，
+# 见 docs/results/tutorials.md）；
 # `TUTORIAL_QUICK=1` 只训练几秒钟，它的数字没多大意义。
 
 # %%
@@ -146,7 +147,7 @@ from common.nn.losses import IGNORE_INDEX, cross_entropy
 
 warm = get_scheduler("linear", torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 10, 100)
 warm_rates = [warm.lr_lambdas[0](s) for s in range(11)]
-print("warmup, eta_s / eta_max for s = 0..10:", [round(r, 2) for r in warm_rates])
+print("warm-up, eta_s / eta_max for s = 0..10:", [round(r, 2) for r in warm_rates])
 assert all(abs(warm_rates[s] - s / 10) < 1e-12 for s in range(11))
 
 landed = {}

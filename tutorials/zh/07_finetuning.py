@@ -147,7 +147,7 @@ assert abs(float(out.loss) - np.log(2)) < 0.1, "a near-zero classifier gives p =
 
 # %% [markdown]
 # 大约是 `log K = log 2`：权重接近 0 的分类器给出几乎相等的 logits，所以无论 `c` 是什么，对任一标签
-# `p(y | x) ~ 1/2`。
+# `p(y | x) ≈ 1/2`。
 
 # %% [markdown]
 # ## 用同样的方式微调两者

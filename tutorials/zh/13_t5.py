@@ -48,8 +48,8 @@ source_mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0]])
 target = torch.tensor([[0, 9, 10]])  # decoder start (= pad), then two tokens
 encoded = model.encode(source, source_mask)
 layer = model.decoder.block[0].layer[1].EncDecAttention
-q = layer.split(layer.q(model.decoder.embed_tokens(target)))  # (1, H, T, d)
-k, v = layer.key_value(encoded)  # (1, H, S, d)
+q = layer.split(layer.q(model.decoder.embed_tokens(target)))  # (1, H, T, d_k)
+k, v = layer.key_value(encoded)  # (1, H, S, d_k)
 print("queries", tuple(q.shape), " keys", tuple(k.shape), " weights (B, H, T, S) =",
       (1, config.num_heads, target.size(1), source.size(1)))
 

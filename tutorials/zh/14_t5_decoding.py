@@ -11,7 +11,7 @@
 # `minit5/metrics.py`（`corpus_bleu`）。测试：`tests/test_t5_parity.py`（与 transformers 的 `generate`
 # 生成相同的词元，包括束搜索）、`tests/test_minit5_cli.py`（我们的 BLEU 与 sacrebleu 相等）。
 #
-# 运行：`python tutorials/zh/14_t5_decoding.py`（约两分钟）；`TUTORIAL_QUICK=1` 只需几秒。
+# 运行：`python tutorials/zh/14_t5_decoding.py`（在 2 核 CPU 上约 10 秒）；`TUTORIAL_QUICK=1` 只用更少的测试句子。
 
 # %%
 import _setup

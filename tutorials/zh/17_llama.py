@@ -91,12 +91,12 @@ print("its mean is not 0 (no centring):", rms.mean(-1))
 # 变成三个，所以宽度取 8d/3（向上取整到 8 的倍数），参数量才与 GPT-2 中宽度为 4d 的前馈网络相同。
 
 # %%
-C = 48
-ffn = SwiGLU(C, swiglu_width(C))
-x = torch.randn(2, 5, C)
+d = 48
+ffn = SwiGLU(d, swiglu_width(d))
+x = torch.randn(2, 5, d)
 by_hand = ffn.down_proj(silu(ffn.gate_proj(x)) * ffn.up_proj(x))
 print("SwiGLU by hand == module:", torch.allclose(by_hand, ffn(x)))
-print(f"C = {C}: SwiGLU width {swiglu_width(C)}, parameters {3 * C * swiglu_width(C)} vs GELU FFN {8 * C * C}")
+print(f"d = {d}: SwiGLU width {swiglu_width(d)}, parameters {3 * d * swiglu_width(d)} vs GELU FFN {8 * d * d}")
 
 # %% [markdown]
 # ## 4. 分组查询注意力：更小的 KV 缓存

@@ -41,7 +41,7 @@ QUICK = _setup.QUICK
 # %% [markdown]
 # ## 1. 每一层的输出，用 transformers 的名字
 #
-# `output_hidden_states=True` 返回 L + 1 个 (B, T, C) 张量：嵌入 h_0、每个块之后的残差流，以及最后的
+# `output_hidden_states=True` 返回 L + 1 个 (B, T, d) 张量：嵌入 h_0、每个块之后的残差流，以及最后的
 # LN_f(h_L)，也就是语言模型头读取的那个（transformers 的约定）。`output_attentions=True` 返回每层的
 # softmax 权重 (B, H, T_q, T_k)。T5 返回 `encoder_hidden_states`、`decoder_hidden_states`、
 # `encoder_attentions`、`decoder_attentions` 和 `cross_attentions`；BERT 返回 `hidden_states` 和 `attentions`。

@@ -23,9 +23,10 @@ sampled replies at --temperature (the unbiased estimator, common/nn/evaluation.p
 seed, same run: the prompt order, the samples and the updates all follow --seed.
 
 Writes to --output_dir: the model and tokenizer (with chat_template.json, so minigpt.chat and
-minigpt.evaluate read it), log.jsonl (reward, loss, clip fraction, KL, reply length per logged
-step; eval_exact_match, eval_pass@1, eval_pass@k per evaluation), eval_results.json (before and
-after), train_results.json.
+minigpt.evaluate read it), log.jsonl (per logged step: reward, loss, clip fraction, KL, reply
+length, informative_groups = the fraction of groups whose rewards differ, the only ones with A != 0;
+per evaluation: eval_exact_match, eval_pass@1, eval_pass@k), eval_results.json (before and after),
+train_results.json.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ from common.data.arithmetic import load_problems
 from common.errors import ConfigError, DataError, UserError, run_cli
 from common.nn.dpo import label_log_probs
 from common.nn.evaluation import is_finite
-from common.nn.grpo import check_group_size, grpo_loss, group_advantages
+from common.nn.grpo import check_group_size, group_advantages, grpo_loss, informative_fraction
 from common.train.checkpoints import save_model_files
 from common.train.device import set_seed
 from minigpt.chat import load_chat_model
@@ -197,6 +198,7 @@ def grpo_step(model, reference, optimizer, tokenizer, records, opts, reward, rew
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts.max_grad_norm)
         optimizer.step()
     return {"loss": loss.item(), "reward": rewards.mean().item(), "reward_std": rewards.std(dim=1).mean().item(),
+            "informative_groups": informative_fraction(rewards),
             "grad_norm": grad_norm.item(), "reply_length": completions.reply_mask.sum(1).float().mean().item(), **stats}
 
 

@@ -57,6 +57,7 @@ def test_grpo_writes_the_model_log_and_held_out_scores_and_the_same_seed_gives_t
     evals = [l for l in lines if "eval_pass@1" in l]
     assert [l["step"] for l in steps] == [1, 2, 3] and all(l["kl"] >= 0 for l in steps)
     assert any(l["grad_norm"] > 0 for l in steps) and steps[-1]["kl"] > 0, steps
+    assert all(0 <= l["informative_groups"] <= 1 for l in steps), steps
     assert [l["step"] for l in evals] == [0, 2, 3] and all("eval_pass@2" in l for l in evals), evals
     results = json.loads((tmp_path / "a" / "eval_results.json").read_text())
     assert {"eval_exact_match", "init_eval_exact_match", "eval_pass@1", "eval_pass@2"} <= set(results), results

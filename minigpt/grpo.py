@@ -187,11 +187,12 @@ def grpo_step(model, reference, optimizer, tokenizer, records, opts, reward, rew
     advantages = group_advantages(rewards, opts.normalize_by_std).flatten()  # (P G,)
     mask = completions.reply_mask[:, 1:].float()  # aligned with token_log_probs: (B, T - 1)
     with torch.no_grad():
-        old = token_log_probs(model, completions)
         ref = token_log_probs(reference, completions) if reference is not None else None
-    stats = {}
+    old, stats = None, {}
     for _ in range(opts.num_iterations):
         log_probs = token_log_probs(model, completions)
+        if old is None:  # log pi_old: the policy that sampled, before any update (so rho = 1 on the first)
+            old = log_probs.detach()
         loss, stats = grpo_loss(log_probs, old, advantages, mask, opts.clip_range, ref, opts.kl_coef)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

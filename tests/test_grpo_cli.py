@@ -8,12 +8,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from common.data.arithmetic import main as arithmetic_main
+from common.data.arithmetic import load_problems, main as arithmetic_main
 from common.data.instructions import ChatTokenizer
 from common.errors import run_cli
 from common.text.char import CharTokenizer
 from minigpt import GPT, GPTConfig
-from minigpt.grpo import main as grpo_main
+from minigpt.chat import load_chat_model
+from minigpt.grpo import build_parser, grpo_step, main as grpo_main
 
 SMALL = ["--num_generations", "2", "--prompts_per_step", "2", "--max_new_tokens", "4", "--eval_samples", "2",
          "--max_eval_samples", "4", "--eval_steps", "2", "--logging_steps", "1", "--use_cpu", "--seed", "7"]
@@ -94,3 +95,27 @@ def test_reward_function_that_raises_is_one_error_line_naming_the_record(chat_mo
                        str(chat_model / "data" / "train.jsonl"), "--output_dir", str(tmp_path / "x"),
                        "--reward", "broken_reward:reward", "--max_steps", "1", *SMALL], capsys)
     assert "train.jsonl:" in error and "broken_reward:reward raised KeyError" in error, error
+
+
+def test_pi_old_is_the_sampling_policy_so_only_later_updates_on_a_batch_are_clipped(chat_model):
+    torch.manual_seed(0)
+    model, tokenizer, _ = load_chat_model(chat_model / "sft", True)
+    records = load_problems(chat_model / "data" / "train.jsonl")[:2]
+
+    def varied(reply, record):  # a reward that differs within a group, so the advantages are not all 0
+        return float(sum(map(ord, reply)) % 3)
+
+    def step(iterations):
+        opts = build_parser().parse_args(["--model_name_or_path", "x", "--train_file", "x", "--output_dir", "x",
+                                          "--num_generations", "4", "--max_new_tokens", "4",
+                                          "--num_iterations", str(iterations)])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
+        return grpo_step(model, None, optimizer, tokenizer, records, opts, varied, "varied",
+                         torch.Generator().manual_seed(1))
+
+    first = step(1)
+    assert first["informative_groups"] > 0, f"the toy reward gave no signal: {first}"
+    assert first["clip_fraction"] == 0, f"rho must be 1 on the first update of a batch, yet {first['clip_fraction']} clipped"
+    third = step(3)
+    assert third["clip_fraction"] > 0, ("on the third update of a batch at lr 0.05 rho should leave [0.8, 1.2] "
+                                        f"somewhere; clip fraction {third['clip_fraction']}: is pi_old recomputed?")

@@ -14,7 +14,8 @@ from common.errors import run_cli
 from common.text.char import CharTokenizer
 from minigpt import GPT, GPTConfig
 from minigpt.chat import load_chat_model
-from minigpt.grpo import build_parser, grpo_step, main as grpo_main
+from minigpt.evaluate import complete, prompt_ids
+from minigpt.grpo import build_parser, grpo_step, main as grpo_main, token_log_probs
 
 SMALL = ["--num_generations", "2", "--prompts_per_step", "2", "--max_new_tokens", "4", "--eval_samples", "2",
          "--max_eval_samples", "4", "--eval_steps", "2", "--logging_steps", "1", "--use_cpu", "--seed", "7"]
@@ -119,3 +120,21 @@ def test_pi_old_is_the_sampling_policy_so_only_later_updates_on_a_batch_are_clip
     third = step(3)
     assert third["clip_fraction"] > 0, ("on the third update of a batch at lr 0.05 rho should leave [0.8, 1.2] "
                                         f"somewhere; clip fraction {third['clip_fraction']}: is pi_old recomputed?")
+
+
+def test_the_trained_log_probs_are_those_of_the_sampling_temperature(chat_model):
+    torch.manual_seed(0)
+    model, tokenizer, _ = load_chat_model(chat_model / "sft", True)
+    records = load_problems(chat_model / "data" / "train.jsonl")[:2]
+    prompts = [prompt_ids(tokenizer, r["prompt"], chat=True) for r, _ in records]
+    completions = complete(model, tokenizer, prompts, 3, 4, do_sample=True, temperature=0.5,
+                           generator=torch.Generator().manual_seed(0))
+    at_half = token_log_probs(model, completions, 0.5)
+    with torch.no_grad():
+        logits = model(completions.tokens, attention_mask=completions.attention_mask).logits[:, :-1]
+    expected = torch.log_softmax(logits / 0.5, -1).gather(-1, completions.tokens[:, 1:, None])[..., 0]
+    expected = expected * completions.reply_mask[:, 1:]
+    assert torch.allclose(at_half, expected, atol=1e-5), (
+        f"log pi_tau must be log softmax(z / tau) at the replies' tokens; largest gap {(at_half - expected).abs().max()}")
+    plain = token_log_probs(model, completions)
+    assert not torch.allclose(plain, at_half), "tau = 0.5 gave the log-probabilities of tau = 1"

@@ -116,7 +116,8 @@ def test_pi_old_is_the_sampling_policy_so_only_later_updates_on_a_batch_are_clip
 
     first = step(1)
     assert first["informative_groups"] > 0, f"the toy reward gave no signal: {first}"
-    assert first["clip_fraction"] == 0, f"rho must be 1 on the first update of a batch, yet {first['clip_fraction']} clipped"
+    assert first["clip_fraction"] == 0, (f"rho must be 1 on the first update of a batch, yet a fraction "
+                                         f"{first['clip_fraction']} of the tokens was clipped")
     third = step(3)
     assert third["clip_fraction"] > 0, ("on the third update of a batch at lr 0.05 rho should leave [0.8, 1.2] "
                                         f"somewhere; clip fraction {third['clip_fraction']}: is pi_old recomputed?")
@@ -134,7 +135,8 @@ def test_the_trained_log_probs_are_those_of_the_sampling_temperature(chat_model)
         logits = model(completions.tokens, attention_mask=completions.attention_mask).logits[:, :-1]
     expected = torch.log_softmax(logits / 0.5, -1).gather(-1, completions.tokens[:, 1:, None])[..., 0]
     expected = expected * completions.reply_mask[:, 1:]
+    gap = (at_half - expected).abs().max()
     assert torch.allclose(at_half, expected, atol=1e-5), (
-        f"log pi_tau must be log softmax(z / tau) at the replies' tokens; largest gap {(at_half - expected).abs().max()}")
+        f"log pi_tau must be log softmax(z / tau) at the replies' tokens; largest gap {gap}")
     plain = token_log_probs(model, completions)
     assert not torch.allclose(plain, at_half), "tau = 0.5 gave the log-probabilities of tau = 1"

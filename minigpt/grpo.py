@@ -8,7 +8,9 @@ Problems are JSONL records {"prompt": ..., "answer": ...} (common/data/arithmeti
 
     1. take the next --prompts_per_step prompts (shuffled by --seed each pass over the file)
     2. sample G = --num_generations replies to each from the current policy pi_old (minigpt.generate,
-       --temperature), in the chat template of minigpt.sft
+       --temperature tau), in the chat template of minigpt.sft; the policy trained is that sampling
+       distribution, softmax(logits / tau) (token_log_probs), whose argmax, the greedy reply, is the
+       model's for every tau
     3. reward r_i = reward(reply, record): by default 1 when the reply, stripped, equals the answer
        (minigpt.evaluate.exact_match), else 0; --reward module:function plugs in another
        (function(reply: str, record: dict) -> float)
@@ -23,9 +25,10 @@ sampled replies at --temperature (the unbiased estimator, common/nn/evaluation.p
 seed, same run: the prompt order, the samples and the updates all follow --seed.
 
 Writes to --output_dir: the model and tokenizer (with chat_template.json, so minigpt.chat and
-minigpt.evaluate read it), log.jsonl (reward, loss, clip fraction, KL, reply length per logged
-step; eval_exact_match, eval_pass@1, eval_pass@k per evaluation), eval_results.json (before and
-after), train_results.json.
+minigpt.evaluate read it), log.jsonl (per logged step: reward, loss, clip fraction, KL, reply
+length, informative_groups = the fraction of groups whose rewards differ, the only ones with A != 0;
+per evaluation: eval_exact_match, eval_pass@1, eval_pass@k), eval_results.json (before and after),
+train_results.json.
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ from common.data.arithmetic import load_problems
 from common.errors import ConfigError, DataError, UserError, run_cli
 from common.nn.dpo import label_log_probs
 from common.nn.evaluation import is_finite
-from common.nn.grpo import check_group_size, grpo_loss, group_advantages
+from common.nn.grpo import check_group_size, group_advantages, grpo_loss, informative_fraction
 from common.train.checkpoints import save_model_files
 from common.train.device import set_seed
 from minigpt.chat import load_chat_model
@@ -96,11 +99,14 @@ def score(reward: Callable, name: str, replies: Sequence[str], records: Sequence
     return torch.tensor(values).view(-1, group_size)
 
 
-def token_log_probs(model, completions) -> torch.Tensor:
-    """log pi(o_t | x, o_<t) of every token of the replies, (B, T - 1), 0 outside the replies."""
+def token_log_probs(model, completions, temperature: float = 1.0) -> torch.Tensor:
+    """log pi_tau(o_t | x, o_<t) of every token of the replies, (B, T - 1), 0 outside the replies, with
+    pi_tau = softmax(z / tau): the distribution the replies were sampled from at temperature tau, so
+    the policy gradient and the ratio rho are those of the sampling policy. Greedy decoding (argmax z)
+    is the same for every tau."""
     labels = completions.tokens.masked_fill(completions.reply_mask == 0, -100)
     logits = model(completions.tokens, attention_mask=completions.attention_mask).logits
-    return label_log_probs(logits, labels)
+    return label_log_probs(logits / temperature, labels)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,17 +192,19 @@ def grpo_step(model, reference, optimizer, tokenizer, records, opts, reward, rew
     advantages = group_advantages(rewards, opts.normalize_by_std).flatten()  # (P G,)
     mask = completions.reply_mask[:, 1:].float()  # aligned with token_log_probs: (B, T - 1)
     with torch.no_grad():
-        old = token_log_probs(model, completions)
-        ref = token_log_probs(reference, completions) if reference is not None else None
-    stats = {}
+        ref = token_log_probs(reference, completions, opts.temperature) if reference is not None else None
+    old, stats = None, {}
     for _ in range(opts.num_iterations):
-        log_probs = token_log_probs(model, completions)
+        log_probs = token_log_probs(model, completions, opts.temperature)
+        if old is None:  # log pi_old: the policy that sampled, before any update (so rho = 1 on the first)
+            old = log_probs.detach()
         loss, stats = grpo_loss(log_probs, old, advantages, mask, opts.clip_range, ref, opts.kl_coef)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts.max_grad_norm)
         optimizer.step()
     return {"loss": loss.item(), "reward": rewards.mean().item(), "reward_std": rewards.std(dim=1).mean().item(),
+            "informative_groups": informative_fraction(rewards),
             "grad_norm": grad_norm.item(), "reply_length": completions.reply_mask.sum(1).float().mean().item(), **stats}
 
 

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.errors import ConfigError
-from common.nn.grpo import check_group_size, clipped_surrogate, group_advantages, grpo_loss, kl_to_reference
+from common.nn.grpo import (check_group_size, clipped_surrogate, group_advantages, grpo_loss, informative_fraction,
+                            kl_to_reference)
 
 rewards_strategy = st.integers(1, 4).flatmap(lambda p: st.integers(2, 6).flatmap(
     lambda g: st.lists(st.lists(st.floats(-5, 5), min_size=g, max_size=g), min_size=p, max_size=p)))
@@ -112,3 +113,11 @@ def test_a_step_raises_the_probability_of_the_rewarded_answers():
     change = (new - logp.detach()).sum(-1).view(2, 4)
     right, wrong = change[rewards == 1].mean().item(), change[rewards == 0].mean().item()
     assert right > wrong, f"log-probability change: rewarded {right:.4f}, unrewarded {wrong:.4f}"
+
+
+def test_informative_fraction_counts_the_groups_with_a_nonzero_advantage():
+    rewards = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
+    moving = (group_advantages(rewards).abs().sum(dim=1) > 0).float().mean().item()
+    got = informative_fraction(rewards)
+    assert got == 0.5, f"2 of the 4 groups have rewards that differ, got a fraction of {got}"
+    assert got == moving, f"the fraction {got} differs from the fraction of groups with a non-zero advantage {moving}"

@@ -8,12 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from common.data.arithmetic import main as arithmetic_main
+from common.data.arithmetic import load_problems, main as arithmetic_main
 from common.data.instructions import ChatTokenizer
 from common.errors import run_cli
 from common.text.char import CharTokenizer
 from minigpt import GPT, GPTConfig
-from minigpt.grpo import main as grpo_main
+from minigpt.chat import load_chat_model
+from minigpt.evaluate import complete, prompt_ids
+from minigpt.grpo import build_parser, grpo_step, main as grpo_main, token_log_probs
 
 SMALL = ["--num_generations", "2", "--prompts_per_step", "2", "--max_new_tokens", "4", "--eval_samples", "2",
          "--max_eval_samples", "4", "--eval_steps", "2", "--logging_steps", "1", "--use_cpu", "--seed", "7"]
@@ -57,6 +59,7 @@ def test_grpo_writes_the_model_log_and_held_out_scores_and_the_same_seed_gives_t
     evals = [l for l in lines if "eval_pass@1" in l]
     assert [l["step"] for l in steps] == [1, 2, 3] and all(l["kl"] >= 0 for l in steps)
     assert any(l["grad_norm"] > 0 for l in steps) and steps[-1]["kl"] > 0, steps
+    assert all(0 <= l["informative_groups"] <= 1 for l in steps), steps
     assert [l["step"] for l in evals] == [0, 2, 3] and all("eval_pass@2" in l for l in evals), evals
     results = json.loads((tmp_path / "a" / "eval_results.json").read_text())
     assert {"eval_exact_match", "init_eval_exact_match", "eval_pass@1", "eval_pass@2"} <= set(results), results
@@ -93,3 +96,47 @@ def test_reward_function_that_raises_is_one_error_line_naming_the_record(chat_mo
                        str(chat_model / "data" / "train.jsonl"), "--output_dir", str(tmp_path / "x"),
                        "--reward", "broken_reward:reward", "--max_steps", "1", *SMALL], capsys)
     assert "train.jsonl:" in error and "broken_reward:reward raised KeyError" in error, error
+
+
+def test_pi_old_is_the_sampling_policy_so_only_later_updates_on_a_batch_are_clipped(chat_model):
+    torch.manual_seed(0)
+    model, tokenizer, _ = load_chat_model(chat_model / "sft", True)
+    records = load_problems(chat_model / "data" / "train.jsonl")[:2]
+
+    def varied(reply, record):  # a reward that differs within a group, so the advantages are not all 0
+        return float(sum(map(ord, reply)) % 3)
+
+    def step(iterations):
+        opts = build_parser().parse_args(["--model_name_or_path", "x", "--train_file", "x", "--output_dir", "x",
+                                          "--num_generations", "4", "--max_new_tokens", "4",
+                                          "--num_iterations", str(iterations)])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
+        return grpo_step(model, None, optimizer, tokenizer, records, opts, varied, "varied",
+                         torch.Generator().manual_seed(1))
+
+    first = step(1)
+    assert first["informative_groups"] > 0, f"the toy reward gave no signal: {first}"
+    assert first["clip_fraction"] == 0, (f"rho must be 1 on the first update of a batch, yet a fraction "
+                                         f"{first['clip_fraction']} of the tokens was clipped")
+    third = step(3)
+    assert third["clip_fraction"] > 0, ("on the third update of a batch at lr 0.05 rho should leave [0.8, 1.2] "
+                                        f"somewhere; clip fraction {third['clip_fraction']}: is pi_old recomputed?")
+
+
+def test_the_trained_log_probs_are_those_of_the_sampling_temperature(chat_model):
+    torch.manual_seed(0)
+    model, tokenizer, _ = load_chat_model(chat_model / "sft", True)
+    records = load_problems(chat_model / "data" / "train.jsonl")[:2]
+    prompts = [prompt_ids(tokenizer, r["prompt"], chat=True) for r, _ in records]
+    completions = complete(model, tokenizer, prompts, 3, 4, do_sample=True, temperature=0.5,
+                           generator=torch.Generator().manual_seed(0))
+    at_half = token_log_probs(model, completions, 0.5)
+    with torch.no_grad():
+        logits = model(completions.tokens, attention_mask=completions.attention_mask).logits[:, :-1]
+    expected = torch.log_softmax(logits / 0.5, -1).gather(-1, completions.tokens[:, 1:, None])[..., 0]
+    expected = expected * completions.reply_mask[:, 1:]
+    gap = (at_half - expected).abs().max()
+    assert torch.allclose(at_half, expected, atol=1e-5), (
+        f"log pi_tau must be log softmax(z / tau) at the replies' tokens; largest gap {gap}")
+    plain = token_log_probs(model, completions)
+    assert not torch.allclose(plain, at_half), "tau = 0.5 gave the log-probabilities of tau = 1"

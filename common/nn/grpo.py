@@ -41,6 +41,13 @@ def group_advantages(rewards: torch.Tensor, normalize_by_std: bool = True, eps: 
 # END EXERCISE grpo_advantages
 
 
+def informative_fraction(rewards: torch.Tensor) -> float:
+    """The fraction of the P groups (rewards (P, G)) whose rewards are not all equal: the only groups
+    with a non-zero advantage, so the only ones that move the policy. With a 0/1 reward and success
+    rate p per sample it is about 1 - p^G - (1 - p)^G: small when p is near 0 or 1."""
+    return (rewards.max(dim=1).values > rewards.min(dim=1).values).float().mean().item()
+
+
 def check_group_size(group_size: int) -> None:
     if group_size < 2:
         raise ConfigError(f"the group size (--num_generations) is {group_size}: GRPO's advantage compares an answer "

@@ -27,8 +27,8 @@
 # recipe for longer (`demo/stages.py:pretrain_bert`). Tests: `tests/test_trainer.py`,
 # `tests/test_bert_model.py`, `tests/test_demo.py`.
 #
-# Run it: `python tutorials/06_pretraining.py` (6,000 steps: about 30 minutes of CPU time, 0.31 CPU
-# seconds a step measured on a 2-core machine, docs/results/tutorials.md);
+# Run it: `python tutorials/06_pretraining.py` (6,000 steps: about two minutes on one idle core, 107 s
+# measured on a 2-core machine, docs/results/tutorials.md; much longer on a busy one);
 # `TUTORIAL_QUICK=1` trains for a few seconds only, and its numbers mean little.
 
 # %%

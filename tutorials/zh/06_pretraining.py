@@ -25,8 +25,8 @@
 # （`demo/stages.py:pretrain_bert`）。测试：`tests/test_trainer.py`、`tests/test_bert_model.py`、
 # `tests/test_demo.py`。
 #
-# 运行：`python tutorials/zh/06_pretraining.py`（6000 步：约 30 分钟 CPU 时间，在 2 核机器上实测每步 0.31 CPU 秒，
-# 见 docs/results/tutorials.md）；
+# 运行：`python tutorials/zh/06_pretraining.py`（6000 步：在一个空闲的核上约两分钟，2 核机器上实测 107 秒，
+# 见 docs/results/tutorials.md；机器繁忙时会慢得多）；
 # `TUTORIAL_QUICK=1` 只训练几秒钟，它的数字没多大意义。
 
 # %%

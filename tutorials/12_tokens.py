@@ -19,7 +19,7 @@
 # Tests: `tests/test_bpe.py` (the same ids as transformers' GPT2Tokenizer and tiktoken),
 # `tests/test_bpe_cli.py`. Exercises: `bpe_merge`, `bpe_encode`.
 #
-# Run it: `python tutorials/12_tokens.py` (about 6 minutes: four models of 60 s each, and a minute
+# Run it: `python tutorials/12_tokens.py` (about 5 minutes: four models of 60 s each, and a minute
 # for the Chinese tokenizers);
 # `TUTORIAL_QUICK=1` for a few seconds.
 

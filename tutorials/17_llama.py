@@ -18,7 +18,7 @@
 # `common/nn/attention.py:repeat_kv`, `minigpt/config.py`. Tests: `tests/test_llama.py` (equal to
 # transformers' `LlamaForCausalLM`, and the properties checked below).
 #
-# Run it: `python tutorials/17_llama.py` (about 7 minutes: six 60-second trainings);
+# Run it: `python tutorials/17_llama.py` (about 6 minutes: six 60-second trainings);
 # `TUTORIAL_QUICK=1` for a few seconds.
 
 # %%

@@ -19,8 +19,9 @@
 # Tests: `tests/test_interpret_*.py`, `tests/test_insides_parity.py`. Figures on real models:
 # `docs/results/interpret.md`.
 #
-# Run it: `python tutorials/19_looking_inside.py` (about 5 minutes: one 2-layer model trained for
-# about 3 minutes); `TUTORIAL_QUICK=1` for a few seconds (the model then learns little: the code is the same).
+# Run it: `python tutorials/19_looking_inside.py` (about a minute on 2 idle CPU cores: one 2-layer
+# model trained for 5,000 steps, at most 200 s on a slower machine); `TUTORIAL_QUICK=1` for a few
+# seconds (the model then learns little: the code is the same).
 
 # %%
 import _setup

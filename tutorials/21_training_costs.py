@@ -13,8 +13,8 @@
 # `common/nn/checkpointing.py`, `common/nn/flash_attention.py`, `common/train/muon.py`,
 # `bench/scaling.py`. Tests: `tests/test_accounting.py`, `tests/test_checkpointing.py`,
 # `tests/test_flash_attention.py`, `tests/test_muon.py`, `tests/test_bench_scaling.py`.
-# Figures: `docs/results/compute.md`. Run it: `python tutorials/21_training_costs.py` (a few
-# minutes); `TUTORIAL_QUICK=1` for a few seconds.
+# Figures: `docs/results/compute.md`. Run it: `python tutorials/21_training_costs.py` (about
+# a minute); `TUTORIAL_QUICK=1` for a few seconds.
 
 # %%
 import _setup

@@ -17,7 +17,7 @@
 # 测试：`tests/test_bpe.py`（与 transformers 的 GPT2Tokenizer 和 tiktoken 给出相同的 id）、
 # `tests/test_bpe_cli.py`。练习：`bpe_merge`、`bpe_encode`。
 #
-# 运行：`python tutorials/zh/12_tokens.py`（约 6 分钟：四个模型各 60 秒，另有约一分钟训练中文分词器）；
+# 运行：`python tutorials/zh/12_tokens.py`（约 5 分钟：四个模型各 60 秒，另有约一分钟训练中文分词器）；
 # `TUTORIAL_QUICK=1` 只需几秒。
 
 # %%

@@ -18,7 +18,7 @@
 # `common/nn/attention.py:repeat_kv`、`minigpt/config.py`。测试：`tests/test_llama.py`（与 transformers
 # 的 `LlamaForCausalLM` 相等，以及下面检查的各项性质）。
 #
-# 运行：`python tutorials/zh/17_llama.py`（约 7 分钟：六次各 60 秒的训练）；`TUTORIAL_QUICK=1` 只需几秒。
+# 运行：`python tutorials/zh/17_llama.py`（约 6 分钟：六次各 60 秒的训练）；`TUTORIAL_QUICK=1` 只需几秒。
 
 # %%
 import _setup

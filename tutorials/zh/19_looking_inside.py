@@ -18,7 +18,8 @@
 # 测试：`tests/test_interpret_*.py`、`tests/test_insides_parity.py`。真实模型上的结果：
 # `docs/results/interpret.md`。
 #
-# 运行：`python tutorials/zh/19_looking_inside.py`（约 5 分钟：训练一个 2 层模型约 3 分钟）；
+# 运行：`python tutorials/zh/19_looking_inside.py`（在 2 核空闲 CPU 上约一分钟：一个 2 层模型训练 5,000 步，
+# 较慢的机器上最多 200 秒）；
 # `TUTORIAL_QUICK=1` 只需几秒（那时模型几乎学不到东西，但代码相同）。
 
 # %%

@@ -10,7 +10,7 @@
 # `common/nn/checkpointing.py`、`common/nn/flash_attention.py`、`common/train/muon.py`、
 # `bench/scaling.py`。测试：`tests/test_accounting.py`、`tests/test_checkpointing.py`、
 # `tests/test_flash_attention.py`、`tests/test_muon.py`、`tests/test_bench_scaling.py`。
-# 结果：`docs/results/compute.md`。运行：`python tutorials/zh/21_training_costs.py`（几分钟）；
+# 结果：`docs/results/compute.md`。运行：`python tutorials/zh/21_training_costs.py`（约一分钟）；
 # `TUTORIAL_QUICK=1` 只需几秒。
 
 # %%
